@@ -1,0 +1,303 @@
+"""Typed job configuration: YAML files validated by pydantic models, dotted overrides, path resolution, hash.
+
+Config is read once by `load_config` and handed down as frozen models; nobody downstream reads raw dicts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import ConfigError
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LakeConfig(Model):
+    root: str = "./lake"
+    # Non-secret storage options only (region, endpoint); credentials come from the environment.
+    storage_options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if re.search(r"secret|password|token|key|sas|credential", k, re.I)]
+        if bad:
+            raise ValueError(f"credentials {bad} must come from the environment, not a config file")
+        return v
+
+
+class MlflowConfig(Model):
+    tracking_uri: str = "sqlite:///mlruns.db"
+    registry_uri: str | None = None
+    artifact_root: str = "./mlartifacts"
+
+
+class RayConfig(Model):
+    address: str | None = None
+    # tasks: fused Ray tasks that cache the model per worker process (fastest on CPU, see benchmarks/);
+    # actors: a Ray Data actor pool that loads the model once per actor (the shape for GPUs).
+    pipeline: Literal["tasks", "actors"] = "tasks"
+    # Fractional by default: whole-CPU workers starve the read tasks on small machines.
+    num_cpus: float = Field(0.5, gt=0)
+    num_gpus: float = Field(1.0, ge=0)
+    actors: int = Field(2, ge=1)
+    max_in_flight: int | None = Field(None, ge=1)
+
+
+class InputConfig(Model):
+    table: str = "features"
+    version: int | Literal["latest"] = "latest"
+    # "all", one date "2026-01-03", or an inclusive range "2026-01-01..2026-01-07"
+    ds: str = "all"
+    key_columns: list[str] = Field(default_factory=lambda: ["entity_id"])
+    passthrough_columns: list[str] = Field(default_factory=list)
+
+    @field_validator("ds")
+    @classmethod
+    def _ds_form(cls, v: str) -> str:
+        d = r"\d{4}-\d{2}-\d{2}"
+        if v != "all" and not re.fullmatch(rf"{d}(\.\.{d})?", v):
+            raise ValueError(f"ds must be 'all', 'YYYY-MM-DD' or 'YYYY-MM-DD..YYYY-MM-DD', got {v!r}")
+        return v
+
+
+class ModelConfig(Model):
+    uri: str
+    allow_pickle: bool = False
+    device: Literal["cpu", "cuda"] = "cpu"
+    # Torch models score in fixed-size micro-batches so that batch size never moves a score.
+    micro_batch_rows: int = Field(4096, ge=1)
+
+    @field_validator("uri")
+    @classmethod
+    def _models_uri(cls, v: str) -> str:
+        if not re.fullmatch(r"models:/[^/@]+(@[^/@]+|/\d+)", v):
+            raise ValueError(f"model uri must be models:/<name>@<alias> or models:/<name>/<version>, got {v!r}")
+        return v
+
+
+class OutputConfig(Model):
+    table: str = "scores"
+    score_column: str = "score"
+    target_file_rows: int = Field(1_000_000, ge=1)
+    read_batch_rows: int = Field(131_072, ge=1)
+    compression: Literal["zstd", "snappy", "none"] = "zstd"
+
+
+class RunConfig(Model):
+    time_budget_s: int = Field(6 * 3600, ge=1)
+    commit_retries: int = Field(5, ge=0)
+
+
+class ScoreConfig(Model):
+    engine: Literal["ray", "spark"] = "ray"
+    lake: LakeConfig = LakeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    input: InputConfig = InputConfig()
+    model: ModelConfig
+    output: OutputConfig = OutputConfig()
+    ray: RayConfig = RayConfig()
+    run: RunConfig = RunConfig()
+
+
+class DemoDataConfig(Model):
+    start_date: str = "2026-01-01"
+    days: int = Field(8, ge=2)
+    rows_per_day: int = Field(20_000, ge=100)
+    n_features: int = Field(50, ge=4)
+    train_days: int = Field(3, ge=1)
+    seed: int = 7
+
+
+class DemoModelsConfig(Model):
+    xgb_name: str = "lakescore-demo-xgb"
+    torch_name: str = "lakescore-demo-mlp"
+    champion: Literal["xgb", "torch"] = "xgb"
+    xgb_trees: int = Field(200, ge=1)
+    xgb_depth: int = Field(6, ge=1)
+
+
+class DemoConfig(Model):
+    engine: Literal["ray", "spark"] = "ray"
+    lake: LakeConfig = LakeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    data: DemoDataConfig = DemoDataConfig()
+    models: DemoModelsConfig = DemoModelsConfig()
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    if "=" not in item or item.startswith("="):
+        raise ConfigError(f"override {item!r} is not dotted.key=value; example: input.ds=2026-01-03")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw else ""
+    # Dates stay strings: YAML would turn 2026-01-03 into a date object.
+    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+        value = raw
+    return key.split("."), value
+
+
+def _set(tree: dict, path: list[str], value: object, origin: str) -> None:
+    node = tree
+    for i, part in enumerate(path[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {origin!r}: {'.'.join(path[: i + 1])} is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+class _DateSafeLoader(yaml.SafeLoader):
+    """SafeLoader that keeps ISO dates as strings (partition values are strings)."""
+
+
+_DateSafeLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load_config(cls: type[Model], path: str | os.PathLike | None, overrides: list[str] = ()) -> Model:
+    """Read YAML at `path`, apply dotted overrides, validate into `cls`; errors are ConfigError (exit 2)."""
+    tree: dict = {}
+    where = "the command line"
+    if path is not None:
+        where = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {where} not found; pass --config conf/<job>.yaml")
+        try:
+            loaded = yaml.load(p.read_text(), Loader=_DateSafeLoader)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {where} is not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {where} must hold a mapping at the top level")
+        tree = loaded or {}
+    for item in overrides:
+        keys, value = parse_override(item)
+        _set(tree, keys, value, item)
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, cls, where)) from e
+
+
+def _describe(e: ValidationError, cls: type[Model], where: str) -> str:
+    parts = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _section(cls, [str(x) for x in err["loc"][:-1]])
+            known = sorted(parent.model_fields) if parent else []
+            parts.append(f"unknown key '{loc}' in {where} (or an override); known keys here: {', '.join(known)}")
+        elif err["type"] == "missing":
+            parts.append(f"missing required key '{loc}' in {where}")
+        else:
+            parts.append(f"bad value for '{loc}' in {where}: {err['msg']}")
+    more = f" (+{len(e.errors()) - 3} more)" if len(e.errors()) > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _section(cls: type[Model], path: list[str]) -> type[Model] | None:
+    node = cls
+    for part in path:
+        field = node.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, Model)):
+            return None
+        node = ann
+    return node
+
+
+# ------------------------------------------------------------------------------------------------- paths
+
+
+def is_url(path: str) -> bool:
+    return bool(_URL.match(path))
+
+
+def absolute_path(path: str, base: str | os.PathLike | None = None) -> str:
+    """A path or URL made absolute against `base` (default the working directory); URLs are kept."""
+    if is_url(path):
+        return path
+    return str((Path(base or os.getcwd()) / os.path.expanduser(path)).resolve())
+
+
+def absolute_tracking_uri(uri: str, base: str | os.PathLike | None = None) -> str:
+    """sqlite:///relative.db → sqlite:////abs/relative.db; other URIs unchanged."""
+    m = re.fullmatch(r"sqlite:///(.+)", uri)
+    if m and not m.group(1).startswith("/"):
+        return "sqlite:///" + absolute_path(m.group(1), base)
+    if not is_url(uri):
+        return absolute_path(uri, base)
+    return uri
+
+
+def relative_paths(cfg: Model) -> list[str]:
+    """Dotted keys of `cfg` that still hold relative paths (refused on a remote cluster)."""
+    found = []
+    lake = getattr(cfg, "lake", None)
+    if lake is not None and not is_url(lake.root) and not os.path.isabs(lake.root):
+        found.append("lake.root")
+    ml = getattr(cfg, "mlflow", None)
+    if ml is not None:
+        if absolute_tracking_uri(ml.tracking_uri, "/x") != absolute_tracking_uri(ml.tracking_uri, "/y"):
+            found.append("mlflow.tracking_uri")
+        if not is_url(ml.artifact_root) and not os.path.isabs(ml.artifact_root):
+            found.append("mlflow.artifact_root")
+    return found
+
+
+def resolve_paths(cfg: Model, base: str | os.PathLike | None = None) -> Model:
+    """A copy of `cfg` with lake root and MLflow locations absolute (or URLs)."""
+    updates = {}
+    if getattr(cfg, "lake", None) is not None:
+        updates["lake"] = cfg.lake.model_copy(update={"root": absolute_path(cfg.lake.root, base)})
+    if getattr(cfg, "mlflow", None) is not None:
+        ml = cfg.mlflow
+        updates["mlflow"] = ml.model_copy(
+            update={
+                "tracking_uri": absolute_tracking_uri(ml.tracking_uri, base),
+                "registry_uri": absolute_tracking_uri(ml.registry_uri, base) if ml.registry_uri else None,
+                "artifact_root": absolute_path(ml.artifact_root, base),
+            }
+        )
+    return cfg.model_copy(update=updates)
+
+
+def table_uri(lake: LakeConfig, table: str) -> str:
+    """Table paths are relative to lake.root unless absolute or URLs."""
+    if is_url(table) or os.path.isabs(table):
+        return table
+    root = lake.root.rstrip("/")
+    return f"{root}/{table}"
+
+
+# ------------------------------------------------------------------------------------------------- hash
+
+# Execution settings do not change a single output value, so they stay out of the hash: the same
+# input, model and output settings give the same config_hash on Ray and on Spark.
+_EXECUTION_KEYS = {"engine", "ray", "spark", "run"}
+
+
+def config_hash(cfg: Model) -> str:
+    data = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _EXECUTION_KEYS}
+    canon = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+
+def to_json(cfg: Model) -> str:
+    return json.dumps(cfg.model_dump(mode="json"), sort_keys=True)

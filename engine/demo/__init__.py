@@ -1,0 +1,1 @@
+"""The demo lake and demo models: seeded synthetic data and two registered models."""

@@ -1,0 +1,130 @@
+"""Ray executors for the scoring job: the same engine function (`score_chunk`) in two pipeline shapes.
+
+- `tasks` (CPU default): one Ray task per chunk, at most `max_in_flight` at once; each worker process keeps
+  the model it loaded (engine.models.cached_scorer), so fused tasks pay for it once per process. The
+  benchmark (benchmarks/) shows this shape is the fastest on CPU: Ray Data's per-block machinery costs more
+  than the model does.
+- `actors` (GPU): a Ray Data `map_batches` over the chunk list with an actor pool; each actor loads the model
+  once onto its device (`num_gpus`).
+
+Fractional `num_cpus` keeps workers from starving the rest on small machines. Ray retries a chunk whose
+worker died (bounded); an exception in a chunk fails that chunk's unit only.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+from engine.config import RayConfig
+from engine.errors import UnitFailed
+from engine.models import ModelBundle
+from engine.score_job import ChunkFailure
+from engine.scoring import ChunkResult, ChunkWork, score_chunk
+
+SYSTEM_RETRIES = 3
+
+
+def _score_chunk_task(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
+    return score_chunk(work, bundle)
+
+
+class RayTasksExecutor:
+    def __init__(self, cfg: RayConfig):
+        self.cfg = cfg
+
+    def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+        import ray
+
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        limit = self.cfg.max_in_flight or cpus
+        task = ray.remote(_score_chunk_task).options(
+            num_cpus=self.cfg.num_cpus,
+            num_gpus=self.cfg.num_gpus if works and works[0].device == "cuda" else 0,
+            max_retries=SYSTEM_RETRIES,
+            retry_exceptions=False,
+        )
+        bundle_ref = ray.put(bundle)
+        queue = list(reversed(works))
+        running: dict = {}
+        while queue or running:
+            while queue and len(running) < limit:
+                w = queue.pop()
+                running[task.remote(w, bundle_ref)] = w
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                for ref in running:
+                    ray.cancel(ref, force=True)
+                raise UnitFailed(f"time budget exhausted with {len(running) + len(queue)} chunk(s) unfinished; "
+                                 "raise run.time_budget_s or add workers")
+            for ref in ready:
+                w = running.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as e:  # the chunk's unit fails; the others go on
+                    yield ChunkFailure(w.unit, _one_line(e))
+
+
+class _ChunkActor:
+    """Ray Data actor: loads the model once, then scores whole chunks."""
+
+    def __init__(self, works: list[ChunkWork], bundle: ModelBundle):
+        from engine.models import cached_scorer
+
+        self.works = works
+        self.bundle = bundle
+        cached_scorer(bundle, works[0].device, works[0].micro_batch_rows)
+
+    def __call__(self, batch: dict) -> dict:
+        out = {"i": [], "ok": [], "error": [], "rows_in": [], "rows_out": [], "adds": []}
+        import json
+
+        for i in batch["i"]:
+            w = self.works[int(i)]
+            try:
+                r = score_chunk(w, self.bundle)
+                out["ok"].append(True), out["error"].append(""), out["rows_in"].append(r.rows_in)
+                out["rows_out"].append(r.rows_out), out["adds"].append(json.dumps(r.adds))
+            except Exception as e:  # reported per chunk; it fails that unit only
+                out["ok"].append(False), out["error"].append(_one_line(e)), out["rows_in"].append(0)
+                out["rows_out"].append(0), out["adds"].append("[]")
+            out["i"].append(int(i))
+        return out
+
+
+class RayDataActorsExecutor:
+    def __init__(self, cfg: RayConfig):
+        self.cfg = cfg
+
+    def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+        import json
+
+        import ray
+
+        gpu = works[0].device == "cuda"
+        ds = ray.data.from_items([{"i": i} for i in range(len(works))], override_num_blocks=len(works))
+        ds = ds.map_batches(
+            _ChunkActor,
+            fn_constructor_kwargs={"works": works, "bundle": bundle},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=self.cfg.actors),
+            num_cpus=self.cfg.num_cpus,
+            num_gpus=self.cfg.num_gpus if gpu else 0,
+        )
+        for row in ds.iter_rows():
+            if time.monotonic() > deadline:
+                raise UnitFailed("time budget exhausted; raise run.time_budget_s or add workers")
+            w = works[int(row["i"])]
+            if row["ok"]:
+                yield ChunkResult(w.unit, int(row["rows_in"]), int(row["rows_out"]), json.loads(row["adds"]))
+            else:
+                yield ChunkFailure(w.unit, row["error"])
+
+
+def executor(cfg: RayConfig):
+    return RayDataActorsExecutor(cfg) if cfg.pipeline == "actors" else RayTasksExecutor(cfg)
+
+
+def _one_line(e: BaseException) -> str:
+    cause = getattr(e, "cause", None) or e
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]

@@ -1,0 +1,97 @@
+"""What every job shares: arguments, config loading and path resolution, logging, exit codes, the summary line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from typing import Callable
+
+from engine.config import Model, config_hash, load_config, relative_paths, resolve_paths, to_json
+from engine.errors import ConfigError, LakescoreError
+
+log = logging.getLogger("lakescore")
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s lakescore: %(message)s"))
+    root = logging.getLogger("lakescore")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def parser(job: str, doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"lakescore {job}", description=doc)
+    p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. input.ds=2026-01-03")
+    return p
+
+
+class _ArgError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # exit 2 through our own path, with the one-line format
+        raise _ArgError(message)
+
+
+def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str] | None,
+            extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """Parse, load, run `body(cfg, args) -> dict`, print one JSON summary line; return the exit code."""
+    setup_logging()
+    p = _Parser(prog=f"lakescore {job}", description=doc)
+    p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. input.ds=2026-01-03")
+    if extra_args:
+        extra_args(p)
+    started = time.time()
+    summary: dict = {"job": job, "status": "error"}
+    try:
+        try:
+            args = p.parse_args(argv)
+        except _ArgError as e:
+            raise ConfigError(f"{e}; usage: {p.format_usage().strip()}") from None
+        cfg = load_config(cls, args.config, args.overrides)
+        from engine.ray.session import in_submitted_job
+
+        rel = relative_paths(cfg)
+        if rel and in_submitted_job():
+            raise ConfigError(
+                f"{', '.join(rel)} is relative, but this job runs in Ray's uploaded copy of the working dir, where it "
+                "would point inside that copy; pass absolute paths (e.g. lake.root=$PWD/lake) or use `lakescore submit`"
+            )
+        cfg = resolve_paths(cfg)
+        summary["config_hash"] = config_hash(cfg)
+        log.info("config %s (hash %s): %s", args.config, summary["config_hash"], to_json(cfg))
+        result = body(cfg, args)
+        summary.update(_plain(result))
+        summary["status"] = "ok"
+        code = 0
+    except LakescoreError as e:
+        code = e.exit_code
+        partial = getattr(e, "summary", None)
+        if partial is not None:
+            summary.update(_plain(partial))
+        summary.update(status="error", exit_code=code, error=str(e))
+        print(f"lakescore {job}: error: {e}", file=sys.stderr)
+    except Exception as e:  # a bug: exit 1 with the traceback in the log, never a silent pass
+        log.exception("unexpected failure")
+        code = 1
+        summary.update(status="error", exit_code=1, error=f"unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+        print(f"lakescore {job}: error: unexpected {type(e).__name__}; see the log above; this is a bug", file=sys.stderr)
+    summary["elapsed_s"] = round(time.time() - started, 3)
+    summary["exit_code"] = code
+    sys.stdout.flush()
+    print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+    return code
+
+
+def _plain(obj) -> dict:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    return dict(obj)
