@@ -85,54 +85,78 @@ def recorded_version(table, unit: Unit) -> int | None:
     return table.transaction_version(unit.app_id)
 
 
-def commit_unit(
-    uri: str,
-    base_version: int,
-    unit: Unit,
-    adds: list[dict],
-    schema: pa.Schema,
-    partition_by: list[str],
-    metadata: dict,
-    retries: int = 5,
-    storage_options: dict | None = None,
-) -> str:
-    """Commit a unit's files; returns "committed" or "already-done" (a concurrent run committed the same input).
-
-    The first attempt commits against `base_version`, the table version at which the job checked the unit,
-    so that a concurrent commit of the same unit is a conflict rather than a silent double overwrite.
-    """
-    from deltalake import CommitProperties, DeltaTable, Transaction
-    from deltalake.exceptions import CommitFailedError
-    from deltalake.transaction import AddAction
-
-    actions = [
-        AddAction(a["path"], a["size"], a["partition_values"], a["modification_time"], a["data_change"], a["stats"])
-        for a in adds
-    ]
-    filt = partition_filter(unit, partition_by)
-    props = CommitProperties(
-        custom_metadata={"userMetadata": json.dumps(metadata, sort_keys=True)},
-        app_transactions=[Transaction(unit.app_id, unit.txn_version, int(time.time() * 1000))],
-        max_commit_retries=0,
-    )
-    opts = storage_options or None
-    table = DeltaTable(uri, version=base_version, storage_options=opts)
-    for attempt in range(retries + 1):
+def commits_since(table, base_version: int) -> list[dict]:
+    """userMetadata of the commits after `base_version` (as written by commit_unit; others are {})."""
+    latest = table.version()
+    if latest <= base_version:
+        return []
+    out = []
+    for h in table.history(limit=latest - base_version):
+        if h.get("version", -1) <= base_version:
+            continue
         try:
-            table.create_write_transaction(actions, "overwrite", schema, partition_by, filt, commit_properties=props)
-            return "committed"
-        except CommitFailedError as e:
-            table = DeltaTable(uri, storage_options=opts)
-            if table.transaction_version(unit.app_id) == unit.txn_version:
-                log.info("unit %s: a concurrent run committed the same input; dropping this run's files", unit.app_id)
-                discard(uri, adds, storage_options)
-                return "already-done"
-            if attempt == retries:
-                raise UnitFailed(
-                    f"unit {unit.app_id}: commit kept conflicting after {retries + 1} attempts; re-run the job"
-                ) from e
-            time.sleep(min(0.2 * 2**attempt, 5.0))
-    raise AssertionError("unreachable")
+            out.append(json.loads(h.get("userMetadata") or "{}"))
+        except ValueError:
+            out.append({})
+    return out
+
+
+class Committer:
+    """Commits a run's units against the table version at which they were checked.
+
+    Conflicts are resolved from the log: if no one committed this unit since the check, the conflict came from
+    another unit and the commit is retried on the latest version; if a concurrent run committed this unit with
+    the same fingerprint, this run's commit is a no-op; with another fingerprint, this run commits again.
+    """
+
+    def __init__(self, uri: str, base_version: int, schema: pa.Schema, partition_by: list[str], run_id: str,
+                 retries: int = 5, storage_options: dict | None = None):
+        self.uri, self.base, self.schema, self.partition_by = uri, base_version, schema, partition_by
+        self.run_id, self.retries, self.opts = run_id, retries, storage_options or None
+
+    def commit(self, unit: Unit, adds: list[dict], metadata: dict) -> str:
+        """Returns "committed" or "already-done"."""
+        from deltalake import CommitProperties, DeltaTable, Transaction
+        from deltalake.exceptions import CommitFailedError
+        from deltalake.transaction import AddAction
+
+        actions = [AddAction(a["path"], a["size"], a["partition_values"], a["modification_time"], a["data_change"],
+                             a["stats"]) for a in adds]
+        filt = partition_filter(unit, self.partition_by)
+        props = CommitProperties(
+            custom_metadata={"userMetadata": json.dumps({**metadata, "run_id": self.run_id}, sort_keys=True)},
+            app_transactions=[Transaction(unit.app_id, unit.txn_version, int(time.time() * 1000))],
+            max_commit_retries=0,
+        )
+        table = DeltaTable(self.uri, version=self.base, storage_options=self.opts)
+        checked_at = self.base
+        for attempt in range(self.retries + 1):
+            try:
+                table.create_write_transaction(actions, "overwrite", self.schema, self.partition_by, filt,
+                                               commit_properties=props)
+                self._advance()
+                return "committed"
+            except CommitFailedError as e:
+                table = DeltaTable(self.uri, storage_options=self.opts)
+                rivals = [m for m in commits_since(table, checked_at) if m.get("app_id") == unit.app_id]
+                if rivals and rivals[-1].get("input_fingerprint") == unit.fingerprint:
+                    log.info("unit %s: a concurrent run committed the same input; dropping this run's files", unit.app_id)
+                    discard(self.uri, adds, self.opts)
+                    return "already-done"
+                if attempt == self.retries:
+                    raise UnitFailed(f"unit {unit.app_id}: commit kept conflicting after {self.retries + 1} attempts; "
+                                     "re-run the job") from e
+                checked_at = table.version()
+                time.sleep(min(0.1 * 2**attempt, 5.0) if rivals else 0)
+        raise AssertionError("unreachable")
+
+    def _advance(self) -> None:
+        """Move the base past commits of this run only: they touched other units, which stay checked."""
+        from deltalake import DeltaTable
+
+        table = DeltaTable(self.uri, storage_options=self.opts)
+        if all(m.get("run_id") == self.run_id for m in commits_since(table, self.base)):
+            self.base = table.version()
 
 
 def discard(uri: str, adds: list[dict], storage_options: dict | None = None) -> None:

@@ -96,7 +96,8 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     out_uri = table_uri(cfg.lake, cfg.output.table)
     summary.output_table = cfg.output.table
     out = protocol.open_or_create(out_uri, tschema, PARTITION_COLUMNS, opts)
-    base_version = out.version()
+    committer = protocol.Committer(out_uri, out.version(), tschema, PARTITION_COLUMNS, summary.run_id,
+                                   cfg.run.commit_retries, opts)
 
     units = {
         d: protocol.Unit(
@@ -150,7 +151,7 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
         if item.unit in errors:
             continue
         d, unit = by_app[item.unit]
-        _commit(cfg, summary, snap, d, unit, results[item.unit], out_uri, tschema, base_version, stamps, hooks)
+        _commit(cfg, summary, snap, d, unit, results[item.unit], committer, stamps, hooks)
     for app, err in errors.items():
         d, _unit = by_app[app]
         for r in results[app]:
@@ -169,20 +170,19 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     return summary
 
 
-def _commit(cfg, summary, snap, d, unit, results, out_uri, tschema, base_version, stamps, hooks) -> None:
+def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks) -> None:
     rows_in = sum(r.rows_in for r in results)
     rows_out = sum(r.rows_out for r in results)
     adds = [a for r in results for a in r.adds]
     expected = snap.rows(d)
     if rows_out != rows_in or (expected is not None and rows_in != expected):
-        protocol.discard(out_uri, adds, cfg.lake.storage_options)
+        protocol.discard(committer.uri, adds, cfg.lake.storage_options)
         summary.failed.append(f"ds={d}: rows do not reconcile (log {expected}, read {rows_in}, scored {rows_out})")
         return
     hooks.before_commit(unit)
     meta = {**stamps.as_json(), "ds": d, "app_id": unit.app_id, "input_fingerprint": unit.fingerprint,
             "rows": rows_out, "job": JOB}
-    outcome = protocol.commit_unit(out_uri, base_version, unit, adds, tschema, PARTITION_COLUMNS, meta,
-                                   cfg.run.commit_retries, cfg.lake.storage_options)
+    outcome = committer.commit(unit, adds, meta)
     summary.rows_in += rows_in
     if outcome == "committed":
         summary.rows_out += rows_out

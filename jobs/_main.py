@@ -24,13 +24,6 @@ def setup_logging() -> None:
     root.propagate = False
 
 
-def parser(job: str, doc: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"lakescore {job}", description=doc)
-    p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. input.ds=2026-01-03")
-    return p
-
-
 class _ArgError(Exception):
     pass
 
@@ -53,7 +46,7 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
     summary: dict = {"job": job, "status": "error"}
     try:
         try:
-            args = p.parse_args(argv)
+            args = p.parse_intermixed_args(argv)
         except _ArgError as e:
             raise ConfigError(f"{e}; usage: {p.format_usage().strip()}") from None
         cfg = load_config(cls, args.config, args.overrides)

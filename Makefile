@@ -1,0 +1,57 @@
+# lakescore — the README's commands. `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON_BASE ?= python3
+# The venv lives outside the clone, keyed by the lock file's hash: a fresh clone reuses it, a new lock gets a new one.
+LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
+VENV ?= $(HOME)/.cache/lakescore/venv-$(LOCK_HASH)
+PY := $(VENV)/bin/python
+DELTA_SPARK := $(shell sed -n 's/^delta[-_]spark==//p' requirements.lock)
+PYSPARK := $(shell sed -n 's/^pyspark==//p' requirements.lock)
+JARS_DIR ?= $(HOME)/.cache/lakescore/jars-delta-$(DELTA_SPARK)-spark-$(PYSPARK)
+
+export PATH := $(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)
+export LAKESCORE_JARS_DIR := $(JARS_DIR)
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup demo test bench lock clean-demo
+
+$(VENV)/.installed: requirements.lock
+	@echo "== creating $(VENV) from requirements.lock (first time only; torch is large)"
+	$(PYTHON_BASE) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.lock
+	touch $@
+
+.make/editable: pyproject.toml $(VENV)/.installed
+	@mkdir -p .make
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+$(JARS_DIR)/jars.txt: $(VENV)/.installed
+	@echo "== fetching the delta-spark $(DELTA_SPARK) jars for Spark $(PYSPARK) from Maven Central (once)"
+	$(PY) -m engine.spark.jars --dest $(JARS_DIR)
+
+setup: $(VENV)/.installed .make/editable $(JARS_DIR)/jars.txt
+
+demo: setup
+	$(PY) -m jobs.demo --config conf/demo.yaml
+	$(PY) -m jobs.score --config conf/score.yaml
+	$(PY) -m jobs.score --config conf/score.yaml model.uri=models:/lakescore-demo-mlp/1
+	@$(PY) -m jobs.demo_info --config conf/score.yaml
+
+test: setup
+	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) benchmarks/bench.py
+
+# Regenerate the lock from pyproject's direct dependencies (then commit requirements.lock).
+lock:
+	rm -rf .make/lockenv && $(PYTHON_BASE) -m venv .make/lockenv
+	.make/lockenv/bin/pip install -q --upgrade pip && .make/lockenv/bin/pip install -q ".[test]"
+	.make/lockenv/bin/pip freeze --exclude lakescore > requirements.lock
+
+clean-demo:
+	rm -rf lake mlruns.db mlartifacts

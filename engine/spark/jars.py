@@ -1,0 +1,135 @@
+"""The delta-spark jars, resolved once from Maven Central at setup and used offline afterwards.
+
+`python -m engine.spark.jars [--dest DIR]` (run by `make setup`) resolves
+`io.delta:delta-spark_<spark major.minor>_2.13:<delta version>` for the installed `pyspark` and
+`delta-spark` (the artifact `delta.pip_utils.configure_spark_with_delta_pip` names) with Spark's own Ivy
+resolution (`spark.jars.packages`, `spark.jars.ivy=<DIR>/ivy`), then writes `<DIR>/jars.txt`: the
+absolute path of every resolved jar, one a line. Sessions read that manifest (`jar_paths`) and never
+touch the network. Running it again with the jars in place does nothing.
+
+Ivy settings name Maven Central only (`<DIR>/ivysettings.xml`): Spark's default chain tries `~/.m2`
+first, and a `~/.m2` that holds a pom without its jar (left by `mvn dependency:get -Dtransitive=false`,
+an IDE, …) makes the whole resolution fail with "NOT FOUND … local-m2-cache".
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+SCALA = "2.13"
+MANIFEST = "jars.txt"
+MAVEN_CENTRAL = "https://repo1.maven.org/maven2/"
+_IVY_SETTINGS = f"""<ivysettings>
+  <settings defaultResolver="central"/>
+  <resolvers>
+    <ibiblio name="central" m2compatible="true" root="{MAVEN_CENTRAL}"/>
+  </resolvers>
+</ivysettings>
+"""
+
+
+def versions() -> tuple[str, str]:
+    """(delta-spark, pyspark) versions installed in this environment."""
+    try:
+        return version("delta-spark"), version("pyspark")
+    except PackageNotFoundError as e:
+        raise ConfigError(f"python package {e.name} is not installed; run make setup") from e
+
+
+def coordinate() -> str:
+    delta, spark = versions()
+    return f"io.delta:delta-spark_{'.'.join(spark.split('.')[:2])}_{SCALA}:{delta}"
+
+
+def default_dest() -> Path:
+    if os.environ.get("LAKESCORE_JARS_DIR"):
+        return Path(os.environ["LAKESCORE_JARS_DIR"])
+    delta, spark = versions()
+    return Path.home() / ".cache" / "lakescore" / f"jars-delta-{delta}-spark-{spark}"
+
+
+def _delta_jar_name() -> str:
+    _, artifact, ver = coordinate().split(":")
+    return f"io.delta_{artifact}-{ver}.jar"
+
+
+def _read_manifest(dest: Path) -> list[str] | None:
+    """The manifest's jars if it exists, every listed file exists, and it holds this delta-spark; else None."""
+    manifest = dest / MANIFEST
+    if not manifest.is_file():
+        return None
+    paths = [line.strip() for line in manifest.read_text().splitlines() if line.strip()]
+    if not paths or not all(Path(p).is_file() for p in paths):
+        return None
+    if not any(Path(p).name == _delta_jar_name() for p in paths):
+        return None
+    return paths
+
+
+def jar_paths(dest: str | os.PathLike | None = None) -> list[str]:
+    """Absolute paths of the delta-spark jars for this environment, from the manifest `resolve` wrote."""
+    dest = Path(dest) if dest else default_dest()
+    paths = _read_manifest(dest)
+    if paths is None:
+        raise ConfigError(
+            f"delta-spark jars for {coordinate()} are missing or incomplete in {dest} ({MANIFEST}); run make setup"
+        )
+    return paths
+
+
+def resolve(dest: str | os.PathLike | None = None) -> list[str]:
+    """Resolve the jars into `dest` with Spark's Ivy (network, once) and write the manifest; idempotent."""
+    dest = (Path(dest) if dest else default_dest()).resolve()
+    existing = _read_manifest(dest)
+    if existing is not None:
+        print(f"delta-spark jars already in {dest} ({len(existing)} jars, manifest {dest / MANIFEST})")
+        return existing
+
+    from pyspark.sql import SparkSession
+
+    ivy = dest / "ivy"
+    ivy.mkdir(parents=True, exist_ok=True)
+    settings = dest / "ivysettings.xml"
+    settings.write_text(_IVY_SETTINGS)
+    coord = coordinate()
+    print(f"resolving {coord} from Maven Central into {ivy}", flush=True)
+    # The resolution happens when spark-submit launches the JVM; the session itself is not used.
+    spark = (
+        SparkSession.builder.master("local[1]").appName("lakescore-jars")
+        .config("spark.jars.packages", coord)
+        .config("spark.jars.ivy", str(ivy))
+        .config("spark.jars.ivySettings", str(settings))
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.stop()
+    paths = sorted(str(p) for p in (ivy / "jars").glob("*.jar"))
+    if not any(Path(p).name == _delta_jar_name() for p in paths):
+        raise ConfigError(f"resolving {coord} left no {_delta_jar_name()} in {ivy / 'jars'}; check access to Maven Central")
+    tmp = dest / (MANIFEST + ".tmp")
+    tmp.write_text("".join(p + "\n" for p in paths))
+    tmp.replace(dest / MANIFEST)
+    print(f"resolved {len(paths)} jars; manifest {dest / MANIFEST}")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.spark.jars", description=__doc__.splitlines()[0])
+    parser.add_argument("--dest", help="folder for the jars (default: $LAKESCORE_JARS_DIR or ~/.cache/lakescore/jars-delta-<v>-spark-<v>)")
+    args = parser.parse_args(argv)
+    try:
+        for p in resolve(args.dest):
+            print(p)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

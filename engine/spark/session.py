@@ -1,0 +1,33 @@
+"""A SparkSession with delta-spark loaded from local jars.
+
+The jars are resolved from Maven Central once, at setup (`python -m engine.spark.jars`, run by
+`make setup`), and handed to Spark here as plain files through `spark.jars`. We do not use
+`spark.jars.packages` (what `configure_spark_with_delta_pip` does) at session time: that resolves
+through Ivy on every JVM start, needs the network, and fails or stalls on air-gapped workers and in CI.
+"""
+from __future__ import annotations
+
+from engine.spark.jars import jar_paths
+
+
+def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_conf: dict | None = None):
+    """Get or create the process's SparkSession, Delta-enabled; `extra_conf` overrides the defaults.
+
+    JVM-level settings (jars, driver memory) only take effect when this call starts the JVM.
+    """
+    from pyspark.sql import SparkSession
+
+    conf = {
+        "spark.jars": ",".join(jar_paths()),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.driver.memory": "1g",
+        **(extra_conf or {}),
+    }
+    builder = SparkSession.builder.appName(app_name).master(master)
+    for key, value in conf.items():
+        builder = builder.config(key, str(value))
+    return builder.getOrCreate()
