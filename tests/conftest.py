@@ -28,7 +28,7 @@ def ray_local():
     started = not ray.is_initialized()
     if started:
         # Workers import the project from the repo root.
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False,
+        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, _node_ip_address="127.0.0.1",
                  runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     yield ray
     if started:

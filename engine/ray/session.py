@@ -18,10 +18,11 @@ def connect(address: str | None) -> None:
         ray.init(address=address or None, **kwargs)
     else:
         # A private local Ray for this process; the dashboard is not needed for a batch job.
-        ray.init(include_dashboard=False, **kwargs)
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
     log.info("ray: connected, %s CPU, %s GPU", ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0))
 
 
 def in_submitted_job() -> bool:
     """True inside a job started by `ray job submit` (its working dir is an uploaded copy)."""
-    return bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_SUBMISSION_ID"))
+    # The job supervisor hands the driver its job config (runtime env, working dir) in this variable.
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ

@@ -4,7 +4,7 @@
 `io.delta:delta-spark_<spark major.minor>_2.13:<delta version>` for the installed `pyspark` and
 `delta-spark` (the artifact `delta.pip_utils.configure_spark_with_delta_pip` names) with Spark's own Ivy
 resolution (`spark.jars.packages`, `spark.jars.ivy=<DIR>/ivy`), then writes `<DIR>/jars.txt`: the
-absolute path of every resolved jar, one a line. Sessions read that manifest (`jar_paths`) and never
+absolute path of every jar Spark resolved (the delta-spark jar and its dependencies), one a line. Sessions read that manifest (`jar_paths`) and never
 touch the network. Running it again with the jars in place does nothing.
 
 Ivy settings name Maven Central only (`<DIR>/ivysettings.xml`): Spark's default chain tries `~/.m2`
@@ -18,6 +18,7 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from engine.errors import ConfigError
 
@@ -107,8 +108,13 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
         .config("spark.ui.enabled", "false")
         .getOrCreate()
     )
-    spark.stop()
-    paths = sorted(str(p) for p in (ivy / "jars").glob("*.jar"))
+    try:
+        # What spark-submit resolved and put on the classpath, in its order; not a glob of ivy/jars, which
+        # may still hold the jars of an earlier resolution (another delta-spark version).
+        resolved = spark.sparkContext.getConf().get("spark.jars", "")
+    finally:
+        spark.stop()
+    paths = [unquote(urlparse(u).path) if u.startswith("file:") else u for u in resolved.split(",") if u]
     if not any(Path(p).name == _delta_jar_name() for p in paths):
         raise ConfigError(f"resolving {coord} left no {_delta_jar_name()} in {ivy / 'jars'}; check access to Maven Central")
     tmp = dest / (MANIFEST + ".tmp")

@@ -21,9 +21,13 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
         "spark.jars": ",".join(jar_paths()),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # Small by default (local runs, tests); a cluster job raises both through extra_conf. Delta rebuilds
+        # each snapshot's state (every time-travel version) with `snapshotPartitions` tasks, 50 by default.
         "spark.sql.shuffle.partitions": "2",
+        "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": "1g",
         **(extra_conf or {}),
     }
