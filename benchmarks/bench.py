@@ -414,10 +414,13 @@ class RayCluster:
 
     def start(self) -> float:
         ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
-        cmd = [ray_bin, "start", "--head", f"--port={self.port}", f"--dashboard-port={self.dash_port}",
-               "--dashboard-host=127.0.0.1", f"--num-cpus={self.num_cpus}", "--num-gpus=0", "--include-dashboard=true",
-               f"--temp-dir={self.temp_dir}", f"--ray-client-server-port={self.client_port}",
-               f"--dashboard-agent-listen-port={self.agent_port}", "--disable-usage-stats"]
+        cmd = [ray_bin, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.port}",
+               f"--dashboard-port={self.dash_port}", "--dashboard-host=127.0.0.1", f"--num-cpus={self.num_cpus}",
+               "--num-gpus=0", "--include-dashboard=true", f"--temp-dir={self.temp_dir}", "--disable-usage-stats",
+               # Every fixed default port pinned to a free one, so a concurrent Ray on this machine cannot clash.
+               f"--ray-client-server-port={self.client_port}", f"--dashboard-agent-listen-port={self.agent_port}",
+               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+               f"--metrics-export-port={free_port()}"]
         t0 = time.monotonic()
         with open(self.log_path, "w") as logf:
             proc = subprocess.Popen(cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)

@@ -60,10 +60,12 @@ def test_time_travel_matches_deltalake(spark, tmp_path):
             f"SELECT ds, count(*) AS n, sum(entity_id) AS s, sum(unix_micros(event_ts)) AS t"
             f" FROM delta.`{path}` VERSION AS OF {v} GROUP BY ds"
         ).collect()
-        assert {r["ds"]: (r["n"], r["s"], r["t"]) for r in rows} == day_sums(DeltaTable(path, version=v).to_pyarrow_table())
+        expected = day_sums(DeltaTable(path, version=v).to_pyarrow_table())
+        assert {r["ds"]: (r["n"], r["s"], r["t"]) for r in rows} == expected
     v1 = spark.sql(f"SELECT count(*) AS n FROM delta.`{path}` VERSION AS OF 1").first()["n"]
     assert v1 == DeltaTable(path, version=1).to_pyarrow_table().num_rows == 400 + 300 + 50
-    assert spark.sql(f"SELECT count(*) AS n FROM delta.`{path}`").first()["n"] == DeltaTable(path).to_pyarrow_table().num_rows == 950
+    latest = spark.sql(f"SELECT count(*) AS n FROM delta.`{path}`").first()["n"]
+    assert latest == DeltaTable(path).to_pyarrow_table().num_rows == 950
     types = dict(spark.read.format("delta").load(path).dtypes)
     assert types["ds"] == "string" and types["event_ts"] == "timestamp" and types["entity_id"] == "bigint"
 
@@ -107,4 +109,5 @@ def test_spark_reads_scores_written_by_the_score_job(spark, lake, demo_root):
     rs_meta = {h["version"]: json.loads(h["userMetadata"]) for h in dt.history() if "userMetadata" in h}
     assert spark_meta == rs_meta and len(spark_meta) == DAYS
     assert sorted(m["ds"] for m in spark_meta.values()) == [f"2026-01-0{i + 1}" for i in range(DAYS)]
-    assert all(m["run_id"] == summary.run_id and m["model_name"] == XGB and m["rows"] == ROWS for m in spark_meta.values())
+    for m in spark_meta.values():
+        assert (m["run_id"], m["model_name"], m["model_version"], m["rows"]) == (summary.run_id, XGB, 1, ROWS)

@@ -1,1 +1,1 @@
-"""Spark adapter: a SparkSession with delta-spark from local jars, and the wiring that moves batches to engine functions."""
+"""Spark adapter: a Delta-enabled SparkSession from local jars, and the wiring that moves batches to engine functions."""

@@ -4,8 +4,9 @@
 `io.delta:delta-spark_<spark major.minor>_2.13:<delta version>` for the installed `pyspark` and
 `delta-spark` (the artifact `delta.pip_utils.configure_spark_with_delta_pip` names) with Spark's own Ivy
 resolution (`spark.jars.packages`, `spark.jars.ivy=<DIR>/ivy`), then writes `<DIR>/jars.txt`: the
-absolute path of every jar Spark resolved (the delta-spark jar and its dependencies), one a line. Sessions read that manifest (`jar_paths`) and never
-touch the network. Running it again with the jars in place does nothing.
+absolute path of every jar Spark resolved (delta-spark and its dependencies), one a line. Sessions read
+that manifest (`jar_paths`) and never touch the network. Running it again with the jars in place does
+nothing; `--print-jars` prints them as one comma-separated line for `spark-submit --jars`.
 
 Ivy settings name Maven Central only (`<DIR>/ivysettings.xml`): Spark's default chain tries `~/.m2`
 first, and a `~/.m2` that holds a pom without its jar (left by `mvn dependency:get -Dtransitive=false`,
@@ -100,14 +101,20 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
     coord = coordinate()
     print(f"resolving {coord} from Maven Central into {ivy}", flush=True)
     # The resolution happens when spark-submit launches the JVM; the session itself is not used.
-    spark = (
-        SparkSession.builder.master("local[1]").appName("lakescore-jars")
-        .config("spark.jars.packages", coord)
-        .config("spark.jars.ivy", str(ivy))
-        .config("spark.jars.ivySettings", str(settings))
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    try:
+        spark = (
+            SparkSession.builder.master("local[1]").appName("lakescore-jars")
+            .config("spark.jars.packages", coord)
+            .config("spark.jars.ivy", str(ivy))
+            .config("spark.jars.ivySettings", str(settings))
+            .config("spark.ui.enabled", "false")
+            .getOrCreate()
+        )
+    except Exception as e:  # Ivy's report (above, on stderr) says which artifact failed
+        raise ConfigError(
+            f"could not resolve {coord} from {MAVEN_CENTRAL} into {ivy} ({type(e).__name__}); "
+            "check access to Maven Central and run make setup again"
+        ) from e
     try:
         # What spark-submit resolved and put on the classpath, in its order; not a glob of ivy/jars, which
         # may still hold the jars of an earlier resolution (another delta-spark version).
@@ -116,7 +123,7 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
         spark.stop()
     paths = [unquote(urlparse(u).path) if u.startswith("file:") else u for u in resolved.split(",") if u]
     if not any(Path(p).name == _delta_jar_name() for p in paths):
-        raise ConfigError(f"resolving {coord} left no {_delta_jar_name()} in {ivy / 'jars'}; check access to Maven Central")
+        raise ConfigError(f"resolving {coord} gave no {_delta_jar_name()} (got {len(paths)} jars); run make setup again")
     tmp = dest / (MANIFEST + ".tmp")
     tmp.write_text("".join(p + "\n" for p in paths))
     tmp.replace(dest / MANIFEST)
@@ -126,9 +133,15 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.spark.jars", description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", help="folder for the jars (default: $LAKESCORE_JARS_DIR or ~/.cache/lakescore/jars-delta-<v>-spark-<v>)")
+    parser.add_argument("--dest", help="folder for the jars (default: $LAKESCORE_JARS_DIR, else "
+                        "~/.cache/lakescore/jars-delta-<version>-spark-<version>)")
+    parser.add_argument("--print-jars", action="store_true",
+                        help="print the jars as one comma-separated line (for spark-submit --jars); resolve nothing")
     args = parser.parse_args(argv)
     try:
+        if args.print_jars:
+            print(",".join(jar_paths(args.dest)))
+            return 0
         for p in resolve(args.dest):
             print(p)
     except ConfigError as e:

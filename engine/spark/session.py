@@ -4,8 +4,12 @@ The jars are resolved from Maven Central once, at setup (`python -m engine.spark
 `make setup`), and handed to Spark here as plain files through `spark.jars`. We do not use
 `spark.jars.packages` (what `configure_spark_with_delta_pip` does) at session time: that resolves
 through Ivy on every JVM start, needs the network, and fails or stalls on air-gapped workers and in CI.
+Under `spark-submit` the JVM is up before Python runs, so the jars must be on its command line
+(`--jars "$(python -m engine.spark.jars --print-jars)"`); this module then adds none of its own.
 """
 from __future__ import annotations
+
+import os
 
 from engine.spark.jars import jar_paths
 
@@ -18,7 +22,6 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
     from pyspark.sql import SparkSession
 
     conf = {
-        "spark.jars": ",".join(jar_paths()),
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         # Small by default (local runs, tests); a cluster job raises both through extra_conf. Delta rebuilds
@@ -29,8 +32,10 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": "1g",
-        **(extra_conf or {}),
     }
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit / the pyspark shell)
+        conf["spark.jars"] = ",".join(jar_paths())
+    conf.update(extra_conf or {})
     builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in conf.items():
         builder = builder.config(key, str(value))

@@ -1,0 +1,58 @@
+"""Pinned snapshots: version resolution, per-day fingerprints, refusal of unreadable versions."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from engine.demo.data import make_day
+from engine.errors import ConfigError, InputUnavailable
+from engine.snapshot import check_files_exist, open_snapshot, select_partitions
+
+
+@pytest.fixture
+def table(tmp_path):
+    uri = str(tmp_path / "features")
+    for i, ds in enumerate(["2026-01-01", "2026-01-02", "2026-01-03"]):
+        write_deltalake(uri, make_day(i, ds, 200, 4, seed=1)[0], partition_by=["ds"], mode="append")
+    return uri
+
+
+def test_latest_resolves_to_a_concrete_version_and_pins_read_that_version(table):
+    latest = open_snapshot("features", table)
+    assert latest.version == 2 and latest.partitions == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    v0 = open_snapshot("features", table, 0)
+    assert v0.version == 0 and v0.partitions == ["2026-01-01"]
+    assert v0.rows("2026-01-01") == DeltaTable(table, version=0).to_pyarrow_table().num_rows == 200
+    with pytest.raises(InputUnavailable, match="no version 9"):
+        open_snapshot("features", table, 9)
+    with pytest.raises(InputUnavailable, match="not found"):
+        open_snapshot("features", table + "-missing")
+
+
+def test_fingerprint_moves_only_for_the_day_that_changed(table):
+    before = open_snapshot("features", table)
+    write_deltalake(table, make_day(7, "2026-01-02", 50, 4, seed=2)[0], partition_by=["ds"], mode="append")
+    write_deltalake(table, make_day(8, "2026-01-04", 50, 4, seed=2)[0], partition_by=["ds"], mode="append")
+    after = open_snapshot("features", table)
+    assert after.fingerprint("2026-01-01") == before.fingerprint("2026-01-01")
+    assert after.fingerprint("2026-01-02") != before.fingerprint("2026-01-02")
+    assert after.fingerprint("2026-01-01", extra="contract-v2") != before.fingerprint("2026-01-01")
+
+
+def test_selecting_days_reports_the_absent_ones(table):
+    snap = open_snapshot("features", table)
+    assert select_partitions(snap, "2026-01-02..2026-01-05") == (["2026-01-02", "2026-01-03"], ["2026-01-04", "2026-01-05"])
+    assert select_partitions(snap, "all") == (snap.partitions, [])
+    with pytest.raises(ConfigError):
+        select_partitions(snap, "2026-01-05..2026-01-01")
+
+
+def test_a_version_whose_files_were_vacuumed_is_refused_before_work(table):
+    snap = open_snapshot("features", table, 0)
+    victim = snap.files["2026-01-01"][0].path
+    os.remove(os.path.join(table, victim))
+    with pytest.raises(InputUnavailable, match="vacuumed") as e:
+        check_files_exist(snap, ["2026-01-01"])
+    assert e.value.exit_code == 5
