@@ -15,7 +15,7 @@ from engine.snapshot import check_files_exist, open_snapshot, select_partitions
 def table(tmp_path):
     uri = str(tmp_path / "features")
     for i, ds in enumerate(["2026-01-01", "2026-01-02", "2026-01-03"]):
-        write_deltalake(uri, make_day(i, ds, 200, 4, seed=1)[0], partition_by=["ds"], mode="append")
+        write_deltalake(uri, make_day(i, ds, 200, 8, seed=1)[0], partition_by=["ds"], mode="append")
     return uri
 
 
@@ -33,8 +33,8 @@ def test_latest_resolves_to_a_concrete_version_and_pins_read_that_version(table)
 
 def test_fingerprint_moves_only_for_the_day_that_changed(table):
     before = open_snapshot("features", table)
-    write_deltalake(table, make_day(7, "2026-01-02", 50, 4, seed=2)[0], partition_by=["ds"], mode="append")
-    write_deltalake(table, make_day(8, "2026-01-04", 50, 4, seed=2)[0], partition_by=["ds"], mode="append")
+    write_deltalake(table, make_day(7, "2026-01-02", 50, 8, seed=2)[0], partition_by=["ds"], mode="append")
+    write_deltalake(table, make_day(8, "2026-01-04", 50, 8, seed=2)[0], partition_by=["ds"], mode="append")
     after = open_snapshot("features", table)
     assert after.fingerprint("2026-01-01") == before.fingerprint("2026-01-01")
     assert after.fingerprint("2026-01-02") != before.fingerprint("2026-01-02")
