@@ -115,7 +115,7 @@ class DemoDataConfig(Model):
     start_date: str = "2026-01-01"
     days: int = Field(8, ge=2)
     rows_per_day: int = Field(20_000, ge=100)
-    n_features: int = Field(50, ge=4)
+    n_features: int = Field(50, ge=8)
     train_days: int = Field(3, ge=1)
     seed: int = 7
 
