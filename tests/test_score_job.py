@@ -212,7 +212,10 @@ def test_corrupt_model_is_refused_before_anything_is_written(ray_local, lake, de
     mlflow.xgboost.save_model(xgb.train({"max_depth": 2}, xgb.DMatrix(np.zeros((4, 53)), label=[0, 1, 0, 1]), 2),
                               str(d), metadata={PREPROCESS_KEY: demo_spec(50).to_json()})
     (d / "model.ubj").write_bytes(b"this is not a model")
-    with mlflow.start_run():
+    from engine.demo.models import EXPERIMENT
+
+    exp = mlflow.get_experiment_by_name(EXPERIMENT)  # its artifact root lies under demo_root, not the cwd
+    with mlflow.start_run(experiment_id=exp.experiment_id):
         mlflow.log_artifacts(str(d), "model")
         run = mlflow.active_run().info.run_id
     mlflow.register_model(f"runs:/{run}/model", "t-corrupt")
