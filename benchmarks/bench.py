@@ -1085,7 +1085,7 @@ def main(argv=None) -> int:
     print(f"{'large/small':<34}{fmt(rr, '.2f'):>14}   target 1 ± {RSS_FLATNESS}"
           f"{mark(None if rr is None else abs(rr - 1) <= RSS_FLATNESS)}")
     if result["foreign_cpu_share"]:
-        print(f"{'foreign CPU share (shared machine)':<34}" + ", ".join(f"{k} {v:.0%}" for k, v in result["foreign_cpu_share"].items()))
+        print(f"{'foreign CPU share':<34}" + ", ".join(f"{k} {v:.0%}" for k, v in result["foreign_cpu_share"].items()))
     if main_run:
         p = main_run["profile"]
         print("-" * w)
