@@ -34,8 +34,26 @@ class ChunkFailure:
 
 
 class Executor(Protocol):
+    def warm_up(self) -> None:
+        """Start workers early (they warm up while the driver resolves the model); may do nothing."""
+
     def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
         ...
+
+
+class LocalExecutor:
+    """Scores the chunks one after another in this process: no cluster (tests, GPU checks, tiny inputs)."""
+
+    def warm_up(self) -> None:
+        return None
+
+    def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+        from engine.scoring import score_chunk
+
+        for w in works:
+            if time.monotonic() > deadline:
+                raise UnitFailed("time budget exhausted; raise run.time_budget_s")
+            yield score_chunk(w, bundle)
 
 
 def _noop(*_args) -> None:
@@ -79,6 +97,7 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     deadline = started + cfg.run.time_budget_s
     summary = summary or Summary(JOB, uuid.uuid4().hex, config_hash(cfg))
     opts = cfg.lake.storage_options
+    executor.warm_up()
 
     # Model first: a refused or corrupt artifact fails before any row is read.
     bundle = fetch_bundle(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, cfg.model.allow_pickle)

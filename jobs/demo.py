@@ -9,7 +9,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import DemoConfig  # noqa: E402
-from jobs._main import run_job  # noqa: E402
+from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Build the demo lake (features, labels) and train and register the demo models."
 log = logging.getLogger("lakescore")
@@ -60,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

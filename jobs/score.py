@@ -9,7 +9,7 @@ if __package__ in (None, ""):  # run as a file (spark-submit jobs/score.py): mak
 
 from engine.config import ScoreConfig  # noqa: E402
 from engine.errors import ConfigError, LakescoreError  # noqa: E402
-from jobs._main import run_job  # noqa: E402
+from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Score the input table's pinned snapshot into the scores table, one idempotent commit per partition."
 
@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

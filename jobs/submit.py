@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lakescore submit", description=__doc__.splitlines()[0])
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),
                    help="Ray dashboard address (default RAY_ADDRESS or http://127.0.0.1:8265)")
+    p.add_argument("--submission-id", default=None, help="Ray submission id (a scheduler's idempotency key)")
     p.add_argument("--timeout-s", type=float, default=24 * 3600, help="give up waiting after this long (exit 1)")
     p.add_argument("job", choices=sorted(JOBS))
     p.add_argument("--config", required=True)
@@ -62,13 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         entry, excludes = build_entrypoint(args.job, args.config, args.overrides, ["--force"] if args.force else [],
                                            os.getcwd())
-        return _submit(args.address, entry, excludes, args.timeout_s)
+        return _submit(args.address, entry, excludes, args.timeout_s, args.submission_id)
     except LakescoreError as e:
         print(f"lakescore submit: error: {e}", file=sys.stderr)
         return e.exit_code
 
 
-def _submit(address: str, entrypoint: str, excludes: list[str], timeout_s: float) -> int:
+def _submit(address: str, entrypoint: str, excludes: list[str], timeout_s: float,
+            submission_id: str | None = None) -> int:
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     if os.environ["RAY_AUTH_MODE"] == "token" and not (
         os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file()
@@ -82,25 +84,47 @@ def _submit(address: str, entrypoint: str, excludes: list[str], timeout_s: float
     except Exception as e:  # connection refused, auth rejected: the cluster is unavailable to us
         raise ConfigError(f"cannot reach the Ray job server at {address} ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:160] if str(e) else ''}); check --address and the auth token") from e
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": ".", "excludes": excludes})
+    job_id = client.submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                               runtime_env={"working_dir": ".", "excludes": excludes})
     print(f"lakescore submit: job {job_id} submitted to {address}: {entrypoint}", file=sys.stderr, flush=True)
 
+    printed = 0
+
     async def tail() -> None:
+        nonlocal printed
         async for lines in client.tail_job_logs(job_id):
             sys.stdout.write(lines)
             sys.stdout.flush()
+            printed += len(lines)
 
-    try:
-        asyncio.run(asyncio.wait_for(tail(), timeout=timeout_s))
-    except asyncio.TimeoutError:
+    async def follow() -> object:
+        # Ray's log tail only notices the end of a job seconds later (it sleeps between reads); poll the status
+        # beside it, and once the job has ended print whatever the tail had not yet printed.
+        task = asyncio.ensure_future(tail())
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = client.get_job_info(job_id)
+            if str(info.status) in TERMINAL or task.done():
+                break
+            if time.monotonic() > deadline:
+                task.cancel()
+                return None
+            await asyncio.sleep(0.2)
+        if not task.done():
+            task.cancel()
+        rest = client.get_job_logs(job_id)[printed:]
+        sys.stdout.write(rest)
+        sys.stdout.flush()
+        while str(info.status) not in TERMINAL:
+            await asyncio.sleep(0.2)
+            info = client.get_job_info(job_id)
+        return info
+
+    info = asyncio.run(follow())
+    if info is None:
         print(f"lakescore submit: job {job_id} still running after {timeout_s:.0f}s; stopping it", file=sys.stderr)
         client.stop_job(job_id)
         return 1
-    deadline = time.monotonic() + 60
-    info = client.get_job_info(job_id)
-    while str(info.status) not in TERMINAL and time.monotonic() < deadline:
-        time.sleep(0.5)
-        info = client.get_job_info(job_id)
     code = info.driver_exit_code
     if code is None:
         code = 0 if str(info.status) == "SUCCEEDED" else 1

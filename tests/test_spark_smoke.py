@@ -10,8 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from conftest import DAYS, ROWS, XGB, score_config
 from engine.demo.data import make_day
-from engine.score_job import run_score
-from engine.scoring import score_chunk
+from engine.score_job import LocalExecutor, run_score
 
 pytestmark = pytest.mark.slow
 
@@ -70,16 +69,8 @@ def test_time_travel_matches_deltalake(spark, tmp_path):
     assert types["ds"] == "string" and types["event_ts"] == "timestamp" and types["entity_id"] == "bigint"
 
 
-class InlineExecutor:
-    """The score job's executor seam, run in this process (no Ray): the same `score_chunk` Ray workers call."""
-
-    def run(self, works, bundle, deadline):
-        for w in works:
-            yield score_chunk(w, bundle)
-
-
 def test_spark_reads_scores_written_by_the_score_job(spark, lake, demo_root):
-    summary = run_score(score_config(lake, demo_root), InlineExecutor())
+    summary = run_score(score_config(lake, demo_root), LocalExecutor())
     assert summary.units_committed == DAYS and summary.rows_out == DAYS * ROWS
     path = str(lake / "scores")
     dt = DeltaTable(path)

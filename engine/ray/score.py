@@ -28,15 +28,33 @@ def _score_chunk_task(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
     return score_chunk(work, bundle)
 
 
+def _warm_task() -> None:
+    """Start a worker and import what scoring needs (xgboost alone is ~1 s), while the driver resolves the model."""
+    import pyarrow.parquet  # noqa: F401
+    import xgboost  # noqa: F401
+
+
 class RayTasksExecutor:
     def __init__(self, cfg: RayConfig):
         self.cfg = cfg
+        self._warming: list = []
+
+    def _limit(self) -> int:
+        import ray
+
+        return self.cfg.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    def warm_up(self) -> None:
+        """Start the workers now, in parallel with model resolution and planning (fire and forget)."""
+        import ray
+
+        warm = ray.remote(_warm_task).options(num_cpus=self.cfg.num_cpus, max_retries=0)
+        self._warming = [warm.remote() for _ in range(self._limit())]
 
     def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
         import ray
 
-        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        limit = self.cfg.max_in_flight or cpus
+        limit = self._limit()
         task = ray.remote(_score_chunk_task).options(
             num_cpus=self.cfg.num_cpus,
             num_gpus=self.cfg.num_gpus if works and works[0].device == "cuda" else 0,
@@ -94,6 +112,9 @@ class _ChunkActor:
 class RayDataActorsExecutor:
     def __init__(self, cfg: RayConfig):
         self.cfg = cfg
+
+    def warm_up(self) -> None:
+        """Nothing to do: the actor pool loads the model once per actor when the dataset starts."""
 
     def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
         import json
