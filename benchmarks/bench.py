@@ -751,6 +751,18 @@ def _task_stats(cluster: RayCluster, submission_id: str, t_submit: float) -> dic
     }
 
 
+def _bench_contract(wd) -> str:
+    """A contract for the bench table: key, event time, 50 finite features in range, volume."""
+    path = wd.out / "contract.yaml"
+    path.write_text(
+        "table: features\nkey: [entity_id]\nevent_time: event_ts\n"
+        "columns:\n  entity_id: {type: int, nullable: false}\n  event_ts: {type: timestamp, nullable: false}\n"
+        "  \"f??\": {type: float, finite: true, min: -100, max: 100}\n"
+        "volume: {lookback: 7, min_ratio: 0.1, max_ratio: 10}\n"
+    )
+    return str(path.resolve())
+
+
 def run_lakescore(args, wd: Workdir, cluster: RayCluster, rows: int, tag: str, sample: bool) -> dict:
     """Submit the score job for the `rows`-row lake and wait for it; verify the scores table."""
     from deltalake import DeltaTable
@@ -770,7 +782,8 @@ def run_lakescore(args, wd: Workdir, cluster: RayCluster, rows: int, tag: str, s
     submission_id = f"lakescore-bench-{tag}-{uuid.uuid4().hex[:8]}"
     job_args = ["--config", "conf/score.yaml", f"lake.root={wd.lake(rows)}", f"mlflow.tracking_uri={wd.tracking_uri}",
                 f"mlflow.artifact_root={wd.artifacts}", f"model.uri=models:/{MODEL_NAME}@{ALIAS}",
-                "input.passthrough_columns=[]", *args.job_override]
+                "input.passthrough_columns=[]", f"input.contract={_bench_contract(wd) if args.with_contract else 'null'}",
+                *args.job_override]
     if args.submitter == "ray":
         ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
         cmd = [ray_bin, "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO),
@@ -974,6 +987,8 @@ def parse_args(argv=None):
     p.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the Ray cluster (ray start --num-cpus)")
     p.add_argument("--job-override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for the score job, e.g. ray.max_in_flight=4 (repeatable)")
+    p.add_argument("--with-contract", action="store_true",
+                   help="(b) enforces a data contract (key, event time, 50 finite features, volume) in the same pass")
     p.add_argument("--submitter", choices=["lakescore", "ray"], default="lakescore",
                    help="submit (b) with `lakescore submit` (default) or plain `ray job submit`")
     p.add_argument("--runtime-env-extra", default="", metavar="JSON",

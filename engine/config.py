@@ -62,6 +62,7 @@ class InputConfig(Model):
     ds: str = "all"
     key_columns: list[str] = Field(default_factory=lambda: ["entity_id"])
     passthrough_columns: list[str] = Field(default_factory=list)
+    contract: str | None = None  # path of the table's contract (conf/contracts/<table>.yaml); checked before writing
 
     @field_validator("ds")
     @classmethod

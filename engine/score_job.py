@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Protocol
 
 from engine import commit as protocol
@@ -31,6 +31,7 @@ JOB = "score"
 class ChunkFailure:
     unit: str
     error: str
+    contract: bool = False  # the chunk hit a data problem (ContractViolation), not a crash
 
 
 class Executor(Protocol):
@@ -88,6 +89,8 @@ class Summary:
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
+    violations: list[dict] = field(default_factory=list)  # {ds, check, rows, message}: contract failures
+    report: str | None = None
 
 
 def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: Hooks | None = None,
@@ -108,7 +111,13 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     snap = open_snapshot(cfg.input.table, in_uri, cfg.input.version, opts)
     summary.input_table, summary.input_version = cfg.input.table, snap.version
     days, absent = select_partitions(snap, cfg.input.ds)
-    _check_columns(cfg, snap, bundle)
+    enforcer = None
+    if cfg.input.contract:
+        from contracts.enforce import Enforcer
+
+        enforcer = Enforcer(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts)
+    if enforcer is None or not enforcer.schema_violations:
+        _check_columns(cfg, snap, bundle)
 
     fschema = file_schema(snap.schema, cfg.input.key_columns, cfg.input.passthrough_columns, cfg.output.score_column)
     tschema = table_schema(fschema)
@@ -122,14 +131,17 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
         d: protocol.Unit(
             protocol.app_id(JOB, pv := {"ds": d, "model_name": ref.name, "model_version": ref.version}, PARTITION_COLUMNS),
             pv,
-            snap.fingerprint(d),
+            snap.fingerprint(d, enforcer.digest if enforcer else ""),
         )
         for d in days
     }
     summary.units_planned = len(units) + len(absent)
     for d in absent:
-        # Without a contract that allows empty days, a requested day with no rows fails closed.
-        summary.failed.append(f"ds={d}: no rows in {snap.where()} (empty or missing partition)")
+        # An empty or missing day: a no-op where the contract allows it, else a volume violation.
+        if enforcer is not None and not enforcer.verdict(d, 0, None):
+            summary.skipped.append(d)
+            continue
+        _fail(summary, d, [{"check": "volume", "rows": 0, "message": f"no rows in {snap.where()} (empty or missing partition)"}])
     pending = []
     for d, unit in units.items():
         if not force and protocol.recorded_version(out, unit) == unit.txn_version:
@@ -141,6 +153,11 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
              len(summary.skipped), len(pending), " (forced)" if force else "")
     hooks.after_check([units[d] for d in pending])
     check_files_exist(snap, pending, opts)
+    if enforcer is not None and enforcer.schema_violations:
+        # The table's shape breaks the contract: every unit fails closed before any work.
+        for d in pending:
+            _fail(summary, d, [asdict(v) for v in enforcer.verdict(d, snap.rows(d) or 0, None)])
+        pending = []
 
     stamps = Stamps(ref.name, ref.version, ref.run_id, cfg.input.table, snap.version, summary.run_id,
                     summary.config_hash, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
@@ -153,15 +170,16 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
             ChunkWork(unit.app_id, d, in_uri, tuple(c), out_uri, unit.partition_values, tuple(cfg.input.key_columns),
                       tuple(cfg.input.passthrough_columns), cfg.output.score_column, stamps, fschema,
                       cfg.output.read_batch_rows, cfg.output.target_file_rows, cfg.output.compression,
-                      cfg.model.device, cfg.model.micro_batch_rows, None, dict(opts))
+                      cfg.model.device, cfg.model.micro_batch_rows, None, dict(opts),
+                      enforcer.rc if enforcer else None, enforcer.edges if enforcer else {})
             for c in chunks
         ]
     by_app = {u.app_id: (d, u) for d, u in units.items()}
     results: dict[str, list[ChunkResult]] = {a: [] for a in expected}
-    errors: dict[str, str] = {}
+    errors: dict[str, ChunkFailure] = {}
     for item in executor.run(works, bundle, deadline) if works else ():
         if isinstance(item, ChunkFailure):
-            errors.setdefault(item.unit, item.error)
+            errors.setdefault(item.unit, item)
         else:
             results[item.unit].append(item)
         done = len(results[item.unit]) + (item.unit in errors)
@@ -170,26 +188,41 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
         if item.unit in errors:
             continue
         d, unit = by_app[item.unit]
-        _commit(cfg, summary, snap, d, unit, results[item.unit], committer, stamps, hooks)
+        _commit(cfg, summary, snap, d, unit, results[item.unit], committer, stamps, hooks, enforcer)
     for app, err in errors.items():
         d, _unit = by_app[app]
         for r in results[app]:
             protocol.discard(out_uri, r.adds, opts)
-        summary.failed.append(f"ds={d}: {err}")
+        if err.contract:
+            _fail(summary, d, [{"check": "schema", "rows": None, "message": err.error}])
+        else:
+            summary.failed.append(f"ds={d}: {err.error}")
     summary.units_failed = len(summary.failed)
     summary.units_committed = len(summary.committed)
+    if enforcer is not None:
+        summary.report = enforcer.write_report(cfg.lake.root, JOB, summary.run_id)
     log.info("score run %s finished in %.1fs", summary.run_id, time.monotonic() - started)
-    if absent and len(summary.failed) == len(absent):
+    contract_days = {v["ds"] for v in summary.violations}
+    if summary.failed and len(contract_days) == len(summary.failed):
+        first = summary.violations[0]
         raise ContractViolation(
-            f"{len(absent)} requested day(s) have no rows in {snap.where()}: {absent[:5]}; "
-            "other units were committed; re-run once the data has landed"
+            f"{len(contract_days)} unit(s) of {snap.where()} violate the data contract, not written "
+            f"(first: ds={first['ds']} {first['check']}: {first['message']}); units that passed were committed; "
+            f"report {summary.report or '(no contract file: see the summary line)'}"
         )
     if summary.failed:
         raise UnitFailed(f"{len(summary.failed)} unit(s) failed: {summary.failed[0]}; re-run redoes only those units")
     return summary
 
 
-def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks) -> None:
+def _fail(summary: Summary, ds: str, violations: list[dict]) -> None:
+    """A unit failed its contract: recorded for the summary line; nothing of it is written."""
+    summary.failed.append(f"ds={ds}: " + "; ".join(f"{v['check']}: {v['message']}" for v in violations[:3]))
+    summary.violations += [{"ds": ds, "check": v["check"], "rows": v.get("rows"), "message": v["message"]}
+                           for v in violations]
+
+
+def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enforcer) -> None:
     rows_in = sum(r.rows_in for r in results)
     rows_out = sum(r.rows_out for r in results)
     adds = [a for r in results for a in r.adds]
@@ -197,6 +230,20 @@ def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks) -> N
     if rows_out != rows_in or (expected is not None and rows_in != expected):
         protocol.discard(committer.uri, adds, cfg.lake.storage_options)
         summary.failed.append(f"ds={d}: rows do not reconcile (log {expected}, read {rows_in}, scored {rows_out})")
+        return
+    violations = []
+    if enforcer is not None:
+        stats = None
+        for r in results:
+            stats = r.checks if stats is None else stats.merge(r.checks)
+        violations = [asdict(v) for v in enforcer.verdict(d, rows_in, stats)]
+    bad_scores = sum(r.bad_scores for r in results)
+    if bad_scores:  # the output's own contract: one finite score in [0, 1] per input row
+        violations.append({"check": "output_score", "rows": bad_scores,
+                           "message": f"{bad_scores} score(s) are not finite or outside [0, 1]"})
+    if violations:
+        protocol.discard(committer.uri, adds, cfg.lake.storage_options)
+        _fail(summary, d, violations)
         return
     hooks.before_commit(unit)
     meta = {**stamps.as_json(), "ds": d, "app_id": unit.app_id, "input_fingerprint": unit.fingerprint,

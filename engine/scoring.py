@@ -109,6 +109,8 @@ class ChunkWork:
     micro_batch_rows: int = 4096
     nthread: int | None = None
     storage_options: dict = field(default_factory=dict)
+    contract: object | None = None  # contracts.spec.ResolvedContract: row checks run in the scoring pass
+    drift_edges: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -117,6 +119,8 @@ class ChunkResult:
     rows_in: int
     rows_out: int
     adds: list[dict]
+    checks: object | None = None  # contracts.checks.CheckStats
+    bad_scores: int = 0  # output contract: scores that are not finite or outside [0, 1]
 
 
 def partition_dir(values: dict) -> str:
@@ -128,7 +132,14 @@ def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
     scorer = cached_scorer(bundle, work.device, work.micro_batch_rows, work.nthread)
     in_fs, in_base = filesystem(work.input_uri, work.storage_options)
     out_fs, out_base = filesystem(work.output_uri, work.storage_options)
-    columns = list(dict.fromkeys([*work.keys, *work.passthrough, *scorer.spec.feature_names]))
+    rc = work.contract
+    checked = [] if rc is None else [*rc.check_columns(), *rc.contract.key, *filter(None, [rc.contract.event_time])]
+    columns = list(dict.fromkeys([*work.keys, *work.passthrough, *scorer.spec.feature_names, *checked]))
+    stats = None
+    if rc is not None:
+        from contracts.checks import CheckStats, row_masks
+
+        stats = CheckStats()
     rel_dir = partition_dir(work.partition_values)
     writer = RollingParquetWriter(
         out_fs,
@@ -140,17 +151,23 @@ def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
         work.compression,
         prefix=f"part-{work.stamps.run_id[:12]}-{uuid.uuid4().hex[:12]}",
     )
-    rows_in = 0
+    rows_in = bad_scores = 0
+    score_idx = work.schema.get_field_index(work.score_column)
     try:
         for path in work.input_files:
             for batch in iter_file_batches(in_fs, file_path(work.input_uri, in_base, path), columns, work.batch_rows):
                 rows_in += batch.num_rows
-                writer.write(score_batch(batch, scorer, work.schema, list(work.keys), list(work.passthrough), work.stamps))
+                if stats is not None:
+                    stats.update(batch, row_masks(batch, rc, work.ds), rc, work.drift_edges)
+                out = score_batch(batch, scorer, work.schema, list(work.keys), list(work.passthrough), work.stamps)
+                s = out.column(score_idx).to_numpy(zero_copy_only=False)
+                bad_scores += int((~np.isfinite(s) | (s < 0) | (s > 1)).sum())
+                writer.write(out)
         adds = writer.close()
     except BaseException:
         writer.abort()
         raise
-    return ChunkResult(work.unit, rows_in, writer.rows, adds)
+    return ChunkResult(work.unit, rows_in, writer.rows, adds, stats, bad_scores)
 
 
 def plan_chunks(files: list[tuple[str, int | None]], target_rows: int) -> list[list[str]]:

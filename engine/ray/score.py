@@ -79,7 +79,7 @@ class RayTasksExecutor:
                 try:
                     yield ray.get(ref)
                 except Exception as e:  # the chunk's unit fails; the others go on
-                    yield ChunkFailure(w.unit, _one_line(e))
+                    yield ChunkFailure(w.unit, _one_line(e), _is_contract(e))
 
 
 class _ChunkActor:
@@ -138,11 +138,17 @@ class RayDataActorsExecutor:
             if row["ok"]:
                 yield ChunkResult(w.unit, int(row["rows_in"]), int(row["rows_out"]), json.loads(row["adds"]))
             else:
-                yield ChunkFailure(w.unit, row["error"])
+                yield ChunkFailure(w.unit, row["error"], row["error"].startswith("ContractViolation"))
 
 
 def executor(cfg: RayConfig):
     return RayDataActorsExecutor(cfg) if cfg.pipeline == "actors" else RayTasksExecutor(cfg)
+
+
+def _is_contract(e: BaseException) -> bool:
+    from engine.errors import ContractViolation
+
+    return isinstance(getattr(e, "cause", None) or e, ContractViolation)
 
 
 def _one_line(e: BaseException) -> str:

@@ -1,0 +1,139 @@
+"""Row checks on Arrow batches and their mergeable statistics.
+
+`row_masks` gives one boolean mask per failing check (pandera's pyspark backend reports no failing rows, so row
+masks come from here on every engine). `CheckStats` accumulates counts, a few PII-free examples, key hashes for
+uniqueness and histograms for drift, per chunk; the driver merges chunks into a unit's verdict.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.spec import ResolvedContract
+
+MAX_EXAMPLES = 3
+
+
+def row_masks(batch: pa.RecordBatch, rc: ResolvedContract, ds: str) -> dict[str, np.ndarray]:
+    """check id ("not_null:col", "range:col", "category:col", "finite:col", "event_in_partition:col") → failing rows."""
+    out: dict[str, np.ndarray] = {}
+
+    def put(check: str, col: str, mask) -> None:
+        arr = np.asarray(pc.fill_null(mask, False).to_numpy(zero_copy_only=False), dtype=bool)
+        if arr.any():
+            out[f"{check}:{col}"] = arr
+
+    names = set(batch.schema.names)
+    for name, spec in rc.columns.items():
+        if name not in names:
+            continue
+        col = batch.column(name)
+        if not spec.nullable:
+            put("not_null", name, pc.is_null(col))
+        if spec.pii:
+            continue  # no value check on PII: its message or example could quote the value
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        if spec.finite and pa.types.is_floating(col.type):
+            put("finite", name, pc.invert(pc.is_finite(col)))
+        if numeric and (spec.min is not None or spec.max is not None):
+            below = pc.less(col, spec.min) if spec.min is not None else None
+            above = pc.greater(col, spec.max) if spec.max is not None else None
+            mask = below if above is None else above if below is None else pc.or_(below, above)
+            put("range", name, mask)
+        if spec.categories is not None and pa.types.is_string(col.type):
+            put("category", name, pc.invert(pc.is_in(col, value_set=pa.array(spec.categories, pa.string()))))
+    et = rc.contract.event_time
+    if et and et in names and pa.types.is_timestamp(batch.column(et).type):
+        day = dt.date.fromisoformat(ds)
+        col = batch.column(et)
+        start = pa.scalar(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc), col.type)
+        end = pa.scalar(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc) + dt.timedelta(days=1), col.type)
+        put("event_in_partition", et, pc.or_(pc.less(col, start), pc.greater_equal(col, end)))
+    return out
+
+
+def key_hashes(batch: pa.RecordBatch, key: list[str]) -> np.ndarray:
+    """64-bit hashes of the key (exact for one integer key column)."""
+    if len(key) == 1 and pa.types.is_integer(batch.column(key[0]).type):
+        return batch.column(key[0]).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+    h = np.full(batch.num_rows, 1469598103934665603, dtype=np.uint64)
+    for k in key:
+        vals = batch.column(k).cast(pa.string()).to_pylist()
+        # blake2b, not hash(): Python's string hash differs between worker processes.
+        part = np.array([int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little")
+                         for v in vals], dtype=np.uint64)
+        h = (h ^ part) * np.uint64(1099511628211)
+    return h
+
+
+@dataclass
+class CheckStats:
+    """Mergeable per-unit statistics of the row checks (and of drift features)."""
+
+    rows: int = 0
+    bad_rows: int = 0
+    failed: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[dict]] = field(default_factory=dict)
+    keys: list[np.ndarray] = field(default_factory=list)
+    hist: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def update(self, batch: pa.RecordBatch, masks: dict[str, np.ndarray], rc: ResolvedContract,
+               edges: dict[str, np.ndarray]) -> np.ndarray:
+        """Add one batch; returns its mask of rows that failed any check."""
+        n = batch.num_rows
+        any_bad = np.zeros(n, dtype=bool)
+        key = [k for k in rc.contract.key if k not in rc.pii]
+        for check, mask in masks.items():
+            any_bad |= mask
+            self.failed[check] = self.failed.get(check, 0) + int(mask.sum())
+            ex = self.examples.setdefault(check, [])
+            if len(ex) < MAX_EXAMPLES:
+                col = check.split(":", 1)[1]
+                quote = col not in rc.pii
+                for i in np.flatnonzero(mask)[: MAX_EXAMPLES - len(ex)]:
+                    item = {k: _plain(batch.column(k)[int(i)]) for k in key}
+                    if quote:
+                        item["value"] = _plain(batch.column(col)[int(i)])
+                    ex.append(item)
+        self.rows += n
+        self.bad_rows += int(any_bad.sum())
+        if rc.contract.key and all(k in batch.schema.names for k in rc.contract.key):
+            self.keys.append(key_hashes(batch, rc.contract.key))
+        for name, e in edges.items():
+            vals = batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+            vals = vals[np.isfinite(vals)]
+            counts = np.bincount(np.searchsorted(e, vals, side="right"), minlength=len(e) + 1)
+            self.hist[name] = self.hist.get(name, 0) + counts
+        return any_bad
+
+    def merge(self, other: "CheckStats") -> "CheckStats":
+        self.rows += other.rows
+        self.bad_rows += other.bad_rows
+        for k, v in other.failed.items():
+            self.failed[k] = self.failed.get(k, 0) + v
+        for k, v in other.examples.items():
+            self.examples.setdefault(k, []).extend(v)
+            self.examples[k] = self.examples[k][:MAX_EXAMPLES]
+        self.keys += other.keys
+        for k, v in other.hist.items():
+            self.hist[k] = self.hist.get(k, 0) + v
+        return self
+
+    def duplicate_keys(self) -> int:
+        """Rows whose key appears more than once in the unit."""
+        if not self.keys:
+            return 0
+        _, counts = np.unique(np.concatenate(self.keys), return_counts=True)
+        return int(counts[counts > 1].sum())
+
+
+def _plain(scalar: pa.Scalar):
+    v = scalar.as_py()
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v.isoformat() if hasattr(v, "isoformat") else v

@@ -1,0 +1,104 @@
+"""Enforcing a contract in a job: prepare it against a snapshot, judge each unit, write the report.
+
+The row checks run in the workers' scoring pass (engine.scoring.score_chunk); the driver merges their
+statistics and adds the partition checks here, so enforcing a contract costs no extra pass over the data.
+Reports name tables, versions, partitions, checks and counts; examples quote key values and non-PII values only.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from contracts import partition as pchecks
+from contracts.checks import CheckStats
+from contracts.partition import Violation
+from contracts.spec import load_contract
+from engine.errors import ConfigError
+
+
+class Enforcer:
+    def __init__(self, contract_path: str, snap, key_columns: list[str], passthrough: list[str],
+                 storage_options: dict | None = None):
+        self.contract = load_contract(contract_path)
+        self.path = contract_path
+        self.snap = snap
+        self.rc = self.contract.resolve(snap.schema)
+        if self.contract.mode == "quarantine":
+            raise ConfigError(f"contract {contract_path}: mode 'quarantine' is not available yet; use fail_closed")
+        leaked = sorted(self.rc.pii & {*key_columns, *passthrough})
+        if leaked:
+            raise ConfigError(f"input.key_columns/passthrough_columns name PII columns {leaked} (tagged pii in "
+                              f"{contract_path}); PII never reaches an output table")
+        self.schema_violations = [Violation(check, col, None, msg) for check, col, msg in self.rc.schema_problems]
+        self.history = {d: snap.rows(d) or 0 for d in snap.partitions}
+        self.edges: dict[str, np.ndarray] = {}
+        self.ref_hist: dict[str, np.ndarray] = {}
+        if self.contract.drift is not None and not self.schema_violations:
+            self._reference(storage_options)
+        self.units: dict[str, dict] = {}
+
+    @property
+    def digest(self) -> str:
+        return self.contract.digest
+
+    def _reference(self, storage_options) -> None:
+        from deltalake import DeltaTable
+
+        from engine.snapshot import select_partitions
+
+        d = self.contract.drift
+        days, _absent = select_partitions(self.snap, d.reference)
+        if not days:
+            raise ConfigError(f"contract {self.path}: drift reference window {d.reference} has no partitions in "
+                              f"{self.snap.where()}; fix drift.reference")
+        feats = pchecks.drift_features(self.rc)
+        table = DeltaTable(self.snap.uri, version=self.snap.version, storage_options=storage_options or None)
+        ref = table.to_pyarrow_table(filters=[("ds", "in", days)], columns=feats)
+        self.edges = pchecks.reference_edges(ref, feats, d.bins)
+        self.ref_hist = pchecks.reference_hist(ref, self.edges)
+
+    def verdict(self, ds: str, rows: int, stats: CheckStats | None) -> list[Violation]:
+        """Every violation of one unit (schema, rows, keys, volume, freshness, drift); empty means it passes."""
+        out = list(self.schema_violations)
+        if v := pchecks.volume(self.rc, ds, rows, self.history):
+            out.append(v)
+        if v := pchecks.freshness(self.rc, max(self.snap.partitions) if self.snap.partitions else None):
+            out.append(v)
+        if stats is not None:
+            out += pchecks.row_violations(self.rc, ds, stats)
+            out += pchecks.drift(self.rc, ds, stats, self.ref_hist)
+        self.units[ds] = {"ds": ds, "rows": rows, "bad_rows": stats.bad_rows if stats else None,
+                          "status": "fail" if out else "pass", "violations": [asdict(v) for v in out]}
+        return out
+
+    def report(self, job: str, run_id: str) -> dict:
+        return {"job": job, "run_id": run_id, "table": self.snap.name, "version": self.snap.version,
+                "contract": os.path.basename(self.path), "contract_hash": self.digest, "mode": self.contract.mode,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "units": [self.units[d] for d in sorted(self.units)]}
+
+    def write_report(self, root: str, job: str, run_id: str) -> str:
+        """`<root>/_reports/<job>/<run_id>.json` and a short `.txt` summary beside it; returns the JSON path."""
+        rep = self.report(job, run_id)
+        d = Path(root) / "_reports" / job
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{run_id}.json"
+        path.write_text(json.dumps(rep, indent=2, sort_keys=True, default=str))
+        (d / f"{run_id}.txt").write_text(summary_text(rep))
+        return str(path)
+
+
+def summary_text(rep: dict) -> str:
+    lines = [f"{rep['job']} run {rep['run_id']}: {rep['table']}@v{rep['version']} against {rep['contract']} "
+             f"({rep['contract_hash']}, {rep['mode']})"]
+    for u in rep["units"]:
+        lines.append(f"  ds={u['ds']}: {u['status']}, {u['rows']} rows")
+        for v in u["violations"]:
+            ex = f" e.g. {v['examples'][:2]}" if v.get("examples") else ""
+            lines.append(f"    {v['check']}: {v['message']}{ex}")
+    return "\n".join(lines) + "\n"

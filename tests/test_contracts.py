@@ -1,0 +1,160 @@
+"""Data contracts in the score job (fail closed): hostile inputs on a real local Ray and real Delta tables."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from conftest import DAYS, ROOT, ROWS, score_config
+from contracts.checks import CheckStats, row_masks
+from contracts.spec import load_contract
+from engine.demo.data import make_day
+from engine.errors import ConfigError, ContractViolation
+from engine.ray.score import executor
+from engine.score_job import run_score
+
+CONTRACT = str(ROOT / "conf" / "contracts" / "features.yaml")
+NEW_DAY = "2026-01-05"
+PLANTED = "planted.pii.4711@example.com"
+
+
+def score(cfg):
+    return run_score(cfg, executor(cfg.ray))
+
+
+def append_day(lake, table: pa.Table) -> None:
+    write_deltalake(str(lake / "features"), table, partition_by=["ds"], mode="append", schema_mode="merge")
+
+
+def fresh_day(rows: int = ROWS, seed: int = 21) -> pa.Table:
+    return make_day(DAYS, NEW_DAY, rows, 50, seed=seed)[0]
+
+
+def run_new_day(lake, demo_root, *overrides):
+    cfg = score_config(lake, demo_root, f"input.contract={CONTRACT}", f"input.ds={NEW_DAY}", *overrides)
+    with pytest.raises(ContractViolation) as e:
+        score(cfg)
+    assert e.value.exit_code == 3
+    scores = lake / "scores"
+    written = DeltaTable(str(scores)).to_pyarrow_table(columns=["ds"]).num_rows if scores.exists() else 0
+    assert written == 0, "a failing unit must write nothing"
+    return str(e.value), None
+
+
+def reports(lake) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((lake / "_reports" / "score").glob("*.json"))]
+
+
+def set_rows(t: pa.Table, column: str, rows: list[int], value) -> pa.Table:
+    vals = t.column(column).to_pylist()
+    for i in rows:
+        vals[i] = value
+    return t.set_column(t.schema.get_field_index(column), column, pa.array(vals, t.schema.field(column).type))
+
+
+def test_clean_days_pass_and_are_written(ray_local, lake, demo_root):
+    s = score(score_config(lake, demo_root, f"input.contract={CONTRACT}"))
+    assert s.units_committed == DAYS and s.rows_out == DAYS * ROWS and not s.violations
+    (rep,) = reports(lake)
+    assert [u["status"] for u in rep["units"]] == ["pass"] * DAYS and rep["contract_hash"] == load_contract(CONTRACT).digest
+
+
+@pytest.mark.parametrize("mutate, check", [
+    (lambda t: set_rows(t, "f03", [5, 9], float("nan")), "finite:f03"),
+    (lambda t: set_rows(t, "f04", [7], float("inf")), "finite:f04"),
+    (lambda t: set_rows(t, "f05", [3], 1e6), "range:f05"),
+    (lambda t: set_rows(t, "region", [11], "atlantis"), "category:region"),
+    (lambda t: t.set_column(0, "entity_id", pc.if_else(pc.equal(pa.array(np.arange(t.num_rows)), 4), None, t.column(0))), "not_null:entity_id"),
+    (lambda t: set_rows(t, "entity_id", [1, 2], t.column("entity_id")[0].as_py()), "unique_key"),
+    (lambda t: t.set_column(1, "event_ts", pc.add(t.column("event_ts"), pa.scalar(2 * 86_400_000_000, pa.duration("us")))), "event_in_partition:event_ts"),
+])
+def test_hostile_rows_fail_the_unit_closed_and_name_the_check(ray_local, lake, demo_root, mutate, check):
+    append_day(lake, mutate(fresh_day()))
+    msg, _ = run_new_day(lake, demo_root)
+    assert check.split(":")[0] in msg or check in json.dumps(reports(lake)), msg
+    (rep,) = reports(lake)
+    (unit,) = rep["units"]
+    assert unit["ds"] == NEW_DAY and unit["status"] == "fail" and unit["rows"] == ROWS
+    assert check in [v["check"] for v in unit["violations"]]
+
+
+def test_pii_values_never_reach_reports_or_errors(ray_local, lake, demo_root):
+    bad = set_rows(set_rows(fresh_day(), "email", [3], PLANTED), "f05", [3], 1e6)
+    append_day(lake, bad)
+    assert PLANTED in DeltaTable(str(lake / "features")).to_pyarrow_table(columns=["email"]).column("email").to_pylist()  # positive control
+    msg, _ = run_new_day(lake, demo_root)
+    files = list((lake / "_reports").rglob("*"))
+    texts = [p.read_text() for p in files if p.is_file()]
+    assert texts and all(PLANTED not in t for t in texts) and PLANTED not in msg
+    assert any("1000000.0" in t for t in texts)  # the non-PII failing value is quoted
+
+
+def test_schema_breaks_fail_every_unit_before_work(ray_local, lake, demo_root):
+    t = fresh_day()
+    t = t.set_column(t.schema.get_field_index("f07"), "f07", t.column("f07").cast(pa.string()))
+    t = t.rename_columns(["f08_renamed" if n == "f08" else n for n in t.column_names]).append_column("extra", pa.array([1] * t.num_rows))
+    from deltalake import write_deltalake as w
+
+    w(str(lake / "features"), t, partition_by=["ds"], mode="overwrite", schema_mode="overwrite")
+    cfg = score_config(lake, demo_root, f"input.contract={CONTRACT}", f"input.ds={NEW_DAY}")
+    with pytest.raises(ContractViolation):
+        score(cfg)
+    (rep,) = reports(lake)
+    checks = {(v["check"], v["column"]) for v in rep["units"][0]["violations"]}
+    assert {("type", "f07"), ("extra_column", "f08_renamed"), ("extra_column", "extra")} <= checks
+
+
+def test_volume_empty_day_and_tenfold_drop(ray_local, lake, demo_root):
+    append_day(lake, fresh_day(rows=ROWS // 10))
+    msg, _ = run_new_day(lake, demo_root)
+    assert "volume" in msg or "volume" in json.dumps(reports(lake))
+    msg, _ = run_new_day(lake, demo_root, "input.ds=2026-01-09")  # missing day
+    assert "volume" in msg
+
+
+def test_empty_day_is_a_noop_where_the_contract_allows_it(ray_local, lake, demo_root, tmp_path):
+    allow = tmp_path / "allow.yaml"
+    allow.write_text(open(CONTRACT).read().replace("allow_empty: false", "allow_empty: true"))
+    s = score(score_config(lake, demo_root, f"input.contract={allow}", "input.ds=2026-01-09"))
+    assert s.skipped == ["2026-01-09"] and s.units_committed == 0 and not s.failed
+
+
+def test_shifted_feature_fails_drift(ray_local, lake, demo_root):
+    t = fresh_day()
+    t = t.set_column(t.schema.get_field_index("f06"), "f06", pc.add(t.column("f06"), 1.5))
+    append_day(lake, t)
+    run_new_day(lake, demo_root)
+    (rep,) = reports(lake)
+    assert "drift:f06" in [v["check"] for v in rep["units"][0]["violations"]]
+
+
+def test_units_are_independent_good_days_commit_bad_day_does_not(ray_local, lake, demo_root):
+    append_day(lake, set_rows(fresh_day(), "f03", [1], float("nan")))
+    cfg = score_config(lake, demo_root, f"input.contract={CONTRACT}")
+    with pytest.raises(ContractViolation, match=NEW_DAY):
+        score(cfg)
+    days = set(DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds"]).column("ds").to_pylist())
+    assert days == {f"2026-01-0{i + 1}" for i in range(DAYS)}
+
+
+def test_contract_change_rescores_and_pii_passthrough_is_refused(ray_local, lake, demo_root):
+    with pytest.raises(ConfigError, match="PII"):
+        score(score_config(lake, demo_root, f"input.contract={CONTRACT}", "input.passthrough_columns=[email]"))
+
+
+def test_row_masks_match_a_pandas_reference():
+    c = load_contract(CONTRACT)
+    t = set_rows(set_rows(fresh_day(200), "f01", [3, 4], float("nan")), "f02", [5], 99.0)
+    rc = c.resolve(t.schema)
+    batch = t.to_batches()[0]
+    masks = row_masks(batch, rc, NEW_DAY)
+    df = t.to_pandas()
+    assert np.array_equal(masks["finite:f01"], df["f01"].isna().to_numpy())
+    assert np.array_equal(masks["range:f02"], (df["f02"] > 50).to_numpy())
+    stats = CheckStats()
+    bad = stats.update(batch, masks, rc, {})
+    assert stats.bad_rows == int(bad.sum()) == 3 and stats.failed == {"finite:f01": 2, "range:f02": 1}
