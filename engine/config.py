@@ -112,6 +112,24 @@ class ScoreConfig(Model):
     run: RunConfig = RunConfig()
 
 
+class ValidateConfig(Model):
+    engine: Literal["ray", "spark"] = "ray"
+    lake: LakeConfig = LakeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    input: InputConfig = InputConfig()
+    target_chunk_rows: int = Field(1_000_000, ge=1)
+    read_batch_rows: int = Field(131_072, ge=1)
+    ray: RayConfig = RayConfig()
+    run: RunConfig = RunConfig()
+
+    @field_validator("input")
+    @classmethod
+    def _needs_contract(cls, v: InputConfig) -> InputConfig:
+        if not v.contract:
+            raise ValueError("input.contract is required: the contract to validate against")
+        return v
+
+
 class DemoDataConfig(Model):
     start_date: str = "2026-01-01"
     days: int = Field(8, ge=2)

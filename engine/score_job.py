@@ -49,12 +49,12 @@ class LocalExecutor:
         return None
 
     def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
-        from engine.scoring import score_chunk
+        from engine.scoring import run_chunk
 
         for w in works:
             if time.monotonic() > deadline:
                 raise UnitFailed("time budget exhausted; raise run.time_budget_s")
-            yield score_chunk(w, bundle)
+            yield run_chunk(w, bundle)
 
 
 def _noop(*_args) -> None:

@@ -127,6 +127,15 @@ def partition_dir(values: dict) -> str:
     return "/".join(f"{k}={quote(str(values[k]), safe='')}" for k in PARTITION_COLUMNS)
 
 
+def run_chunk(work: ChunkWork, bundle: ModelBundle | None) -> ChunkResult:
+    """What an executor runs per chunk: score it, or (no model: the validate job) only check it."""
+    if bundle is None:
+        from contracts.validate import check_chunk
+
+        return check_chunk(work)
+    return score_chunk(work, bundle)
+
+
 def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
     """Stream the chunk's input files through the model into the output table's data files."""
     scorer = cached_scorer(bundle, work.device, work.micro_batch_rows, work.nthread)

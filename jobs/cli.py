@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"demo": "jobs.demo", "score": "jobs.score", "submit": "jobs.submit"}
+COMMANDS = {"demo": "jobs.demo", "score": "jobs.score", "validate": "jobs.validate", "submit": "jobs.submit"}
 
 
 def main(argv: list[str] | None = None) -> int:

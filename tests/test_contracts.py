@@ -158,3 +158,42 @@ def test_row_masks_match_a_pandas_reference():
     stats = CheckStats()
     bad = stats.update(batch, masks, rc, {})
     assert stats.bad_rows == int(bad.sum()) == 3 and stats.failed == {"finite:f01": 2, "range:f02": 1}
+
+
+def test_validate_reports_the_same_failures_as_score_and_writes_nothing(ray_local, lake, demo_root):
+    from contracts.validate import run_validate
+    from engine.config import ValidateConfig, load_config, resolve_paths
+
+    append_day(lake, set_rows(set_rows(fresh_day(), "f03", [1, 2], float("nan")), "region", [4], "mars"))
+    cfg = resolve_paths(load_config(ValidateConfig, None, [f"lake.root={lake}", f"input.contract={CONTRACT}"]))
+    with pytest.raises(ContractViolation, match=NEW_DAY):
+        run_validate(cfg, executor(cfg.ray))
+    (vrep,) = reports_of(lake, "validate")
+    assert [u["status"] for u in vrep["units"]] == ["pass"] * DAYS + ["fail"]
+    assert not (lake / "scores").exists()
+    run_new_day(lake, demo_root)
+    (srep,) = reports(lake)
+    assert {v["check"]: v["rows"] for v in vrep["units"][-1]["violations"]} == \
+        {v["check"]: v["rows"] for v in srep["units"][0]["violations"]} == {"finite:f03": 2, "category:region": 1}
+
+
+def reports_of(lake, job) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((lake / "_reports" / job).glob("*.json"))]
+
+
+def test_pandera_pandas_schema_reports_the_same_checks_as_the_arrow_masks():
+    import pandas as pd
+    import pandera.errors
+
+    from contracts.schemas import pandas_schema
+
+    t = set_rows(set_rows(set_rows(fresh_day(300), "f01", [3, 4], float("nan")), "f02", [5], 99.0), "region", [6], "mars")
+    t = set_rows(t, "email", [6], PLANTED)
+    rc = load_contract(CONTRACT).resolve(t.schema)
+    masks = row_masks(t.to_batches()[0], rc, NEW_DAY)
+    with pytest.raises(pandera.errors.SchemaErrors) as e:
+        pandas_schema(rc).validate(t.drop_columns(["ds"]).to_pandas(types_mapper=pd.ArrowDtype), lazy=True)
+    fc = e.value.failure_cases
+    got = {(str(r.check).split(":")[0], r.column) for r in fc.itertuples() if r.index is not None and r.index == r.index}
+    assert got == {tuple(k.split(":")) for k in masks}  # same (check, column) pairs as the Arrow row checks
+    assert PLANTED not in fc.to_string()  # PII columns carry no value checks

@@ -102,3 +102,30 @@ def test_spark_reads_scores_written_by_the_score_job(spark, lake, demo_root):
     assert sorted(m["ds"] for m in spark_meta.values()) == [f"2026-01-0{i + 1}" for i in range(DAYS)]
     for m in spark_meta.values():
         assert (m["run_id"], m["model_name"], m["model_version"], m["rows"]) == (summary.run_id, XGB, 1, ROWS)
+
+
+def test_pandera_pyspark_schema_from_the_same_contract_flags_the_same_columns(spark, tmp_path):
+    from pathlib import Path
+
+    from contracts.checks import row_masks
+    from contracts.schemas import pyspark_schema
+    from contracts.spec import load_contract
+
+    t = make_day(0, "2026-01-01", 200, 50, seed=4)[0]
+    vals = t.column("f02").to_pylist()
+    vals[3] = 99.0
+    t = t.set_column(t.schema.get_field_index("f02"), "f02", pa.array(vals, pa.float32()))
+    regions = t.column("region").to_pylist()
+    regions[5] = "mars"
+    t = t.set_column(t.schema.get_field_index("region"), "region", pa.array(regions))
+    path = str(tmp_path / "features")
+    write_deltalake(path, t, partition_by=["ds"])
+    contract = load_contract(Path(__file__).resolve().parent.parent / "conf" / "contracts" / "features.yaml")
+    rc = contract.resolve(DeltaTable(path).to_pyarrow_table().schema)
+    masks = row_masks(DeltaTable(path).to_pyarrow_table().to_batches()[0], rc, "2026-01-01")
+    df = spark.read.format("delta").load(path).drop("ds")
+    checked = pyspark_schema(rc, df.schema).validate(df)
+    errors = json.dumps(dict(checked.pandera.errors), default=str)
+    assert set(masks) == {"range:f02", "category:region"}
+    assert "f02" in errors and "region" in errors and "DATA" in errors
+    assert "f03" not in errors  # clean columns pass

@@ -19,13 +19,13 @@ from engine.config import RayConfig
 from engine.errors import UnitFailed
 from engine.models import ModelBundle
 from engine.score_job import ChunkFailure
-from engine.scoring import ChunkResult, ChunkWork, score_chunk
+from engine.scoring import ChunkResult, ChunkWork, run_chunk
 
 SYSTEM_RETRIES = 3
 
 
-def _score_chunk_task(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
-    return score_chunk(work, bundle)
+def _score_chunk_task(work: ChunkWork, bundle: ModelBundle | None) -> ChunkResult:
+    return run_chunk(work, bundle)
 
 
 def _warm_task() -> None:
@@ -90,7 +90,8 @@ class _ChunkActor:
 
         self.works = works
         self.bundle = bundle
-        cached_scorer(bundle, works[0].device, works[0].micro_batch_rows)
+        if bundle is not None:
+            cached_scorer(bundle, works[0].device, works[0].micro_batch_rows)
 
     def __call__(self, batch: dict) -> dict:
         out = {"i": [], "ok": [], "error": [], "rows_in": [], "rows_out": [], "adds": []}
@@ -99,7 +100,7 @@ class _ChunkActor:
         for i in batch["i"]:
             w = self.works[int(i)]
             try:
-                r = score_chunk(w, self.bundle)
+                r = run_chunk(w, self.bundle)
                 out["ok"].append(True), out["error"].append(""), out["rows_in"].append(r.rows_in)
                 out["rows_out"].append(r.rows_out), out["adds"].append(json.dumps(r.adds))
             except Exception as e:  # reported per chunk; it fails that unit only

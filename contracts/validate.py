@@ -1,0 +1,105 @@
+"""The validate job's core: check a table version's partitions against its contract, write nothing but a report.
+
+It uses the same planning, row checks and partition checks as the score job (only the model and the writes are
+missing), so `validate` and `score` can never disagree about a partition.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from contracts.checks import CheckStats, row_masks
+from contracts.enforce import Enforcer
+from engine.config import ValidateConfig, config_hash, table_uri
+from engine.errors import ContractViolation, UnitFailed
+from engine.scoring import ChunkResult, ChunkWork, Stamps, plan_chunks
+from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
+
+log = logging.getLogger("lakescore")
+
+
+def check_chunk(work: ChunkWork) -> ChunkResult:
+    """Read only the checked columns of the chunk's files and accumulate the row checks."""
+    rc = work.contract
+    fs, base = filesystem(work.input_uri, work.storage_options)
+    columns = list(dict.fromkeys([*rc.check_columns(), *rc.contract.key, *filter(None, [rc.contract.event_time]),
+                                  *work.drift_edges]))
+    stats = CheckStats()
+    for path in work.input_files:
+        for batch in iter_file_batches(fs, file_path(work.input_uri, base, path), columns, work.batch_rows):
+            stats.update(batch, row_masks(batch, rc, work.ds), rc, work.drift_edges)
+    return ChunkResult(work.unit, stats.rows, 0, [], stats)
+
+
+@dataclass
+class ValidateSummary:
+    job: str
+    run_id: str
+    config_hash: str
+    input_table: str = ""
+    input_version: int | None = None
+    units_planned: int = 0
+    units_passed: int = 0
+    units_failed: int = 0
+    rows: int = 0
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    violations: list[dict] = field(default_factory=list)
+    report: str | None = None
+
+
+def run_validate(cfg: ValidateConfig, executor) -> ValidateSummary:
+    started = time.monotonic()
+    s = ValidateSummary("validate", uuid.uuid4().hex, config_hash(cfg))
+    opts = cfg.lake.storage_options
+    uri = table_uri(cfg.lake, cfg.input.table)
+    snap = open_snapshot(cfg.input.table, uri, cfg.input.version, opts)
+    s.input_table, s.input_version = cfg.input.table, snap.version
+    days, absent = select_partitions(snap, cfg.input.ds)
+    enforcer = Enforcer(cfg.input.contract, snap, [], [], opts)
+    s.units_planned = len(days) + len(absent)
+    verdicts: dict[str, list] = {d: enforcer.verdict(d, 0, None) for d in absent}
+    if enforcer.schema_violations:
+        verdicts.update({d: enforcer.verdict(d, snap.rows(d) or 0, None) for d in days})
+        days = []
+    check_files_exist(snap, days, opts)
+    stamps = Stamps("", 0, "", cfg.input.table, snap.version, s.run_id, s.config_hash, None)
+    works = []
+    for d in days:
+        for chunk in plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows):
+            works.append(ChunkWork(d, d, uri, tuple(chunk), "", {}, (), (), "", stamps, None, cfg.read_batch_rows,
+                                   storage_options=dict(opts), contract=enforcer.rc, drift_edges=enforcer.edges))
+    merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
+    errors: dict[str, str] = {}
+    if works:
+        executor.warm_up()
+        for item in executor.run(works, None, time.monotonic() + cfg.run.time_budget_s):
+            if isinstance(item, ChunkResult):
+                merged[item.unit].merge(item.checks)
+            else:
+                errors.setdefault(item.unit, item.error)
+    for d in days:
+        if d not in errors:
+            verdicts[d] = enforcer.verdict(d, merged[d].rows, merged[d])
+            s.rows += merged[d].rows
+    for d in sorted(verdicts):
+        if verdicts[d]:
+            s.failed.append(d)
+            s.violations += [{"ds": d, **{k: v for k, v in asdict(x).items() if k in ("check", "column", "rows", "message")}}
+                             for x in verdicts[d]]
+        else:
+            s.passed.append(d)
+    s.units_passed, s.units_failed = len(s.passed), len(s.failed) + len(errors)
+    s.report = enforcer.write_report(cfg.lake.root, "validate", s.run_id)
+    log.info("validate %s: %d passed, %d failed in %.1fs; report %s", snap.where(), s.units_passed, s.units_failed,
+             time.monotonic() - started, s.report)
+    if errors:
+        d, err = next(iter(errors.items()))
+        raise UnitFailed(f"validation of ds={d} crashed: {err}; re-run the job")
+    if s.failed:
+        first = s.violations[0]
+        raise ContractViolation(f"{len(s.failed)} partition(s) of {snap.where()} violate {cfg.input.contract} "
+                                f"(first: ds={first['ds']} {first['check']}: {first['message']}); report {s.report}")
+    return s

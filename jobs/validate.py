@@ -1,0 +1,34 @@
+"""`python -m jobs.validate --config conf/validate.yaml [key=value …]`: check partitions against their contract."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.config import ValidateConfig  # noqa: E402
+from engine.errors import LakescoreError  # noqa: E402
+from jobs._main import exit_now, run_job  # noqa: E402
+
+DOC = "Check a pinned table version's partitions against the table's contract and write a report (exit 3 on violations)."
+
+
+def body(cfg: ValidateConfig, args):
+    from contracts.validate import run_validate
+    from engine.errors import ConfigError
+    from engine.ray.score import executor
+    from engine.ray.session import connect
+
+    if cfg.engine != "ray":
+        raise ConfigError("engine 'spark' is not available for the validate job yet; set engine=ray")
+    connect(cfg.ray.address)
+    return run_validate(cfg, executor(cfg.ray))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("validate", DOC, ValidateConfig, body, argv)
+
+
+if __name__ == "__main__":
+    exit_now(main())
