@@ -37,6 +37,7 @@ setup: $(VENV)/.installed .make/editable $(JARS_DIR)/jars.txt
 
 demo: setup
 	$(PY) -m jobs.demo --config conf/demo.yaml
+	$(PY) -m jobs.validate --config conf/validate.yaml
 	$(PY) -m jobs.score --config conf/score.yaml
 	$(PY) -m jobs.score --config conf/score.yaml model.uri=models:/lakescore-demo-mlp/1
 	@$(PY) -m jobs.demo_info --config conf/score.yaml

@@ -29,6 +29,7 @@ lakescore demo is ready.
   input   {feats}  (Delta, version {DeltaTable(feats).version()}, partitioned by ds)
   scores  {scores}  (Delta, version {dt.version()}, partitioned by ds, model_name, model_version)
   MLflow  {cfg.mlflow.tracking_uri}  (browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri})
+  reports {cfg.lake.root}/_reports/  (data-contract reports of validate and score: JSON and text)
   rows per model: {", ".join(f"{c['model_name']} v{c['model_version']}: {c['model_name_count']}" for c in counts)}
 
 Query the scores:
