@@ -28,8 +28,6 @@ class Enforcer:
         self.path = contract_path
         self.snap = snap
         self.rc = self.contract.resolve(snap.schema)
-        if self.contract.mode == "quarantine":
-            raise ConfigError(f"contract {contract_path}: mode 'quarantine' is not available yet; use fail_closed")
         leaked = sorted(self.rc.pii & {*key_columns, *passthrough})
         if leaked:
             raise ConfigError(f"input.key_columns/passthrough_columns name PII columns {leaked} (tagged pii in "
@@ -41,6 +39,10 @@ class Enforcer:
         if self.contract.drift is not None and not self.schema_violations:
             self._reference(storage_options)
         self.units: dict[str, dict] = {}
+
+    @property
+    def quarantines(self) -> bool:
+        return self.contract.mode == "quarantine"
 
     @property
     def digest(self) -> str:
@@ -82,6 +84,16 @@ class Enforcer:
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "units": [self.units[d] for d in sorted(self.units)]}
 
+    def publish(self, root: str, job: str, run_id: str, mlflow_cfg=None, extra: dict | None = None) -> str:
+        """Write the report under the lake and, when `mlflow_cfg.log_reports`, log it to MLflow too."""
+        path = self.write_report(root, job, run_id)
+        if mlflow_cfg is not None and mlflow_cfg.log_reports:
+            failed = sum(u["status"] == "fail" for u in self.units.values())
+            log_report(path, mlflow_cfg.tracking_uri, mlflow_cfg.artifact_root,
+                       {"job": job, "run_id": run_id, "table": self.snap.name, "version": self.snap.version,
+                        "contract_hash": self.digest, "units": len(self.units), "units_failed": failed, **(extra or {})})
+        return path
+
     def write_report(self, root: str, job: str, run_id: str) -> str:
         """`<root>/_reports/<job>/<run_id>.json` and a short `.txt` summary beside it; returns the JSON path."""
         rep = self.report(job, run_id)
@@ -91,6 +103,26 @@ class Enforcer:
         path.write_text(json.dumps(rep, indent=2, sort_keys=True, default=str))
         (d / f"{run_id}.txt").write_text(summary_text(rep))
         return str(path)
+
+
+REPORT_EXPERIMENT = "lakescore-contract-reports"
+
+
+def log_report(report_json: str, tracking_uri: str, artifact_root: str, params: dict) -> str:
+    """Log a report (JSON and text) as artifacts of an MLflow run; returns the run id. Reports hold no PII."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(REPORT_EXPERIMENT)
+    location = artifact_root if "://" in artifact_root else "file://" + artifact_root
+    exp_id = exp.experiment_id if exp else client.create_experiment(REPORT_EXPERIMENT, artifact_location=location)
+    run = client.create_run(exp_id, run_name=f"{params.get('job', 'job')}-{params.get('run_id', '')[:8]}")
+    for k, v in params.items():
+        client.log_param(run.info.run_id, k, str(v))
+    client.log_artifact(run.info.run_id, report_json)
+    client.log_artifact(run.info.run_id, report_json[: -len(".json")] + ".txt")
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
 
 
 def summary_text(rep: dict) -> str:

@@ -92,7 +92,7 @@ def run_validate(cfg: ValidateConfig, executor) -> ValidateSummary:
         else:
             s.passed.append(d)
     s.units_passed, s.units_failed = len(s.passed), len(s.failed) + len(errors)
-    s.report = enforcer.write_report(cfg.lake.root, "validate", s.run_id)
+    s.report = enforcer.publish(cfg.lake.root, "validate", s.run_id, cfg.mlflow)
     log.info("validate %s: %d passed, %d failed in %.1fs; report %s", snap.where(), s.units_passed, s.units_failed,
              time.monotonic() - started, s.report)
     if errors:

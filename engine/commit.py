@@ -69,9 +69,11 @@ def open_or_create(uri: str, schema: pa.Schema, partition_by: list[str], storage
                 time.sleep(0.2 * (attempt + 1))
     else:
         table = DeltaTable(uri, storage_options=opts)
-    existing = pa.schema(table.schema().to_arrow())
-    want = {f.name: str(f.type) for f in schema}
-    have = {f.name: str(f.type) for f in existing}
+    from deltalake import Schema
+
+    # Compared as Delta schemas: Arrow names of nested fields differ after a round trip (list "item"/"element").
+    want = {f["name"]: json.dumps(f["type"], sort_keys=True) for f in json.loads(Schema.from_arrow(schema).to_json())["fields"]}
+    have = {f["name"]: json.dumps(f["type"], sort_keys=True) for f in json.loads(table.schema().to_json())["fields"]}
     if want != have or table.metadata().partition_columns != partition_by:
         diff = sorted(set(want.items()) ^ set(have.items()))[:6]
         raise ConfigError(

@@ -41,6 +41,7 @@ class MlflowConfig(Model):
     tracking_uri: str = "sqlite:///mlruns.db"
     registry_uri: str | None = None
     artifact_root: str = "./mlartifacts"
+    log_reports: bool = True  # contract reports are logged to MLflow as artifacts of a run
 
 
 class RayConfig(Model):
@@ -90,6 +91,7 @@ class ModelConfig(Model):
 
 class OutputConfig(Model):
     table: str = "scores"
+    quarantine_table: str = "quarantine"  # where a contract in quarantine mode puts the rows it rejects
     score_column: str = "score"
     target_file_rows: int = Field(1_000_000, ge=1)
     read_batch_rows: int = Field(131_072, ge=1)

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Protocol
 
 from engine import commit as protocol
 from engine.config import ScoreConfig, config_hash, table_uri
-from engine.errors import ContractViolation, LakescoreError, UnitFailed
+from engine.errors import ContractViolation, LakescoreError, UnitFailed, short_list
 from engine.models import ModelBundle, fetch_bundle
 from engine.scoring import (PARTITION_COLUMNS, ChunkResult, ChunkWork, Stamps, file_schema, plan_chunks,
                             table_schema)
@@ -90,6 +90,7 @@ class Summary:
     skipped: list[str] = field(default_factory=list)
     committed: list[str] = field(default_factory=list)
     violations: list[dict] = field(default_factory=list)  # {ds, check, rows, message}: contract failures
+    rows_quarantined: int = 0
     report: str | None = None
 
 
@@ -126,6 +127,14 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     out = protocol.open_or_create(out_uri, tschema, PARTITION_COLUMNS, opts)
     committer = protocol.Committer(out_uri, out.version(), tschema, PARTITION_COLUMNS, summary.run_id,
                                    cfg.run.commit_retries, opts)
+    qcommitter = q_uri = None
+    if enforcer is not None and enforcer.quarantines:
+        from contracts import quarantine
+
+        q_uri = table_uri(cfg.lake, cfg.output.quarantine_table)
+        qt = protocol.open_or_create(q_uri, quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS, opts)
+        qcommitter = protocol.Committer(q_uri, qt.version(), quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS,
+                                        summary.run_id, cfg.run.commit_retries, opts)
 
     units = {
         d: protocol.Unit(
@@ -171,7 +180,8 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
                       tuple(cfg.input.passthrough_columns), cfg.output.score_column, stamps, fschema,
                       cfg.output.read_batch_rows, cfg.output.target_file_rows, cfg.output.compression,
                       cfg.model.device, cfg.model.micro_batch_rows, None, dict(opts),
-                      enforcer.rc if enforcer else None, enforcer.edges if enforcer else {})
+                      enforcer.rc if enforcer else None, enforcer.edges if enforcer else {},
+                      q_uri or "", {"ds": d, "source_table": cfg.input.table} if q_uri else {})
             for c in chunks
         ]
     by_app = {u.app_id: (d, u) for d, u in units.items()}
@@ -188,11 +198,13 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
         if item.unit in errors:
             continue
         d, unit = by_app[item.unit]
-        _commit(cfg, summary, snap, d, unit, results[item.unit], committer, stamps, hooks, enforcer)
+        _commit(cfg, summary, snap, d, unit, results[item.unit], committer, stamps, hooks, enforcer, qcommitter)
     for app, err in errors.items():
         d, _unit = by_app[app]
         for r in results[app]:
             protocol.discard(out_uri, r.adds, opts)
+            if q_uri:
+                protocol.discard(q_uri, r.quarantine_adds, opts)
         if err.contract:
             _fail(summary, d, [{"check": "schema", "rows": None, "message": err.error}])
         else:
@@ -200,14 +212,16 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     summary.units_failed = len(summary.failed)
     summary.units_committed = len(summary.committed)
     if enforcer is not None:
-        summary.report = enforcer.write_report(cfg.lake.root, JOB, summary.run_id)
+        summary.report = enforcer.publish(cfg.lake.root, JOB, summary.run_id, cfg.mlflow,
+                                          {"model": f"{ref.name}/{ref.version}"})
     log.info("score run %s finished in %.1fs", summary.run_id, time.monotonic() - started)
     contract_days = {v["ds"] for v in summary.violations}
     if summary.failed and len(contract_days) == len(summary.failed):
         first = summary.violations[0]
         raise ContractViolation(
-            f"{len(contract_days)} unit(s) of {snap.where()} violate the data contract, not written "
-            f"(first: ds={first['ds']} {first['check']}: {first['message']}); units that passed were committed; "
+            f"{len(contract_days)} unit(s) of {snap.where()} violate the data contract, not written: "
+            f"ds {short_list(sorted(contract_days))} (first: ds={first['ds']} {first['check']}: {first['message']}); "
+            "units that passed were committed; "
             f"report {summary.report or '(no contract file: see the summary line)'}"
         )
     if summary.failed:
@@ -222,14 +236,25 @@ def _fail(summary: Summary, ds: str, violations: list[dict]) -> None:
                            for v in violations]
 
 
-def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enforcer) -> None:
+def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enforcer, qcommitter=None) -> None:
     rows_in = sum(r.rows_in for r in results)
     rows_out = sum(r.rows_out for r in results)
+    rows_q = sum(r.rows_quarantined for r in results)
     adds = [a for r in results for a in r.adds]
+    qadds = [a for r in results for a in r.quarantine_adds]
     expected = snap.rows(d)
-    if rows_out != rows_in or (expected is not None and rows_in != expected):
-        protocol.discard(committer.uri, adds, cfg.lake.storage_options)
-        summary.failed.append(f"ds={d}: rows do not reconcile (log {expected}, read {rows_in}, scored {rows_out})")
+    opts = cfg.lake.storage_options
+
+    def drop(*which: str) -> None:
+        if "scores" in which:
+            protocol.discard(committer.uri, adds, opts)
+        if "quarantine" in which and qcommitter is not None:
+            protocol.discard(qcommitter.uri, qadds, opts)
+
+    if rows_out + rows_q != rows_in or (expected is not None and rows_in != expected):
+        drop("scores", "quarantine")
+        summary.failed.append(f"ds={d}: rows do not reconcile (log {expected}, read {rows_in}, scored {rows_out}, "
+                              f"quarantined {rows_q})")
         return
     violations = []
     if enforcer is not None:
@@ -241,8 +266,26 @@ def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enfo
     if bad_scores:  # the output's own contract: one finite score in [0, 1] per input row
         violations.append({"check": "output_score", "rows": bad_scores,
                            "message": f"{bad_scores} score(s) are not finite or outside [0, 1]"})
+    if qcommitter is not None:
+        # Quarantine mode: rejected rows are the evidence, committed whatever happens to the scores.
+        qunit = protocol.Unit(protocol.app_id("quarantine", qv := {"ds": d, "source_table": cfg.input.table},
+                                              ["ds", "source_table"]), qv, unit.fingerprint)
+        qmeta = {"app_id": qunit.app_id, "ds": d, "input_fingerprint": unit.fingerprint, "rows": rows_q,
+                 "source_version": snap.version, "job": JOB}
+        qcommitter.commit(qunit, qadds, qmeta)
+        summary.rows_quarantined += rows_q
+        budget = enforcer.contract.bad_row_budget
+        over = rows_in and rows_q / rows_in > budget
+        violations = [v for v in violations if not v.get("row_level")]
+        if over:
+            violations.append({"check": "bad_row_budget", "rows": rows_q,
+                               "message": f"{rows_q} of {rows_in} rows quarantined ({rows_q / rows_in:.2%}) "
+                                          f"exceeds the bad-row budget {budget:.2%}; quarantine kept, scores not written"})
+    if enforcer is not None:
+        enforcer.units[d].update(status="fail" if violations else "quarantined" if rows_q else "pass",
+                                 rows_quarantined=rows_q)
     if violations:
-        protocol.discard(committer.uri, adds, cfg.lake.storage_options)
+        drop("scores")
         _fail(summary, d, violations)
         return
     hooks.before_commit(unit)

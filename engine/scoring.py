@@ -111,6 +111,8 @@ class ChunkWork:
     storage_options: dict = field(default_factory=dict)
     contract: object | None = None  # contracts.spec.ResolvedContract: row checks run in the scoring pass
     drift_edges: dict = field(default_factory=dict)
+    quarantine_uri: str = ""  # set in quarantine mode: bad rows go there instead of being scored
+    quarantine_values: dict = field(default_factory=dict)  # its partition: ds, source_table
 
 
 @dataclass
@@ -121,10 +123,12 @@ class ChunkResult:
     adds: list[dict]
     checks: object | None = None  # contracts.checks.CheckStats
     bad_scores: int = 0  # output contract: scores that are not finite or outside [0, 1]
+    quarantine_adds: list[dict] = field(default_factory=list)
+    rows_quarantined: int = 0
 
 
-def partition_dir(values: dict) -> str:
-    return "/".join(f"{k}={quote(str(values[k]), safe='')}" for k in PARTITION_COLUMNS)
+def partition_dir(values: dict, columns: list[str] = PARTITION_COLUMNS) -> str:
+    return "/".join(f"{k}={quote(str(values[k]), safe='')}" for k in columns)
 
 
 def run_chunk(work: ChunkWork, bundle: ModelBundle | None) -> ChunkResult:
@@ -160,6 +164,7 @@ def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
         work.compression,
         prefix=f"part-{work.stamps.run_id[:12]}-{uuid.uuid4().hex[:12]}",
     )
+    qwriter = _quarantine_writer(work) if rc is not None and work.quarantine_uri else None
     rows_in = bad_scores = 0
     score_idx = work.schema.get_field_index(work.score_column)
     try:
@@ -167,16 +172,39 @@ def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
             for batch in iter_file_batches(in_fs, file_path(work.input_uri, in_base, path), columns, work.batch_rows):
                 rows_in += batch.num_rows
                 if stats is not None:
-                    stats.update(batch, row_masks(batch, rc, work.ds), rc, work.drift_edges)
+                    masks = row_masks(batch, rc, work.ds)
+                    bad = stats.update(batch, masks, rc, work.drift_edges)
+                    if qwriter is not None and bad.any():
+                        from contracts.quarantine import quarantine_batch
+
+                        qwriter.write(quarantine_batch(batch, bad, masks, rc, work.stamps.input_version,
+                                                       work.stamps.run_id, work.stamps.scored_at))
+                        batch = batch.filter(pa.array(~bad))
+                if batch.num_rows == 0:
+                    continue
                 out = score_batch(batch, scorer, work.schema, list(work.keys), list(work.passthrough), work.stamps)
                 s = out.column(score_idx).to_numpy(zero_copy_only=False)
                 bad_scores += int((~np.isfinite(s) | (s < 0) | (s > 1)).sum())
                 writer.write(out)
         adds = writer.close()
+        qadds = qwriter.close() if qwriter is not None else []
     except BaseException:
         writer.abort()
+        if qwriter is not None:
+            qwriter.abort()
         raise
-    return ChunkResult(work.unit, rows_in, writer.rows, adds, stats, bad_scores)
+    return ChunkResult(work.unit, rows_in, writer.rows, adds, stats, bad_scores, qadds,
+                       qwriter.rows if qwriter is not None else 0)
+
+
+def _quarantine_writer(work: ChunkWork) -> RollingParquetWriter:
+    from contracts.quarantine import FILE_SCHEMA
+    from contracts.quarantine import PARTITION_COLUMNS as QCOLS
+
+    fs, base = filesystem(work.quarantine_uri, work.storage_options)
+    return RollingParquetWriter(fs, base, partition_dir(work.quarantine_values, QCOLS), FILE_SCHEMA,
+                                work.quarantine_values, work.target_file_rows, work.compression,
+                                prefix=f"part-{work.stamps.run_id[:12]}-{uuid.uuid4().hex[:12]}")
 
 
 def plan_chunks(files: list[tuple[str, int | None]], target_rows: int) -> list[list[str]]:

@@ -91,6 +91,18 @@ def test_pii_values_never_reach_reports_or_errors(ray_local, lake, demo_root):
     texts = [p.read_text() for p in files if p.is_file()]
     assert texts and all(PLANTED not in t for t in texts) and PLANTED not in msg
     assert any("1000000.0" in t for t in texts)  # the non-PII failing value is quoted
+    # MLflow: the report run's params and artifacts
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from contracts.enforce import REPORT_EXPERIMENT
+
+    client = MlflowClient(f"sqlite:///{demo_root}/mlruns.db")
+    runs = client.search_runs([client.get_experiment_by_name(REPORT_EXPERIMENT).experiment_id])
+    mine = [r for r in runs if r.data.params.get("units_failed") == "1" and "1000000.0" in _artifacts_text(client, r)]
+    assert mine, "the failing run's report must be in MLflow"
+    for r in mine:
+        assert PLANTED not in json.dumps(r.data.params) and PLANTED not in _artifacts_text(client, r)
 
 
 def test_schema_breaks_fail_every_unit_before_work(ray_local, lake, demo_root):
@@ -197,3 +209,60 @@ def test_pandera_pandas_schema_reports_the_same_checks_as_the_arrow_masks():
     got = {(str(r.check).split(":")[0], r.column) for r in fc.itertuples() if r.index is not None and r.index == r.index}
     assert got == {tuple(k.split(":")) for k in masks}  # same (check, column) pairs as the Arrow row checks
     assert PLANTED not in fc.to_string()  # PII columns carry no value checks
+
+
+def quarantine_contract(tmp_path, budget: float) -> str:
+    p = tmp_path / "q.yaml"
+    p.write_text(open(CONTRACT).read().replace("mode: fail_closed", "mode: quarantine") + f"bad_row_budget: {budget}\n")
+    return str(p)
+
+
+def test_quarantine_sets_bad_rows_aside_once_and_scores_the_rest(ray_local, lake, demo_root, tmp_path):
+    bad = set_rows(set_rows(fresh_day(), "f03", [2, 8], float("nan")), "region", [8, 9], "mars")
+    bad = set_rows(bad, "email", [8], PLANTED)
+    append_day(lake, bad)
+    cfg = score_config(lake, demo_root, f"input.contract={quarantine_contract(tmp_path, 0.01)}", f"input.ds={NEW_DAY}")
+    s = score(cfg)
+    assert s.rows_in == ROWS and s.rows_out == ROWS - 3 and s.rows_quarantined == 3 and s.committed == [NEW_DAY]
+    q = DeltaTable(str(lake / "quarantine")).to_pyarrow_table()
+    assert q.num_rows == 3 and set(q.column("ds").to_pylist()) == {NEW_DAY}
+    assert set(q.column("source_table").to_pylist()) == {"features"}
+    by_key = {json.loads(k)["entity_id"]: sorted(c) for k, c in zip(q.column("key").to_pylist(), q.column("failed_checks").to_pylist())}
+    ids = bad.column("entity_id").to_pylist()
+    assert by_key == {ids[2]: ["finite:f03"], ids[8]: ["category:region", "finite:f03"], ids[9]: ["category:region"]}
+    scored = set(DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["entity_id"]).column("entity_id").to_pylist())
+    assert scored.isdisjoint(by_key) and len(scored) == ROWS - 3
+    # PII: not in the decoded quarantine rows, not in the report (positive control: it is in the input)
+    assert PLANTED in DeltaTable(str(lake / "features")).to_pyarrow_table(columns=["email"]).column("email").to_pylist()
+    assert all(PLANTED not in json.dumps(r, default=str) for r in q.to_pylist())
+    assert all(PLANTED not in p.read_text() for p in (lake / "_reports").rglob("*.*"))
+    again = score(cfg)
+    assert again.units_skipped == 1 and DeltaTable(str(lake / "quarantine")).to_pyarrow_table().num_rows == 3
+
+
+def test_quarantine_over_budget_keeps_the_evidence_and_writes_no_scores(ray_local, lake, demo_root, tmp_path):
+    append_day(lake, set_rows(fresh_day(), "f05", list(range(100)), 1e6))
+    cfg = score_config(lake, demo_root, f"input.contract={quarantine_contract(tmp_path, 0.01)}", f"input.ds={NEW_DAY}")
+    with pytest.raises(ContractViolation, match="bad_row_budget"):
+        score(cfg)
+    assert DeltaTable(str(lake / "quarantine")).to_pyarrow_table().num_rows == 100
+    assert not (lake / "scores").exists() or DeltaTable(str(lake / "scores")).to_pyarrow_table().num_rows == 0
+
+
+def test_partition_checks_fail_closed_even_in_quarantine_mode(ray_local, lake, demo_root, tmp_path):
+    append_day(lake, fresh_day(rows=ROWS // 10))
+    cfg = score_config(lake, demo_root, f"input.contract={quarantine_contract(tmp_path, 0.5)}", f"input.ds={NEW_DAY}")
+    with pytest.raises(ContractViolation, match="volume"):
+        score(cfg)
+
+
+def _artifacts_text(client, run) -> str:
+    import tempfile
+
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory() as d:
+        local = download_artifacts(run_id=run.info.run_id, artifact_path="", dst_path=d, tracking_uri=client._tracking_client.tracking_uri)
+        from pathlib import Path
+
+        return "".join(p.read_text(errors="replace") for p in Path(local).rglob("*") if p.is_file())
