@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,6 +142,22 @@ class CheckStats:
         for k, v in other.hist.items():
             self.hist[k] = self.hist.get(k, 0) + v
         return self
+
+    def to_bytes(self) -> bytes:
+        """JSON header + raw uint64 key hashes (no pickle): ships through Spark rows and back."""
+        head = json.dumps({"rows": self.rows, "bad_rows": self.bad_rows, "failed": self.failed,
+                           "examples": self.examples, "hist": {k: np.asarray(v).tolist() for k, v in self.hist.items()}},
+                          default=str).encode()
+        keys = np.concatenate(self.keys).astype(np.uint64) if self.keys else np.empty(0, np.uint64)
+        return len(head).to_bytes(8, "little") + head + keys.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "CheckStats":
+        n = int.from_bytes(data[:8], "little")
+        head = json.loads(data[8 : 8 + n])
+        keys = np.frombuffer(data[8 + n :], dtype=np.uint64)
+        return cls(head["rows"], head["bad_rows"], head["failed"], head["examples"], [keys] if len(keys) else [],
+                   {k: np.asarray(v, dtype=np.int64) for k, v in head["hist"].items()})
 
     def duplicate_keys(self) -> int:
         """Rows whose key appears more than once in the unit."""

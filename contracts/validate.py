@@ -50,7 +50,35 @@ class ValidateSummary:
     report: str | None = None
 
 
-def run_validate(cfg: ValidateConfig, executor) -> ValidateSummary:
+def executor_gather(executor):
+    """Gather the row-check statistics of `days` by running check chunks on an executor (Ray, local)."""
+
+    def gather(cfg: ValidateConfig, snap, enforcer: Enforcer, days: list[str]):
+        opts = cfg.lake.storage_options
+        check_files_exist(snap, days, opts)
+        stamps = Stamps("", 0, "", cfg.input.table, snap.version, "", "", None)
+        works = []
+        for d in days:
+            for chunk in plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows):
+                works.append(ChunkWork(d, d, snap.uri, tuple(chunk), "", {}, (), (), "", stamps, None,
+                                       cfg.read_batch_rows, storage_options=dict(opts), contract=enforcer.rc,
+                                       drift_edges=enforcer.edges))
+        merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
+        errors: dict[str, str] = {}
+        if works:
+            executor.warm_up()
+            for item in executor.run(works, None, time.monotonic() + cfg.run.time_budget_s):
+                if isinstance(item, ChunkResult):
+                    merged[item.unit].merge(item.checks)
+                else:
+                    errors.setdefault(item.unit, item.error)
+        return merged, errors
+
+    return gather
+
+
+def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
+    """Validate `cfg.input` against its contract; `gather(cfg, snap, enforcer, days)` → (stats by day, errors)."""
     started = time.monotonic()
     s = ValidateSummary("validate", uuid.uuid4().hex, config_hash(cfg))
     opts = cfg.lake.storage_options
@@ -64,22 +92,7 @@ def run_validate(cfg: ValidateConfig, executor) -> ValidateSummary:
     if enforcer.schema_violations:
         verdicts.update({d: enforcer.verdict(d, snap.rows(d) or 0, None) for d in days})
         days = []
-    check_files_exist(snap, days, opts)
-    stamps = Stamps("", 0, "", cfg.input.table, snap.version, s.run_id, s.config_hash, None)
-    works = []
-    for d in days:
-        for chunk in plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows):
-            works.append(ChunkWork(d, d, uri, tuple(chunk), "", {}, (), (), "", stamps, None, cfg.read_batch_rows,
-                                   storage_options=dict(opts), contract=enforcer.rc, drift_edges=enforcer.edges))
-    merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
-    errors: dict[str, str] = {}
-    if works:
-        executor.warm_up()
-        for item in executor.run(works, None, time.monotonic() + cfg.run.time_budget_s):
-            if isinstance(item, ChunkResult):
-                merged[item.unit].merge(item.checks)
-            else:
-                errors.setdefault(item.unit, item.error)
+    merged, errors = gather(cfg, snap, enforcer, days)
     for d in days:
         if d not in errors:
             verdicts[d] = enforcer.verdict(d, merged[d].rows, merged[d])

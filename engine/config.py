@@ -114,6 +114,10 @@ class ScoreConfig(Model):
     run: RunConfig = RunConfig()
 
 
+class SparkConfig(Model):
+    master: str = "local[2]"  # ignored under spark-submit, where the session already exists
+
+
 class ValidateConfig(Model):
     engine: Literal["ray", "spark"] = "ray"
     lake: LakeConfig = LakeConfig()
@@ -122,6 +126,7 @@ class ValidateConfig(Model):
     target_chunk_rows: int = Field(1_000_000, ge=1)
     read_batch_rows: int = Field(131_072, ge=1)
     ray: RayConfig = RayConfig()
+    spark: SparkConfig = SparkConfig()
     run: RunConfig = RunConfig()
 
     @field_validator("input")

@@ -15,15 +15,18 @@ DOC = "Check a pinned table version's partitions against the table's contract an
 
 
 def body(cfg: ValidateConfig, args):
-    from contracts.validate import run_validate
-    from engine.errors import ConfigError
+    from contracts.validate import executor_gather, run_validate
+
+    if cfg.engine == "spark":
+        from engine.spark.session import spark_session
+        from engine.spark.validate import spark_gather
+
+        return run_validate(cfg, spark_gather(spark_session("lakescore-validate", master=cfg.spark.master)))
     from engine.ray.score import executor
     from engine.ray.session import connect
 
-    if cfg.engine != "ray":
-        raise ConfigError("engine 'spark' is not available for the validate job yet; set engine=ray")
     connect(cfg.ray.address)
-    return run_validate(cfg, executor(cfg.ray))
+    return run_validate(cfg, executor_gather(executor(cfg.ray)))
 
 
 def main(argv: list[str] | None = None) -> int:

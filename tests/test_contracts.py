@@ -173,13 +173,13 @@ def test_row_masks_match_a_pandas_reference():
 
 
 def test_validate_reports_the_same_failures_as_score_and_writes_nothing(ray_local, lake, demo_root):
-    from contracts.validate import run_validate
+    from contracts.validate import executor_gather, run_validate
     from engine.config import ValidateConfig, load_config, resolve_paths
 
     append_day(lake, set_rows(set_rows(fresh_day(), "f03", [1, 2], float("nan")), "region", [4], "mars"))
     cfg = resolve_paths(load_config(ValidateConfig, None, [f"lake.root={lake}", f"input.contract={CONTRACT}"]))
     with pytest.raises(ContractViolation, match=NEW_DAY):
-        run_validate(cfg, executor(cfg.ray))
+        run_validate(cfg, executor_gather(executor(cfg.ray)))
     (vrep,) = reports_of(lake, "validate")
     assert [u["status"] for u in vrep["units"]] == ["pass"] * DAYS + ["fail"]
     assert not (lake / "scores").exists()

@@ -129,3 +129,52 @@ def test_pandera_pyspark_schema_from_the_same_contract_flags_the_same_columns(sp
     assert set(masks) == {"range:f02", "category:region"}
     assert "f02" in errors and "region" in errors and "DATA" in errors
     assert "f03" not in errors  # clean columns pass
+
+
+def test_validate_on_spark_and_on_ray_reach_the_same_verdicts(spark, ray_local, lake, demo_root):
+    """Hostile rows in one day: both engines report the same checks, counts and examples; other days pass on both."""
+    from pathlib import Path
+
+    from contracts.validate import executor_gather, run_validate
+    from engine.config import ValidateConfig, load_config, resolve_paths
+    from engine.errors import ContractViolation
+    from engine.ray.score import executor
+    from engine.spark.validate import spark_gather
+
+    t = make_day(DAYS, "2026-01-05", ROWS, 50, seed=8)[0]
+
+    def put(t, col, rows, value):
+        vals = t.column(col).to_pylist()
+        for i in rows:
+            vals[i] = value
+        return t.set_column(t.schema.get_field_index(col), col, pa.array(vals, t.schema.field(col).type))
+
+    t = put(t, "f03", [1, 2], float("nan"))
+    t = put(t, "f04", [3], float("-inf"))
+    t = put(t, "f05", [4], 1e6)
+    t = put(t, "region", [5], "atlantis")
+    t = put(t, "entity_id", [6], None)
+    t = put(t, "entity_id", [7, 8], t.column("entity_id")[9].as_py())
+    ts = t.column("event_ts").to_pylist()
+    ts[10] = ts[10].replace(year=2025)
+    t = t.set_column(1, "event_ts", pa.array(ts, t.schema.field("event_ts").type))
+    write_deltalake(str(lake / "features"), t, partition_by=["ds"], mode="append")
+    contract = str(Path(__file__).resolve().parent.parent / "conf" / "contracts" / "features.yaml")
+    cfg = resolve_paths(load_config(ValidateConfig, None, [f"lake.root={lake}", f"input.contract={contract}",
+                                                           f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+                                                           f"mlflow.artifact_root={demo_root}/mlartifacts"]))
+    verdicts = {}
+    reports = lake / "_reports" / "validate"
+    for name, gather in (("ray", executor_gather(executor(cfg.ray))), ("spark", spark_gather(spark))):
+        before = set(reports.glob("*.json")) if reports.exists() else set()
+        with pytest.raises(ContractViolation, match="2026-01-05"):
+            run_validate(cfg, gather)
+        (new,) = set(reports.glob("*.json")) - before
+        verdicts[name] = json.loads(new.read_text())
+    strip = lambda rep: [(u["ds"], u["status"], u["rows"], sorted((v["check"], v["rows"], json.dumps(v["examples"], sort_keys=True))
+                                                                for v in u["violations"])) for u in rep["units"]]
+    assert strip(verdicts["ray"]) == strip(verdicts["spark"])
+    bad = {v["check"]: v["rows"] for v in verdicts["spark"]["units"][-1]["violations"]}
+    assert bad == {"finite:f03": 2, "finite:f04": 1, "range:f04": 1, "range:f05": 1, "category:region": 1, "not_null:entity_id": 1,
+                   "unique_key": 3, "event_in_partition:event_ts": 1}
+    assert [u["status"] for u in verdicts["ray"]["units"]] == ["pass"] * DAYS + ["fail"]

@@ -10,6 +10,8 @@ Under `spark-submit` the JVM is up before Python runs, so the jars must be on it
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from engine.spark.jars import jar_paths
 
@@ -35,6 +37,11 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
     }
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit / the pyspark shell)
         conf["spark.jars"] = ",".join(jar_paths())
+        # Python workers (mapInArrow) run this interpreter and import this project, not the system python3
+        # (PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(
+            p for p in [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")] if p)
     conf.update(extra_conf or {})
     builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in conf.items():
