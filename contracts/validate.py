@@ -108,11 +108,16 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     s.report = enforcer.publish(cfg.lake.root, "validate", s.run_id, cfg.mlflow)
     log.info("validate %s: %d passed, %d failed in %.1fs; report %s", snap.where(), s.units_passed, s.units_failed,
              time.monotonic() - started, s.report)
+    error = None
     if errors:
         d, err = next(iter(errors.items()))
-        raise UnitFailed(f"validation of ds={d} crashed: {err}; re-run the job")
-    if s.failed:
+        error = UnitFailed(f"validation of ds={d} crashed: {err}; re-run the job")
+    elif s.failed:
         first = s.violations[0]
-        raise ContractViolation(f"{len(s.failed)} partition(s) of {snap.where()} violate {cfg.input.contract} "
-                                f"(first: ds={first['ds']} {first['check']}: {first['message']}); report {s.report}")
+        error = ContractViolation(f"{len(s.failed)} partition(s) of {snap.where()} violate {cfg.input.contract}: ds "
+                                  f"{s.failed[:8]} (first: ds={first['ds']} {first['check']}: {first['message']}); "
+                                  f"report {s.report}")
+    if error is not None:
+        error.summary = s  # the job's summary line still says what passed and what failed
+        raise error
     return s

@@ -43,7 +43,9 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
         conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(
             p for p in [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")] if p)
     conf.update(extra_conf or {})
-    builder = SparkSession.builder.appName(app_name).master(master)
+    builder = SparkSession.builder.appName(app_name)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, --master decides
+        builder = builder.master(master)
     for key, value in conf.items():
         builder = builder.config(key, str(value))
     return builder.getOrCreate()
