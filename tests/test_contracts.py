@@ -109,6 +109,7 @@ def test_schema_breaks_fail_every_unit_before_work(ray_local, lake, demo_root):
     t = fresh_day()
     t = t.set_column(t.schema.get_field_index("f07"), "f07", t.column("f07").cast(pa.string()))
     t = t.rename_columns(["f08_renamed" if n == "f08" else n for n in t.column_names]).append_column("extra", pa.array([1] * t.num_rows))
+    t = t.drop_columns(["segment"])
     from deltalake import write_deltalake as w
 
     w(str(lake / "features"), t, partition_by=["ds"], mode="overwrite", schema_mode="overwrite")
@@ -117,7 +118,7 @@ def test_schema_breaks_fail_every_unit_before_work(ray_local, lake, demo_root):
         score(cfg)
     (rep,) = reports(lake)
     checks = {(v["check"], v["column"]) for v in rep["units"][0]["violations"]}
-    assert {("type", "f07"), ("extra_column", "f08_renamed"), ("extra_column", "extra")} <= checks
+    assert {("type", "f07"), ("extra_column", "f08_renamed"), ("extra_column", "extra"), ("presence", "segment")} <= checks
 
 
 def test_volume_empty_day_and_tenfold_drop(ray_local, lake, demo_root):

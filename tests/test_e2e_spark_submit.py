@@ -18,6 +18,7 @@ from ray_cluster import free_port
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
+PLANTED = "pii.canary.spark@example.com"
 
 
 def wait_port(port: int, timeout: float = 60) -> None:
@@ -81,9 +82,10 @@ def test_spark_submit_validate_passes_clean_days_and_exits_3_on_a_bad_one(spark_
     s = json.loads([ln for ln in ok.stdout.splitlines() if ln.startswith("{")][-1])
     assert s["units_passed"] == DAYS and s["rows"] == DAYS * ROWS and s["input_version"] == DAYS - 1
     t = make_day(DAYS, "2026-01-05", ROWS, 50, seed=41)[0]
-    vals = t.column("f05").to_pylist()
-    vals[7] = 1e6
-    write_deltalake(str(lake / "features"), t.set_column(t.schema.get_field_index("f05"), "f05", pa.array(vals, pa.float32())),
+    vals, email = t.column("f05").to_pylist(), t.column("email").to_pylist()
+    vals[7], email[7] = 1e6, PLANTED  # the failing row carries PII
+    t = t.set_column(t.schema.get_field_index("f05"), "f05", pa.array(vals, pa.float32()))
+    write_deltalake(str(lake / "features"), t.set_column(t.schema.get_field_index("email"), "email", pa.array(email)),
                     partition_by=["ds"], mode="append")
     bad = submit(master, env, *common)
     assert bad.returncode == 3, bad.stderr[-3000:]
@@ -92,3 +94,10 @@ def test_spark_submit_validate_passes_clean_days_and_exits_3_on_a_bad_one(spark_
     # spark-submit's PythonRunner merges the Python process's stderr into its own stdout
     (line,) = [ln for ln in (bad.stdout + bad.stderr).splitlines() if ln.startswith("lakescore validate: error:")]
     assert "range:f05" in line and "2026-01-05" in line
+    # PII: not in the driver's output, the Spark master/worker/executor logs, or the reports
+    logs = "".join(p.read_text(errors="replace") for p in Path(env["SPARK_WORKER_DIR"]).parent.rglob("*")
+                   if p.is_file() and p.suffix in ("", ".log", ".txt", ".json") or p.name in ("stdout", "stderr"))
+    assert "Executor" in logs or "Worker" in logs  # the scanner reads real logs
+    reports = "".join(p.read_text() for p in (lake / "_reports").rglob("*.*"))
+    for where, text in (("spark-submit output", bad.stdout + bad.stderr), ("spark logs", logs), ("reports", reports)):
+        assert PLANTED not in text, f"PII in {where}"

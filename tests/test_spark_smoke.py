@@ -141,7 +141,8 @@ def test_validate_on_spark_and_on_ray_reach_the_same_verdicts(spark, ray_local, 
     from engine.ray.score import executor
     from engine.spark.validate import spark_gather
 
-    t = make_day(DAYS, "2026-01-05", ROWS, 50, seed=8)[0]
+    t = make_day(DAYS, "2026-01-05", ROWS // 10, 50, seed=8)[0]  # 10× fewer rows: volume
+    t = t.set_column(t.schema.get_field_index("f06"), "f06", pc.add(t.column("f06"), 1.5))  # shifted: drift
 
     def put(t, col, rows, value):
         vals = t.column(col).to_pylist()
@@ -176,5 +177,5 @@ def test_validate_on_spark_and_on_ray_reach_the_same_verdicts(spark, ray_local, 
     assert strip(verdicts["ray"]) == strip(verdicts["spark"])
     bad = {v["check"]: v["rows"] for v in verdicts["spark"]["units"][-1]["violations"]}
     assert bad == {"finite:f03": 2, "finite:f04": 1, "range:f04": 1, "range:f05": 1, "category:region": 1, "not_null:entity_id": 1,
-                   "unique_key": 3, "event_in_partition:event_ts": 1}
+                   "unique_key": 3, "event_in_partition:event_ts": 1, "volume": None, "drift:f06": None}
     assert [u["status"] for u in verdicts["ray"]["units"]] == ["pass"] * DAYS + ["fail"]
