@@ -33,6 +33,9 @@ class Enforcer:
             raise ConfigError(f"input.key_columns/passthrough_columns name PII columns {leaked} (tagged pii in "
                               f"{contract_path}); PII never reaches an output table")
         self.schema_violations = [Violation(check, col, None, msg) for check, col, msg in self.rc.schema_problems]
+        from contracts.schemas import schema_verdict
+
+        self.pandera_verdict = schema_verdict(self.rc, snap.schema)  # pandera's own view, in every report
         self.history = {d: snap.rows(d) or 0 for d in snap.partitions}
         self.edges: dict[str, np.ndarray] = {}
         self.ref_hist: dict[str, np.ndarray] = {}
@@ -81,6 +84,7 @@ class Enforcer:
     def report(self, job: str, run_id: str) -> dict:
         return {"job": job, "run_id": run_id, "table": self.snap.name, "version": self.snap.version,
                 "contract": os.path.basename(self.path), "contract_hash": self.digest, "mode": self.contract.mode,
+                "pandera_schema_verdict": [{"check": c, "column": col} for c, col in self.pandera_verdict],
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                 "units": [self.units[d] for d in sorted(self.units)]}
 

@@ -91,3 +91,39 @@ def pyspark_schema(rc: ResolvedContract, spark_schema):
                 checks.append(pas.Check.isin(list(spec.categories)))
         cols[name] = pas.Column(dtype, checks=checks, nullable=spec.nullable)
     return pas.DataFrameSchema(cols, name=rc.contract.table, strict=not rc.contract.allow_extra_columns)
+
+
+def schema_verdict(rc: ResolvedContract, arrow_schema) -> list[tuple[str, str]]:
+    """pandera's schema-level verdict on the table's shape: (check, column) pairs, from an empty frame of its schema.
+
+    Costs nothing (no rows): presence of every declared column, no extra columns, and each column's type family.
+    Patterns ("f??") count as present when they match at least one column, as in ResolvedContract.
+    """
+    import fnmatch
+
+    import pandas as pd
+    import pandera.errors
+    import pandera.pandas as pap
+
+    names = [n for n in arrow_schema.names if n != "ds"]
+    cols = {name: pap.Column(checks=[pap.Check(_family(spec.type), element_wise=False, name="type")], required=True,
+                             nullable=True) for name, spec in rc.columns.items()}
+    for pattern, spec in rc.contract.columns.items():
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            cols[pattern] = pap.Column(required=True, nullable=True)  # declared, absent: pandera reports it
+    schema = pap.DataFrameSchema(cols, strict=not rc.contract.allow_extra_columns, name=rc.contract.table)
+    empty = arrow_schema.empty_table().select(names).to_pandas(types_mapper=pd.ArrowDtype)
+    try:
+        schema.validate(empty, lazy=True)
+    except pandera.errors.SchemaErrors as e:
+        out = []
+        for r in e.failure_cases.itertuples():
+            check = str(r.check)
+            if check == "column_in_dataframe":
+                out.append(("presence", str(r.failure_case)))
+            elif check == "column_in_schema":
+                out.append(("extra_column", str(r.failure_case)))
+            else:
+                out.append((check.split(":")[0], str(r.column)))
+        return sorted(set(out))
+    return []

@@ -61,6 +61,7 @@ def test_clean_days_pass_and_are_written(ray_local, lake, demo_root):
     assert s.units_committed == DAYS and s.rows_out == DAYS * ROWS and not s.violations
     (rep,) = reports(lake)
     assert [u["status"] for u in rep["units"]] == ["pass"] * DAYS and rep["contract_hash"] == load_contract(CONTRACT).digest
+    assert rep["pandera_schema_verdict"] == []
 
 
 @pytest.mark.parametrize("mutate, check", [
@@ -119,6 +120,8 @@ def test_schema_breaks_fail_every_unit_before_work(ray_local, lake, demo_root):
     (rep,) = reports(lake)
     checks = {(v["check"], v["column"]) for v in rep["units"][0]["violations"]}
     assert {("type", "f07"), ("extra_column", "f08_renamed"), ("extra_column", "extra"), ("presence", "segment")} <= checks
+    # pandera's schema-level verdict, built from the same contract, names the same problems
+    assert {(v["check"], v["column"]) for v in rep["pandera_schema_verdict"]} == checks
 
 
 def test_volume_empty_day_and_tenfold_drop(ray_local, lake, demo_root):
