@@ -111,6 +111,7 @@ def test_schema_breaks_fail_every_unit_before_work(ray_local, lake, demo_root):
     t = t.set_column(t.schema.get_field_index("f07"), "f07", t.column("f07").cast(pa.string()))
     t = t.rename_columns(["f08_renamed" if n == "f08" else n for n in t.column_names]).append_column("extra", pa.array([1] * t.num_rows))
     t = t.drop_columns(["segment"])
+    t = t.set_column(0, "entity_id", t.column("entity_id").cast(pa.string()))  # an int column arriving as string
     from deltalake import write_deltalake as w
 
     w(str(lake / "features"), t, partition_by=["ds"], mode="overwrite", schema_mode="overwrite")
@@ -119,7 +120,8 @@ def test_schema_breaks_fail_every_unit_before_work(ray_local, lake, demo_root):
         score(cfg)
     (rep,) = reports(lake)
     checks = {(v["check"], v["column"]) for v in rep["units"][0]["violations"]}
-    assert {("type", "f07"), ("extra_column", "f08_renamed"), ("extra_column", "extra"), ("presence", "segment")} <= checks
+    assert {("type", "f07"), ("type", "entity_id"), ("extra_column", "f08_renamed"), ("extra_column", "extra"),
+            ("presence", "segment")} <= checks
     # pandera's schema-level verdict, built from the same contract, names the same problems
     assert {(v["check"], v["column"]) for v in rep["pandera_schema_verdict"]} == checks
 
