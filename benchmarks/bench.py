@@ -877,7 +877,7 @@ def profile_chunk(args, wd: Workdir, bundle, nthread: int) -> dict:
     rows = 0
     t0 = time.perf_counter()
     for path in files:
-        it = iter_file_batches(fs, file_path(uri, base, path), cols, 131_072)
+        it = iter_file_batches(fs, file_path(base, path), cols, 131_072)
         while True:
             t = time.perf_counter()
             batch = next(it, None)

@@ -28,7 +28,7 @@ def check_chunk(work: ChunkWork) -> ChunkResult:
                                   *work.drift_edges]))
     stats = CheckStats()
     for path in work.input_files:
-        for batch in iter_file_batches(fs, file_path(work.input_uri, base, path), columns, work.batch_rows):
+        for batch in iter_file_batches(fs, file_path(base, path), columns, work.batch_rows):
             stats.update(batch, row_masks(batch, rc, work.ds), rc, work.drift_edges)
     return ChunkResult(work.unit, stats.rows, 0, [], stats)
 

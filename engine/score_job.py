@@ -94,12 +94,19 @@ class Summary:
     report: str | None = None
 
 
-def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: Hooks | None = None,
-              summary: Summary | None = None) -> Summary:
-    hooks = hooks or Hooks()
+def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: Hooks | None = None) -> Summary:
+    """Score `cfg.input` into `cfg.output`; a LakescoreError carries the run's partial summary (`e.summary`)."""
+    summary = Summary(JOB, uuid.uuid4().hex, config_hash(cfg))
+    try:
+        return _run(cfg, executor, force, hooks or Hooks(), summary)
+    except LakescoreError as e:
+        e.summary = summary  # the job's summary line still says what was committed and what failed
+        raise
+
+
+def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summary: Summary) -> Summary:
     started = time.monotonic()
     deadline = started + cfg.run.time_budget_s
-    summary = summary or Summary(JOB, uuid.uuid4().hex, config_hash(cfg))
     opts = cfg.lake.storage_options
     executor.warm_up()
 
@@ -192,11 +199,8 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
             errors.setdefault(item.unit, item)
         else:
             results[item.unit].append(item)
-        done = len(results[item.unit]) + (item.unit in errors)
-        if done < expected[item.unit] and item.unit not in errors:
-            continue
-        if item.unit in errors:
-            continue
+        if item.unit in errors or len(results[item.unit]) < expected[item.unit]:
+            continue  # a failed unit is never committed; a complete one is committed at once
         d, unit = by_app[item.unit]
         _commit(cfg, summary, snap, d, unit, results[item.unit], committer, stamps, hooks, enforcer, qcommitter)
     for app, err in errors.items():
@@ -312,6 +316,3 @@ def _check_columns(cfg: ScoreConfig, snap, bundle: ModelBundle) -> None:
         raise ContractViolation(
             f"input {snap.where()}: model {bundle.ref.uri} needs feature columns that are missing: {feats[:8]}"
         )
-
-
-__all__ = ["run_score", "Hooks", "Summary", "ChunkFailure", "Executor", "LakescoreError"]

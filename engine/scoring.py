@@ -165,18 +165,18 @@ def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
         prefix=f"part-{work.stamps.run_id[:12]}-{uuid.uuid4().hex[:12]}",
     )
     qwriter = _quarantine_writer(work) if rc is not None and work.quarantine_uri else None
+    if qwriter is not None:
+        from contracts.quarantine import quarantine_batch
     rows_in = bad_scores = 0
     score_idx = work.schema.get_field_index(work.score_column)
     try:
         for path in work.input_files:
-            for batch in iter_file_batches(in_fs, file_path(work.input_uri, in_base, path), columns, work.batch_rows):
+            for batch in iter_file_batches(in_fs, file_path(in_base, path), columns, work.batch_rows):
                 rows_in += batch.num_rows
                 if stats is not None:
                     masks = row_masks(batch, rc, work.ds)
                     bad = stats.update(batch, masks, rc, work.drift_edges)
                     if qwriter is not None and bad.any():
-                        from contracts.quarantine import quarantine_batch
-
                         qwriter.write(quarantine_batch(batch, bad, masks, rc, work.stamps.input_version,
                                                        work.stamps.run_id, work.stamps.scored_at))
                         batch = batch.filter(pa.array(~bad))

@@ -149,7 +149,8 @@ def filesystem(root: str, storage_options: dict | None = None) -> tuple[pafs.Fil
     return pafs.PyFileSystem(DeltaStorageHandler(root, storage_options or None)), ""
 
 
-def file_path(snapshot_uri: str, base: str, path: str) -> str:
+def file_path(base: str, path: str) -> str:
+    """A data file's path on the table's filesystem (log paths are relative to the root unless absolute)."""
     if is_url(path) and not path.startswith("file://"):
         return path
     if path.startswith("file://"):
@@ -160,7 +161,7 @@ def file_path(snapshot_uri: str, base: str, path: str) -> str:
 def check_files_exist(snapshot: Snapshot, days: list[str], storage_options: dict | None = None) -> None:
     """A vacuumed snapshot still has a log but lost files: refuse it (exit 5) before any work."""
     fs, base = filesystem(snapshot.uri, storage_options)
-    paths = [file_path(snapshot.uri, base, f.path) for d in days for f in snapshot.files[d]]
+    paths = [file_path(base, f.path) for d in days for f in snapshot.files[d]]
     missing = [p for p, info in zip(paths, fs.get_file_info(paths)) if info.type == pafs.FileType.NotFound]
     if missing:
         raise InputUnavailable(

@@ -8,16 +8,14 @@ if __package__ in (None, ""):  # run as a file (spark-submit jobs/score.py): mak
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import ScoreConfig  # noqa: E402
-from engine.errors import ConfigError, LakescoreError  # noqa: E402
+from engine.errors import ConfigError  # noqa: E402
 from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Score the input table's pinned snapshot into the scores table, one idempotent commit per partition."
 
 
-def body(cfg: ScoreConfig, args, hooks=None):
-    from engine.score_job import Summary, run_score
-    from engine.config import config_hash
-    import uuid
+def body(cfg: ScoreConfig, args):
+    from engine.score_job import run_score
 
     if cfg.engine != "ray":
         raise ConfigError("engine 'spark' is not available for the score job yet; set engine=ray")
@@ -25,12 +23,7 @@ def body(cfg: ScoreConfig, args, hooks=None):
     from engine.ray.session import connect
 
     connect(cfg.ray.address)
-    summary = Summary("score", uuid.uuid4().hex, config_hash(cfg))
-    try:
-        return run_score(cfg, executor(cfg.ray), force=args.force, hooks=hooks, summary=summary)
-    except LakescoreError as e:
-        e.summary = summary
-        raise
+    return run_score(cfg, executor(cfg.ray), force=args.force)
 
 
 def main(argv: list[str] | None = None) -> int:
