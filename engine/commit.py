@@ -1,15 +1,17 @@
 """lakescore's commit protocol for its own Delta tables (DESIGN.md: Snapshots, idempotency, exactly-once).
 
 One unit = one output partition. Its data files are written first (invisible until referenced), then
-committed in one transaction that overwrites exactly that partition and records a Delta application
-transaction: `app_id` names the unit, and the transaction's version encodes the unit's input fingerprint.
-Two runs of the same unit therefore always conflict at commit; the loser reloads and either finds its
-own fingerprint (a no-op) or commits again.
+committed in one transaction that overwrites exactly that partition and records two Delta application
+transactions: `app_id` names the unit (its version encodes the unit's input fingerprint), and
+`app_id#input=<table>` records the input version the unit was computed from. Two runs of the same unit
+therefore always conflict at commit; the loser reloads and finds its own fingerprint (a no-op), a newer
+input (it yields, unless forced), or neither (it commits again). A run never appends blindly.
 """
 from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -37,10 +39,33 @@ class Unit:
     app_id: str
     partition_values: dict
     fingerprint: str
+    input_table: str = ""  # which input the unit was computed from, and at which version
+    input_version: int | None = None
 
     @property
     def txn_version(self) -> int:
         return fingerprint_version(self.fingerprint)
+
+    @property
+    def input_app_id(self) -> str:
+        """A second application transaction of each commit: its version is the input version the unit came from.
+
+        Read back in O(1) from the snapshot (`transaction_version`), for empty commits too, so a run can tell that
+        a unit was committed from a newer version of its input without reading data or history.
+        """
+        return f"{self.app_id}#input={self.input_table}"
+
+
+def recorded_input_version(table, unit: Unit) -> int | None:
+    return table.transaction_version(unit.input_app_id) if unit.input_table else None
+
+
+def superseded(table, unit: Unit) -> int | None:
+    """The newer input version this unit was last committed from, if newer than this run's; else None."""
+    rec = recorded_input_version(table, unit)
+    if rec is not None and unit.input_version is not None and rec > unit.input_version:
+        return rec
+    return None
 
 
 def partition_filter(unit: Unit, partition_columns: list[str]) -> list[tuple[str, str, str]]:
@@ -87,78 +112,140 @@ def recorded_version(table, unit: Unit) -> int | None:
     return table.transaction_version(unit.app_id)
 
 
-def commits_since(table, base_version: int) -> list[dict]:
-    """userMetadata of the commits after `base_version` (as written by commit_unit; others are {})."""
-    latest = table.version()
-    if latest <= base_version:
-        return []
-    out = []
-    for h in table.history(limit=latest - base_version):
-        if h.get("version", -1) <= base_version:
-            continue
-        try:
-            out.append(json.loads(h.get("userMetadata") or "{}"))
-        except ValueError:
-            out.append({})
-    return out
+DELTA_RETRIES = 20  # delta-rs re-attempts a commit when only other partitions changed (no conflict with this unit)
 
 
 class Committer:
-    """Commits a run's units against the table version at which they were checked.
+    """Commits a run's units to one table, each decided on the newest snapshot just before its commit.
 
-    Conflicts are resolved from the log: if no one committed this unit since the check, the conflict came from
-    another unit and the commit is retried on the latest version; if a concurrent run committed this unit with
-    the same fingerprint, this run's commit is a no-op; with another fingerprint, this run commits again.
+    Before each commit the table is brought up to date and the unit is checked again: committed by a rival with
+    the same fingerprint → "already-done"; committed from a newer version of the same input → "superseded"
+    (unless forced). Otherwise the unit is committed on that snapshot; delta-rs resolves commits of other units
+    that land meanwhile, and a rival commit of this unit makes ours fail (same `app_id`, same partition). The
+    failure is then settled on the reloaded table, newest state first: our own commit landed after all (object
+    stores can report a retried write that succeeded as a conflict), a rival's same input, a rival's newer
+    input; or else we commit again, after a jittered backoff, at most `retries` more times.
     """
 
-    def __init__(self, uri: str, base_version: int, schema: pa.Schema, partition_by: list[str], run_id: str,
-                 retries: int = 5, storage_options: dict | None = None):
-        self.uri, self.base, self.schema, self.partition_by = uri, base_version, schema, partition_by
-        self.run_id, self.retries, self.opts = run_id, retries, storage_options or None
+    def __init__(self, uri: str, schema: pa.Schema, partition_by: list[str], run_id: str, retries: int = 5,
+                 storage_options: dict | None = None, force: bool = False):
+        self.uri, self.schema, self.partition_by = uri, schema, partition_by
+        self.run_id, self.retries, self.opts, self.force = run_id, retries, storage_options or None, force
+        self._table = None
+        self._jitter = random.Random(run_id)  # differs between concurrent runs, reproducible within one
+
+    def latest(self):
+        from deltalake import DeltaTable
+
+        if self._table is None:
+            self._table = DeltaTable(self.uri, storage_options=self.opts)
+        else:
+            self._table.update_incremental()
+        return self._table
 
     def commit(self, unit: Unit, adds: list[dict], metadata: dict) -> str:
-        """Returns "committed" or "already-done"."""
-        from deltalake import CommitProperties, DeltaTable, Transaction
+        """Returns "committed", "already-done" or "superseded"; the files of a unit not committed are dropped."""
+        from deltalake import CommitProperties, Transaction
         from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import AddAction
 
         actions = [AddAction(a["path"], a["size"], a["partition_values"], a["modification_time"], a["data_change"],
                              a["stats"]) for a in adds]
         filt = partition_filter(unit, self.partition_by)
+        now = int(time.time() * 1000)
+        txns = [Transaction(unit.app_id, unit.txn_version, now)]
+        if unit.input_table and unit.input_version is not None:
+            txns.append(Transaction(unit.input_app_id, unit.input_version, now))
         props = CommitProperties(
             custom_metadata={"userMetadata": json.dumps({**metadata, "run_id": self.run_id}, sort_keys=True)},
-            app_transactions=[Transaction(unit.app_id, unit.txn_version, int(time.time() * 1000))],
-            max_commit_retries=0,
+            app_transactions=txns,
+            max_commit_retries=DELTA_RETRIES,
         )
-        table = DeltaTable(self.uri, version=self.base, storage_options=self.opts)
-        checked_at = self.base
+        table = self.latest()
+        outcome = self._decided(table, unit)
         for attempt in range(self.retries + 1):
+            if outcome is not None:
+                break
+            read_at = table.version()
             try:
-                table.create_write_transaction(actions, "overwrite", self.schema, self.partition_by, filt,
-                                               commit_properties=props)
-                self._advance()
-                return "committed"
+                self._write(table, actions, filt, props)
+                outcome = "committed"
+                break
             except CommitFailedError as e:
-                table = DeltaTable(self.uri, storage_options=self.opts)
-                rivals = [m for m in commits_since(table, checked_at) if m.get("app_id") == unit.app_id]
-                if rivals and rivals[-1].get("input_fingerprint") == unit.fingerprint:
-                    log.info("unit %s: a concurrent run committed the same input; dropping this run's files", unit.app_id)
-                    discard(self.uri, adds, self.opts)
-                    return "already-done"
-                if attempt == self.retries:
-                    raise UnitFailed(f"unit {unit.app_id}: commit kept conflicting after {self.retries + 1} attempts; "
-                                     "re-run the job") from e
-                checked_at = table.version()
-                time.sleep(min(0.1 * 2**attempt, 5.0) if rivals else 0)
-        raise AssertionError("unreachable")
+                table = self.latest()
+                if self._landed(table, unit, adds, read_at):
+                    log.warning("unit %s: the commit was reported failed but it landed; keeping it", unit.app_id)
+                    outcome = "committed"
+                    break
+                outcome = self._decided(table, unit)
+                if outcome is None and attempt == self.retries:
+                    raise UnitFailed(f"unit {unit.app_id}: commit to {self.uri} kept conflicting with other runs "
+                                     f"after {self.retries + 1} attempt(s); re-run the job") from e
+                if outcome is None:
+                    delay = min(0.05 * 2**attempt, 5.0) * self._jitter.uniform(0.5, 1.5)
+                    log.info("unit %s: commit conflicted (%s); retrying in %.2fs", unit.app_id, e, delay)
+                    time.sleep(delay)
+            except Exception:
+                # A storage error: the commit may still have landed (a timeout after the write). Ask the log.
+                try:
+                    landed = self._landed(self.latest(), unit, adds, read_at)
+                except Exception:
+                    landed = False
+                if not landed:
+                    raise
+                outcome = "committed"
+                break
+        if outcome != "committed":
+            discard(self.uri, adds, self.opts)
+        return outcome
 
-    def _advance(self) -> None:
-        """Move the base past commits of this run only: they touched other units, which stay checked."""
-        from deltalake import DeltaTable
+    def discard_unless_landed(self, unit: Unit, adds: list[dict]) -> None:
+        """Drop the files of a unit whose commit failed, unless the log references them or cannot be read
+        (then they stay: an unreferenced leftover is invisible, a deleted referenced file breaks the table)."""
+        if not adds:
+            return
+        try:
+            landed = self._landed(self.latest(), unit, adds, self.latest().version())
+        except Exception as e:
+            log.warning("unit %s: cannot read %s (%s); leaving %d uncommitted file(s) in place", unit.app_id,
+                        self.uri, type(e).__name__, len(adds))
+            return
+        if not landed:
+            discard(self.uri, adds, self.opts)
 
-        table = DeltaTable(self.uri, storage_options=self.opts)
-        if all(m.get("run_id") == self.run_id for m in commits_since(table, self.base)):
-            self.base = table.version()
+    def _write(self, table, actions, filt, props) -> None:
+        table.create_write_transaction(actions, "overwrite", self.schema, self.partition_by, filt,
+                                       commit_properties=props)
+
+    def _decided(self, table, unit: Unit) -> str | None:
+        """What the table's current state says about this unit: already done, superseded, or None (commit it)."""
+        if recorded_version(table, unit) == unit.txn_version:
+            log.info("unit %s: another run committed the same input; dropping this run's files", unit.app_id)
+            return "already-done"
+        newer = None if self.force else superseded(table, unit)
+        if newer is not None:
+            log.warning("unit %s: another run committed it from %s version %d, newer than this run's %d; not "
+                        "replaced (--force replaces it)", unit.app_id, unit.input_table, newer, unit.input_version)
+            return "superseded"
+        return None
+
+    def _landed(self, table, unit: Unit, adds: list[dict], read_at: int) -> bool:
+        """Did this run's own commit of `unit` land? Its files are in the table, or (no files) the unit's newest
+        commit since `read_at` carries this run's id."""
+        if adds:
+            mine = {a["path"].rsplit("/", 1)[-1] for a in adds}
+            present = {u.rsplit("/", 1)[-1] for u in table.file_uris(file_pruning_predicate=partition_filter(unit, self.partition_by))}
+            return mine <= present
+        if table.version() <= read_at:
+            return False
+        for h in table.history(limit=table.version() - read_at):
+            try:
+                meta = json.loads(h.get("userMetadata") or "{}")
+            except ValueError:
+                continue
+            if meta.get("app_id") == unit.app_id:
+                return meta.get("run_id") == self.run_id
+        return False
 
 
 def discard(uri: str, adds: list[dict], storage_options: dict | None = None) -> None:

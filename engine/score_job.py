@@ -71,6 +71,8 @@ class Hooks:
 
 @dataclass
 class Summary:
+    """The run's one JSON line. The lists say which units went where; `finish()` sets every counter from them."""
+
     job: str
     run_id: str
     config_hash: str
@@ -83,15 +85,32 @@ class Summary:
     units_skipped: int = 0
     units_committed: int = 0
     units_already_done: int = 0
+    units_retracted: int = 0
     units_failed: int = 0
     rows_in: int = 0
     rows_out: int = 0
     failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # up to date, superseded, or empty where allowed
     committed: list[str] = field(default_factory=list)
+    already_done: list[str] = field(default_factory=list)  # a concurrent run committed the same input
+    superseded: list[str] = field(default_factory=list)  # why: committed from a newer input version
+    retracted: list[str] = field(default_factory=list)  # input day gone: its output replaced with nothing
     violations: list[dict] = field(default_factory=list)  # {ds, check, rows, message}: contract failures
     rows_quarantined: int = 0
     report: str | None = None
+
+    def finish(self) -> "Summary":
+        self.units_skipped, self.units_committed = len(self.skipped), len(self.committed)
+        self.units_already_done, self.units_retracted = len(self.already_done), len(self.retracted)
+        self.units_failed = len(self.failed)
+        return self
+
+
+# Errors that fail one unit's commit, not the run: the other units go on (the run still exits non-zero).
+def _unit_errors() -> tuple[type[BaseException], ...]:
+    from deltalake.exceptions import DeltaError
+
+    return (LakescoreError, OSError, DeltaError)
 
 
 def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: Hooks | None = None) -> Summary:
@@ -100,8 +119,22 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     try:
         return _run(cfg, executor, force, hooks or Hooks(), summary)
     except LakescoreError as e:
-        e.summary = summary  # the job's summary line still says what was committed and what failed
+        e.summary = summary.finish()  # the job's summary line still says what was committed and what failed
         raise
+
+
+@dataclass
+class _Run:
+    """What the commit step of every unit shares."""
+
+    cfg: ScoreConfig
+    summary: Summary
+    snap: object
+    committer: protocol.Committer
+    stamps: Stamps
+    hooks: Hooks
+    enforcer: object | None = None
+    qcommitter: protocol.Committer | None = None
 
 
 def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summary: Summary) -> Summary:
@@ -132,42 +165,42 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     out_uri = table_uri(cfg.lake, cfg.output.table)
     summary.output_table = cfg.output.table
     out = protocol.open_or_create(out_uri, tschema, PARTITION_COLUMNS, opts)
-    committer = protocol.Committer(out_uri, out.version(), tschema, PARTITION_COLUMNS, summary.run_id,
-                                   cfg.run.commit_retries, opts)
+    committer = protocol.Committer(out_uri, tschema, PARTITION_COLUMNS, summary.run_id, cfg.run.commit_retries, opts,
+                                   force)
     qcommitter = q_uri = None
     if enforcer is not None and enforcer.quarantines:
         from contracts import quarantine
 
         q_uri = table_uri(cfg.lake, cfg.output.quarantine_table)
-        qt = protocol.open_or_create(q_uri, quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS, opts)
-        qcommitter = protocol.Committer(q_uri, qt.version(), quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS,
-                                        summary.run_id, cfg.run.commit_retries, opts)
+        protocol.open_or_create(q_uri, quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS, opts)
+        qcommitter = protocol.Committer(q_uri, quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS, summary.run_id,
+                                        cfg.run.commit_retries, opts, force)
 
-    units = {
-        d: protocol.Unit(
-            protocol.app_id(JOB, pv := {"ds": d, "model_name": ref.name, "model_version": ref.version}, PARTITION_COLUMNS),
-            pv,
-            snap.fingerprint(d, enforcer.digest if enforcer else ""),
-        )
-        for d in days
-    }
-    summary.units_planned = len(units) + len(absent)
+    digest = enforcer.digest if enforcer else ""
+
+    def unit_of(d: str) -> protocol.Unit:
+        pv = {"ds": d, "model_name": ref.name, "model_version": ref.version}
+        return protocol.Unit(protocol.app_id(JOB, pv, PARTITION_COLUMNS), pv, snap.fingerprint(d, digest),
+                             cfg.input.table, snap.version)
+
+    units = {d: unit_of(d) for d in days}
+    # Output days of this model whose input day is gone (retracted upstream): replaced with nothing.
+    gone = [d for d in _scored_days(out, ref.name, ref.version) if d not in snap.files and _selected(d, cfg.input.ds)]
+    retract = {d: unit_of(d) for d in gone}
+    summary.units_planned = len(units) + len(set(absent) | set(gone))
     for d in absent:
+        if d in retract:
+            continue
         # An empty or missing day: a no-op where the contract allows it, else a volume violation.
         if enforcer is not None and not enforcer.verdict(d, 0, None):
             summary.skipped.append(d)
             continue
         _fail(summary, d, [{"check": "volume", "rows": 0, "message": f"no rows in {snap.where()} (empty or missing partition)"}])
-    pending = []
-    for d, unit in units.items():
-        if not force and protocol.recorded_version(out, unit) == unit.txn_version:
-            summary.skipped.append(d)
-        else:
-            pending.append(d)
-    summary.units_skipped = len(summary.skipped)
-    log.info("input %s: %d unit(s) planned, %d up to date, %d to score%s", snap.where(), len(units),
-             len(summary.skipped), len(pending), " (forced)" if force else "")
-    hooks.after_check([units[d] for d in pending])
+    pending = [d for d in units if not _up_to_date(out, units[d], force, summary)]
+    retract = {d: u for d, u in retract.items() if not _up_to_date(out, u, force, summary)}
+    log.info("input %s: %d unit(s) planned, %d up to date or superseded, %d to score, %d to retract%s", snap.where(),
+             summary.units_planned, len(summary.skipped), len(pending), len(retract), " (forced)" if force else "")
+    hooks.after_check([units[d] for d in pending] + list(retract.values()))
     check_files_exist(snap, pending, opts)
     if enforcer is not None and enforcer.schema_violations:
         # The table's shape breaks the contract: every unit fails closed before any work.
@@ -177,6 +210,9 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
 
     stamps = Stamps(ref.name, ref.version, ref.run_id, cfg.input.table, snap.version, summary.run_id,
                     summary.config_hash, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
+    ctx = _Run(cfg, summary, snap, committer, stamps, hooks, enforcer, qcommitter)
+    for d, unit in retract.items():
+        _guarded(ctx, d, unit, [], lambda d=d, unit=unit: _retract(ctx, d, unit))
     works, expected = [], {}
     for d in pending:
         unit = units[d]
@@ -194,15 +230,23 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     by_app = {u.app_id: (d, u) for d, u in units.items()}
     results: dict[str, list[ChunkResult]] = {a: [] for a in expected}
     errors: dict[str, ChunkFailure] = {}
-    for item in executor.run(works, bundle, deadline) if works else ():
-        if isinstance(item, ChunkFailure):
-            errors.setdefault(item.unit, item)
-        else:
-            results[item.unit].append(item)
-        if item.unit in errors or len(results[item.unit]) < expected[item.unit]:
-            continue  # a failed unit is never committed; a complete one is committed at once
-        d, unit = by_app[item.unit]
-        _commit(cfg, summary, snap, d, unit, results[item.unit], committer, stamps, hooks, enforcer, qcommitter)
+    done: set[str] = set()
+    try:
+        for item in executor.run(works, bundle, deadline) if works else ():
+            if isinstance(item, ChunkFailure):
+                errors.setdefault(item.unit, item)
+            else:
+                results[item.unit].append(item)
+            if item.unit in errors or len(results[item.unit]) < expected[item.unit]:
+                continue  # a failed unit is never committed; a complete one is committed at once
+            d, unit = by_app[item.unit]
+            done.add(item.unit)
+            rs = results[item.unit]
+            _guarded(ctx, d, unit, rs, lambda d=d, unit=unit, rs=rs: _commit(ctx, d, unit, rs))
+    except UnitFailed as e:  # the executor gave up (time budget): the units not yet complete fail
+        for app in expected:
+            if app not in done and app not in errors:
+                errors[app] = ChunkFailure(app, str(e))
     for app, err in errors.items():
         d, _unit = by_app[app]
         for r in results[app]:
@@ -213,8 +257,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             _fail(summary, d, [{"check": "schema", "rows": None, "message": err.error}])
         else:
             summary.failed.append(f"ds={d}: {err.error}")
-    summary.units_failed = len(summary.failed)
-    summary.units_committed = len(summary.committed)
+    summary.finish()
     if enforcer is not None:
         summary.report = enforcer.publish(cfg.lake.root, JOB, summary.run_id, cfg.mlflow,
                                           {"model": f"{ref.name}/{ref.version}"})
@@ -229,8 +272,54 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             f"report {summary.report or '(no contract file: see the summary line)'}"
         )
     if summary.failed:
-        raise UnitFailed(f"{len(summary.failed)} unit(s) failed: {summary.failed[0]}; re-run redoes only those units")
+        raise UnitFailed(f"{len(summary.failed)} unit(s) failed: {summary.failed[0]}; units that passed were "
+                         "committed; a re-run redoes only the failed ones")
     return summary
+
+
+def _selected(ds: str, spec: str) -> bool:
+    """Whether `ds` is inside the run's `input.ds` selection ("all" | day | "a..b"; ISO dates sort as strings)."""
+    if spec == "all":
+        return True
+    lo, _, hi = spec.partition("..")
+    return lo <= ds <= (hi or lo)
+
+
+def _scored_days(out, model_name: str, model_version: int) -> list[str]:
+    """Days holding output of this model version, from the log's partition values (no data read)."""
+    parts = out.partitions(file_pruning_predicate=[("model_name", "=", model_name), ("model_version", "=", str(model_version))])
+    return sorted({p["ds"] for p in parts})
+
+
+def _up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary) -> bool:
+    """Skip a unit whose recorded input fingerprint is this one, or that was committed from a newer input version."""
+    d = unit.partition_values["ds"]
+    if force:
+        return False
+    if protocol.recorded_version(out, unit) == unit.txn_version:
+        summary.skipped.append(d)
+        return True
+    newer = protocol.superseded(out, unit)
+    if newer is not None:
+        summary.skipped.append(d)
+        summary.superseded.append(f"ds={d}: committed from {unit.input_table} input version {newer}, newer than this "
+                                  f"run's {unit.input_version}; not replaced (--force replaces it)")
+        return True
+    return False
+
+
+def _guarded(ctx: _Run, d: str, unit: protocol.Unit, results: list[ChunkResult], step: Callable[[], None]) -> None:
+    """Run one unit's commit step; a storage or commit error fails that unit only (recorded), the run goes on."""
+    try:
+        step()
+    except _unit_errors() as e:
+        for r in results:
+            ctx.committer.discard_unless_landed(unit, r.adds)
+            if ctx.qcommitter is not None:
+                ctx.qcommitter.discard_unless_landed(_quarantine_unit(ctx, d, unit), r.quarantine_adds)
+        msg = " ".join(str(e).split())[:300]
+        ctx.summary.failed.append(f"ds={d}: commit failed: {type(e).__name__}: {msg}")
+        log.error("unit %s: commit failed (%s: %s); the other units go on", unit.app_id, type(e).__name__, msg)
 
 
 def _fail(summary: Summary, ds: str, violations: list[dict]) -> None:
@@ -240,7 +329,50 @@ def _fail(summary: Summary, ds: str, violations: list[dict]) -> None:
                            for v in violations]
 
 
-def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enforcer, qcommitter=None) -> None:
+def _unit_meta(ctx: _Run, d: str, unit: protocol.Unit, rows: int) -> dict:
+    return {**ctx.stamps.as_json(), "ds": d, "app_id": unit.app_id, "input_fingerprint": unit.fingerprint,
+            "rows": rows, "job": JOB}
+
+
+def _record(ctx: _Run, d: str, unit: protocol.Unit, outcome: str, rows_in: int, rows_out: int) -> None:
+    s = ctx.summary
+    s.rows_in += rows_in
+    if outcome == "committed":
+        s.rows_out += rows_out
+        s.committed.append(d)
+    elif outcome == "already-done":
+        s.already_done.append(d)
+    else:
+        s.skipped.append(d)
+        s.superseded.append(f"ds={d}: a concurrent run committed it from a newer {unit.input_table} input version "
+                            f"than this run's {unit.input_version}; not replaced (--force replaces it)")
+    log.info("unit %s: %s, %d rows", unit.app_id, outcome, rows_out)
+
+
+def _retract(ctx: _Run, d: str, unit: protocol.Unit) -> None:
+    """The input day is gone: replace the unit's output (and its quarantine) with nothing, recorded like any commit."""
+    ctx.hooks.before_commit(unit)
+    if ctx.qcommitter is not None:
+        qunit = _quarantine_unit(ctx, d, unit)
+        ctx.qcommitter.commit(qunit, [], {"app_id": qunit.app_id, "ds": d, "input_fingerprint": unit.fingerprint,
+                                          "rows": 0, "source_version": ctx.snap.version, "job": JOB})
+    outcome = ctx.committer.commit(unit, [], _unit_meta(ctx, d, unit, 0))
+    if outcome == "committed":
+        ctx.summary.retracted.append(d)
+        log.warning("unit %s: input day ds=%s is gone from %s; its output was removed", unit.app_id, d,
+                    ctx.snap.where())
+    else:
+        _record(ctx, d, unit, outcome, 0, 0)
+
+
+def _quarantine_unit(ctx: _Run, d: str, unit: protocol.Unit) -> protocol.Unit:
+    qv = {"ds": d, "source_table": ctx.cfg.input.table}
+    return protocol.Unit(protocol.app_id("quarantine", qv, ["ds", "source_table"]), qv, unit.fingerprint,
+                         unit.input_table, unit.input_version)
+
+
+def _commit(ctx: _Run, d: str, unit: protocol.Unit, results: list[ChunkResult]) -> None:
+    cfg, summary, snap, enforcer, qcommitter = ctx.cfg, ctx.summary, ctx.snap, ctx.enforcer, ctx.qcommitter
     rows_in = sum(r.rows_in for r in results)
     rows_out = sum(r.rows_out for r in results)
     rows_q = sum(r.rows_quarantined for r in results)
@@ -251,7 +383,7 @@ def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enfo
 
     def drop(*which: str) -> None:
         if "scores" in which:
-            protocol.discard(committer.uri, adds, opts)
+            protocol.discard(ctx.committer.uri, adds, opts)
         if "quarantine" in which and qcommitter is not None:
             protocol.discard(qcommitter.uri, qadds, opts)
 
@@ -272,8 +404,7 @@ def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enfo
                            "message": f"{bad_scores} score(s) are not finite or outside [0, 1]"})
     if qcommitter is not None:
         # Quarantine mode: rejected rows are the evidence, committed whatever happens to the scores.
-        qunit = protocol.Unit(protocol.app_id("quarantine", qv := {"ds": d, "source_table": cfg.input.table},
-                                              ["ds", "source_table"]), qv, unit.fingerprint)
+        qunit = _quarantine_unit(ctx, d, unit)
         qmeta = {"app_id": qunit.app_id, "ds": d, "input_fingerprint": unit.fingerprint, "rows": rows_q,
                  "source_version": snap.version, "job": JOB}
         qcommitter.commit(qunit, qadds, qmeta)
@@ -292,17 +423,9 @@ def _commit(cfg, summary, snap, d, unit, results, committer, stamps, hooks, enfo
         drop("scores")
         _fail(summary, d, violations)
         return
-    hooks.before_commit(unit)
-    meta = {**stamps.as_json(), "ds": d, "app_id": unit.app_id, "input_fingerprint": unit.fingerprint,
-            "rows": rows_out, "job": JOB}
-    outcome = committer.commit(unit, adds, meta)
-    summary.rows_in += rows_in
-    if outcome == "committed":
-        summary.rows_out += rows_out
-        summary.committed.append(d)
-    else:
-        summary.units_already_done += 1
-    log.info("unit %s: %s, %d rows", unit.app_id, outcome, rows_out)
+    ctx.hooks.before_commit(unit)
+    outcome = ctx.committer.commit(unit, adds, _unit_meta(ctx, d, unit, rows_out))
+    _record(ctx, d, unit, outcome, rows_in, rows_out)
 
 
 def _check_columns(cfg: ScoreConfig, snap, bundle: ModelBundle) -> None:

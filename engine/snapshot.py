@@ -28,6 +28,7 @@ class DataFile:
     path: str  # as in the log: relative to the table root, or an absolute URI
     size: int
     num_records: int | None
+    modification_time: int | None = None  # ms since the epoch, from the add action
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,14 @@ class Snapshot:
         return sorted(self.files)
 
     def fingerprint(self, ds: str, extra: str = "") -> str:
-        """Hash of the sorted data-file paths holding `ds` (plus e.g. a contract hash)."""
+        """Hash of the data files holding `ds`, sorted by path (plus e.g. a contract hash).
+
+        Each file counts with its size and modification time from the log (free to read), so a day rewritten
+        under the same file names still moves the fingerprint.
+        """
         h = hashlib.sha256()
         for f in self.files.get(ds, ()):
-            h.update(f.path.encode())
-            h.update(b"\n")
+            h.update(f"{f.path}\t{f.size}\t{f.modification_time}\n".encode())
         h.update(extra.encode())
         return h.hexdigest()
 
@@ -86,13 +90,15 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
     actions = pa.table(table.get_add_actions(flatten=True))
     files: dict[str, list[DataFile]] = {}
     counts = actions.column("num_records").to_pylist() if "num_records" in actions.column_names else [None] * actions.num_rows
-    for path, size, n, ds in zip(
+    mtimes = [_epoch_ms(t) for t in actions.column("modification_time").to_pylist()]
+    for path, size, n, mtime, ds in zip(
         actions.column("path").to_pylist(),
         actions.column("size_bytes").to_pylist(),
         counts,
+        mtimes,
         actions.column(f"partition.{PARTITION}").to_pylist(),
     ):
-        files.setdefault(str(ds), []).append(DataFile(path, size, n))
+        files.setdefault(str(ds), []).append(DataFile(path, size, n, mtime))
     schema = pa.schema(table.schema().to_arrow())
     return Snapshot(
         name=name,
@@ -101,6 +107,15 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
         schema=schema,
         files={ds: tuple(sorted(fs, key=lambda f: f.path)) for ds, fs in files.items()},
     )
+
+
+def _epoch_ms(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        value = value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return int(value.timestamp() * 1000)
+    return int(value)
 
 
 def _refuse_unsupported_layout(table, name: str) -> None:
