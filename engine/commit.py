@@ -162,7 +162,8 @@ class Committer:
             max_commit_retries=DELTA_RETRIES,
         )
         table = self.latest()
-        outcome = self._decided(table, unit)
+        # Forced: replace whatever is there now; only a rival that lands during the commit is settled below.
+        outcome = None if self.force else self._decided(table, unit)
         for attempt in range(self.retries + 1):
             if outcome is not None:
                 break
