@@ -1,0 +1,197 @@
+"""One unit's end of the score job: reconcile its rows, judge its contract, commit it, record the outcome.
+
+`Summary` is the run's one JSON line; each unit lands in exactly one of its lists (committed, skipped,
+already done, retracted, failed) and `finish()` counts them, so the counters cannot disagree with the lists.
+A commit error fails its unit only (`guarded`); the job goes on with the others.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from engine import commit as protocol
+from engine.config import ScoreConfig
+from engine.errors import LakescoreError
+from engine.scoring import ChunkResult, Stamps
+
+log = logging.getLogger("lakescore")
+JOB = "score"
+
+
+@dataclass
+class Summary:
+    """The run's one JSON line. The lists say which units went where; `finish()` sets every counter from them."""
+
+    job: str
+    run_id: str
+    config_hash: str
+    input_table: str = ""
+    input_version: int | None = None
+    model: str = ""
+    model_version: int | None = None
+    output_table: str = ""
+    units_planned: int = 0
+    units_skipped: int = 0
+    units_committed: int = 0
+    units_already_done: int = 0
+    units_retracted: int = 0
+    units_failed: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # up to date, superseded, or empty where allowed
+    committed: list[str] = field(default_factory=list)
+    already_done: list[str] = field(default_factory=list)  # a concurrent run committed the same input
+    superseded: list[str] = field(default_factory=list)  # why: committed from a newer input version
+    retracted: list[str] = field(default_factory=list)  # input day gone: its output replaced with nothing
+    violations: list[dict] = field(default_factory=list)  # {ds, check, rows, message}: contract failures
+    rows_quarantined: int = 0
+    report: str | None = None
+
+    def finish(self) -> "Summary":
+        self.units_skipped, self.units_committed = len(self.skipped), len(self.committed)
+        self.units_already_done, self.units_retracted = len(self.already_done), len(self.retracted)
+        self.units_failed = len(self.failed)
+        return self
+
+
+# Errors that fail one unit's commit, not the run: the other units go on (the run still exits non-zero).
+def _unit_errors() -> tuple[type[BaseException], ...]:
+    from deltalake.exceptions import DeltaError
+
+    return (LakescoreError, OSError, DeltaError)
+
+
+@dataclass
+class UnitContext:
+    """What the commit step of every unit shares."""
+
+    cfg: ScoreConfig
+    summary: Summary
+    snap: object
+    committer: protocol.Committer
+    stamps: Stamps
+    hooks: object  # engine.score_job.Hooks
+    enforcer: object | None = None
+    qcommitter: protocol.Committer | None = None
+
+
+def guarded(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[ChunkResult], step: Callable[[], None]) -> None:
+    """Run one unit's commit step; a storage or commit error fails that unit only (recorded), the run goes on."""
+    try:
+        step()
+    except _unit_errors() as e:
+        for r in results:
+            ctx.committer.discard_unless_landed(unit, r.adds)
+            if ctx.qcommitter is not None:
+                ctx.qcommitter.discard_unless_landed(_quarantine_unit(ctx, d, unit), r.quarantine_adds)
+        msg = " ".join(str(e).split())[:300]
+        ctx.summary.failed.append(f"ds={d}: commit failed: {type(e).__name__}: {msg}")
+        log.error("unit %s: commit failed (%s: %s); the other units go on", unit.app_id, type(e).__name__, msg)
+
+
+def fail_unit(summary: Summary, ds: str, violations: list[dict]) -> None:
+    """A unit failed its contract: recorded for the summary line; nothing of it is written."""
+    summary.failed.append(f"ds={ds}: " + "; ".join(f"{v['check']}: {v['message']}" for v in violations[:3]))
+    summary.violations += [{"ds": ds, "check": v["check"], "rows": v.get("rows"), "message": v["message"]}
+                           for v in violations]
+
+
+def _unit_meta(ctx: UnitContext, d: str, unit: protocol.Unit, rows: int) -> dict:
+    return {**ctx.stamps.as_json(), "ds": d, "app_id": unit.app_id, "input_fingerprint": unit.fingerprint,
+            "rows": rows, "job": JOB}
+
+
+def _record(ctx: UnitContext, d: str, unit: protocol.Unit, outcome: str, rows_in: int, rows_out: int) -> None:
+    s = ctx.summary
+    s.rows_in += rows_in
+    if outcome == "committed":
+        s.rows_out += rows_out
+        s.committed.append(d)
+    elif outcome == "already-done":
+        s.already_done.append(d)
+    else:
+        s.skipped.append(d)
+        s.superseded.append(f"ds={d}: a concurrent run committed it from a newer {unit.input_table} input version "
+                            f"than this run's {unit.input_version}; not replaced (--force replaces it)")
+    log.info("unit %s: %s, %d rows", unit.app_id, outcome, rows_out)
+
+
+def retract_unit(ctx: UnitContext, d: str, unit: protocol.Unit) -> None:
+    """The input day is gone: replace the unit's output (and its quarantine) with nothing, recorded like any commit."""
+    ctx.hooks.before_commit(unit)
+    if ctx.qcommitter is not None:
+        qunit = _quarantine_unit(ctx, d, unit)
+        ctx.qcommitter.commit(qunit, [], {"app_id": qunit.app_id, "ds": d, "input_fingerprint": unit.fingerprint,
+                                          "rows": 0, "source_version": ctx.snap.version, "job": JOB})
+    outcome = ctx.committer.commit(unit, [], _unit_meta(ctx, d, unit, 0))
+    if outcome == "committed":
+        ctx.summary.retracted.append(d)
+        log.warning("unit %s: input day ds=%s is gone from %s; its output was removed", unit.app_id, d,
+                    ctx.snap.where())
+    else:
+        _record(ctx, d, unit, outcome, 0, 0)
+
+
+def _quarantine_unit(ctx: UnitContext, d: str, unit: protocol.Unit) -> protocol.Unit:
+    qv = {"ds": d, "source_table": ctx.cfg.input.table}
+    return protocol.Unit(protocol.app_id("quarantine", qv, ["ds", "source_table"]), qv, unit.fingerprint,
+                         unit.input_table, unit.input_version)
+
+
+def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[ChunkResult]) -> None:
+    cfg, summary, snap, enforcer, qcommitter = ctx.cfg, ctx.summary, ctx.snap, ctx.enforcer, ctx.qcommitter
+    rows_in = sum(r.rows_in for r in results)
+    rows_out = sum(r.rows_out for r in results)
+    rows_q = sum(r.rows_quarantined for r in results)
+    adds = [a for r in results for a in r.adds]
+    qadds = [a for r in results for a in r.quarantine_adds]
+    expected = snap.rows(d)
+    opts = cfg.lake.storage_options
+
+    def drop(*which: str) -> None:
+        if "scores" in which:
+            protocol.discard(ctx.committer.uri, adds, opts)
+        if "quarantine" in which and qcommitter is not None:
+            protocol.discard(qcommitter.uri, qadds, opts)
+
+    if rows_out + rows_q != rows_in or (expected is not None and rows_in != expected):
+        drop("scores", "quarantine")
+        summary.failed.append(f"ds={d}: rows do not reconcile (log {expected}, read {rows_in}, scored {rows_out}, "
+                              f"quarantined {rows_q})")
+        return
+    violations = []
+    if enforcer is not None:
+        stats = None
+        for r in results:
+            stats = r.checks if stats is None else stats.merge(r.checks)
+        violations = [asdict(v) for v in enforcer.verdict(d, rows_in, stats)]
+    bad_scores = sum(r.bad_scores for r in results)
+    if bad_scores:  # the output's own contract: one finite score in [0, 1] per input row
+        violations.append({"check": "output_score", "rows": bad_scores,
+                           "message": f"{bad_scores} score(s) are not finite or outside [0, 1]"})
+    if qcommitter is not None:
+        # Quarantine mode: rejected rows are the evidence, committed whatever happens to the scores.
+        qunit = _quarantine_unit(ctx, d, unit)
+        qmeta = {"app_id": qunit.app_id, "ds": d, "input_fingerprint": unit.fingerprint, "rows": rows_q,
+                 "source_version": snap.version, "job": JOB}
+        qcommitter.commit(qunit, qadds, qmeta)
+        summary.rows_quarantined += rows_q
+        budget = enforcer.contract.bad_row_budget
+        over = rows_in and rows_q / rows_in > budget
+        violations = [v for v in violations if not v.get("row_level")]
+        if over:
+            violations.append({"check": "bad_row_budget", "rows": rows_q,
+                               "message": f"{rows_q} of {rows_in} rows quarantined ({rows_q / rows_in:.2%}) "
+                                          f"exceeds the bad-row budget {budget:.2%}; quarantine kept, scores not written"})
+    if enforcer is not None:
+        enforcer.units[d].update(status="fail" if violations else "quarantined" if rows_q else "pass",
+                                 rows_quarantined=rows_q)
+    if violations:
+        drop("scores")
+        fail_unit(summary, d, violations)
+        return
+    ctx.hooks.before_commit(unit)
+    outcome = ctx.committer.commit(unit, adds, _unit_meta(ctx, d, unit, rows_out))
+    _record(ctx, d, unit, outcome, rows_in, rows_out)
