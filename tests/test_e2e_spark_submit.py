@@ -32,7 +32,7 @@ def submit(master: str, env: dict, *args: str) -> subprocess.CompletedProcess:
     cmd = [str(BIN / "spark-submit"), "--master", master, "--jars", jars,
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
            "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / "validate.py"), "--config",
-           str(ROOT / "conf" / "validate.yaml"), "engine=spark",
+           str(ROOT / "conf" / "validate.yaml"), "engine=spark", f"input.contract={ROOT / 'conf/contracts/features.yaml'}",
            *args]
     # Run from the isolated cwd (tests/conftest.py): whatever Spark or the job writes relative to it stays there.
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
