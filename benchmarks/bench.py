@@ -137,7 +137,7 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         for tuned in (False, True):
             if ("spark_tuned" if tuned else "spark") not in skip:
                 log(f"spark_udf{' tuned' if tuned else ''}: run {i + 1}/{args.repeat}")
-                spark[tuned].append(timed("spark_udf", lambda: run_spark(args, wd, tuned), None,
+                spark[tuned].append(timed("spark_udf_tuned" if tuned else "spark_udf", lambda: run_spark(args, wd, tuned), None,
                                           parquet_check(wd.spark_out(tuned))))
     prof = None
     if "profile" not in skip:

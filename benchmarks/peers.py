@@ -21,6 +21,7 @@ def spark_conf(args, wd: Workdir, tuned: bool) -> dict[str, str]:
     conf = {
         "spark.driver.memory": args.spark_driver_memory,
         "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
         "spark.local.dir": str(wd.out / "spark-tmp"),
         "spark.driver.extraJavaOptions": f"-Dderby.system.home={wd.out / 'spark-tmp'}",
         "spark.sql.warehouse.dir": str(wd.out / "spark-warehouse"),
