@@ -70,7 +70,8 @@ def isolated_session(tmp_path_factory):
     changes = repo_changes(before, repo_files())
     if changes:
         pytest.fail(f"tests wrote into the repository {ROOT} (write under tmp_path instead): "
-                    + "; ".join(changes[:20]) + (f"; … {len(changes) - 20} more" if len(changes) > 20 else ""),
+                    + "; ".join(changes[:20]) + (f"; … {len(changes) - 20} more" if len(changes) > 20 else "")
+                    + " (files you edited yourself while the tests ran show up here too: rerun)",
                     pytrace=False)
 
 
