@@ -46,7 +46,7 @@ test: setup
 	$(PY) -m pytest tests
 
 bench: setup
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 # Regenerate the lock from pyproject's direct dependencies (then commit requirements.lock).
 lock:

@@ -1,4 +1,10 @@
-"""Shared fixtures: one local Ray and one small demo lake + MLflow registry per session (they take seconds)."""
+"""Shared fixtures: one local Ray and one small demo lake + MLflow registry per session (they take seconds).
+
+Isolation: every test writes under its temp dirs only. The session runs from a private working directory (so the
+configs' relative defaults — `./lake`, `sqlite:///mlruns.db`, `./mlartifacts`, Spark's `spark-warehouse` and
+`derby.log` — land there) with MLFLOW_TRACKING_URI pointing there too, and ends by failing if the repository
+tree gained, lost or changed any file: a test that writes into the repo cannot pass, whatever the order.
+"""
 from __future__ import annotations
 
 import os
@@ -14,10 +20,59 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from engine.config import ScoreConfig, load_config, resolve_paths  # noqa: E402
 
+# Tool caches, not test outputs: bytecode (when PYTHONDONTWRITEBYTECODE is unset) and pytest's own cache.
+_NOT_OUTPUTS = {".git", "__pycache__", ".pytest_cache"}
 DAYS = 4
 ROWS = 3000
 XGB = "t-xgb"
 MLP = "t-mlp"
+
+
+def repo_files(root: Path = ROOT) -> dict[str, tuple[int, int]]:
+    """Every file and directory under the repository, tracked or not, ignored or not: path → (mtime_ns, size)."""
+    found = {}
+    for d, dirs, files in os.walk(root):
+        dirs[:] = [x for x in dirs if x not in _NOT_OUTPUTS]
+        for name in [*dirs, *files]:
+            p = os.path.join(d, name)
+            try:
+                st = os.lstat(p)
+            except FileNotFoundError:
+                continue
+            found[os.path.relpath(p, root)] = (st.st_mtime_ns, 0 if name in dirs else st.st_size)
+    return found
+
+
+def repo_changes(before: dict, after: dict) -> list[str]:
+    added = after.keys() - before.keys()
+    new = [f"new {p}" for p in sorted(added) if os.path.dirname(p) not in added]  # a new dir once, not its contents
+    gone = [f"removed {p}" for p in sorted(before.keys() - after.keys())]
+    # A directory's mtime moves when an entry is added or removed: that entry is reported itself.
+    changed = [f"changed {p}" for p in sorted(before.keys() & after.keys())
+               if before[p] != after[p] and not os.path.isdir(ROOT / p)]
+    return new + gone + changed
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_session(tmp_path_factory):
+    """Run the session from a private cwd with a private default MLflow store; fail if the repo tree changed."""
+    before = repo_files()
+    work = tmp_path_factory.mktemp("cwd")
+    old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(work)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlruns.db"
+    yield work
+    os.chdir(old_cwd)
+    if old_uri is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old_uri
+    changes = repo_changes(before, repo_files())
+    if changes:
+        pytest.fail(f"tests wrote into the repository {ROOT} (write under tmp_path instead): "
+                    + "; ".join(changes[:20]) + (f"; … {len(changes) - 20} more" if len(changes) > 20 else "")
+                    + " (files you edited yourself while the tests ran show up here too: rerun)",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

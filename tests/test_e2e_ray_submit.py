@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,17 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import DAYS, ROOT, ROWS, XGB
-from ray_cluster import RayCluster
+from engine.ray.local_cluster import LocalRayCluster
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "RAY_AUTH_MODE": "token", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    c = RayCluster(num_cpus=2, env={"PYTHONPATH": str(ROOT)}).start()
+def cluster(tmp_path_factory):
+    c = LocalRayCluster(num_cpus=2, env={"PYTHONPATH": str(ROOT), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"},
+                        log_path=tmp_path_factory.mktemp("ray") / "ray-start.log")
+    c.start()
     yield c
     c.stop()
     assert c.processes() == []
@@ -42,7 +42,7 @@ def test_ray_job_submit_scores_the_lake(cluster, lake, demo_root):
            "--runtime-env-json", json.dumps({"excludes": [".git", "**/__pycache__", "lake", "*.db"]}), "--",
            "python", "-m", "jobs.score", "--config", "conf/score.yaml", *paths(lake, demo_root),
            f"model.uri=models:/{XGB}@champion"]
-    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=400, cwd=ROOT)
+    out = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=400, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     s = summary_line(out.stdout)
     assert s["status"] == "ok" and s["units_committed"] == DAYS and s["rows_out"] == DAYS * ROWS
@@ -54,7 +54,7 @@ def test_relative_lake_path_in_a_submitted_job_is_a_config_error(cluster, demo_r
     cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.address, "--working-dir", str(ROOT),
            "--runtime-env-json", json.dumps({"excludes": [".git", "**/__pycache__", "lake", "*.db"]}), "--",
            "python", "-m", "jobs.score", "--config", "conf/score.yaml", "lake.root=lake"]
-    out = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    out = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 1  # ray job submit says only "failed"…
     assert "lake.root" in out.stdout + out.stderr and "relative" in out.stdout + out.stderr
     assert summary_line(out.stdout)["exit_code"] == 2  # …the job itself said "bad config"
@@ -63,13 +63,13 @@ def test_relative_lake_path_in_a_submitted_job_is_a_config_error(cluster, demo_r
 def test_lakescore_submit_exits_with_the_jobs_own_code(cluster, lake, demo_root):
     base = [sys.executable, "-m", "jobs.cli", "submit", "--address", cluster.address, "score", "--config",
             "conf/score.yaml", *paths(lake, demo_root)]
-    refused = subprocess.run([*base, "model.uri=models:/no-such-model@champion"], env=ENV, capture_output=True,
+    refused = subprocess.run([*base, "model.uri=models:/no-such-model@champion"], env=cluster.env, capture_output=True,
                              text=True, timeout=300, cwd=ROOT)
     assert refused.returncode == 5, refused.stderr[-3000:]
     assert summary_line(refused.stdout)["exit_code"] == 5
-    ok = subprocess.run([*base, f"model.uri=models:/{XGB}@champion", "input.ds=2026-01-02"], env=ENV,
+    ok = subprocess.run([*base, f"model.uri=models:/{XGB}@champion", "input.ds=2026-01-02"], env=cluster.env,
                         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert summary_line(ok.stdout)["committed"] == ["2026-01-02"]
-    bad = subprocess.run([*base, "input.tabel=x"], env=ENV, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    bad = subprocess.run([*base, "input.tabel=x"], env=cluster.env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "input.tabel" in bad.stderr  # refused before anything is uploaded

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,63 +12,30 @@ from deltalake import write_deltalake
 
 from conftest import DAYS, ROOT, ROWS
 from engine.demo.data import make_day
-from ray_cluster import free_port
+from engine.spark.standalone import StandaloneSpark
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 PLANTED = "pii.canary.spark@example.com"
 
 
-def wait_port(port: int, timeout: float = 60) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
-
-
 @pytest.fixture(scope="module")
 def spark_cluster(tmp_path_factory):
-    """Standalone master + one worker on loopback; stopped by their own pids."""
-    work = tmp_path_factory.mktemp("spark-standalone")
-    port = free_port()
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_WORKER_DIR": str(work / "worker"),
-           "SPARK_LOG_DIR": str(work / "logs"), "PYSPARK_PYTHON": sys.executable}
-    cls = str(BIN / "spark-class")
-    master = subprocess.Popen([cls, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                               "--webui-port", str(free_port())], env=env, stdout=open(work / "master.log", "w"),
-                              stderr=subprocess.STDOUT)
-    procs = [master]
-    try:
-        wait_port(port)
-        procs.append(subprocess.Popen([cls, "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
-                                       "--host", "127.0.0.1", "--webui-port", str(free_port()), "--cores", "2",
-                                       "--memory", "2g"], env=env, stdout=open(work / "worker.log", "w"),
-                                      stderr=subprocess.STDOUT))
-        time.sleep(3)
-        yield f"spark://127.0.0.1:{port}", env
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    """Standalone master + one worker on loopback (engine.spark.standalone), stopped by their own pids."""
+    with StandaloneSpark(tmp_path_factory.mktemp("spark-standalone"), workers=1, cores=2, memory="2g") as cluster:
+        yield cluster.master_url, {**cluster.env, "PYTHONPATH": str(ROOT)}
 
 
 def submit(master: str, env: dict, *args: str) -> subprocess.CompletedProcess:
-    jars = subprocess.run([sys.executable, "-m", "engine.spark.jars", "--print-jars"], cwd=ROOT, capture_output=True,
-                          text=True, check=True, env={**env, "PYTHONPATH": str(ROOT)}).stdout.strip().splitlines()[-1]
+    jars = subprocess.run([sys.executable, "-m", "engine.spark.jars", "--print-jars"], capture_output=True,
+                          text=True, check=True, env=env).stdout.strip().splitlines()[-1]
     cmd = [str(BIN / "spark-submit"), "--master", master, "--jars", jars,
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
-           "--conf", "spark.executor.memory=1g", "jobs/validate.py", "--config", "conf/validate.yaml", "engine=spark",
+           "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / "validate.py"), "--config",
+           str(ROOT / "conf" / "validate.yaml"), "engine=spark", f"input.contract={ROOT / 'conf/contracts/features.yaml'}",
            *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    # Run from the isolated cwd (tests/conftest.py): whatever Spark or the job writes relative to it stays there.
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
 
 
 def test_spark_submit_validate_passes_clean_days_and_exits_3_on_a_bad_one(spark_cluster, lake, demo_root):

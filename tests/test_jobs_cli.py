@@ -35,7 +35,8 @@ def test_console_script_dispatches_and_rejects_unknown_commands():
 
 def test_score_job_process_end_to_end_then_noop(lake, demo_root):
     common = ["jobs.score", "--config", "conf/score.yaml", f"lake.root={lake}",
-              f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"model.uri=models:/{XGB}@champion"]
+              f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
+              f"model.uri=models:/{XGB}@champion"]  # run from the repo root as users do: every store pinned outside it
     first = run(*common)
     assert first.returncode == 0, first.stderr[-2000:]
     s = last_json(first.stdout)

@@ -1,0 +1,112 @@
+"""The bench's derived figures (ratios, the contract's cost, memory flatness) and its human table."""
+from __future__ import annotations
+
+TARGET_VS_RAW = 0.8
+TARGET_VS_SPARK = 3.5  # against the better of (c) and (c′)
+RSS_FLATNESS = 0.20
+
+
+def fmt(v, spec=",.0f") -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def median_run(part: dict | None) -> dict | None:
+    """The run whose time is the median (the lower middle for an even count): its profile stands for the part."""
+    if not part:
+        return None
+    runs = sorted(part["runs"], key=lambda r: r["seconds"])
+    return runs[(len(runs) - 1) // 2]
+
+
+def derive(args, result: dict) -> dict:
+    rate = {k: (result[k] or {}).get("rows_per_s") for k in ("raw", "lakescore", "lakescore_no_contract", "spark_udf",
+                                                            "spark_udf_tuned")}
+    peers = [v for v in (rate["spark_udf"], rate["spark_udf_tuned"]) if v]
+    best_peer = max(peers) if peers else None
+    ls, base = result["lakescore"], result["lakescore_no_contract"]
+    rss_s = (result["rss_small"] or {}).get("memory", {}).get("peak_total_mb")
+    rss_l = (result["rss_large"] or {}).get("memory", {}).get("peak_total_mb")
+
+    def ratio(a, b):
+        return round(a / b, 3) if a and b else None
+
+    out = {f"{k}_rows_per_s": round(v) if v else None for k, v in rate.items()}
+    out.update({
+        "ratio_vs_raw": ratio(rate["lakescore"], rate["raw"]),
+        "ratio_vs_spark_udf": ratio(rate["lakescore"], rate["spark_udf"]),
+        "ratio_vs_spark_udf_tuned": ratio(rate["lakescore"], rate["spark_udf_tuned"]),
+        "ratio_vs_best_peer": ratio(rate["lakescore"], best_peer),
+        "contract_cost_s": round(ls["seconds"] - base["seconds"], 3) if ls and base else None,
+        "contract_cost_pct": round(100 * (ls["seconds"] / base["seconds"] - 1), 1) if ls and base else None,
+        "peak_rss_mb_small": rss_s, "peak_rss_mb_large": rss_l, "rss_ratio_large_small": ratio(rss_l, rss_s),
+        "targets": {"ratio_vs_raw_min": TARGET_VS_RAW, "ratio_vs_best_peer_min": TARGET_VS_SPARK,
+                    "rss_ratio_large_small_within": RSS_FLATNESS},
+        "foreign_cpu_share": {k: result[k]["all_foreign_cpu_share"] for k in ("raw", "lakescore", "lakescore_no_contract",
+                                                                              "spark_udf", "spark_udf_tuned") if result[k]},
+    })
+    mid = median_run(ls)
+    span = (mid or {}).get("tasks", {}).get("tasks_span_s")
+    if span:
+        # Steady state vs fixed cost: rows over the span of the chunk tasks, and everything else in the wall time.
+        out["lakescore_tasks_rows_per_s"] = round(args.rows / span)
+        out["lakescore_fixed_overhead_s"] = round(mid["seconds"] - span, 2)
+    job_s = (mid or {}).get("profile", {}).get("job_elapsed_s")
+    if job_s:
+        # What the job itself reports (config parsed → summary), without the CLI, upload, driver exit and log tail.
+        out["lakescore_job_rows_per_s"] = round(args.rows / job_s)
+    return out
+
+
+def print_table(args, result: dict) -> None:
+    d = derive(args, result)
+    result.update(d)
+
+    def mark(ok):
+        return "" if ok is None else ("  ok" if ok else "  MISS")
+
+    def runs(part):
+        return "" if not result[part] else "  [" + ", ".join(fmt(v) for v in result[part]["all_rows_per_s"]) + "]"
+
+    w = 78
+    print("=" * w)
+    print(f"lakescore benchmark: {args.rows:,} rows × {args.features} float32 features, XGBoost {args.trees} trees "
+          f"depth {args.depth}, {result['machine']['cpus']} CPUs; median of {args.repeat} (all runs in [])")
+    print("-" * w)
+    print(f"{'(a) raw limit (1 process)':<36}{fmt(d['raw_rows_per_s']):>12} rows/s{runs('raw')}")
+    print(f"{'(b) lakescore, conf/score.yaml':<36}{fmt(d['lakescore_rows_per_s']):>12} rows/s{runs('lakescore')}")
+    print(f"{'(b0) the same, input.contract=null':<36}{fmt(d['lakescore_no_contract_rows_per_s']):>12} rows/s"
+          f"{runs('lakescore_no_contract')}")
+    print(f"{'(c) spark_udf local[' + str(args.spark_cores) + '], defaults':<36}{fmt(d['spark_udf_rows_per_s']):>12} rows/s"
+          f"{runs('spark_udf')}")
+    print(f"{'(c′) spark_udf tuned':<36}{fmt(d['spark_udf_tuned_rows_per_s']):>12} rows/s{runs('spark_udf_tuned')}")
+    print("-" * w)
+    r = d["ratio_vs_raw"]
+    print(f"{'(b)/(a)':<36}{fmt(r, '.2f'):>12}   target ≥ {TARGET_VS_RAW}{mark(None if r is None else r >= TARGET_VS_RAW)}")
+    print(f"{'(b)/(c)':<36}{fmt(d['ratio_vs_spark_udf'], '.2f'):>12}")
+    print(f"{'(b)/(c′)':<36}{fmt(d['ratio_vs_spark_udf_tuned'], '.2f'):>12}")
+    r = d["ratio_vs_best_peer"]
+    print(f"{'(b)/best of (c), (c′)':<36}{fmt(r, '.2f'):>12}   target ≥ {TARGET_VS_SPARK}"
+          f"{mark(None if r is None else r >= TARGET_VS_SPARK)}")
+    print(f"{'contract cost (b) − (b0), medians':<36}{fmt(d['contract_cost_s'], '+.2f'):>12} s"
+          f"  ({fmt(d['contract_cost_pct'], '+.1f')} %)")
+    print(f"{'peak RSS (b) @ ' + fmt(args.small_rows) + ' rows':<36}{fmt(d['peak_rss_mb_small']):>12} MB")
+    print(f"{'peak RSS (b) @ ' + fmt(args.large_rows) + ' rows':<36}{fmt(d['peak_rss_mb_large']):>12} MB")
+    rr = d["rss_ratio_large_small"]
+    print(f"{'large/small':<36}{fmt(rr, '.2f'):>12}   target 1 ± {RSS_FLATNESS}"
+          f"{mark(None if rr is None else abs(rr - 1) <= RSS_FLATNESS)}")
+    for k, v in d["foreign_cpu_share"].items():
+        print(f"{'foreign CPU share ' + k:<36}{', '.join(f'{x:.0%}' for x in v):>12}")
+    mid = median_run(result["lakescore"])
+    if mid:
+        p = mid["profile"]
+        print("-" * w)
+        print("(b) where the time goes in its median run (s; job log, Jobs API and state API):")
+        for k in ("cli_and_upload_s", "supervisor_driver_start_s", "connect_s", "model_and_snapshot_s",
+                  "tasks_to_first_commit_s", "planned_to_last_commit_s", "last_commit_to_finished_s", "driver_exit_s",
+                  "cli_notices_end_s", "wall_s"):
+            print(f"  {k:<34}{fmt(p.get(k), '.2f'):>10}")
+        if "lakescore_tasks_rows_per_s" in d:
+            print(f"  {'chunk tasks span':<34}{mid['tasks']['tasks_span_s']:>10.2f}   → "
+                  f"{fmt(d['lakescore_tasks_rows_per_s'])} rows/s while tasks run")
+            print(f"  {'fixed overhead (wall - span)':<34}{d['lakescore_fixed_overhead_s']:>10.2f}")
+    print("=" * w)
