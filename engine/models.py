@@ -125,8 +125,8 @@ def load_bundle(model_dir: str | os.PathLike, ref: ModelRef, allow_pickle: bool 
             raise ModelRefused(f"{where}: XGBoost format {fmt!r} is refused; log it with model_format='ubj' or 'json'")
         payload = _read(data, model_dir, where)
         if payload.lstrip()[:1] != b"{":  # UBJ and JSON documents are both objects; anything else is not them
-            raise ModelRefused(f"{where}: XGBoost artifact {data.name} is not a UBJ/JSON document though the MLmodel "
-                               f"says {fmt!r}; re-log it with model_format='ubj'")
+            raise ModelRefused(f"{where}: XGBoost artifact {data.name} is corrupt or not a UBJ/JSON document (the "
+                               f"MLmodel says {fmt!r}); re-log it with model_format='ubj'")
         bundle = ModelBundle(ref, "xgboost", payload, spec)
     elif "pytorch" in flavors:
         bundle = _torch_bundle(model_dir, flavors["pytorch"], ref, spec, allow_pickle, where)
