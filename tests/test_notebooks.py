@@ -42,8 +42,9 @@ def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_ro
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
     nb = nbformat.read(ROOT / "notebooks" / "scores_analyst.ipynb", as_version=4)
     NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    lines = [ln for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-             for ln in o.get("text", "").splitlines()]
+    # Stream outputs may split a line across messages: join each cell's text before splitting it into lines.
+    lines = [ln for c in nb.cells if c.cell_type == "code"
+             for ln in "".join(o.get("text", "") for o in c.get("outputs", [])).splitlines()]
 
     got = {}
     for ln in lines:
@@ -52,7 +53,7 @@ def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_ro
             got[(name, int(version), ds)] = (int(rows), float(mean), int(n_in), int(iv))
     want = expected_partitions(lake)
     assert len(want) == summary.units_committed > 0
-    assert got.keys() == want.keys()
+    assert got.keys() == want.keys(), lines
     for k, (rows, mean, n_in, iv) in want.items():
         assert got[k][0] == rows == n_in and got[k][2] == n_in and got[k][3] == iv, k
         assert got[k][1] == pytest.approx(mean, abs=2e-6), k
