@@ -280,8 +280,10 @@ def relative_paths(cfg: Model) -> list[str]:
         found.append("lake.root")
     ml = getattr(cfg, "mlflow", None)
     if ml is not None:
-        if absolute_tracking_uri(ml.tracking_uri, "/x") != absolute_tracking_uri(ml.tracking_uri, "/y"):
-            found.append("mlflow.tracking_uri")
+        for key in ("tracking_uri", "registry_uri"):
+            uri = getattr(ml, key)
+            if uri and absolute_tracking_uri(uri, "/x") != absolute_tracking_uri(uri, "/y"):
+                found.append(f"mlflow.{key}")
         if not is_url(ml.artifact_root) and not os.path.isabs(ml.artifact_root):
             found.append("mlflow.artifact_root")
     return found

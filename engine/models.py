@@ -119,11 +119,14 @@ def load_bundle(model_dir: str | os.PathLike, ref: ModelRef, allow_pickle: bool 
     flavors = mlmodel.get("flavors") or {}
     if "xgboost" in flavors:
         conf = flavors["xgboost"]
-        data = model_dir / conf.get("data", "model.xgb")
+        data = inside(model_dir, conf.get("data", "model.xgb"), "xgboost data", where)
         fmt = conf.get("model_format", data.suffix.lstrip("."))
         if fmt not in ("ubj", "json"):
             raise ModelRefused(f"{where}: XGBoost format {fmt!r} is refused; log it with model_format='ubj' or 'json'")
-        payload = _read(data, where)
+        payload = _read(data, model_dir, where)
+        if payload.lstrip()[:1] != b"{":  # UBJ and JSON documents are both objects; anything else is not them
+            raise ModelRefused(f"{where}: XGBoost artifact {data.name} is corrupt or not a UBJ/JSON document (the "
+                               f"MLmodel says {fmt!r}); re-log it with model_format='ubj'")
         bundle = ModelBundle(ref, "xgboost", payload, spec)
     elif "pytorch" in flavors:
         bundle = _torch_bundle(model_dir, flavors["pytorch"], ref, spec, allow_pickle, where)
@@ -131,19 +134,59 @@ def load_bundle(model_dir: str | os.PathLike, ref: ModelRef, allow_pickle: bool 
         raise ModelRefused(
             f"{where}: flavors {sorted(flavors)} are not supported; use xgboost (ubj/json) or pytorch (pt2)"
         )
-    # Build once here so that a corrupt artifact fails before any row is read.
-    build_scorer(bundle, "cpu")
+    # Build once here so that a corrupt artifact, or one that disagrees with its spec, fails before any row is read.
+    check_inputs(build_scorer(bundle, "cpu"), signature_width(mlmodel), where)
     return bundle
 
 
-def _read(path: Path, where: str) -> bytes:
+def inside(model_dir: Path, rel, key: str, where: str) -> Path:
+    """The artifact path that the MLmodel names under `key`, resolved (links too); it must lie in the model dir."""
+    root = model_dir.resolve()
+    if not isinstance(rel, str) or not rel:
+        raise ModelRefused(f"{where}: MLmodel {key} {rel!r} is not a relative path; re-log the model")
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise ModelRefused(f"{where}: MLmodel {key} {rel!r} points outside the model directory (to {path}); "
+                           "refused: re-log the model with its files inside the artifact")
+    return path
+
+
+def signature_width(mlmodel: dict) -> int | None:
+    """The input width that a tensor signature declares ([-1, n]), if the MLmodel has one."""
+    try:
+        inputs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "null")
+        (only,) = inputs
+        shape = only["tensor-spec"]["shape"]
+        return int(shape[-1]) if only.get("type") == "tensor" and len(shape) == 2 and int(shape[-1]) > 0 else None
+    except (TypeError, ValueError, KeyError, json.JSONDecodeError):
+        return None
+
+
+def check_inputs(scorer: Scorer, declared: int | None, where: str) -> None:
+    """The model's own feature names (XGBoost) and input widths must match the spec's output columns."""
+    want = scorer.spec.feature_names
+    names = scorer.feature_names()
+    if names is not None and list(names) != want:
+        i = next((i for i, (a, b) in enumerate(zip(want, names)) if a != b), min(len(want), len(names)))
+        spec_has = repr(want[i]) if i < len(want) else "nothing"
+        model_has = repr(names[i]) if i < len(names) else "nothing"
+        raise ModelRefused(f"{where}: feature at position {i} is {spec_has} in the preprocessing spec but {model_has} in "
+                           "the model; the spec must list the features in the order the model was trained on")
+    for source, width in (*scorer.input_widths(), ("MLmodel signature", declared)):
+        if width is not None and width != len(want):
+            raise ModelRefused(f"{where}: the model ({source}) takes {width} features but the preprocessing spec "
+                               f"produces {len(want)}; re-log the model with the spec it was trained with")
+
+
+def _read(path: Path, model_dir: Path, where: str) -> bytes:
     if not path.is_file():
         raise ModelRefused(f"{where}: artifact file {path.name} is missing")
-    return path.read_bytes()
+    # A file under the named data directory may itself be a link out of the artifact.
+    return inside(model_dir, str(path), "artifact file", where).read_bytes()
 
 
 def _torch_bundle(model_dir: Path, conf: dict, ref: ModelRef, spec: PreprocessSpec, allow_pickle: bool, where: str):
-    data = model_dir / conf.get("model_data", "data")
+    data = inside(model_dir, conf.get("model_data", "data"), "pytorch model_data", where)
     pt2 = data / "model.pt2" if data.is_dir() else data
     if pt2.suffix == ".pt2" and pt2.is_file():
         if not allow_pickle:
@@ -154,17 +197,21 @@ def _torch_bundle(model_dir: Path, conf: dict, ref: ModelRef, spec: PreprocessSp
                 _validate_pt2_archive_is_pickle_free(str(pt2))
             except MlflowException as e:
                 raise ModelRefused(f"{where}: the torch.export archive holds pickle payloads; refused (allow_pickle is false)") from e
-        return ModelBundle(ref, "torch_export", _read(pt2, where), spec)
-    arch = model_dir / ARCH_FILE
+        return ModelBundle(ref, "torch_export", _read(pt2, model_dir, where), spec)
+    arch = inside(model_dir, ARCH_FILE, "architecture", where)
     state = data / "state_dict.pt" if data.is_dir() else data
     if arch.is_file() and state.is_file():
-        return ModelBundle(ref, "torch_state_dict", _read(state, where), spec, json.loads(arch.read_text()))
+        try:
+            declared = json.loads(arch.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelRefused(f"{where}: {ARCH_FILE} is not valid JSON ({type(e).__name__}); re-log the model") from e
+        return ModelBundle(ref, "torch_state_dict", _read(state, model_dir, where), spec, declared)
     script = data / "model.ts" if data.is_dir() else data
     if script.is_file() and script.suffix == ".ts":
-        return ModelBundle(ref, "torchscript", _read(script, where), spec)
+        return ModelBundle(ref, "torchscript", _read(script, model_dir, where), spec)
     if allow_pickle:
         pth = data / "model.pth" if data.is_dir() else data
-        return ModelBundle(ref, "torch_pickle", _read(pth, where), spec)
+        return ModelBundle(ref, "torch_pickle", _read(pth, model_dir, where), spec)
     raise ModelRefused(
         f"{where}: PyTorch artifact is pickle-based (MLflow's default); refused. Log it with "
         "serialization_format='pt2', or set model.allow_pickle=true if you trust its source"
@@ -185,6 +232,14 @@ class Scorer:
     def predict(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def feature_names(self) -> list[str] | None:
+        """The names the model was trained with, where the artifact carries them."""
+        return None
+
+    def input_widths(self) -> tuple[tuple[str, int | None], ...]:
+        """(where it is declared, number of input features) for each width the artifact declares."""
+        return ()
+
 
 class XGBoostScorer(Scorer):
     def __init__(self, bundle: ModelBundle, device: str, nthread: int | None = None):
@@ -200,6 +255,12 @@ class XGBoostScorer(Scorer):
         if nthread:
             params["nthread"] = nthread
         self.booster.set_param(params)
+
+    def feature_names(self) -> list[str] | None:
+        return self.booster.feature_names
+
+    def input_widths(self) -> tuple[tuple[str, int | None], ...]:
+        return (("booster", self.booster.num_features()),)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         if x.shape[0] == 0:
@@ -223,11 +284,14 @@ class TorchScorer(Scorer):
         self.micro = micro_batch_rows
         self.dev = torch.device(device)
         try:
-            self.module = _load_torch_module(bundle, self.dev)
+            self.module, self.width = _load_torch_module(bundle, self.dev)
         except ModelRefused:
             raise
         except Exception as e:  # torch raises many types for a bad archive; all mean "corrupt"
             raise ModelRefused(f"model {bundle.ref.uri}: torch artifact cannot be loaded ({type(e).__name__})") from e
+
+    def input_widths(self) -> tuple[tuple[str, int | None], ...]:
+        return ((f"{self.bundle.kind} input", self.width),)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -247,21 +311,33 @@ class TorchScorer(Scorer):
 
 
 def _load_torch_module(bundle: ModelBundle, dev):
+    """(module, input width where the artifact declares it, else None)."""
     import torch
 
     buf = io.BytesIO(bundle.payload)
     if bundle.kind == "torch_export":
-        module = torch.export.load(buf).module()
-        return module.to(dev)
+        program = torch.export.load(buf)
+        return program.module().to(dev), _export_width(program)
     if bundle.kind == "torchscript":
-        return torch.jit.load(buf, map_location=dev).eval()
+        return torch.jit.load(buf, map_location=dev).eval(), None
     if bundle.kind == "torch_state_dict":
         module = mlp_from_arch(bundle.arch)
         module.load_state_dict(torch.load(buf, map_location="cpu", weights_only=True))
-        return module.to(dev).eval()
+        return module.to(dev).eval(), int(bundle.arch["inputs"])
     if bundle.kind == "torch_pickle":  # only reachable with allow_pickle: true
-        return torch.load(buf, map_location=dev, weights_only=False).eval()  # noqa: S614
+        return torch.load(buf, map_location=dev, weights_only=False).eval(), None  # noqa: S614
     raise ModelRefused(f"model {bundle.ref.uri}: unknown torch artifact kind {bundle.kind!r}")
+
+
+def _export_width(program) -> int | None:
+    """The last dimension of an exported program's single 2-D user input, when it is static."""
+    user = set(program.graph_signature.user_inputs)
+    shapes = [n.meta["val"].shape for n in program.graph.nodes
+              if n.op == "placeholder" and n.name in user and hasattr(n.meta.get("val"), "shape")]
+    if len(shapes) != 1 or len(shapes[0]) != 2:
+        return None
+    last = shapes[0][-1]
+    return last if isinstance(last, int) else None
 
 
 def mlp_from_arch(arch: dict):

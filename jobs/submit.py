@@ -37,6 +37,8 @@ def build_entrypoint(job: str, config: str, overrides: list[str], flags: list[st
     cfg = resolve_paths(load_config(JOBS[job], config, overrides), cwd)
     pinned = [f"lake.root={cfg.lake.root}", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}",
               f"mlflow.artifact_root={cfg.mlflow.artifact_root}"]
+    if cfg.mlflow.registry_uri:
+        pinned.append(f"mlflow.registry_uri={cfg.mlflow.registry_uri}")
     excludes = list(UPLOAD_EXCLUDES)
     for p in (cfg.lake.root, cfg.mlflow.artifact_root):
         rel = os.path.relpath(p, cwd) if os.path.isabs(p) else None

@@ -159,9 +159,30 @@ def test_units_are_independent_good_days_commit_bad_day_does_not(ray_local, lake
     assert days == {f"2026-01-0{i + 1}" for i in range(DAYS)}
 
 
-def test_contract_change_rescores_and_pii_passthrough_is_refused(ray_local, lake, demo_root):
-    with pytest.raises(ConfigError, match="PII"):
+def test_contract_change_rescores_every_unit_but_the_same_contract_elsewhere_does_not(ray_local, lake, demo_root, tmp_path):
+    """The input fingerprint includes the contract's hash (DESIGN.md): new rules re-check and re-score each day."""
+    def run_ids() -> dict[str, list[str]]:
+        t = DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds", "run_id"])
+        return {r["ds"]: sorted(r["run_id_distinct"]) for r in t.group_by("ds").aggregate([("run_id", "distinct")]).to_pylist()}
+
+    first = score(score_config(lake, demo_root, f"input.contract={CONTRACT}"))
+    before = run_ids()
+    assert before == {f"2026-01-0{i + 1}": [first.run_id] for i in range(DAYS)}
+    moved = tmp_path / "same.yaml"  # a config change alone (another path, a comment): same contract hash
+    moved.write_text("# the same rules, moved\n" + open(CONTRACT).read())
+    same = score(score_config(lake, demo_root, f"input.contract={moved}"))
+    assert same.units_skipped == DAYS and same.units_committed == 0 and run_ids() == before
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(open(CONTRACT).read().replace("psi_max: 0.25", "psi_max: 0.3"))
+    second = score(score_config(lake, demo_root, f"input.contract={changed}"))
+    assert second.units_committed == DAYS and run_ids() == {d: [second.run_id] for d in before}
+    assert DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds"]).num_rows == DAYS * ROWS
+
+
+def test_pii_passthrough_is_refused(ray_local, lake, demo_root):
+    with pytest.raises(ConfigError, match="PII") as e:
         score(score_config(lake, demo_root, f"input.contract={CONTRACT}", "input.passthrough_columns=[email]"))
+    assert e.value.exit_code == 2 and not (lake / "scores").exists()
 
 
 def test_row_masks_match_a_pandas_reference():

@@ -46,3 +46,23 @@ def test_score_job_process_end_to_end_then_noop(lake, demo_root):
     assert again.returncode == 0 and s2["units_skipped"] == DAYS and s2["rows_out"] == 0
     missing = run(*common, "input.table=nope")
     assert missing.returncode == 5 and "nope" in missing.stderr
+
+
+def test_submit_pins_every_relative_mlflow_location(tmp_path):
+    import shlex
+
+    from engine.config import ScoreConfig, load_config, relative_paths
+    from jobs.submit import build_entrypoint
+
+    conf = tmp_path / "score.yaml"
+    conf.write_text("model:\n  uri: models:/m@champion\n")
+    overrides = ["lake.root=lake", "mlflow.tracking_uri=sqlite:///track.db", "mlflow.registry_uri=sqlite:///reg.db"]
+    entry, _ = build_entrypoint("score", str(conf), overrides, [], str(tmp_path))
+    args = shlex.split(entry)
+    keys = [a for a in args[args.index("--config") + 2:] if "=" in a]
+    # What the job sees in Ray's uploaded copy (another directory): the last value of each key wins.
+    cfg = load_config(ScoreConfig, str(conf), keys)
+    assert relative_paths(cfg) == []
+    assert cfg.mlflow.registry_uri == f"sqlite:///{tmp_path}/reg.db"
+    assert cfg.mlflow.tracking_uri == f"sqlite:///{tmp_path}/track.db" and cfg.lake.root == str(tmp_path / "lake")
+    assert "mlflow.registry_uri" in relative_paths(load_config(ScoreConfig, str(conf), overrides))

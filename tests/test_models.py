@@ -116,3 +116,81 @@ def test_preprocessing_fills_clips_and_encodes_categories():
     assert m[:, 4].tolist() == [1.0, -1.0, 0.0]  # known, unknown → -1, null → fill
     with pytest.raises(Exception, match="expected a number"):
         to_matrix(t.set_column(0, "f00", pa.array(["1", "2", "3"])), spec)
+
+
+def xgb_booster(n: int = 4, names: list[str] | None = None, seed: int = 0):
+    import pandas as pd
+    import xgboost as xgb
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((64, n), dtype=np.float32)
+    data = pd.DataFrame(x, columns=names) if names else x
+    return xgb.train({"max_depth": 2, "objective": "binary:logistic"}, xgb.DMatrix(data, label=rng.integers(0, 2, 64)), 3)
+
+
+def set_mlmodel(d, flavor: str, key: str, value: str) -> None:
+    import yaml
+
+    m = yaml.safe_load((d / "MLmodel").read_text())
+    m["flavors"][flavor][key] = value
+    (d / "MLmodel").write_text(yaml.safe_dump(m))
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_xgboost_data_path_outside_the_model_directory_is_refused(tmp_path, how):
+    outside = tmp_path / "elsewhere"
+    mlflow.xgboost.save_model(xgb_booster(), str(outside), metadata=META)  # a valid model, outside the artifact
+    d = tmp_path / "m"
+    mlflow.xgboost.save_model(xgb_booster(seed=1), str(d), metadata=META)
+    if how == "symlink":
+        (d / "model.ubj").unlink()
+        (d / "model.ubj").symlink_to(outside / "model.ubj")
+    else:
+        target = "../elsewhere/model.ubj" if how == "dotdot" else str(outside / "model.ubj")
+        set_mlmodel(d, "xgboost", "data", target)
+    with pytest.raises(ModelRefused, match="outside the model directory") as e:
+        load_bundle(d, REF)
+    assert e.value.exit_code == 5 and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute"])
+def test_pytorch_model_data_outside_the_model_directory_is_refused(tmp_path, how):
+    x = np.ones((8, 4), dtype=np.float32)
+    mlflow.pytorch.save_model(mlp(), str(tmp_path / "elsewhere"), serialization_format="pt2", input_example=x, metadata=META)
+    d = tmp_path / "m"
+    mlflow.pytorch.save_model(mlp(), str(d), serialization_format="pt2", input_example=x, metadata=META)
+    set_mlmodel(d, "pytorch", "model_data", "../elsewhere/data" if how == "dotdot" else str(tmp_path / "elsewhere" / "data"))
+    with pytest.raises(ModelRefused, match="outside the model directory") as e:
+        load_bundle(d, REF)
+    assert e.value.exit_code == 5
+
+
+def test_booster_feature_names_must_follow_the_spec_order(tmp_path):
+    names = ["f0", "f1", "f2", "f3"]
+    booster = xgb_booster(names=names)
+    mlflow.xgboost.save_model(booster, str(tmp_path / "ok"), metadata=META)
+    assert load_bundle(tmp_path / "ok", REF).spec.feature_names == names
+    swapped = PreprocessSpec(tuple(Feature(n) for n in ["f1", "f0", "f2", "f3"]))
+    mlflow.xgboost.save_model(booster, str(tmp_path / "swapped"), metadata={PREPROCESS_KEY: swapped.to_json()})
+    with pytest.raises(ModelRefused, match=r"position 0.*'f1'.*'f0'") as e:
+        load_bundle(tmp_path / "swapped", REF)
+    assert e.value.exit_code == 5 and "\n" not in str(e.value)
+
+
+def test_model_width_must_equal_the_spec_width(tmp_path):
+    wide = PreprocessSpec(tuple(Feature(f"f{i}") for i in range(5)))
+    meta = {PREPROCESS_KEY: wide.to_json()}
+    mlflow.xgboost.save_model(xgb_booster(), str(tmp_path / "xgb"), metadata=meta)  # no names: width only
+    with pytest.raises(ModelRefused, match="4 features.*5"):
+        load_bundle(tmp_path / "xgb", REF)
+    d = tmp_path / "sd"
+    mlflow.pytorch.save_model(mlp(), str(d), serialization_format="pickle", metadata=meta)
+    (d / "data" / "model.pth").unlink()
+    torch.save(mlp().state_dict(), d / "data" / "state_dict.pt")
+    (d / ARCH_FILE).write_text(json.dumps({"type": "mlp", "inputs": 4, "hidden": [8], "activation": "relu"}))
+    with pytest.raises(ModelRefused, match="4 features.*5"):
+        load_bundle(d, REF)
+    x = np.ones((8, 4), dtype=np.float32)
+    mlflow.pytorch.save_model(mlp(), str(tmp_path / "pt2"), serialization_format="pt2", input_example=x, metadata=meta)
+    with pytest.raises(ModelRefused, match="4 features.*5"):
+        load_bundle(tmp_path / "pt2", REF)
