@@ -28,7 +28,7 @@ def check_chunk(work: ChunkWork) -> ChunkResult:
                                   *work.drift_edges]))
     stats = CheckStats()
     for path in work.input_files:
-        for batch in iter_file_batches(fs, file_path(base, path), columns, work.batch_rows):
+        for batch in iter_file_batches(fs, file_path(base, path), columns, work.batch_rows, work.input_schema):
             stats.update(batch, row_masks(batch, rc, work.ds), rc, work.drift_edges)
     return ChunkResult(work.unit, stats.rows, 0, [], stats)
 
@@ -62,7 +62,7 @@ def executor_gather(executor):
             for chunk in plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows):
                 works.append(ChunkWork(d, d, snap.uri, tuple(chunk), "", {}, (), (), "", stamps, None,
                                        cfg.read_batch_rows, storage_options=dict(opts), contract=enforcer.rc,
-                                       drift_edges=enforcer.edges))
+                                       drift_edges=enforcer.edges, input_schema=snap.schema))
         merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
         errors: dict[str, str] = {}
         if works:
