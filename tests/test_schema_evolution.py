@@ -116,7 +116,7 @@ def protocol_commit(table, features: list[str]) -> None:
     (log / f"{version:020d}.json").write_text("".join(json.dumps(a) + "\n" for a in actions))
 
 
-@pytest.mark.parametrize("feature", ["typeWidening", "typeWidening-preview", "variantType"])
+@pytest.mark.parametrize("feature", ["typeWidening", "typeWidening-preview", "variantType", "deletionVectors", "columnMapping"])
 def test_tables_with_reader_features_the_reader_cannot_honour_are_refused(lake, feature):
     protocol_commit(lake / "features", [feature])
     assert feature in DeltaTable(str(lake / "features")).protocol().reader_features  # positive control
