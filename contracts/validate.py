@@ -28,7 +28,7 @@ def check_chunk(work: ChunkWork) -> ChunkResult:
                                   *work.drift_edges]))
     stats = CheckStats()
     for path in work.input_files:
-        for batch in iter_file_batches(fs, file_path(base, path), columns, work.batch_rows):
+        for batch in iter_file_batches(fs, file_path(base, path), columns, work.batch_rows, work.input_schema):
             stats.update(batch, row_masks(batch, rc, work.ds), rc, work.drift_edges)
     return ChunkResult(work.unit, stats.rows, 0, [], stats)
 
@@ -60,18 +60,25 @@ def executor_gather(executor):
         works = []
         for d in days:
             for chunk in plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows):
-                works.append(ChunkWork(d, d, snap.uri, tuple(chunk), "", {}, (), (), "", stamps, None,
-                                       cfg.read_batch_rows, storage_options=dict(opts), contract=enforcer.rc,
-                                       drift_edges=enforcer.edges))
-        merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
+                # One unit name per chunk (`<ds>#<n>`): results arrive in completion order and are merged in
+                # plan order (file path order), so which examples a report quotes never depends on timing.
+                works.append(ChunkWork(f"{d}#{len(works)}", d, snap.uri, tuple(chunk), "", {}, (), (), "", stamps,
+                                       None, cfg.read_batch_rows, storage_options=dict(opts), contract=enforcer.rc,
+                                       drift_edges=enforcer.edges, input_schema=snap.schema))
+        results: dict[str, CheckStats] = {}
         errors: dict[str, str] = {}
         if works:
             executor.warm_up()
             for item in executor.run(works, None, time.monotonic() + cfg.run.time_budget_s):
+                d = item.unit.rsplit("#", 1)[0]
                 if isinstance(item, ChunkResult):
-                    merged[item.unit].merge(item.checks)
+                    results[item.unit] = item.checks
                 else:
-                    errors.setdefault(item.unit, item.error)
+                    errors.setdefault(d, item.error)
+        merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
+        for w in works:
+            if w.unit in results:
+                merged[w.ds].merge(results[w.unit])
         return merged, errors
 
     return gather

@@ -166,7 +166,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
                       cfg.output.read_batch_rows, cfg.output.target_file_rows, cfg.output.compression,
                       cfg.model.device, cfg.model.micro_batch_rows, None, dict(opts),
                       enforcer.rc if enforcer else None, enforcer.edges if enforcer else {},
-                      q_uri or "", {"ds": d, "source_table": cfg.input.table} if q_uri else {})
+                      q_uri or "", {"ds": d, "source_table": cfg.input.table} if q_uri else {}, snap.schema)
             for c in chunks
         ]
     by_app = {u.app_id: (d, u) for d, u in units.items()}

@@ -113,6 +113,7 @@ class ChunkWork:
     drift_edges: dict = field(default_factory=dict)
     quarantine_uri: str = ""  # set in quarantine mode: bad rows go there instead of being scored
     quarantine_values: dict = field(default_factory=dict)  # its partition: ds, source_table
+    input_schema: pa.Schema | None = None  # the snapshot's schema: files are read as it says (added columns → nulls)
 
 
 @dataclass
@@ -171,7 +172,8 @@ def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
     score_idx = work.schema.get_field_index(work.score_column)
     try:
         for path in work.input_files:
-            for batch in iter_file_batches(in_fs, file_path(in_base, path), columns, work.batch_rows):
+            for batch in iter_file_batches(in_fs, file_path(in_base, path), columns, work.batch_rows,
+                                           work.input_schema):
                 rows_in += batch.num_rows
                 if stats is not None:
                     masks = row_masks(batch, rc, work.ds)

@@ -1,9 +1,10 @@
 """Pinned Delta snapshots of input tables: version resolution, partition listing, fingerprints, file access.
 
 A job resolves `latest` to a concrete version once, at start, and reads only the files that version's log
-lists. Those files are read directly with pyarrow (the fast path), which is correct only for tables
-without deletion vectors or column mapping; such tables are refused with a message. Partition values
-come from the log, never from file paths.
+lists. Those files are read directly with pyarrow (the fast path), shaped to the snapshot's schema (columns
+added later read as nulls in older files). That is correct only for tables whose reader features leave
+the files plain Parquet (no deletion vectors, column mapping, type widening, variants…); other tables are
+refused with a message. Partition values come from the log, never from file paths.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine.config import is_url
-from engine.errors import ConfigError, InputUnavailable, short_list
+from engine.errors import ConfigError, ContractViolation, InputUnavailable, short_list
 
 PARTITION = "ds"
 
@@ -118,19 +119,27 @@ def _epoch_ms(value) -> int | None:
     return int(value)
 
 
+# Reader features that leave the data files readable as plain Parquet (they change the log or the timestamp
+# type only). Any other reader feature is refused: an allowlist fails closed on features added to Delta later.
+READABLE_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"}
+_FEATURE_NAMES = {"deletionVectors": "deletion vectors", "columnMapping": "column mapping",
+                  "typeWidening": "type widening", "typeWidening-preview": "type widening",
+                  "variantType": "variant columns", "variantType-preview": "variant columns"}
+
+
 def _refuse_unsupported_layout(table, name: str) -> None:
+    """Refuse (exit 5) tables whose data files the direct Parquet reader would misread."""
     proto = table.protocol()
-    features = set(proto.reader_features or [])
     conf = table.metadata().configuration or {}
-    bad = []
-    if "deletionVectors" in features:
-        bad.append("deletion vectors")
-    if "columnMapping" in features or conf.get("delta.columnMapping.mode", "none") != "none":
-        bad.append("column mapping")
+    bad = sorted(set(proto.reader_features or []) - READABLE_FEATURES)
+    if conf.get("delta.columnMapping.mode", "none") != "none" and "columnMapping" not in bad:
+        bad.append("columnMapping")
     if bad:
+        what = ", ".join(f"{f} ({_FEATURE_NAMES[f]})" if f in _FEATURE_NAMES else f for f in bad)
         raise InputUnavailable(
-            f"input table {name} uses {' and '.join(bad)}, which lakescore's direct Parquet reader would "
-            "misread; rewrite the table without them (e.g. REORG TABLE … APPLY (PURGE)) before scoring"
+            f"input table {name} uses reader feature(s) {what}, which lakescore's direct Parquet reader would "
+            "misread; rewrite the table without them (ALTER TABLE … DROP FEATURE …; REORG TABLE … APPLY (PURGE) "
+            "for deletion vectors) before scoring"
         )
 
 
@@ -186,9 +195,45 @@ def check_files_exist(snapshot: Snapshot, days: list[str], storage_options: dict
 
 
 def iter_file_batches(
-    fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int
+    fs: pafs.FileSystem, path: str, columns: list[str], batch_rows: int, schema: pa.Schema | None = None
 ) -> Iterator[pa.RecordBatch]:
-    """Stream one Parquet file in bounded batches (columns present in the file only)."""
+    """Stream one Parquet file in bounded batches of `columns`.
+
+    With the snapshot's `schema` (what jobs pass), every batch has exactly the requested columns that the table
+    has, with the table's types: a column added to the table after this file was written comes back as nulls (as
+    any Delta reader returns it), and file types that differ (large_string, dictionary, timestamp units) are cast.
+    Without it, only the columns present in the file are read as they are (raw throughput measurements).
+    """
     pf = pq.ParquetFile(fs.open_input_file(path))
     have = set(pf.schema_arrow.names)
-    yield from pf.iter_batches(batch_size=batch_rows, columns=[c for c in columns if c in have], use_threads=False)
+    if schema is None:
+        yield from pf.iter_batches(batch_size=batch_rows, columns=[c for c in columns if c in have], use_threads=False)
+        return
+    target = pa.schema([schema.field(c) for c in dict.fromkeys(columns) if c in schema.names])
+    read = [f.name for f in target if f.name in have]
+    if not read:  # none of the columns existed yet when this file was written: nulls, one per row
+        for start in range(0, pf.metadata.num_rows, batch_rows):
+            yield _conform(pa.RecordBatch.from_pydict({}), target, path, min(batch_rows, pf.metadata.num_rows - start))
+        return
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=read, use_threads=False):
+        yield _conform(batch, target, path, batch.num_rows)
+
+
+def _conform(batch: pa.RecordBatch, target: pa.Schema, path: str, rows: int) -> pa.RecordBatch:
+    cols = []
+    for f in target:
+        i = batch.schema.get_field_index(f.name)
+        if i < 0:
+            cols.append(pa.nulls(rows, f.type))
+            continue
+        col = batch.column(i)
+        if col.type != f.type:
+            try:
+                col = col.cast(f.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+                raise ContractViolation(
+                    f"data file {path}: column {f.name!r} is {col.type} in the file but {f.type} in the table "
+                    "schema and cannot be cast without loss; rewrite the file or fix the table schema"
+                ) from e
+        cols.append(col)
+    return pa.RecordBatch.from_arrays(cols, schema=target)

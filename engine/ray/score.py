@@ -5,15 +5,20 @@
   benchmark (benchmarks/) shows this shape is the fastest on CPU: Ray Data's per-block machinery costs more
   than the model does.
 - `actors` (GPU): a Ray Data `map_batches` over the chunk list with an actor pool; each actor loads the model
-  once onto its device (`num_gpus`).
+  once onto its device (`num_gpus`). Each chunk's ChunkResult comes back as Arrow columns (counts and add
+  actions as JSON, contract statistics as CheckStats bytes; no pickle), rebuilt whole on the driver, so both
+  shapes hand the job the same result: check statistics, bad scores, quarantine adds.
 
 Fractional `num_cpus` keeps workers from starving the rest on small machines. Ray retries a chunk whose
 worker died (bounded); an exception in a chunk fails that chunk's unit only.
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Iterator
+
+import pyarrow as pa
 
 from engine.config import RayConfig
 from engine.errors import UnitFailed
@@ -82,10 +87,35 @@ class RayTasksExecutor:
                     yield ChunkFailure(w.unit, _one_line(e), _is_contract(e))
 
 
-class _ChunkActor:
-    """Ray Data actor: loads the model once, then scores whole chunks."""
+# The actor pool's output rows: a ChunkResult or a ChunkFailure per chunk, as plain Arrow columns (no pickle).
+_ROW = pa.schema([("i", pa.int64()), ("ok", pa.bool_()), ("error", pa.string()), ("contract", pa.bool_()),
+                  ("result", pa.string()), ("checks", pa.binary())])
 
-    def __init__(self, works: list[ChunkWork], bundle: ModelBundle):
+
+def encode_result(r: ChunkResult) -> tuple[str, bytes]:
+    """A chunk's result as (JSON of counts and add actions, CheckStats bytes or b"" without a contract)."""
+    head = {"rows_in": r.rows_in, "rows_out": r.rows_out, "adds": r.adds, "bad_scores": r.bad_scores,
+            "quarantine_adds": r.quarantine_adds, "rows_quarantined": r.rows_quarantined,
+            "has_checks": r.checks is not None}
+    return json.dumps(head), r.checks.to_bytes() if r.checks is not None else b""
+
+
+def decode_result(unit: str, result: str, checks: bytes) -> ChunkResult:
+    """The exact inverse of `encode_result`: the driver sees the ChunkResult the worker built."""
+    head = json.loads(result)
+    stats = None
+    if head["has_checks"]:
+        from contracts.checks import CheckStats
+
+        stats = CheckStats.from_bytes(checks)
+    return ChunkResult(unit, head["rows_in"], head["rows_out"], head["adds"], stats, head["bad_scores"],
+                       head["quarantine_adds"], head["rows_quarantined"])
+
+
+class _ChunkActor:
+    """Ray Data actor: loads the model once (none for the validate job), then runs whole chunks."""
+
+    def __init__(self, works: list[ChunkWork], bundle: ModelBundle | None):
         from engine.models import cached_scorer
 
         self.works = works
@@ -93,21 +123,17 @@ class _ChunkActor:
         if bundle is not None:
             cached_scorer(bundle, works[0].device, works[0].micro_batch_rows)
 
-    def __call__(self, batch: dict) -> dict:
-        out = {"i": [], "ok": [], "error": [], "rows_in": [], "rows_out": [], "adds": []}
-        import json
-
+    def __call__(self, batch: dict) -> pa.Table:
+        rows = []
         for i in batch["i"]:
             w = self.works[int(i)]
             try:
-                r = run_chunk(w, self.bundle)
-                out["ok"].append(True), out["error"].append(""), out["rows_in"].append(r.rows_in)
-                out["rows_out"].append(r.rows_out), out["adds"].append(json.dumps(r.adds))
+                result, checks = encode_result(run_chunk(w, self.bundle))
+                rows.append({"i": int(i), "ok": True, "error": "", "contract": False, "result": result, "checks": checks})
             except Exception as e:  # reported per chunk; it fails that unit only
-                out["ok"].append(False), out["error"].append(_one_line(e)), out["rows_in"].append(0)
-                out["rows_out"].append(0), out["adds"].append("[]")
-            out["i"].append(int(i))
-        return out
+                rows.append({"i": int(i), "ok": False, "error": _one_line(e), "contract": _is_contract(e),
+                             "result": "", "checks": b""})
+        return pa.Table.from_pylist(rows, schema=_ROW)
 
 
 class RayDataActorsExecutor:
@@ -117,9 +143,7 @@ class RayDataActorsExecutor:
     def warm_up(self) -> None:
         """Nothing to do: the actor pool loads the model once per actor when the dataset starts."""
 
-    def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
-        import json
-
+    def run(self, works: list[ChunkWork], bundle: ModelBundle | None, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
         import ray
 
         gpu = works[0].device == "cuda"
@@ -128,18 +152,20 @@ class RayDataActorsExecutor:
             _ChunkActor,
             fn_constructor_kwargs={"works": works, "bundle": bundle},
             batch_size=1,
+            batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=self.cfg.actors),
             num_cpus=self.cfg.num_cpus,
             num_gpus=self.cfg.num_gpus if gpu else 0,
         )
-        for row in ds.iter_rows():
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             if time.monotonic() > deadline:
                 raise UnitFailed("time budget exhausted; raise run.time_budget_s or add workers")
-            w = works[int(row["i"])]
-            if row["ok"]:
-                yield ChunkResult(w.unit, int(row["rows_in"]), int(row["rows_out"]), json.loads(row["adds"]))
-            else:
-                yield ChunkFailure(w.unit, row["error"], row["error"].startswith("ContractViolation"))
+            for row in batch.to_pylist():
+                w = works[row["i"]]
+                if row["ok"]:
+                    yield decode_result(w.unit, row["result"], row["checks"])
+                else:
+                    yield ChunkFailure(w.unit, row["error"], row["contract"])
 
 
 def executor(cfg: RayConfig):
