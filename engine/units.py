@@ -156,10 +156,16 @@ def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[Chu
         if "quarantine" in which and qcommitter is not None:
             protocol.discard(qcommitter.uri, qadds, opts)
 
-    if rows_out + rows_q != rows_in or (expected is not None and rows_in != expected):
+    if expected is not None and rows_in != expected:
         drop("scores", "quarantine")
-        summary.failed.append(f"ds={d}: rows do not reconcile (log {expected}, read {rows_in}, scored {rows_out}, "
-                              f"quarantined {rows_q})")
+        summary.failed.append(f"ds={d}: rows do not reconcile (log {expected}, read {rows_in}): the Delta log of "
+                              f"{snap.where(d)} counts {expected} rows but its files hold {rows_in}; the table's "
+                              "statistics are wrong: rewrite that partition upstream, then re-run")
+        return
+    if rows_out + rows_q != rows_in:  # a bug in the scoring pass: never commit a unit that lost or invented rows
+        drop("scores", "quarantine")
+        summary.failed.append(f"ds={d}: rows do not reconcile (read {rows_in}, scored {rows_out}, quarantined "
+                              f"{rows_q}); nothing written for this day; this is a bug, please report it")
         return
     violations = []
     if enforcer is not None:
