@@ -85,6 +85,7 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
         raise InputUnavailable(f"input table {name} at {uri} is not partitioned by {PARTITION!r} (partitioned by {parts})")
     actions = pa.table(table.get_add_actions(flatten=True))
     files: dict[str, list[DataFile]] = {}
+    nulls: list[str] = []
     counts = actions.column("num_records").to_pylist() if "num_records" in actions.column_names else [None] * actions.num_rows
     for path, size, n, ds in zip(
         actions.column("path").to_pylist(),
@@ -92,7 +93,30 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
         counts,
         actions.column(f"partition.{PARTITION}").to_pylist(),
     ):
-        files.setdefault(str(ds), []).append(DataFile(path, size, n))
+        if ds is None:
+            nulls.append(path)
+        else:
+            files.setdefault(str(ds), []).append(DataFile(path, size, n))
+    # Partitions are days: everything downstream (ranges, event-time and freshness checks, ordering) reads ds as
+    # YYYY-MM-DD. A null ds (a __HIVE_DEFAULT_PARTITION__ folder) or any other value is a data problem: refused.
+    invalid = {}
+    for ds, fs in files.items():
+        try:
+            valid = len(ds) == 10 and dt.date.fromisoformat(ds).isoformat() == ds
+        except ValueError:
+            valid = False
+        if not valid:
+            invalid[ds] = len(fs)
+    if nulls or invalid:
+        from engine.errors import ContractViolation
+
+        what = [f"{len(nulls)} with a null {PARTITION}"] if nulls else []
+        what += [f"{sum(invalid.values())} with {PARTITION} {short_list(sorted(invalid))}"] if invalid else []
+        raise ContractViolation(
+            f"input table {name}@v{table.version()}: {len(nulls) + sum(invalid.values())} data file(s) have a null or "
+            f"invalid partition value ({'; '.join(what)}); partitions are days (YYYY-MM-DD): fix or delete those "
+            f"rows upstream (e.g. DELETE … WHERE {PARTITION} IS NULL), or pin input.version to a version before them"
+        )
     schema = pa.schema(table.schema().to_arrow())
     return Snapshot(
         name=name,
