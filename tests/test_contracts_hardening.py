@@ -302,20 +302,24 @@ def test_report_on_a_file_uri_lake_lands_in_the_lake_not_in_a_local_file_colon_d
     assert path.endswith("_reports/score/run1.json")
 
 
-def test_report_for_an_object_store_root_uses_relative_paths_on_the_lakes_filesystem(lake, tmp_path, monkeypatch):
+def test_report_for_an_object_store_root_is_written_on_the_lakes_filesystem(lake, tmp_path, monkeypatch):
+    """memory:// is delta-rs's in-memory object store: the same handler as s3:// and gs://, without a network."""
+    monkeypatch.chdir(tmp_path)
+    shown = _enforcer(lake).write_report("memory:///lake", "score", "run1")
+    assert os.listdir(tmp_path) == ["lake"]  # no local "memory:" directory beside the test's lake
+    assert shown == "memory:///lake/_reports/score/run1.json"
     from contracts.enforce import report_target, write_report_files
 
-    monkeypatch.chdir(tmp_path)
-    fs, base, shown = report_target("s3://bucket/lake", "score", {"AWS_REGION": "eu-west-1"})
-    assert not isinstance(fs, pafs.LocalFileSystem) and base == "_reports/score"
-    assert shown == "s3://bucket/lake/_reports/score"
-    # The same relative paths written on a stand-in for the bucket (a local sub-tree), as the lake's filesystem.
+    fs, base, folder = report_target("memory:///lake", "score")
+    assert not isinstance(fs, pafs.LocalFileSystem) and base == "_reports/score" and folder.startswith("memory:///")
+    write_report_files(fs, base, {"run2.json": '{"ok": 1}', "run2.txt": "ok\n"})
+    with fs.open_input_stream("_reports/score/run2.json") as f:
+        assert json.loads(f.read()) == {"ok": 1}
+    # The same relative paths on a local stand-in for a bucket
     bucket = tmp_path / "bucket"
     bucket.mkdir()
-    write_report_files(pafs.SubTreeFileSystem(str(bucket), pafs.LocalFileSystem()), base,
-                       {"run1.json": "{}", "run1.txt": "ok\n"})
-    assert sorted(p.name for p in (bucket / "_reports" / "score").iterdir()) == ["run1.json", "run1.txt"]
-    assert sorted(os.listdir(tmp_path)) == ["bucket", "lake"]  # no local "s3:" directory
+    write_report_files(pafs.SubTreeFileSystem(str(bucket), pafs.LocalFileSystem()), base, {"run3.json": "{}"})
+    assert [p.name for p in (bucket / "_reports" / "score").iterdir()] == ["run3.json"]
 
 
 # --------------------------------------------------------------------------- 18: freshness
