@@ -21,7 +21,7 @@ from contracts.checks import CheckStats
 from contracts.partition import Violation
 from contracts.spec import load_contract
 from engine.errors import ConfigError, InputUnavailable
-from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches
+from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
 
 REFERENCE_BATCH_ROWS = 65_536
 
@@ -36,7 +36,7 @@ class Enforcer:
         try:
             self.rc = self.contract.resolve(snap.schema)
         except ConfigError as e:
-            raise ConfigError(f"{contract_path}: {e}") from None
+            raise ConfigError(f"{contract_path}: {e}") from e
         leaked = sorted(self.rc.pii & {*key_columns, *passthrough})
         if leaked:
             raise ConfigError(f"input.key_columns/passthrough_columns name PII columns {leaked} (tagged pii in "
@@ -64,8 +64,6 @@ class Enforcer:
         """Edges and histograms of the drift reference window: its files checked first, then streamed (bounded)."""
         from deltalake.exceptions import DeltaError
 
-        from engine.snapshot import select_partitions
-
         d = self.contract.drift
         days, _absent = select_partitions(self.snap, d.reference)
         if not days:
@@ -75,7 +73,7 @@ class Enforcer:
         try:
             check_files_exist(self.snap, days, storage_options)
         except InputUnavailable as e:
-            raise InputUnavailable(f"{where}: {e}, or move drift.reference to days whose files still exist") from None
+            raise InputUnavailable(f"{where}: {e}, or move drift.reference to days whose files still exist") from e
         feats = pchecks.drift_features(self.rc)
         fs, base = filesystem(self.snap.uri, storage_options)
         paths = [file_path(base, f.path) for day in days for f in self.snap.files[day]]
@@ -89,7 +87,7 @@ class Enforcer:
         except (OSError, pa.ArrowException, DeltaError) as e:
             detail = " ".join(str(e).split())[:200]
             raise InputUnavailable(f"{where} cannot be read ({type(e).__name__}: {detail}); repair or restore its "
-                                   "files, pin another input.version, or move drift.reference") from None
+                                   "files, pin another input.version, or move drift.reference") from e
 
     def verdict(self, ds: str, rows: int, stats: CheckStats | None) -> list[Violation]:
         """Every violation of one unit (schema, rows, keys, volume, freshness, drift); empty means it passes."""

@@ -91,7 +91,7 @@ def drift_features(rc: ResolvedContract) -> list[str]:
     return [n for n in floats if any(fnmatch.fnmatchcase(n, p) for p in d.features)]
 
 
-REFERENCE_SAMPLE_ROWS = 100_000  # rows kept for the quantile edges: memory ≤ 2 × this × features × 8 bytes
+REFERENCE_SAMPLE_ROWS = 100_000  # rows kept for the quantile edges: about (this + a batch) × features × 8 bytes
 
 
 def _edges(vals: np.ndarray, bins: int) -> np.ndarray | None:
@@ -109,21 +109,6 @@ def _floats(batch: pa.RecordBatch, name: str, start: int = 0, stride: int = 1) -
     if name not in batch.schema.names:
         return np.full(len(range(start, batch.num_rows, stride)), np.nan)
     return np.array(batch.column(name).to_numpy(zero_copy_only=False)[start::stride], dtype=np.float64)
-
-
-def reference_edges(reference: pa.Table, features: list[str], bins: int) -> dict[str, np.ndarray]:
-    """Quantile bin edges per feature from a reference table (inner edges; outer bins are open)."""
-    edges = {}
-    for f in features:
-        e = _edges(reference.column(f).to_numpy(zero_copy_only=False).astype(np.float64), bins)
-        if e is not None:
-            edges[f] = e
-    return edges
-
-
-def reference_hist(reference: pa.Table, edges: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {f: _counts(reference.column(f).to_numpy(zero_copy_only=False).astype(np.float64), e)
-            for f, e in edges.items()}
 
 
 def stream_reference(batches: Callable[[], Iterable[pa.RecordBatch]], features: list[str], bins: int,

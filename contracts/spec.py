@@ -64,7 +64,7 @@ class Contract(Model):
     event_time: str | None = None  # rows must fall inside their partition's date (UTC)
     allow_empty: bool = False
     max_age_days: int | None = Field(None, ge=0)  # newest partition must be at most this old
-    columns: dict[str, ColumnSpec]  # names or fnmatch patterns ("f??")
+    columns: dict[str, ColumnSpec]  # names or fnmatch patterns ("f??"); specs matching one column merge
     allow_extra_columns: bool = False
     volume: VolumeSpec | None = None
     drift: DriftSpec | None = None
@@ -121,6 +121,8 @@ def merge_specs(name: str, specs: list[tuple[str, ColumnSpec]]) -> ColumnSpec:
     for pattern, spec in specs:
         for key in sorted(spec.model_fields_set - {"pii"}):
             value = getattr(spec, key)
+            if value is None:
+                continue  # an explicit null (no bound, no type) leaves the rule to the other specs
             if key in merged and merged[key] != value:
                 raise ConfigError(
                     f"contract column {name!r} matches {origin[key]!r} ({key}={merged[key]!r}) and {pattern!r} "

@@ -87,8 +87,8 @@ def test_planted_pii_is_nowhere_the_job_left_anything(lake, demo_root, tmp_path,
         assert "lakescore" in out.stderr and summary["run_id"] in places["reports"]
         (rep,) = [json.loads(p.read_text()) for p in (lake / "_reports" / "score").glob("*.json")]
         found = {v["check"]: v for v in rep["units"][0]["violations"]}
-        assert {"entity_id": ids[4], "value": 1e6} in found["range:f05"]["examples"]  # the PII row is quoted
-        assert {"entity_id": ids[3]} in found["not_null:email"]["examples"]
+        assert any(e["entity_id"] == ids[4] and e["value"] == 1e6 for e in found["range:f05"]["examples"])
+        assert any(e["entity_id"] == ids[3] for e in found["not_null:email"]["examples"])  # the PII rows are quoted
         if mode == "quarantine":
             q = {json.loads(r["key"])["entity_id"]: r for r in DeltaTable(str(lake / "quarantine")).to_pyarrow_table().to_pylist()}
             assert sorted(q) == sorted([ids[3], ids[4]]) and summary["rows_quarantined"] == 2
