@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contracts.spec import ResolvedContract
+from contracts.spec import _TYPE_TESTS, ResolvedContract
 
 MAX_EXAMPLES = 3
 
@@ -64,8 +64,12 @@ def row_masks(batch: pa.RecordBatch, rc: ResolvedContract, ds: str) -> dict[str,
             above = pc.greater(col, spec.max) if spec.max is not None else None
             mask = below if above is None else above if below is None else pc.or_(below, above)
             put("range", name, mask)
-        if spec.categories is not None and pa.types.is_string(col.type):
-            put("category", name, pc.invert(pc.is_in(col, value_set=pa.array(spec.categories, pa.string()))))
+        if spec.categories is not None and _TYPE_TESTS["string"](col.type):
+            # large_string / string_view (pandas, polars writers) are normalised first: is_in wants one type.
+            # A null is not_null's business (as in the pandera schema), not a category failure.
+            text = col if pa.types.is_string(col.type) else col.cast(pa.string())
+            out_of_list = pc.invert(pc.is_in(text, value_set=pa.array(spec.categories, pa.string())))
+            put("category", name, pc.and_(pc.is_valid(text), out_of_list))
     et = rc.contract.event_time
     if et and et in names and pa.types.is_timestamp(batch.column(et).type):
         day = dt.date.fromisoformat(ds)

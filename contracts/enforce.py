@@ -9,16 +9,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import tempfile
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
 
 from contracts import partition as pchecks
 from contracts.checks import CheckStats
 from contracts.partition import Violation
 from contracts.spec import load_contract
-from engine.errors import ConfigError
+from engine.errors import ConfigError, InputUnavailable
+from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
+
+REFERENCE_BATCH_ROWS = 65_536
 
 
 class Enforcer:
@@ -27,7 +32,11 @@ class Enforcer:
         self.contract = load_contract(contract_path)
         self.path = contract_path
         self.snap = snap
-        self.rc = self.contract.resolve(snap.schema)
+        self.storage_options = storage_options or {}
+        try:
+            self.rc = self.contract.resolve(snap.schema)
+        except ConfigError as e:
+            raise ConfigError(f"{contract_path}: {e}") from e
         leaked = sorted(self.rc.pii & {*key_columns, *passthrough})
         if leaked:
             raise ConfigError(f"input.key_columns/passthrough_columns name PII columns {leaked} (tagged pii in "
@@ -36,7 +45,7 @@ class Enforcer:
         from contracts.schemas import schema_verdict
 
         self.pandera_verdict = schema_verdict(self.rc, snap.schema)  # pandera's own view, in every report
-        self.history = {d: snap.rows(d) or 0 for d in snap.partitions}
+        self.history = {d: snap.rows(d) for d in snap.partitions}  # None: the log has no row count
         self.edges: dict[str, np.ndarray] = {}
         self.ref_hist: dict[str, np.ndarray] = {}
         if self.contract.drift is not None and not self.schema_violations:
@@ -52,33 +61,51 @@ class Enforcer:
         return self.contract.digest
 
     def _reference(self, storage_options) -> None:
-        from deltalake import DeltaTable
-
-        from engine.snapshot import select_partitions
+        """Edges and histograms of the drift reference window: its files checked first, then streamed (bounded)."""
+        from deltalake.exceptions import DeltaError
 
         d = self.contract.drift
         days, _absent = select_partitions(self.snap, d.reference)
         if not days:
             raise ConfigError(f"contract {self.path}: drift reference window {d.reference} has no partitions in "
                               f"{self.snap.where()}; fix drift.reference")
+        where = f"drift reference window {d.reference} of {self.snap.where()} (contract {os.path.basename(self.path)})"
+        try:
+            check_files_exist(self.snap, days, storage_options)
+        except InputUnavailable as e:
+            raise InputUnavailable(f"{where}: {e}, or move drift.reference to days whose files still exist") from e
         feats = pchecks.drift_features(self.rc)
-        table = DeltaTable(self.snap.uri, version=self.snap.version, storage_options=storage_options or None)
-        ref = table.to_pyarrow_table(filters=[("ds", "in", days)], columns=feats)
-        self.edges = pchecks.reference_edges(ref, feats, d.bins)
-        self.ref_hist = pchecks.reference_hist(ref, self.edges)
+        fs, base = filesystem(self.snap.uri, storage_options)
+        paths = [file_path(base, f.path) for day in days for f in self.snap.files[day]]
+
+        def batches():
+            for path in paths:
+                yield from iter_file_batches(fs, path, feats, REFERENCE_BATCH_ROWS)
+
+        try:
+            self.edges, self.ref_hist = pchecks.stream_reference(batches, feats, d.bins)
+        except (OSError, pa.ArrowException, DeltaError) as e:
+            detail = " ".join(str(e).split())[:200]
+            raise InputUnavailable(f"{where} cannot be read ({type(e).__name__}: {detail}); repair or restore its "
+                                   "files, pin another input.version, or move drift.reference") from e
 
     def verdict(self, ds: str, rows: int, stats: CheckStats | None) -> list[Violation]:
         """Every violation of one unit (schema, rows, keys, volume, freshness, drift); empty means it passes."""
         out = list(self.schema_violations)
-        if v := pchecks.volume(self.rc, ds, rows, self.history):
+        notes = []
+        if stats is None and self.snap.rows(ds) is None and ds in self.snap.files:
+            notes.append(f"ds={ds} was not read and the log has no row count for it: volume not checked")
+        elif v := pchecks.volume(self.rc, ds, rows, self.history):
             out.append(v)
+        if note := pchecks.volume_note(self.rc, ds, self.history):
+            notes.append(note)
         if v := pchecks.freshness(self.rc, max(self.snap.partitions) if self.snap.partitions else None):
             out.append(v)
         if stats is not None:
             out += pchecks.row_violations(self.rc, ds, stats)
             out += pchecks.drift(self.rc, ds, stats, self.ref_hist)
         self.units[ds] = {"ds": ds, "rows": rows, "bad_rows": stats.bad_rows if stats else None,
-                          "status": "fail" if out else "pass", "violations": [asdict(v) for v in out]}
+                          "status": "fail" if out else "pass", "violations": [asdict(v) for v in out], "notes": notes}
         return out
 
     def report(self, job: str, run_id: str) -> dict:
@@ -90,23 +117,55 @@ class Enforcer:
 
     def publish(self, root: str, job: str, run_id: str, mlflow_cfg=None, extra: dict | None = None) -> str:
         """Write the report under the lake and, when `mlflow_cfg.log_reports`, log it to MLflow too."""
-        path = self.write_report(root, job, run_id)
+        files = self.render(job, run_id)
+        location = self._write(root, job, run_id, files)
         if mlflow_cfg is not None and mlflow_cfg.log_reports:
             failed = sum(u["status"] == "fail" for u in self.units.values())
-            log_report(path, mlflow_cfg.tracking_uri, mlflow_cfg.artifact_root,
-                       {"job": job, "run_id": run_id, "table": self.snap.name, "version": self.snap.version,
-                        "contract_hash": self.digest, "units": len(self.units), "units_failed": failed, **(extra or {})})
-        return path
+            with tempfile.TemporaryDirectory(prefix="lakescore-report-") as tmp:  # MLflow logs local files only
+                for name, text in files.items():
+                    with open(os.path.join(tmp, name), "w") as f:
+                        f.write(text)
+                log_report(os.path.join(tmp, f"{run_id}.json"), mlflow_cfg.tracking_uri, mlflow_cfg.artifact_root,
+                           {"job": job, "run_id": run_id, "table": self.snap.name, "version": self.snap.version,
+                            "contract_hash": self.digest, "units": len(self.units), "units_failed": failed,
+                            **(extra or {})})
+        return location
+
+    def render(self, job: str, run_id: str) -> dict[str, str]:
+        """The report's files: `<run_id>.json` and a short `<run_id>.txt` summary."""
+        rep = self.report(job, run_id)
+        return {f"{run_id}.json": json.dumps(rep, indent=2, sort_keys=True, default=str),
+                f"{run_id}.txt": summary_text(rep)}
 
     def write_report(self, root: str, job: str, run_id: str) -> str:
-        """`<root>/_reports/<job>/<run_id>.json` and a short `.txt` summary beside it; returns the JSON path."""
-        rep = self.report(job, run_id)
-        d = Path(root) / "_reports" / job
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"{run_id}.json"
-        path.write_text(json.dumps(rep, indent=2, sort_keys=True, default=str))
-        (d / f"{run_id}.txt").write_text(summary_text(rep))
-        return str(path)
+        """`<root>/_reports/<job>/<run_id>.json` and `.txt`, on the lake's filesystem; returns the JSON's location."""
+        return self._write(root, job, run_id, self.render(job, run_id))
+
+    def _write(self, root: str, job: str, run_id: str, files: dict[str, str]) -> str:
+        fs, base, shown = report_target(root, job, self.storage_options)
+        write_report_files(fs, base, files)
+        return f"{shown}/{run_id}.json"
+
+
+def report_target(root: str, job: str, storage_options: dict | None = None) -> tuple[pafs.FileSystem, str, str]:
+    """(the lake's filesystem, the reports folder on it, that folder as users name it) for a lake root or URL."""
+    fs, base = filesystem(root, storage_options)
+    folder = f"_reports/{job}"
+    if base:  # a local lake (a path or file://): an absolute local path
+        return fs, f"{base}/{folder}", f"{base}/{folder}"
+    return fs, folder, f"{root.rstrip('/')}/{folder}"  # a URL: paths on its filesystem are relative to the root
+
+
+def write_report_files(fs: pafs.FileSystem, folder: str, files: dict[str, str]) -> None:
+    """Write text files into `folder` of `fs`, through local temp copies (object-store handlers take whole files)."""
+    fs.create_dir(folder, recursive=True)
+    with tempfile.TemporaryDirectory(prefix="lakescore-report-") as tmp:
+        for name, text in files.items():
+            local = os.path.join(tmp, name)
+            with open(local, "w") as f:
+                f.write(text)
+            pafs.copy_files(local, f"{folder}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=fs)
 
 
 REPORT_EXPERIMENT = "lakescore-contract-reports"
@@ -137,4 +196,6 @@ def summary_text(rep: dict) -> str:
         for v in u["violations"]:
             ex = f" e.g. {v['examples'][:2]}" if v.get("examples") else ""
             lines.append(f"    {v['check']}: {v['message']}{ex}")
+        for note in u.get("notes", ()):
+            lines.append(f"    note: {note}")
     return "\n".join(lines) + "\n"

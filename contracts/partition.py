@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -26,8 +27,13 @@ class Violation:
     row_level: bool = False
 
 
-def volume(rc: ResolvedContract, ds: str, rows: int, history: dict[str, int]) -> Violation | None:
-    """Row count against the median of the previous partitions (and emptiness)."""
+def _lookback(rc: ResolvedContract, ds: str, history: dict[str, int | None]) -> list[int | None]:
+    """Row counts of the `lookback` partitions before `ds` (None: the log has no count for it)."""
+    return [history[d] for d in sorted(history) if d < ds][-rc.contract.volume.lookback:]
+
+
+def volume(rc: ResolvedContract, ds: str, rows: int, history: dict[str, int | None]) -> Violation | None:
+    """Row count against the median of the previous partitions whose count the log knows (and emptiness)."""
     c = rc.contract
     if rows == 0:
         if c.allow_empty:
@@ -35,16 +41,32 @@ def volume(rc: ResolvedContract, ds: str, rows: int, history: dict[str, int]) ->
         return Violation("volume", None, None, f"partition ds={ds} is empty or missing (the contract does not allow empty partitions)")
     if c.volume is None:
         return None
-    before = [history[d] for d in sorted(history) if d < ds][-c.volume.lookback:]
+    window = _lookback(rc, ds, history)
+    before = [n for n in window if n is not None]  # an unknown count is unknown, not 0
     if not before:
         return None
     ref = float(np.median(before))
     ratio = rows / ref if ref else float("inf")
     if ratio < c.volume.min_ratio or ratio > c.volume.max_ratio:
+        unknown = f"; {len(window) - len(before)} more had no row count in the log" if len(before) < len(window) else ""
         return Violation("volume", None, None,
                          f"partition ds={ds} has {rows} rows, {ratio:.2f}× the median {ref:.0f} of the previous "
-                         f"{len(before)} partition(s) (allowed {c.volume.min_ratio}–{c.volume.max_ratio}×)")
+                         f"{len(before)} partition(s){unknown} (allowed {c.volume.min_ratio}–{c.volume.max_ratio}×)")
     return None
+
+
+def volume_note(rc: ResolvedContract, ds: str, history: dict[str, int | None]) -> str | None:
+    """Says how many of the partitions the volume check looks back on had no row count (left out), if any."""
+    if rc.contract.volume is None:
+        return None
+    window = _lookback(rc, ds, history)
+    unknown = sum(n is None for n in window)
+    if not unknown:
+        return None
+    known = len(window) - unknown
+    used = f"the median uses the other {known}" if known else "the volume ratio was not checked"
+    return (f"{unknown} of the previous {len(window)} partition(s) have no row count in the log (a table converted to "
+            f"Delta or written without statistics): left out of the volume check; {used}")
 
 
 def freshness(rc: ResolvedContract, newest_ds: str | None, today: dt.date | None = None) -> Violation | None:
@@ -69,26 +91,56 @@ def drift_features(rc: ResolvedContract) -> list[str]:
     return [n for n in floats if any(fnmatch.fnmatchcase(n, p) for p in d.features)]
 
 
-def reference_edges(reference: pa.Table, features: list[str], bins: int) -> dict[str, np.ndarray]:
-    """Quantile bin edges per feature from the reference window (inner edges; outer bins are open)."""
-    edges = {}
-    for f in features:
-        vals = reference.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
-        vals = vals[np.isfinite(vals)]
-        if len(vals) == 0:
-            continue
-        e = np.unique(np.quantile(vals, np.linspace(0, 1, bins + 1)[1:-1]))
-        edges[f] = e
-    return edges
+REFERENCE_SAMPLE_ROWS = 100_000  # rows kept for the quantile edges: about (this + a batch) × features × 8 bytes
 
 
-def reference_hist(reference: pa.Table, edges: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {}
-    for f, e in edges.items():
-        vals = reference.column(f).to_numpy(zero_copy_only=False).astype(np.float64)
-        vals = vals[np.isfinite(vals)]
-        out[f] = np.bincount(np.searchsorted(e, vals, side="right"), minlength=len(e) + 1)
-    return out
+def _edges(vals: np.ndarray, bins: int) -> np.ndarray | None:
+    vals = vals[np.isfinite(vals)]
+    return np.unique(np.quantile(vals, np.linspace(0, 1, bins + 1)[1:-1])) if len(vals) else None
+
+
+def _counts(vals: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    vals = vals[np.isfinite(vals)]
+    return np.bincount(np.searchsorted(edges, vals, side="right"), minlength=len(edges) + 1)
+
+
+def _floats(batch: pa.RecordBatch, name: str, start: int = 0, stride: int = 1) -> np.ndarray:
+    """A column's values (every `stride`-th from `start`) as a float64 copy; NaN where the file lacks the column."""
+    if name not in batch.schema.names:
+        return np.full(len(range(start, batch.num_rows, stride)), np.nan)
+    return np.array(batch.column(name).to_numpy(zero_copy_only=False)[start::stride], dtype=np.float64)
+
+
+def stream_reference(batches: Callable[[], Iterable[pa.RecordBatch]], features: list[str], bins: int,
+                     sample_rows: int = REFERENCE_SAMPLE_ROWS) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Quantile edges and histograms of a reference window read batch by batch, in bounded memory.
+
+    The edges come from every `stride`-th row of the window: stride 1 (every row, exact) while the window has at
+    most `sample_rows` rows, doubled whenever the kept rows exceed it. That depends only on the order of the rows
+    (files in path order), never on batch sizes or timing, so it is deterministic. When rows were left out of the
+    sample, a second pass counts the histograms over every row.
+    """
+    if not features:
+        return {}, {}
+    stride, seen = 1, 0
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in features}
+    for batch in batches():
+        start = (-seen) % stride  # the first row of this batch whose global index is a multiple of stride
+        for f in features:
+            parts[f].append(_floats(batch, f, start, stride))
+        seen += batch.num_rows
+        while sum(len(a) for a in parts[features[0]]) > sample_rows:
+            stride *= 2  # kept rows are indices 0, s, 2s, …: every other one of them is 0, 2s, 4s, …
+            parts = {f: [np.concatenate(a)[::2]] for f, a in parts.items()}
+    sample = {f: np.concatenate(a) if a else np.empty(0) for f, a in parts.items()}
+    edges = {f: e for f in features if (e := _edges(sample[f], bins)) is not None}
+    if stride == 1:
+        return edges, {f: _counts(sample[f], e) for f, e in edges.items()}
+    hist = {f: np.zeros(len(e) + 1, dtype=np.int64) for f, e in edges.items()}
+    for batch in batches():
+        for f, e in edges.items():
+            hist[f] += _counts(_floats(batch, f), e)
+    return edges, hist
 
 
 def psi(ref: np.ndarray, cur: np.ndarray, eps: float = 1e-4) -> float:

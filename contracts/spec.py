@@ -16,13 +16,14 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from engine.config import Model, load_config
+from engine.errors import ConfigError
 
 TypeName = Literal["int", "float", "string", "bool", "timestamp", "date"]
 
 _TYPE_TESTS = {
     "int": pa.types.is_integer,
     "float": pa.types.is_floating,
-    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t),
+    "string": lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t),
     "bool": pa.types.is_boolean,
     "timestamp": pa.types.is_timestamp,
     "date": pa.types.is_date,
@@ -30,7 +31,9 @@ _TYPE_TESTS = {
 
 
 class ColumnSpec(Model):
-    type: TypeName
+    """One column's rules. Several patterns may match a column: their specs merge (see `merge_specs`)."""
+
+    type: TypeName | None = None  # may be left to another matching pattern ("c_*: {type: string}")
     nullable: bool = True
     min: float | None = None
     max: float | None = None
@@ -61,7 +64,7 @@ class Contract(Model):
     event_time: str | None = None  # rows must fall inside their partition's date (UTC)
     allow_empty: bool = False
     max_age_days: int | None = Field(None, ge=0)  # newest partition must be at most this old
-    columns: dict[str, ColumnSpec]  # names or fnmatch patterns ("f??")
+    columns: dict[str, ColumnSpec]  # names or fnmatch patterns ("f??"); specs matching one column merge
     allow_extra_columns: bool = False
     volume: VolumeSpec | None = None
     drift: DriftSpec | None = None
@@ -81,13 +84,14 @@ class Contract(Model):
     def resolve(self, schema: pa.Schema) -> "ResolvedContract":
         """Match declared names and patterns against a table's columns; schema problems are returned, not raised."""
         problems: list[tuple[str, str, str]] = []  # (check, column, message)
-        cols: dict[str, ColumnSpec] = {}
+        matches: dict[str, list[tuple[str, ColumnSpec]]] = {}
         for pattern, spec in self.columns.items():
             matched = [n for n in schema.names if fnmatch.fnmatchcase(n, pattern)]
             if not matched:
                 problems.append(("presence", pattern, f"required column {pattern!r} is missing"))
             for name in matched:
-                cols.setdefault(name, spec)
+                matches.setdefault(name, []).append((pattern, spec))
+        cols = {name: merge_specs(name, specs) for name, specs in matches.items()}
         for name, spec in cols.items():
             typ = schema.field(name).type
             if not _TYPE_TESTS[spec.type](typ):
@@ -101,6 +105,34 @@ class Contract(Model):
     @property
     def pii_patterns(self) -> list[str]:
         return [p for p, s in self.columns.items() if s.pii]
+
+
+def merge_specs(name: str, specs: list[tuple[str, ColumnSpec]]) -> ColumnSpec:
+    """The specs of every pattern matching column `name`, merged; disagreeing specs are a ConfigError (exit 2).
+
+    A column is PII if any matching spec says so. Every other rule set in more than one spec must be the same in
+    each (two types, two ranges, two category lists, nullable true and false are conflicts); a rule set in one
+    spec applies. Some spec must give the type.
+    """
+    if len(specs) == 1 and specs[0][1].type is not None:
+        return specs[0][1]
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for pattern, spec in specs:
+        for key in sorted(spec.model_fields_set - {"pii"}):
+            value = getattr(spec, key)
+            if value is None:
+                continue  # an explicit null (no bound, no type) leaves the rule to the other specs
+            if key in merged and merged[key] != value:
+                raise ConfigError(
+                    f"contract column {name!r} matches {origin[key]!r} ({key}={merged[key]!r}) and {pattern!r} "
+                    f"({key}={value!r}), which disagree; make them agree, or narrow a pattern so one spec applies")
+            merged[key], origin[key] = value, pattern
+    merged["pii"] = any(spec.pii for _, spec in specs)
+    if merged.get("type") is None:
+        raise ConfigError(f"contract column {name!r}: no matching spec ({', '.join(repr(p) for p, _ in specs)}) "
+                          f"gives its type; add type: to one of them")
+    return ColumnSpec(**merged)
 
 
 class ResolvedContract:

@@ -73,6 +73,10 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
         table = DeltaTable(uri, storage_options=storage_options or None)
     except TableNotFoundError as e:
         raise InputUnavailable(f"input table {name} not found at {uri}; build it (make demo) or fix input.table") from e
+    except DeltaError as e:  # e.g. a table feature delta-rs cannot read (catalog-managed, unknown reader features)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InputUnavailable(f"input table {name} at {uri} cannot be opened ({type(e).__name__}: {first}); "
+                               "check the table's protocol and storage options") from e
     latest = table.version()
     if version != "latest":
         if int(version) > latest:
@@ -90,6 +94,7 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
         raise InputUnavailable(f"input table {name} at {uri} is not partitioned by {PARTITION!r} (partitioned by {parts})")
     actions = pa.table(table.get_add_actions(flatten=True))
     files: dict[str, list[DataFile]] = {}
+    nulls: list[str] = []
     counts = actions.column("num_records").to_pylist() if "num_records" in actions.column_names else [None] * actions.num_rows
     mtimes = [_epoch_ms(t) for t in actions.column("modification_time").to_pylist()]
     for path, size, n, mtime, ds in zip(
@@ -99,7 +104,30 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
         mtimes,
         actions.column(f"partition.{PARTITION}").to_pylist(),
     ):
-        files.setdefault(str(ds), []).append(DataFile(path, size, n, mtime))
+        if ds is None:
+            nulls.append(path)
+        else:
+            files.setdefault(str(ds), []).append(DataFile(path, size, n, mtime))
+    # Partitions are days: everything downstream (ranges, event-time and freshness checks, ordering) reads ds as
+    # YYYY-MM-DD. A null ds (a __HIVE_DEFAULT_PARTITION__ folder) or any other value is a data problem: refused.
+    invalid = {}
+    for ds, fs in files.items():
+        try:
+            valid = len(ds) == 10 and dt.date.fromisoformat(ds).isoformat() == ds
+        except ValueError:
+            valid = False
+        if not valid:
+            invalid[ds] = len(fs)
+    if nulls or invalid:
+        from engine.errors import ContractViolation
+
+        what = [f"{len(nulls)} with a null {PARTITION}"] if nulls else []
+        what += [f"{sum(invalid.values())} with {PARTITION} {short_list(sorted(invalid))}"] if invalid else []
+        raise ContractViolation(
+            f"input table {name}@v{table.version()}: {len(nulls) + sum(invalid.values())} data file(s) have a null or "
+            f"invalid partition value ({'; '.join(what)}); partitions are days (YYYY-MM-DD): fix or delete those "
+            f"rows upstream (e.g. DELETE … WHERE {PARTITION} IS NULL), or pin input.version to a version before them"
+        )
     schema = pa.schema(table.schema().to_arrow())
     return Snapshot(
         name=name,
