@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -358,6 +358,7 @@ def mlp_from_arch(arch: dict):
 
 
 _CACHE: OrderedDict[tuple, Scorer] = OrderedDict()
+_LOADS: Counter[str] = Counter()  # bundle digest → scorers built by cached_scorer in this process
 
 
 def build_scorer(bundle: ModelBundle, device: str, micro_batch_rows: int = 4096, nthread: int | None = None) -> Scorer:
@@ -371,7 +372,13 @@ def cached_scorer(bundle: ModelBundle, device: str, micro_batch_rows: int = 4096
     key = (bundle.digest, device, micro_batch_rows, nthread)
     if key not in _CACHE:
         _CACHE[key] = build_scorer(bundle, device, micro_batch_rows, nthread)
+        _LOADS[bundle.digest] += 1
         while len(_CACHE) > 2:
             _CACHE.popitem(last=False)
     _CACHE.move_to_end(key)
     return _CACHE[key]
+
+
+def scorer_loads(bundle: ModelBundle) -> int:
+    """How many times this process has loaded `bundle` through cached_scorer (once, unless it was evicted)."""
+    return _LOADS[bundle.digest]
