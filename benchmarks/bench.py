@@ -8,6 +8,7 @@
                  gives the contract's cost
 (c)  spark_udf:  mlflow.pyfunc.spark_udf on Spark local[N] with Spark's and XGBoost's defaults
 (c′) spark_udf tuned: Arrow batch size, one XGBoost thread per task, partitions per core (benchmarks/peers.py)
+(c″) score_dataframe: lakescore's DataFrame path (engine/spark/dataframe.py) with (c′)'s settings
 Every output is joined to (a)'s on entity_id: a missing, extra or repeated key, or a score more than 1e-6 away,
 stops the bench with exit 1. Each throughput part runs --repeat times; all runs are listed, the median reported.
 Peak RSS of (b) at two sizes (benchmarks/monitor.py). Prints a human table, then ONE JSON line (the last line on
@@ -33,12 +34,12 @@ from chunk_profile import profile_chunk, profile_driver  # noqa: E402
 from engine.ray.local_cluster import LocalRayCluster  # noqa: E402
 from job import run_lakescore  # noqa: E402
 from monitor import ForeignLoad  # noqa: E402
-from peers import run_spark  # noqa: E402
+from peers import run_spark, run_spark_dataframe, spark_dataframe_out  # noqa: E402
 from raw import run_raw  # noqa: E402
 from report import print_table  # noqa: E402
 from workload import Workdir, load_booster, log, setup  # noqa: E402
 
-PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "rss", "profile")
+PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "rss", "profile")
 
 
 def timed(name: str, fn, cluster, check) -> dict:
@@ -63,7 +64,7 @@ def summarize(runs: list[dict]) -> dict | None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=4_000_000, help="rows for the throughput runs (a), (b), (c), (c′)")
+    p.add_argument("--rows", type=int, default=4_000_000, help="rows for the throughput runs (a), (b), (c), (c′), (c″)")
     p.add_argument("--small-rows", type=int, default=1_000_000, help="rows for the small peak-RSS run of (b)")
     p.add_argument("--large-rows", type=int, default=8_000_000, help="rows for the large peak-RSS run of (b)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out"), help="work dir (data, model, outputs, logs)")
@@ -133,12 +134,17 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         return lambda r: verify.compare(path.name, reference, verify.read_parquet_scores(path))
 
     spark = {False: [], True: []}
+    spark_df: list[dict] = []
     for i in range(args.repeat):
         for tuned in (False, True):
             if ("spark_tuned" if tuned else "spark") not in skip:
                 log(f"spark_udf{' tuned' if tuned else ''}: run {i + 1}/{args.repeat}")
                 spark[tuned].append(timed("spark_udf_tuned" if tuned else "spark_udf", lambda: run_spark(args, wd, tuned), None,
                                           parquet_check(wd.spark_out(tuned))))
+        if "spark_df" not in skip:
+            log(f"score_dataframe: run {i + 1}/{args.repeat}")
+            spark_df.append(timed("score_dataframe", lambda: run_spark_dataframe(args, wd), None,
+                                  parquet_check(spark_dataframe_out(wd))))
     prof = None
     if "profile" not in skip:
         prof = {f"nthread_{n}": profile_chunk(args, wd, bundle, n) for n in (1, 2)}
@@ -167,7 +173,8 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
             cluster.stop()
             log("ray: cluster stopped")
     result.update({"raw": summarize(raw_runs) if "raw" not in skip else None, "spark_udf": summarize(spark[False]),
-                   "spark_udf_tuned": summarize(spark[True]), "lakescore": summarize(ls[True]),
+                   "spark_udf_tuned": summarize(spark[True]), "spark_dataframe": summarize(spark_df),
+                   "lakescore": summarize(ls[True]),
                    "lakescore_no_contract": summarize(ls[False]), "chunk_profile": prof, "rss_small": small,
                    "rss_large": large})
 

@@ -19,8 +19,8 @@ def median_run(part: dict | None) -> dict | None:
 
 
 def derive(args, result: dict) -> dict:
-    rate = {k: (result[k] or {}).get("rows_per_s") for k in ("raw", "lakescore", "lakescore_no_contract", "spark_udf",
-                                                            "spark_udf_tuned")}
+    rate = {k: (result.get(k) or {}).get("rows_per_s") for k in ("raw", "lakescore", "lakescore_no_contract", "spark_udf",
+                                                                "spark_udf_tuned", "spark_dataframe")}
     peers = [v for v in (rate["spark_udf"], rate["spark_udf_tuned"]) if v]
     best_peer = max(peers) if peers else None
     ls, base = result["lakescore"], result["lakescore_no_contract"]
@@ -36,13 +36,16 @@ def derive(args, result: dict) -> dict:
         "ratio_vs_spark_udf": ratio(rate["lakescore"], rate["spark_udf"]),
         "ratio_vs_spark_udf_tuned": ratio(rate["lakescore"], rate["spark_udf_tuned"]),
         "ratio_vs_best_peer": ratio(rate["lakescore"], best_peer),
+        "spark_dataframe_ratio_vs_spark_udf": ratio(rate["spark_dataframe"], rate["spark_udf"]),
+        "spark_dataframe_ratio_vs_spark_udf_tuned": ratio(rate["spark_dataframe"], rate["spark_udf_tuned"]),
         "contract_cost_s": round(ls["seconds"] - base["seconds"], 3) if ls and base else None,
         "contract_cost_pct": round(100 * (ls["seconds"] / base["seconds"] - 1), 1) if ls and base else None,
         "peak_rss_mb_small": rss_s, "peak_rss_mb_large": rss_l, "rss_ratio_large_small": ratio(rss_l, rss_s),
         "targets": {"ratio_vs_raw_min": TARGET_VS_RAW, "ratio_vs_best_peer_min": TARGET_VS_SPARK,
                     "rss_ratio_large_small_within": RSS_FLATNESS},
         "foreign_cpu_share": {k: result[k]["all_foreign_cpu_share"] for k in ("raw", "lakescore", "lakescore_no_contract",
-                                                                              "spark_udf", "spark_udf_tuned") if result[k]},
+                                                                              "spark_udf", "spark_udf_tuned",
+                                                                              "spark_dataframe") if result.get(k)},
     })
     mid = median_run(ls)
     span = (mid or {}).get("tasks", {}).get("tasks_span_s")
@@ -79,11 +82,14 @@ def print_table(args, result: dict) -> None:
     print(f"{'(c) spark_udf local[' + str(args.spark_cores) + '], defaults':<36}{fmt(d['spark_udf_rows_per_s']):>12} rows/s"
           f"{runs('spark_udf')}")
     print(f"{'(c′) spark_udf tuned':<36}{fmt(d['spark_udf_tuned_rows_per_s']):>12} rows/s{runs('spark_udf_tuned')}")
+    print(f"{'(c″) score_dataframe, as (c′)':<36}{fmt(d['spark_dataframe_rows_per_s']):>12} rows/s{runs('spark_dataframe')}")
     print("-" * w)
     r = d["ratio_vs_raw"]
     print(f"{'(b)/(a)':<36}{fmt(r, '.2f'):>12}   target ≥ {TARGET_VS_RAW}{mark(None if r is None else r >= TARGET_VS_RAW)}")
     print(f"{'(b)/(c)':<36}{fmt(d['ratio_vs_spark_udf'], '.2f'):>12}")
     print(f"{'(b)/(c′)':<36}{fmt(d['ratio_vs_spark_udf_tuned'], '.2f'):>12}")
+    print(f"{'(c″)/(c), (c″)/(c′)':<36}{fmt(d['spark_dataframe_ratio_vs_spark_udf'], '.2f'):>12}"
+          f"{fmt(d['spark_dataframe_ratio_vs_spark_udf_tuned'], '.2f'):>8}")
     r = d["ratio_vs_best_peer"]
     print(f"{'(b)/best of (c), (c′)':<36}{fmt(r, '.2f'):>12}   target ≥ {TARGET_VS_SPARK}"
           f"{mark(None if r is None else r >= TARGET_VS_SPARK)}")
