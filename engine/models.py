@@ -380,5 +380,6 @@ def cached_scorer(bundle: ModelBundle, device: str, micro_batch_rows: int = 4096
 
 
 def scorer_loads(bundle: ModelBundle) -> int:
-    """How many times this process has loaded `bundle` through cached_scorer (once, unless it was evicted)."""
+    """How many times this process has loaded `bundle` through cached_scorer: once per (device, micro-batch, threads)
+    setting, unless the cache evicted it."""
     return _LOADS[bundle.digest]
