@@ -79,7 +79,8 @@ def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluste
     s = json.loads([ln for ln in first.stdout.splitlines() if ln.startswith("{")][-1])
     assert (s["units_committed"], s["rows_out"], s["input_version"]) == (DAYS, DAYS * ROWS, DAYS - 1)
     t = DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds", "entity_id", "run_id", "model_name"])
-    assert t.num_rows == DAYS * ROWS and len(set(t.column("entity_id").to_pylist())) == t.num_rows
+    keys = list(zip(t.column("ds").to_pylist(), t.column("entity_id").to_pylist()))
+    assert t.num_rows == DAYS * ROWS and len(set(keys)) == t.num_rows  # one copy of each input row
     assert set(t.column("run_id").to_pylist()) == {s["run_id"]} and set(t.column("model_name").to_pylist()) == {XGB}
     version = DeltaTable(str(lake / "scores")).version()
     again = submit(master, env, *args, job="score")

@@ -134,3 +134,51 @@ def test_a_failed_task_attempt_leaves_one_copy_of_the_rows_and_no_orphan_files(s
     ids = t.column("entity_id").to_pylist()
     assert len(ids) == len(set(ids)) == ROWS  # exactly one copy
     assert data_files(out) == referenced(out)  # the failed attempt's files were swept
+
+
+class WaitForFirstCommit:
+    """The last unit's chunks wait (bounded) for a marker that the job's before-commit hook writes for the first
+    commit: if units were committed only when the whole Spark run ends, the last unit would time out and fail."""
+
+    def __init__(self, inner: SparkExecutor, marker: str, last: str):
+        self.inner, self.marker, self.last = inner, marker, last
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def run(self, units, chunks, bundle, deadline):
+        marker, last = self.marker, self.last
+
+        def gated(unit, chunk, bundle):
+            import os
+            import time
+
+            from engine.scoring import score_chunk
+
+            if unit.ds == last:
+                give_up = time.monotonic() + 90
+                while not os.path.exists(marker):
+                    if time.monotonic() > give_up:
+                        raise RuntimeError("no unit was committed while this one ran")
+                    time.sleep(0.2)
+            return score_chunk(unit, chunk, bundle)
+
+        wrapped = {name: dataclasses.replace(u, task=gated) for name, u in units.items()}
+        return self.inner.run(wrapped, chunks, bundle, deadline)
+
+
+def test_spark_units_are_committed_as_their_jobs_finish_not_at_the_end(spark, lake, demo_root, tmp_path):
+    from engine.score_job import Hooks
+
+    cfg = score_config(lake, demo_root, "engine=spark", "spark.units_in_flight=2")
+    marker = str(tmp_path / "first-commit")
+    last = f"2026-01-0{DAYS}"
+    order = []
+
+    def before_commit(unit):
+        order.append(unit.partition_values["ds"])
+        open(marker, "a").close()
+
+    s = run_score(cfg, WaitForFirstCommit(SparkExecutor(spark, cfg.spark), marker, last), hooks=Hooks(before_commit=before_commit))
+    # The last day ran only after another day was committed; the finishing order of the others is free.
+    assert s.units_committed == DAYS and sorted(order) == [f"2026-01-0{i + 1}" for i in range(DAYS)] and order[0] != last

@@ -6,7 +6,7 @@ whose tasks run the unit's chunk function (engine.work.run_chunk: read with pyar
 Parquet) and return each ChunkResult through the shared codec (JSON and statistics bytes, no pickle).
 
 - A unit is yielded as soon as its job ends, so the driver commits it then: a few units' jobs run at once from
-  a small thread pool (`spark.units_in_flight`, one job group each, FAIR scheduling), and a failure late in a
+  a small thread pool (`spark.units_in_flight`, one job group and FAIR pool each), and a failure late in a
   long run loses no finished day.
 - What a unit shares (engine.work.UnitWork) is broadcast once per unit, the model bundle once per run; each
   Python worker keeps the model it loaded (engine.models.cached_scorer, with `spark.python.worker.reuse`).
@@ -118,6 +118,7 @@ class SparkExecutor:
                   ) -> list[ChunkResult | ChunkFailure]:
         """One Spark job for one unit's chunks; its results, or one failure per chunk when the job failed."""
         sc.setJobGroup(group, f"lakescore {unit.unit}", interruptOnCancel=True)
+        sc.setLocalProperty("spark.scheduler.pool", group)  # one FAIR pool per unit in flight: they share the cores
         pairs = [(c.index, list(c.files)) for c in chunks]
         rdd = sc.parallelize(pairs, min(len(pairs), max(1, sc.defaultParallelism)))
         try:
