@@ -73,7 +73,7 @@ def _chunk_runner(key: str, unit_bc, bundle_bc):
 
 
 class SparkExecutor:
-    SESSION_CONF = SESSION_CONF
+    """`engine.score_job.Executor` on a SparkSession started with `SESSION_CONF`."""
 
     def __init__(self, spark, cfg: SparkConfig | None = None):
         self.spark = spark
