@@ -1,4 +1,7 @@
 """Data contracts: engine-neutral declarations, pandera schemas built from them, and their enforcement.
 
-Contracts arrive with the data-contracts issue; the scoring job has no contract step until then.
+Dependencies run one way: this package imports `engine` (errors, config, snapshots, the work types of
+`engine.work`), and `engine` never imports it. `contracts.enforce.ContractCheck` implements the core's
+`engine.work.RowCheck` seam for the scoring pass; the validate job's core and chunk function live in
+`contracts.validate`. The jobs (`jobs.score`, `jobs.validate`) wire contracts into the engine.
 """

@@ -1,7 +1,8 @@
 """Enforcing a contract in a job: prepare it against a snapshot, judge each unit, write the report.
 
-The row checks run in the workers' scoring pass (engine.scoring.score_chunk); the driver merges their
-statistics and adds the partition checks here, so enforcing a contract costs no extra pass over the data.
+The row checks run in the workers' scoring pass (engine.scoring.score_chunk) through `ContractCheck`, this
+package's implementation of the core's `engine.work.RowCheck`; the driver merges their statistics and adds the
+partition checks here, so enforcing a contract costs no extra pass over the data.
 Reports name tables, versions, partitions, checks and counts; examples quote key values and non-PII values only.
 """
 from __future__ import annotations
@@ -17,13 +18,42 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from contracts import partition as pchecks
-from contracts.checks import CheckStats
+from contracts import quarantine as qtable
+from contracts.checks import CheckStats, row_masks
 from contracts.partition import Violation
 from contracts.spec import load_contract
 from engine.errors import ConfigError, InputUnavailable
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
 
 REFERENCE_BATCH_ROWS = 65_536
+
+
+class ContractCheck:
+    """A resolved contract's row checks as an `engine.work.RowCheck`: shipped with a unit's work to the workers."""
+
+    quarantine_schema = qtable.FILE_SCHEMA
+    quarantine_partition_columns = qtable.PARTITION_COLUMNS
+
+    def __init__(self, rc, edges: dict[str, np.ndarray]):
+        self.rc = rc
+        self.edges = edges
+
+    def columns(self) -> list[str]:
+        rc = self.rc
+        return list(dict.fromkeys([*rc.check_columns(), *rc.contract.key, *filter(None, [rc.contract.event_time])]))
+
+    def new_stats(self) -> CheckStats:
+        return CheckStats()
+
+    def check(self, batch: pa.RecordBatch, ds: str, stats: CheckStats) -> tuple[np.ndarray, dict]:
+        masks = row_masks(batch, self.rc, ds)
+        return stats.update(batch, masks, self.rc, self.edges), masks
+
+    def quarantine(self, batch, bad, detail, source_version, run_id, at) -> pa.RecordBatch:
+        return qtable.quarantine_batch(batch, bad, detail, self.rc, source_version, run_id, at)
+
+    def stats_from_bytes(self, data: bytes) -> CheckStats:
+        return CheckStats.from_bytes(data)
 
 
 class Enforcer:
@@ -51,6 +81,17 @@ class Enforcer:
         if self.contract.drift is not None and not self.schema_violations:
             self._reference(storage_options)
         self.units: dict[str, dict] = {}
+
+    def row_check(self) -> ContractCheck:
+        return ContractCheck(self.rc, self.edges)
+
+    @property
+    def quarantine_table_schema(self) -> pa.Schema:
+        return qtable.TABLE_SCHEMA
+
+    @property
+    def bad_row_budget(self) -> float:
+        return self.contract.bad_row_budget
 
     @property
     def quarantines(self) -> bool:

@@ -14,23 +14,24 @@ from contracts.checks import CheckStats, row_masks
 from contracts.enforce import Enforcer
 from engine.config import ValidateConfig, config_hash, table_uri
 from engine.errors import ContractViolation, UnitFailed
-from engine.scoring import ChunkResult, ChunkWork, Stamps, plan_chunks
+from engine.scoring import plan_chunks
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
+from engine.work import ChunkResult, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
 
 
-def check_chunk(work: ChunkWork) -> ChunkResult:
-    """Read only the checked columns of the chunk's files and accumulate the row checks."""
-    rc = work.contract
-    fs, base = filesystem(work.input_uri, work.storage_options)
-    columns = list(dict.fromkeys([*rc.check_columns(), *rc.contract.key, *filter(None, [rc.contract.event_time]),
-                                  *work.drift_edges]))
+def check_chunk(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
+    """The validate job's chunk function: read only the checked columns of the chunk's files, fold the row checks."""
+    check = unit.row_check
+    rc, edges = check.rc, check.edges
+    fs, base = filesystem(unit.input_uri, unit.storage_options)
+    columns = list(dict.fromkeys([*check.columns(), *edges]))
     stats = CheckStats()
-    for path in work.input_files:
-        for batch in iter_file_batches(fs, file_path(base, path), columns, work.batch_rows, work.input_schema):
-            stats.update(batch, row_masks(batch, rc, work.ds), rc, work.drift_edges)
-    return ChunkResult(work.unit, stats.rows, 0, [], stats)
+    for path in chunk.files:
+        for batch in iter_file_batches(fs, file_path(base, path), columns, unit.batch_rows, unit.input_schema):
+            stats.update(batch, row_masks(batch, rc, unit.ds), rc, edges)
+    return ChunkResult(unit.unit, stats.rows, 0, [], stats)
 
 
 @dataclass
@@ -51,34 +52,33 @@ class ValidateSummary:
 
 
 def executor_gather(executor):
-    """Gather the row-check statistics of `days` by running check chunks on an executor (Ray, local)."""
+    """Gather the row-check statistics of `days` by running check chunks on an executor (Ray, Spark, local)."""
 
     def gather(cfg: ValidateConfig, snap, enforcer: Enforcer, days: list[str]):
         opts = cfg.lake.storage_options
         check_files_exist(snap, days, opts)
-        stamps = Stamps("", 0, "", cfg.input.table, snap.version, "", "", None)
-        works = []
+        row_check = enforcer.row_check()
+        units: dict[str, UnitWork] = {}
+        chunks: list[ChunkWork] = []
         for d in days:
+            units[d] = UnitWork(d, d, snap.uri, snap.schema, check_chunk, cfg.read_batch_rows, dict(opts), row_check)
             for chunk in plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows):
-                # One unit name per chunk (`<ds>#<n>`): results arrive in completion order and are merged in
-                # plan order (file path order), so which examples a report quotes never depends on timing.
-                works.append(ChunkWork(f"{d}#{len(works)}", d, snap.uri, tuple(chunk), "", {}, (), (), "", stamps,
-                                       None, cfg.read_batch_rows, storage_options=dict(opts), contract=enforcer.rc,
-                                       drift_edges=enforcer.edges, input_schema=snap.schema))
-        results: dict[str, CheckStats] = {}
+                chunks.append(ChunkWork(d, tuple(chunk), len(chunks)))
+        results: dict[int, CheckStats] = {}
         errors: dict[str, str] = {}
-        if works:
+        if chunks:
             executor.warm_up()
-            for item in executor.run(works, None, time.monotonic() + cfg.run.time_budget_s):
-                d = item.unit.rsplit("#", 1)[0]
+            for item in executor.run(units, chunks, None, time.monotonic() + cfg.run.time_budget_s):
                 if isinstance(item, ChunkResult):
-                    results[item.unit] = item.checks
+                    results[item.chunk] = item.checks
                 else:
-                    errors.setdefault(d, item.error)
+                    errors.setdefault(item.unit, item.error)
+        # Results arrive in completion order and are merged in plan order (file path order), so which examples
+        # a report quotes never depends on timing or on the engine.
         merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
-        for w in works:
-            if w.unit in results:
-                merged[w.ds].merge(results[w.unit])
+        for c in chunks:
+            if c.index in results:
+                merged[c.unit].merge(results[c.index])
         return merged, errors
 
     return gather

@@ -103,6 +103,11 @@ class RunConfig(Model):
     commit_retries: int = Field(5, ge=0)
 
 
+class SparkConfig(Model):
+    master: str = "local[2]"  # ignored under spark-submit, where the session already exists
+    units_in_flight: int = Field(2, ge=1)  # Spark jobs (one per unit) submitted at once; each unit commits when done
+
+
 class ScoreConfig(Model):
     engine: Literal["ray", "spark"] = "ray"
     lake: LakeConfig = LakeConfig()
@@ -111,11 +116,8 @@ class ScoreConfig(Model):
     model: ModelConfig
     output: OutputConfig = OutputConfig()
     ray: RayConfig = RayConfig()
+    spark: SparkConfig = SparkConfig()
     run: RunConfig = RunConfig()
-
-
-class SparkConfig(Model):
-    master: str = "local[2]"  # ignored under spark-submit, where the session already exists
 
 
 class ValidateConfig(Model):

@@ -3,8 +3,12 @@
 1. resolve the model (registry → version → validated bundle) and the input snapshot (latest → N);
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint;
 3. skip units whose recorded fingerprint matches (unless forced);
-4. hand the chunks of the other units to an executor (Ray today), which writes data files;
+4. hand the other units (one `UnitWork` each) and their chunks to an executor (Ray, Spark, local), which writes
+   data files;
 5. commit each unit once all its chunks are in, atomically, with the unit's application transaction.
+
+A data contract arrives as an enforcer built by the caller (`enforcer_factory`: `jobs.score` passes
+`contracts.enforce.Enforcer`); this module never imports contracts.
 """
 from __future__ import annotations
 
@@ -17,44 +21,40 @@ from typing import Callable, Iterator, Protocol
 
 from engine import commit as protocol
 from engine.config import ScoreConfig, config_hash, table_uri
-from engine.errors import ContractViolation, LakescoreError, UnitFailed, short_list
+from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
 from engine.models import ModelBundle, fetch_bundle
-from engine.scoring import (PARTITION_COLUMNS, ChunkResult, ChunkWork, Stamps, file_schema, plan_chunks,
-                            table_schema)
+from engine.scoring import PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
+from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk
 from engine.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
 from engine.snapshot import check_files_exist, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
 
 
-@dataclass
-class ChunkFailure:
-    unit: str
-    error: str
-    contract: bool = False  # the chunk hit a data problem (ContractViolation), not a crash
+__all__ = ["ChunkFailure", "Executor", "Hooks", "LocalExecutor", "run_score"]
 
 
 class Executor(Protocol):
     def warm_up(self) -> None:
         """Start workers early (they warm up while the driver resolves the model); may do nothing."""
 
-    def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
-        ...
+    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
+            deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+        """Run `units[c.unit].task` on every chunk; yield each result (or failure) as it comes in."""
 
 
 class LocalExecutor:
-    """Scores the chunks one after another in this process: no cluster (tests, GPU checks, tiny inputs)."""
+    """Runs the chunks one after another in this process: no cluster (tests, GPU checks, tiny inputs)."""
 
     def warm_up(self) -> None:
         return None
 
-    def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
-        from engine.scoring import run_chunk
-
-        for w in works:
+    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
+            deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+        for c in chunks:
             if time.monotonic() > deadline:
                 raise UnitFailed("time budget exhausted; raise run.time_budget_s")
-            yield run_chunk(w, bundle)
+            yield run_chunk(units[c.unit], c, bundle)
 
 
 def _noop(*_args) -> None:
@@ -69,17 +69,25 @@ class Hooks:
     before_commit: Callable[[protocol.Unit], None] = _noop
 
 
-def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: Hooks | None = None) -> Summary:
-    """Score `cfg.input` into `cfg.output`; a LakescoreError carries the run's partial summary (`e.summary`)."""
+def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: Hooks | None = None,
+              enforcer_factory: Callable | None = None) -> Summary:
+    """Score `cfg.input` into `cfg.output`; a LakescoreError carries the run's partial summary (`e.summary`).
+
+    `enforcer_factory(contract_path, snap, key_columns, passthrough, storage_options)` builds the contract's
+    enforcer (contracts.enforce.Enforcer) when `input.contract` is set; `jobs.score.run_score` wires it.
+    """
     summary = Summary(JOB, uuid.uuid4().hex, config_hash(cfg))
+    if cfg.input.contract and enforcer_factory is None:
+        raise ConfigError("input.contract is set but no contract enforcer was wired; run the job through jobs.score")
     try:
-        return _run(cfg, executor, force, hooks or Hooks(), summary)
+        return _run(cfg, executor, force, hooks or Hooks(), summary, enforcer_factory)
     except LakescoreError as e:
         e.summary = summary.finish()  # the job's summary line still says what was committed and what failed
         raise
 
 
-def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summary: Summary) -> Summary:
+def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summary: Summary,
+         enforcer_factory: Callable | None) -> Summary:
     started = time.monotonic()
     deadline = started + cfg.run.time_budget_s
     opts = cfg.lake.storage_options
@@ -96,9 +104,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     days, absent = select_partitions(snap, cfg.input.ds)
     enforcer = None
     if cfg.input.contract:
-        from contracts.enforce import Enforcer
-
-        enforcer = Enforcer(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts)
+        enforcer = enforcer_factory(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts)
     if enforcer is None or not enforcer.schema_violations:
         _check_columns(cfg, snap, bundle)
 
@@ -111,12 +117,10 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
                                    force)
     qcommitter = q_uri = None
     if enforcer is not None and enforcer.quarantines:
-        from contracts import quarantine
-
         q_uri = table_uri(cfg.lake, cfg.output.quarantine_table)
-        protocol.open_or_create(q_uri, quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS, opts)
-        qcommitter = protocol.Committer(q_uri, quarantine.TABLE_SCHEMA, quarantine.PARTITION_COLUMNS, summary.run_id,
-                                        cfg.run.commit_retries, opts, force)
+        qschema, qcols = enforcer.quarantine_table_schema, enforcer.row_check().quarantine_partition_columns
+        protocol.open_or_create(q_uri, qschema, qcols, opts)
+        qcommitter = protocol.Committer(q_uri, qschema, qcols, summary.run_id, cfg.run.commit_retries, opts, force)
 
     digest = enforcer.digest if enforcer else ""
 
@@ -155,26 +159,28 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     ctx = UnitContext(cfg, summary, snap, committer, stamps, hooks, enforcer, qcommitter)
     for d, unit in retract.items():
         guarded(ctx, d, unit, [], lambda d=d, unit=unit: retract_unit(ctx, d, unit))
-    works, expected = [], {}
+    row_check = enforcer.row_check() if enforcer is not None else None
+    works: dict[str, UnitWork] = {}
+    chunks: list[ChunkWork] = []
+    expected = {}
     for d in pending:
         unit = units[d]
-        chunks = plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.output.target_file_rows)
-        expected[unit.app_id] = len(chunks)
-        works += [
-            ChunkWork(unit.app_id, d, in_uri, tuple(c), out_uri, unit.partition_values, tuple(cfg.input.key_columns),
-                      tuple(cfg.input.passthrough_columns), cfg.output.score_column, stamps, fschema,
-                      cfg.output.read_batch_rows, cfg.output.target_file_rows, cfg.output.compression,
-                      cfg.model.device, cfg.model.micro_batch_rows, None, dict(opts),
-                      enforcer.rc if enforcer else None, enforcer.edges if enforcer else {},
-                      q_uri or "", {"ds": d, "source_table": cfg.input.table} if q_uri else {}, snap.schema)
-            for c in chunks
-        ]
+        planned = plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.output.target_file_rows)
+        expected[unit.app_id] = len(planned)
+        output = Output(out_uri, unit.partition_values, tuple(cfg.input.key_columns),
+                        tuple(cfg.input.passthrough_columns), cfg.output.score_column, stamps, fschema,
+                        cfg.output.target_file_rows, cfg.output.compression, cfg.model.device,
+                        cfg.model.micro_batch_rows, None, q_uri or "",
+                        {"ds": d, "source_table": cfg.input.table} if q_uri else {})
+        works[unit.app_id] = UnitWork(unit.app_id, d, in_uri, snap.schema, score_chunk, cfg.output.read_batch_rows,
+                                      dict(opts), row_check, output)
+        chunks += [ChunkWork(unit.app_id, tuple(c), len(chunks) + i) for i, c in enumerate(planned)]
     by_app = {u.app_id: (d, u) for d, u in units.items()}
     results: dict[str, list[ChunkResult]] = {a: [] for a in expected}
     errors: dict[str, ChunkFailure] = {}
     done: set[str] = set()
     try:
-        for item in executor.run(works, bundle, deadline) if works else ():
+        for item in executor.run(works, chunks, bundle, deadline) if chunks else ():
             if isinstance(item, ChunkFailure):
                 errors.setdefault(item.unit, item)
             else:

@@ -2,13 +2,14 @@
 
 `score_batch` turns one Arrow batch of input rows into one Arrow batch of stamped scores. `score_chunk`
 streams a few input files through it and writes the results as Parquet data files of the output table,
-returning their Delta add actions; the driver commits them (engine.commit). No Ray or Spark here.
+returning their Delta add actions; the driver commits them (engine.commit). No Ray or Spark here, and no
+contracts: a unit's row check arrives as an `engine.work.RowCheck`.
 """
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import numpy as np
@@ -17,6 +18,7 @@ import pyarrow as pa
 from engine.models import ModelBundle, Scorer, cached_scorer
 from engine.preprocess import to_matrix
 from engine.snapshot import file_path, filesystem, iter_file_batches
+from engine.work import ChunkResult, ChunkWork, UnitWork
 from engine.writer import RollingParquetWriter
 
 PARTITION_COLUMNS = ["ds", "model_name", "model_version"]
@@ -87,107 +89,50 @@ def score_batch(
 
 
 
-@dataclass(frozen=True)
-class ChunkWork:
-    """A few input files of one unit; the smallest piece of work shipped to a worker."""
-
-    unit: str  # the unit's app_id
-    ds: str
-    input_uri: str
-    input_files: tuple[str, ...]
-    output_uri: str
-    partition_values: dict
-    keys: tuple[str, ...]
-    passthrough: tuple[str, ...]
-    score_column: str
-    stamps: Stamps
-    schema: pa.Schema
-    batch_rows: int = 131_072
-    target_file_rows: int = 1_000_000
-    compression: str = "zstd"
-    device: str = "cpu"
-    micro_batch_rows: int = 4096
-    nthread: int | None = None
-    storage_options: dict = field(default_factory=dict)
-    contract: object | None = None  # contracts.spec.ResolvedContract: row checks run in the scoring pass
-    drift_edges: dict = field(default_factory=dict)
-    quarantine_uri: str = ""  # set in quarantine mode: bad rows go there instead of being scored
-    quarantine_values: dict = field(default_factory=dict)  # its partition: ds, source_table
-    input_schema: pa.Schema | None = None  # the snapshot's schema: files are read as it says (added columns → nulls)
-
-
-@dataclass
-class ChunkResult:
-    unit: str
-    rows_in: int
-    rows_out: int
-    adds: list[dict]
-    checks: object | None = None  # contracts.checks.CheckStats
-    bad_scores: int = 0  # output contract: scores that are not finite or outside [0, 1]
-    quarantine_adds: list[dict] = field(default_factory=list)
-    rows_quarantined: int = 0
-
-
 def partition_dir(values: dict, columns: list[str] = PARTITION_COLUMNS) -> str:
     return "/".join(f"{k}={quote(str(values[k]), safe='')}" for k in columns)
 
 
-def run_chunk(work: ChunkWork, bundle: ModelBundle | None) -> ChunkResult:
-    """What an executor runs per chunk: score it, or (no model: the validate job) only check it."""
-    if bundle is None:
-        from contracts.validate import check_chunk
-
-        return check_chunk(work)
-    return score_chunk(work, bundle)
-
-
-def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
-    """Stream the chunk's input files through the model into the output table's data files."""
-    scorer = cached_scorer(bundle, work.device, work.micro_batch_rows, work.nthread)
-    in_fs, in_base = filesystem(work.input_uri, work.storage_options)
-    out_fs, out_base = filesystem(work.output_uri, work.storage_options)
-    rc = work.contract
-    checked = [] if rc is None else [*rc.check_columns(), *rc.contract.key, *filter(None, [rc.contract.event_time])]
-    columns = list(dict.fromkeys([*work.keys, *work.passthrough, *scorer.spec.feature_names, *checked]))
-    stats = None
-    if rc is not None:
-        from contracts.checks import CheckStats, row_masks
-
-        stats = CheckStats()
-    rel_dir = partition_dir(work.partition_values)
-    writer = RollingParquetWriter(
-        out_fs,
-        out_base,
-        rel_dir,
-        work.schema,
-        work.partition_values,
-        work.target_file_rows,
-        work.compression,
-        prefix=f"part-{work.stamps.run_id[:12]}-{uuid.uuid4().hex[:12]}",
-    )
-    qwriter = _quarantine_writer(work) if rc is not None and work.quarantine_uri else None
-    if qwriter is not None:
-        from contracts.quarantine import quarantine_batch
+def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkResult:
+    """Stream the chunk's input files through the model (and the unit's row check) into output data files."""
+    out = unit.output
+    scorer = cached_scorer(bundle, out.device, out.micro_batch_rows, out.nthread)
+    in_fs, in_base = filesystem(unit.input_uri, unit.storage_options)
+    out_fs, out_base = filesystem(out.uri, unit.storage_options)
+    rc = unit.row_check
+    checked = [] if rc is None else rc.columns()
+    columns = list(dict.fromkeys([*out.keys, *out.passthrough, *scorer.spec.feature_names, *checked]))
+    stats = None if rc is None else rc.new_stats()
+    prefix = f"part-{out.stamps.run_id[:12]}"
+    writer = RollingParquetWriter(out_fs, out_base, partition_dir(out.partition_values), out.schema,
+                                  out.partition_values, out.target_file_rows, out.compression,
+                                  prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
+    qwriter = None
+    if rc is not None and out.quarantine_uri:
+        qfs, qbase = filesystem(out.quarantine_uri, unit.storage_options)
+        qwriter = RollingParquetWriter(qfs, qbase, partition_dir(out.quarantine_values, rc.quarantine_partition_columns),
+                                       rc.quarantine_schema, out.quarantine_values, out.target_file_rows,
+                                       out.compression, prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
     rows_in = bad_scores = 0
-    score_idx = work.schema.get_field_index(work.score_column)
+    score_idx = out.schema.get_field_index(out.score_column)
+    keys, passthrough = list(out.keys), list(out.passthrough)
     try:
-        for path in work.input_files:
-            for batch in iter_file_batches(in_fs, file_path(in_base, path), columns, work.batch_rows,
-                                           work.input_schema):
+        for path in chunk.files:
+            for batch in iter_file_batches(in_fs, file_path(in_base, path), columns, unit.batch_rows,
+                                           unit.input_schema):
                 rows_in += batch.num_rows
                 if stats is not None:
-                    masks = row_masks(batch, rc, work.ds)
-                    bad = stats.update(batch, masks, rc, work.drift_edges)
+                    bad, detail = rc.check(batch, unit.ds, stats)
                     if qwriter is not None and bad.any():
-                        qwriter.write(quarantine_batch(batch, bad, masks, rc, work.stamps.input_version,
-                                                       work.stamps.run_id, work.stamps.scored_at))
+                        qwriter.write(rc.quarantine(batch, bad, detail, out.stamps.input_version, out.stamps.run_id,
+                                                    out.stamps.scored_at))
                         batch = batch.filter(pa.array(~bad))
                 if batch.num_rows == 0:
                     continue
-                out = score_batch(batch, scorer, work.schema, list(work.keys), list(work.passthrough), work.stamps)
-                s = out.column(score_idx).to_numpy(zero_copy_only=False)
+                scored = score_batch(batch, scorer, out.schema, keys, passthrough, out.stamps)
+                s = scored.column(score_idx).to_numpy(zero_copy_only=False)
                 bad_scores += int((~np.isfinite(s) | (s < 0) | (s > 1)).sum())
-                writer.write(out)
+                writer.write(scored)
         adds = writer.close()
         qadds = qwriter.close() if qwriter is not None else []
     except BaseException:
@@ -195,18 +140,8 @@ def score_chunk(work: ChunkWork, bundle: ModelBundle) -> ChunkResult:
         if qwriter is not None:
             qwriter.abort()
         raise
-    return ChunkResult(work.unit, rows_in, writer.rows, adds, stats, bad_scores, qadds,
+    return ChunkResult(unit.unit, rows_in, writer.rows, adds, stats, bad_scores, qadds,
                        qwriter.rows if qwriter is not None else 0)
-
-
-def _quarantine_writer(work: ChunkWork) -> RollingParquetWriter:
-    from contracts.quarantine import FILE_SCHEMA
-    from contracts.quarantine import PARTITION_COLUMNS as QCOLS
-
-    fs, base = filesystem(work.quarantine_uri, work.storage_options)
-    return RollingParquetWriter(fs, base, partition_dir(work.quarantine_values, QCOLS), FILE_SCHEMA,
-                                work.quarantine_values, work.target_file_rows, work.compression,
-                                prefix=f"part-{work.stamps.run_id[:12]}-{uuid.uuid4().hex[:12]}")
 
 
 def plan_chunks(files: list[tuple[str, int | None]], target_rows: int) -> list[list[str]]:

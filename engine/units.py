@@ -13,7 +13,8 @@ from typing import Callable
 from engine import commit as protocol
 from engine.config import ScoreConfig
 from engine.errors import LakescoreError
-from engine.scoring import ChunkResult, Stamps
+from engine.scoring import Stamps
+from engine.work import ChunkResult
 
 log = logging.getLogger("lakescore")
 JOB = "score"
@@ -184,7 +185,7 @@ def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[Chu
                  "source_version": snap.version, "job": JOB}
         qcommitter.commit(qunit, qadds, qmeta)
         summary.rows_quarantined += rows_q
-        budget = enforcer.contract.bad_row_budget
+        budget = enforcer.bad_row_budget
         over = rows_in and rows_q / rows_in > budget
         violations = [v for v in violations if not v.get("row_level")]
         if over:

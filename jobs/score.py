@@ -8,17 +8,26 @@ if __package__ in (None, ""):  # run as a file (spark-submit jobs/score.py): mak
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import ScoreConfig  # noqa: E402
-from engine.errors import ConfigError  # noqa: E402
 from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Score the input table's pinned snapshot into the scores table, one idempotent commit per partition."
 
 
-def body(cfg: ScoreConfig, args):
-    from engine.score_job import run_score
+def run_score(cfg: ScoreConfig, executor, force: bool = False, hooks=None):
+    """The score job's wiring: the engine's job core with the contracts package's enforcer."""
+    from contracts.enforce import Enforcer
+    from engine.score_job import run_score as core
 
-    if cfg.engine != "ray":
-        raise ConfigError("engine 'spark' is not available for the score job yet; set engine=ray")
+    return core(cfg, executor, force=force, hooks=hooks, enforcer_factory=Enforcer)
+
+
+def body(cfg: ScoreConfig, args):
+    if cfg.engine == "spark":
+        from engine.spark.score import SESSION_CONF, SparkExecutor
+        from engine.spark.session import spark_session
+
+        spark = spark_session("lakescore-score", master=cfg.spark.master, extra_conf=SESSION_CONF)
+        return run_score(cfg, SparkExecutor(spark, cfg.spark), force=args.force)
     from engine.ray.score import executor
     from engine.ray.session import connect
 

@@ -18,10 +18,11 @@ def body(cfg: ValidateConfig, args):
     from contracts.validate import executor_gather, run_validate
 
     if cfg.engine == "spark":
+        from engine.spark.score import SESSION_CONF, SparkExecutor
         from engine.spark.session import spark_session
-        from engine.spark.validate import spark_gather
 
-        return run_validate(cfg, spark_gather(spark_session("lakescore-validate", master=cfg.spark.master)))
+        spark = spark_session("lakescore-validate", master=cfg.spark.master, extra_conf=SESSION_CONF)
+        return run_validate(cfg, executor_gather(SparkExecutor(spark, cfg.spark)))
     from engine.ray.score import executor
     from engine.ray.session import connect
 

@@ -91,6 +91,19 @@ def ray_local():
 
 
 @pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    """One local Spark (delta-spark) for the session: 2 cores, 2 attempts per task (a failed attempt is retried)."""
+    from engine.spark.score import SESSION_CONF
+    from engine.spark.session import spark_session
+
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = spark_session("lakescore-tests", master="local[2,2]",
+                            extra_conf={**SESSION_CONF, "spark.sql.warehouse.dir": str(warehouse)})
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
 def demo_root(tmp_path_factory):
     """A small demo lake (DAYS days × ROWS rows, one Delta version per day) and both demo models registered."""
     from deltalake import DeltaTable

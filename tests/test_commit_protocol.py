@@ -20,7 +20,8 @@ from conftest import DAYS, ROWS, score_config
 from engine.demo.data import make_day
 from engine.errors import UnitFailed
 from engine.ray.score import executor
-from engine.score_job import Hooks, run_score
+from engine.score_job import Hooks
+from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
 D = "2026-01-02"

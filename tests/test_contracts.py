@@ -15,7 +15,7 @@ from contracts.spec import load_contract
 from engine.demo.data import make_day
 from engine.errors import ConfigError, ContractViolation
 from engine.ray.score import executor
-from engine.score_job import run_score
+from jobs.score import run_score
 
 CONTRACT = str(ROOT / "conf" / "contracts" / "features.yaml")
 NEW_DAY = "2026-01-05"

@@ -1,4 +1,4 @@
-"""End to end on Spark: a local standalone master and worker, `spark-submit jobs/validate.py … engine=spark`."""
+"""End to end on Spark: a local standalone master and worker, `spark-submit jobs/validate.py|score.py … engine=spark`."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
 
-from conftest import DAYS, ROOT, ROWS
+from conftest import DAYS, ROOT, ROWS, XGB
 from engine.demo.data import make_day
 from engine.spark.standalone import StandaloneSpark
 
@@ -26,13 +26,13 @@ def spark_cluster(tmp_path_factory):
         yield cluster.master_url, {**cluster.env, "PYTHONPATH": str(ROOT)}
 
 
-def submit(master: str, env: dict, *args: str) -> subprocess.CompletedProcess:
+def submit(master: str, env: dict, *args: str, job: str = "validate") -> subprocess.CompletedProcess:
     jars = subprocess.run([sys.executable, "-m", "engine.spark.jars", "--print-jars"], capture_output=True,
                           text=True, check=True, env=env).stdout.strip().splitlines()[-1]
     cmd = [str(BIN / "spark-submit"), "--master", master, "--jars", jars,
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
-           "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / "validate.py"), "--config",
-           str(ROOT / "conf" / "validate.yaml"), "engine=spark", f"input.contract={ROOT / 'conf/contracts/features.yaml'}",
+           "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / f"{job}.py"), "--config",
+           str(ROOT / "conf" / f"{job}.yaml"), "engine=spark", f"input.contract={ROOT / 'conf/contracts/features.yaml'}",
            *args]
     # Run from the isolated cwd (tests/conftest.py): whatever Spark or the job writes relative to it stays there.
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
@@ -66,3 +66,25 @@ def test_spark_submit_validate_passes_clean_days_and_exits_3_on_a_bad_one(spark_
     reports = "".join(p.read_text() for p in (lake / "_reports").rglob("*.*"))
     for where, text in (("spark-submit output", bad.stdout + bad.stderr), ("spark logs", logs), ("reports", reports)):
         assert PLANTED not in text, f"PII in {where}"
+
+
+def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluster, lake, demo_root):
+    from deltalake import DeltaTable
+
+    master, env = spark_cluster
+    args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+            f"mlflow.artifact_root={demo_root}/mlartifacts", f"model.uri=models:/{XGB}@champion"]
+    first = submit(master, env, *args, job="score")
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    s = json.loads([ln for ln in first.stdout.splitlines() if ln.startswith("{")][-1])
+    assert (s["units_committed"], s["rows_out"], s["input_version"]) == (DAYS, DAYS * ROWS, DAYS - 1)
+    t = DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds", "entity_id", "run_id", "model_name"])
+    keys = list(zip(t.column("ds").to_pylist(), t.column("entity_id").to_pylist()))
+    assert t.num_rows == DAYS * ROWS and len(set(keys)) == t.num_rows  # one copy of each input row
+    assert set(t.column("run_id").to_pylist()) == {s["run_id"]} and set(t.column("model_name").to_pylist()) == {XGB}
+    version = DeltaTable(str(lake / "scores")).version()
+    again = submit(master, env, *args, job="score")
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    s2 = json.loads([ln for ln in again.stdout.splitlines() if ln.startswith("{")][-1])
+    assert (s2["units_skipped"], s2["units_committed"]) == (DAYS, 0)
+    assert DeltaTable(str(lake / "scores")).version() == version

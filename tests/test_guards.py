@@ -18,7 +18,7 @@ from engine.demo.data import make_day
 from engine.errors import ContractViolation, LakescoreError
 from engine.preprocess import Feature, PreprocessSpec
 from engine.ray.score import executor
-from engine.score_job import run_score
+from jobs.score import run_score
 from tiny_models import register_xgb
 
 NEW_DAY = f"2026-01-0{DAYS + 1}"

@@ -22,7 +22,8 @@ from conftest import ROWS, score_config
 from engine.demo.models import demo_spec
 from engine.errors import ModelRefused
 from engine.models import ARCH_FILE, PREPROCESS_KEY
-from engine.score_job import LocalExecutor, run_score
+from engine.score_job import LocalExecutor
+from jobs.score import run_score
 
 SPEC = demo_spec(50)
 WIDTH = len(SPEC.features)

@@ -14,7 +14,7 @@ from nbclient import NotebookClient
 
 from conftest import ROOT, score_config
 from engine.ray.score import executor
-from engine.score_job import run_score
+from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
 PARTITION = re.compile(r"^(\S+) v(\d+) (\d{4}-\d{2}-\d{2}): (\d+) rows scored, mean score ([0-9.]+); "

@@ -17,7 +17,7 @@ from engine.config import ValidateConfig, load_config, resolve_paths
 from engine.demo.data import make_day
 from engine.errors import ContractViolation
 from engine.ray.score import executor
-from engine.score_job import run_score
+from jobs.score import run_score
 from engine.scoring import plan_chunks
 from engine.snapshot import open_snapshot
 
@@ -183,9 +183,9 @@ def test_a_day_split_over_chunks_reports_duplicate_keys_across_chunks(ray_local,
 
 def test_actor_result_codec_rebuilds_the_chunk_result_whole():
     from contracts.checks import CheckStats, row_masks
+    from contracts.enforce import ContractCheck
     from contracts.spec import load_contract
-    from engine.ray.score import decode_result, encode_result
-    from engine.scoring import ChunkResult
+    from engine.work import ChunkResult, decode_result, encode_result
 
     t = put(put(fresh_day(300), "f03", [1, 2], float("nan")), "entity_id", [7], fresh_day(300).column("entity_id")[9].as_py())
     rc = load_contract(CONTRACT).resolve(t.schema)
@@ -193,12 +193,13 @@ def test_actor_result_codec_rebuilds_the_chunk_result_whole():
     batch = t.to_batches()[0]
     stats.update(batch, row_masks(batch, rc, NEW_DAY), rc, {"f06": np.array([-1.0, 0.0, 1.0])})
     adds = [{"path": "ds=x/part-1.parquet", "size": 10, "partition_values": {"ds": "x"}, "stats": "{}"}]
-    r = ChunkResult("u", 300, 297, adds, stats, 2, [{"path": "q.parquet"}], 3)
-    back = decode_result("u", *encode_result(r))
-    assert (back.unit, back.rows_in, back.rows_out, back.adds, back.bad_scores, back.quarantine_adds, back.rows_quarantined) \
-        == ("u", 300, 297, adds, 2, [{"path": "q.parquet"}], 3)
+    r = ChunkResult("u", 300, 297, adds, stats, 2, [{"path": "q.parquet"}], 3, 7)
+    check = ContractCheck(rc, {})
+    back = decode_result(*encode_result(r), check)
+    assert (back.unit, back.rows_in, back.rows_out, back.adds, back.bad_scores, back.quarantine_adds,
+            back.rows_quarantined, back.chunk) == ("u", 300, 297, adds, 2, [{"path": "q.parquet"}], 3, 7)
     assert (back.checks.rows, back.checks.bad_rows, back.checks.failed, back.checks.examples) == \
         (stats.rows, stats.bad_rows, stats.failed, stats.examples) == (300, 2, {"finite:f03": 2}, stats.examples)
     assert back.checks.duplicate_keys() == stats.duplicate_keys() == 2
     assert np.array_equal(back.checks.hist["f06"], stats.hist["f06"])
-    assert decode_result("u", *encode_result(ChunkResult("u", 5, 5, []))).checks is None
+    assert decode_result(*encode_result(ChunkResult("u", 5, 5, [])), None).checks is None

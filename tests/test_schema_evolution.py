@@ -18,7 +18,7 @@ from engine.demo.data import make_day
 from engine.errors import ContractViolation, InputUnavailable
 from engine.preprocess import Feature, PreprocessSpec
 from engine.ray.score import executor
-from engine.score_job import run_score
+from jobs.score import run_score
 from engine.snapshot import file_path, filesystem, iter_file_batches, open_snapshot
 from tiny_models import register_xgb
 

@@ -14,7 +14,8 @@ from engine.errors import ContractViolation, ModelRefused, UnitFailed
 from engine.models import fetch_bundle
 from engine.preprocess import to_matrix
 from engine.ray.score import RayTasksExecutor, executor
-from engine.score_job import Hooks, run_score
+from engine.score_job import Hooks
+from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
 STAMPS = ["model_name", "model_version", "model_run_id", "input_table", "input_version", "run_id", "config_hash", "scored_at"]

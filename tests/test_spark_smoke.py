@@ -10,19 +10,10 @@ from deltalake import DeltaTable, write_deltalake
 
 from conftest import DAYS, ROWS, XGB, score_config
 from engine.demo.data import make_day
-from engine.score_job import LocalExecutor, run_score
+from engine.score_job import LocalExecutor
+from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def spark(tmp_path_factory):
-    from engine.spark.session import spark_session
-
-    warehouse = tmp_path_factory.mktemp("spark-warehouse")
-    session = spark_session("lakescore-tests", extra_conf={"spark.sql.warehouse.dir": str(warehouse)})
-    yield session
-    session.stop()
 
 
 def counts_by(table: pa.Table, *cols: str) -> dict:
@@ -139,7 +130,7 @@ def test_validate_on_spark_and_on_ray_reach_the_same_verdicts(spark, ray_local, 
     from engine.config import ValidateConfig, load_config, resolve_paths
     from engine.errors import ContractViolation
     from engine.ray.score import executor
-    from engine.spark.validate import spark_gather
+    from engine.spark.score import SparkExecutor
 
     t = make_day(DAYS, "2026-01-05", ROWS // 10, 50, seed=8)[0]  # 10× fewer rows: volume
     t = t.set_column(t.schema.get_field_index("f06"), "f06", pc.add(t.column("f06"), 1.5))  # shifted: drift
@@ -166,7 +157,7 @@ def test_validate_on_spark_and_on_ray_reach_the_same_verdicts(spark, ray_local, 
                                                            f"mlflow.artifact_root={demo_root}/mlartifacts"]))
     verdicts = {}
     reports = lake / "_reports" / "validate"
-    for name, gather in (("ray", executor_gather(executor(cfg.ray))), ("spark", spark_gather(spark))):
+    for name, gather in (("ray", executor_gather(executor(cfg.ray))), ("spark", executor_gather(SparkExecutor(spark)))):
         before = set(reports.glob("*.json")) if reports.exists() else set()
         with pytest.raises(ContractViolation, match="2026-01-05"):
             run_validate(cfg, gather)

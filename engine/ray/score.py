@@ -5,16 +5,18 @@
   benchmark (benchmarks/) shows this shape is the fastest on CPU: Ray Data's per-block machinery costs more
   than the model does.
 - `actors` (GPU): a Ray Data `map_batches` over the chunk list with an actor pool; each actor loads the model
-  once onto its device (`num_gpus`). Each chunk's ChunkResult comes back as Arrow columns (counts and add
-  actions as JSON, contract statistics as CheckStats bytes; no pickle), rebuilt whole on the driver, so both
-  shapes hand the job the same result: check statistics, bad scores, quarantine adds.
+  once onto its device (`num_gpus`). Each chunk's ChunkResult comes back as Arrow columns through the shared
+  codec (engine.work.encode_result: counts and add actions as JSON, row-check statistics as bytes; no pickle),
+  rebuilt whole on the driver, so both shapes hand the job the same result.
+
+What a unit shares (engine.work.UnitWork) ships once: one object ref per unit for tasks, once per actor for the
+pool; a task or a row carries only its chunk.
 
 Fractional `num_cpus` keeps workers from starving the rest on small machines. Ray retries a chunk whose
 worker died (bounded); an exception in a chunk fails that chunk's unit only.
 """
 from __future__ import annotations
 
-import json
 import time
 from typing import Iterator
 
@@ -23,14 +25,14 @@ import pyarrow as pa
 from engine.config import RayConfig
 from engine.errors import UnitFailed
 from engine.models import ModelBundle
-from engine.score_job import ChunkFailure
-from engine.scoring import ChunkResult, ChunkWork, run_chunk
+from engine.work import (ChunkFailure, ChunkResult, ChunkWork, UnitWork, decode_result, encode_result, is_contract,
+                         one_line, run_chunk)
 
 SYSTEM_RETRIES = 3
 
 
-def _score_chunk_task(work: ChunkWork, bundle: ModelBundle | None) -> ChunkResult:
-    return run_chunk(work, bundle)
+def _score_chunk_task(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle | None) -> ChunkResult:
+    return run_chunk(unit, chunk, bundle)
 
 
 def _warm_task() -> None:
@@ -56,23 +58,25 @@ class RayTasksExecutor:
         warm = ray.remote(_warm_task).options(num_cpus=self.cfg.num_cpus, max_retries=0)
         self._warming = [warm.remote() for _ in range(self._limit())]
 
-    def run(self, works: list[ChunkWork], bundle: ModelBundle, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
+            deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
         import ray
 
         limit = self._limit()
         task = ray.remote(_score_chunk_task).options(
             num_cpus=self.cfg.num_cpus,
-            num_gpus=self.cfg.num_gpus if works and works[0].device == "cuda" else 0,
+            num_gpus=self.cfg.num_gpus if _gpu(units) else 0,
             max_retries=SYSTEM_RETRIES,
             retry_exceptions=False,
         )
         bundle_ref = ray.put(bundle)
-        queue = list(reversed(works))
+        unit_refs = {name: ray.put(u) for name, u in units.items()}  # shipped once per unit, not per chunk
+        queue = list(reversed(chunks))
         running: dict = {}
         while queue or running:
             while queue and len(running) < limit:
                 w = queue.pop()
-                running[task.remote(w, bundle_ref)] = w
+                running[task.remote(unit_refs[w.unit], w, bundle_ref)] = w
             ready, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
             if not ready:
                 for ref in running:
@@ -84,7 +88,7 @@ class RayTasksExecutor:
                 try:
                     yield ray.get(ref)
                 except Exception as e:  # the chunk's unit fails; the others go on
-                    yield ChunkFailure(w.unit, _one_line(e), _is_contract(e))
+                    yield ChunkFailure(w.unit, one_line(e), is_contract(e), w.index)
 
 
 # The actor pool's output rows: a ChunkResult or a ChunkFailure per chunk, as plain Arrow columns (no pickle).
@@ -92,46 +96,27 @@ _ROW = pa.schema([("i", pa.int64()), ("ok", pa.bool_()), ("error", pa.string()),
                   ("result", pa.string()), ("checks", pa.binary())])
 
 
-def encode_result(r: ChunkResult) -> tuple[str, bytes]:
-    """A chunk's result as (JSON of counts and add actions, CheckStats bytes or b"" without a contract)."""
-    head = {"rows_in": r.rows_in, "rows_out": r.rows_out, "adds": r.adds, "bad_scores": r.bad_scores,
-            "quarantine_adds": r.quarantine_adds, "rows_quarantined": r.rows_quarantined,
-            "has_checks": r.checks is not None}
-    return json.dumps(head), r.checks.to_bytes() if r.checks is not None else b""
-
-
-def decode_result(unit: str, result: str, checks: bytes) -> ChunkResult:
-    """The exact inverse of `encode_result`: the driver sees the ChunkResult the worker built."""
-    head = json.loads(result)
-    stats = None
-    if head["has_checks"]:
-        from contracts.checks import CheckStats
-
-        stats = CheckStats.from_bytes(checks)
-    return ChunkResult(unit, head["rows_in"], head["rows_out"], head["adds"], stats, head["bad_scores"],
-                       head["quarantine_adds"], head["rows_quarantined"])
-
-
 class _ChunkActor:
     """Ray Data actor: loads the model once (none for the validate job), then runs whole chunks."""
 
-    def __init__(self, works: list[ChunkWork], bundle: ModelBundle | None):
+    def __init__(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None):
         from engine.models import cached_scorer
 
-        self.works = works
+        self.units, self.chunks = units, chunks
         self.bundle = bundle
-        if bundle is not None:
-            cached_scorer(bundle, works[0].device, works[0].micro_batch_rows)
+        out = next(iter(units.values())).output
+        if bundle is not None and out is not None:
+            cached_scorer(bundle, out.device, out.micro_batch_rows)
 
     def __call__(self, batch: dict) -> pa.Table:
         rows = []
         for i in batch["i"]:
-            w = self.works[int(i)]
+            w = self.chunks[int(i)]
             try:
-                result, checks = encode_result(run_chunk(w, self.bundle))
+                result, checks = encode_result(run_chunk(self.units[w.unit], w, self.bundle))
                 rows.append({"i": int(i), "ok": True, "error": "", "contract": False, "result": result, "checks": checks})
             except Exception as e:  # reported per chunk; it fails that unit only
-                rows.append({"i": int(i), "ok": False, "error": _one_line(e), "contract": _is_contract(e),
+                rows.append({"i": int(i), "ok": False, "error": one_line(e), "contract": is_contract(e),
                              "result": "", "checks": b""})
         return pa.Table.from_pylist(rows, schema=_ROW)
 
@@ -143,14 +128,15 @@ class RayDataActorsExecutor:
     def warm_up(self) -> None:
         """Nothing to do: the actor pool loads the model once per actor when the dataset starts."""
 
-    def run(self, works: list[ChunkWork], bundle: ModelBundle | None, deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
+            deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
         import ray
 
-        gpu = works[0].device == "cuda"
-        ds = ray.data.from_items([{"i": i} for i in range(len(works))], override_num_blocks=len(works))
+        gpu = _gpu(units)
+        ds = ray.data.from_items([{"i": i} for i in range(len(chunks))], override_num_blocks=len(chunks))
         ds = ds.map_batches(
             _ChunkActor,
-            fn_constructor_kwargs={"works": works, "bundle": bundle},
+            fn_constructor_kwargs={"units": units, "chunks": chunks, "bundle": bundle},
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=self.cfg.actors),
@@ -161,24 +147,16 @@ class RayDataActorsExecutor:
             if time.monotonic() > deadline:
                 raise UnitFailed("time budget exhausted; raise run.time_budget_s or add workers")
             for row in batch.to_pylist():
-                w = works[row["i"]]
+                w = chunks[row["i"]]
                 if row["ok"]:
-                    yield decode_result(w.unit, row["result"], row["checks"])
+                    yield decode_result(row["result"], row["checks"], units[w.unit].row_check)
                 else:
-                    yield ChunkFailure(w.unit, row["error"], row["contract"])
+                    yield ChunkFailure(w.unit, row["error"], row["contract"], w.index)
 
 
 def executor(cfg: RayConfig):
     return RayDataActorsExecutor(cfg) if cfg.pipeline == "actors" else RayTasksExecutor(cfg)
 
 
-def _is_contract(e: BaseException) -> bool:
-    from engine.errors import ContractViolation
-
-    return isinstance(getattr(e, "cause", None) or e, ContractViolation)
-
-
-def _one_line(e: BaseException) -> str:
-    cause = getattr(e, "cause", None) or e
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]
+def _gpu(units: dict[str, UnitWork]) -> bool:
+    return any(u.output is not None and u.output.device == "cuda" for u in units.values())

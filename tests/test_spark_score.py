@@ -1,0 +1,184 @@
+"""The score job on Spark (file-level Spark tasks, engine.spark.score) against the same job on Ray: one table
+whichever engine wrote it. Real local Spark (local[2,2]: a failed task attempt is retried), real Ray, real Delta.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from conftest import DAYS, ROWS, score_config
+from engine.ray.score import executor
+from engine.spark.score import SparkExecutor
+from jobs.score import run_score
+from test_contracts import NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
+
+pytestmark = pytest.mark.slow
+DETERMINISTIC = ["model_name", "model_version", "model_run_id", "input_table", "input_version", "config_hash"]
+
+
+def rows_of(path, *extra: str) -> list[dict]:
+    """A deltalake read of a scores table, sorted by (ds, entity_id): the independent reference."""
+    t = DeltaTable(str(path)).to_pyarrow_table(columns=["ds", "entity_id", "event_ts", "score", *DETERMINISTIC, *extra])
+    return sorted(t.to_pylist(), key=lambda r: (r["ds"], r["entity_id"]))
+
+
+def data_files(path) -> set[str]:
+    return {str(p.resolve()) for p in path.rglob("*.parquet")}
+
+
+def referenced(path) -> set[str]:
+    """Files the table's log references (deltalake), as absolute local paths."""
+    return {str(Path(u.removeprefix("file://")).resolve()) for u in DeltaTable(str(path)).file_uris()}
+
+
+def test_ray_and_spark_write_identical_keys_scores_and_stamps(spark, ray_local, lake, demo_root):
+    cfg_ray = score_config(lake, demo_root, "output.table=scores_ray")
+    cfg_spark = score_config(lake, demo_root, "output.table=scores_spark", "engine=spark")
+    r = run_score(cfg_ray, executor(cfg_ray.ray))
+    s = run_score(cfg_spark, SparkExecutor(spark, cfg_spark.spark))
+    assert r.units_committed == s.units_committed == DAYS and r.rows_out == s.rows_out == DAYS * ROWS
+    ray_rows, spark_rows = rows_of(lake / "scores_ray", "run_id"), rows_of(lake / "scores_spark", "run_id")
+    # run_id and scored_at differ by nature; config_hash here only because the two output tables differ in name.
+    for rows, summary in ((ray_rows, r), (spark_rows, s)):
+        assert {(x.pop("run_id"), x.pop("config_hash")) for x in rows} == {(summary.run_id, summary.config_hash)}
+    assert ray_rows == spark_rows  # keys, scores (float32, equal), deterministic stamps
+    volatile = ("run_id", "scored_at", "config_hash")
+    meta = lambda p: sorted(({k: v for k, v in json.loads(h["userMetadata"]).items() if k not in volatile}
+                             for h in DeltaTable(str(p)).history() if "userMetadata" in h), key=lambda m: m["ds"])
+    assert meta(lake / "scores_ray") == meta(lake / "scores_spark") and len(meta(lake / "scores_ray")) == DAYS
+    # No file outside what the log references: every attempt's files were kept or swept.
+    out = lake / "scores_spark"
+    assert data_files(out) == referenced(out)
+
+
+def test_a_unit_scored_by_one_engine_is_done_for_the_other(spark, ray_local, lake, demo_root):
+    cfg_ray = score_config(lake, demo_root)
+    cfg_spark = score_config(lake, demo_root, "engine=spark")
+    assert run_score(cfg_ray, executor(cfg_ray.ray)).units_committed == DAYS
+    version = DeltaTable(str(lake / "scores")).version()
+    again = run_score(cfg_spark, SparkExecutor(spark, cfg_spark.spark))
+    assert (again.units_skipped, again.units_committed) == (DAYS, 0)
+    append_day(lake, fresh_day())
+    s = run_score(cfg_spark, SparkExecutor(spark, cfg_spark.spark))
+    assert s.committed == [NEW_DAY] and s.units_skipped == DAYS
+    back = run_score(cfg_ray, executor(cfg_ray.ray))
+    assert (back.units_skipped, back.units_committed) == (DAYS + 1, 0)
+    assert DeltaTable(str(lake / "scores")).version() == version + 1
+    assert len(rows_of(lake / "scores")) == (DAYS + 1) * ROWS
+
+
+def test_quarantine_on_spark_gives_the_same_rows_as_on_ray(spark, ray_local, lake, demo_root, tmp_path):
+    bad = set_rows(set_rows(fresh_day(), "f03", [2, 8], float("nan")), "region", [8, 9], "mars")
+    append_day(lake, bad)
+    contract = quarantine_contract(tmp_path, 0.01)
+    got = {}
+    for name in ("ray", "spark"):
+        cfg = score_config(lake, demo_root, f"input.contract={contract}", f"input.ds={NEW_DAY}", f"engine={name}",
+                           f"output.table=scores_{name}", f"output.quarantine_table=quarantine_{name}")
+        ex = SparkExecutor(spark, cfg.spark) if name == "spark" else executor(cfg.ray)
+        s = run_score(cfg, ex)
+        assert (s.rows_in, s.rows_out, s.rows_quarantined, s.committed) == (ROWS, ROWS - 3, 3, [NEW_DAY])
+        q = DeltaTable(str(lake / f"quarantine_{name}")).to_pyarrow_table()
+        got[name] = sorted((r["key"], sorted(r["failed_checks"]), r["values"], r["source_version"], r["ds"],
+                            r["source_table"]) for r in q.to_pylist())
+        assert data_files(lake / f"quarantine_{name}") == referenced(lake / f"quarantine_{name}")
+    ids = bad.column("entity_id").to_pylist()
+    assert got["ray"] == got["spark"] and {json.loads(k)["entity_id"] for k, *_ in got["spark"]} == {ids[2], ids[8], ids[9]}
+    drop_hash = lambda rows: [{k: v for k, v in x.items() if k != "config_hash"} for x in rows]  # table names differ
+    assert drop_hash(rows_of(lake / "scores_ray")) == drop_hash(rows_of(lake / "scores_spark"))
+
+
+class FlakyFirstAttempt:
+    """Runs the Spark executor with every unit's chunk function wrapped: chunk 0's first attempt writes its files,
+    leaves a marker, then raises (a task that dies after writing); Spark retries it."""
+
+    def __init__(self, inner: SparkExecutor, marker_dir):
+        self.inner, self.marker_dir = inner, str(marker_dir)
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def run(self, units, chunks, bundle, deadline):
+        marker_dir = self.marker_dir
+
+        def flaky(unit, chunk, bundle):
+            import os
+
+            from pyspark import TaskContext
+
+            from engine.scoring import score_chunk
+
+            result = score_chunk(unit, chunk, bundle)
+            if chunk.index == 0 and TaskContext.get().attemptNumber() == 0:
+                open(os.path.join(marker_dir, f"failed-{chunk.index}"), "w").close()
+                raise RuntimeError("injected failure after writing")
+            return result
+
+        wrapped = {name: dataclasses.replace(u, task=flaky) for name, u in units.items()}
+        return self.inner.run(wrapped, chunks, bundle, deadline)
+
+
+def test_a_failed_task_attempt_leaves_one_copy_of_the_rows_and_no_orphan_files(spark, lake, demo_root, tmp_path):
+    cfg = score_config(lake, demo_root, "engine=spark", "input.ds=2026-01-01")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    s = run_score(cfg, FlakyFirstAttempt(SparkExecutor(spark, cfg.spark), marks))
+    assert [p.name for p in marks.iterdir()] == ["failed-0"]  # the first attempt did fail, after writing
+    assert s.committed == ["2026-01-01"] and s.rows_out == ROWS
+    out = lake / "scores"
+    t = DeltaTable(str(out)).to_pyarrow_table(columns=["entity_id"])
+    ids = t.column("entity_id").to_pylist()
+    assert len(ids) == len(set(ids)) == ROWS  # exactly one copy
+    assert data_files(out) == referenced(out)  # the failed attempt's files were swept
+
+
+class WaitForFirstCommit:
+    """The last unit's chunks wait (bounded) for a marker that the job's before-commit hook writes for the first
+    commit: if units were committed only when the whole Spark run ends, the last unit would time out and fail."""
+
+    def __init__(self, inner: SparkExecutor, marker: str, last: str):
+        self.inner, self.marker, self.last = inner, marker, last
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    def run(self, units, chunks, bundle, deadline):
+        marker, last = self.marker, self.last
+
+        def gated(unit, chunk, bundle):
+            import os
+            import time
+
+            from engine.scoring import score_chunk
+
+            if unit.ds == last:
+                give_up = time.monotonic() + 90
+                while not os.path.exists(marker):
+                    if time.monotonic() > give_up:
+                        raise RuntimeError("no unit was committed while this one ran")
+                    time.sleep(0.2)
+            return score_chunk(unit, chunk, bundle)
+
+        wrapped = {name: dataclasses.replace(u, task=gated) for name, u in units.items()}
+        return self.inner.run(wrapped, chunks, bundle, deadline)
+
+
+def test_spark_units_are_committed_as_their_jobs_finish_not_at_the_end(spark, lake, demo_root, tmp_path):
+    from engine.score_job import Hooks
+
+    cfg = score_config(lake, demo_root, "engine=spark", "spark.units_in_flight=2")
+    marker = str(tmp_path / "first-commit")
+    last = f"2026-01-0{DAYS}"
+    order = []
+
+    def before_commit(unit):
+        order.append(unit.partition_values["ds"])
+        open(marker, "a").close()
+
+    s = run_score(cfg, WaitForFirstCommit(SparkExecutor(spark, cfg.spark), marker, last), hooks=Hooks(before_commit=before_commit))
+    # The last day ran only after another day was committed; the finishing order of the others is free.
+    assert s.units_committed == DAYS and sorted(order) == [f"2026-01-0{i + 1}" for i in range(DAYS)] and order[0] != last
