@@ -182,3 +182,41 @@ def test_spark_units_are_committed_as_their_jobs_finish_not_at_the_end(spark, la
     s = run_score(cfg, WaitForFirstCommit(SparkExecutor(spark, cfg.spark), marker, last), hooks=Hooks(before_commit=before_commit))
     # The last day ran only after another day was committed; the finishing order of the others is free.
     assert s.units_committed == DAYS and sorted(order) == [f"2026-01-0{i + 1}" for i in range(DAYS)] and order[0] != last
+
+
+def test_a_ray_run_and_a_spark_run_of_one_unit_at_once_leave_one_copy_and_both_succeed(spark, ray_local, lake,
+                                                                                         demo_root):
+    import threading
+
+    from engine.score_job import Hooks
+
+    day = "2026-01-03"
+    cfg_ray = score_config(lake, demo_root, f"input.ds={day}")
+    cfg_spark = score_config(lake, demo_root, f"input.ds={day}", "engine=spark")
+    barrier = threading.Barrier(2, timeout=180)
+    results, errors = {}, []
+
+    def run(name, cfg, make_executor):
+        try:
+            results[name] = run_score(cfg, make_executor(), hooks=Hooks(after_check=lambda units: units and barrier.wait()))
+        except Exception as e:  # surfaced by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=("ray", cfg_ray, lambda: executor(cfg_ray.ray))),
+               threading.Thread(target=run, args=("spark", cfg_spark, lambda: SparkExecutor(spark, cfg_spark.spark)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert not errors, errors
+    # Both passed the "already done?" check; exactly one committed the day, the other found it done.
+    outcomes = sorted((r.committed, r.already_done) for r in results.values())
+    assert outcomes == [([], [day]), ([day], [])], outcomes
+    winner = next(r for r in results.values() if r.committed)
+    t = DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds", "entity_id", "run_id"])
+    assert t.num_rows == ROWS and set(t.column("ds").to_pylist()) == {day}
+    assert set(t.column("run_id").to_pylist()) == {winner.run_id}
+    commits = [json.loads(h["userMetadata"]) for h in DeltaTable(str(lake / "scores")).history() if "userMetadata" in h]
+    assert [m["run_id"] for m in commits if m.get("ds") == day] == [winner.run_id]
+    out = lake / "scores"
+    assert data_files(out) == referenced(out)  # the loser's files were dropped
