@@ -146,7 +146,7 @@ class Committer:
     def commit(self, unit: Unit, adds: list[dict], metadata: dict) -> str:
         """Returns "committed", "already-done" or "superseded"; the files of a unit not committed are dropped."""
         from deltalake import CommitProperties, Transaction
-        from deltalake.exceptions import CommitFailedError
+        from deltalake.exceptions import CommitFailedError, DeltaError
         from deltalake.transaction import AddAction
 
         actions = [AddAction(a["path"], a["size"], a["partition_values"], a["modification_time"], a["data_change"],
@@ -186,11 +186,12 @@ class Committer:
                     delay = min(0.05 * 2**attempt, 5.0) * self._jitter.uniform(0.5, 1.5)
                     log.info("unit %s: commit conflicted (%s); retrying in %.2fs", unit.app_id, e, delay)
                     time.sleep(delay)
-            except Exception:
-                # A storage error: the commit may still have landed (a timeout after the write). Ask the log.
+            except (OSError, DeltaError):
+                # A storage error: the commit may still have landed (a timeout after the write). Ask the log;
+                # if the log cannot be read either, the original error goes up and the files stay.
                 try:
                     landed = self._landed(self.latest(), unit, adds, read_at)
-                except Exception:
+                except (OSError, DeltaError):
                     landed = False
                 if not landed:
                     raise
@@ -203,11 +204,14 @@ class Committer:
     def discard_unless_landed(self, unit: Unit, adds: list[dict]) -> None:
         """Drop the files of a unit whose commit failed, unless the log references them or cannot be read
         (then they stay: an unreferenced leftover is invisible, a deleted referenced file breaks the table)."""
+        from deltalake.exceptions import DeltaError
+
         if not adds:
             return
         try:
-            landed = self._landed(self.latest(), unit, adds, self.latest().version())
-        except Exception as e:
+            table = self.latest()
+            landed = self._landed(table, unit, adds, table.version())
+        except (OSError, DeltaError) as e:
             log.warning("unit %s: cannot read %s (%s); leaving %d uncommitted file(s) in place", unit.app_id,
                         self.uri, type(e).__name__, len(adds))
             return
