@@ -139,6 +139,112 @@ class ValidateConfig(Model):
         return v
 
 
+class TableRef(Model):
+    table: str
+    version: int | Literal["latest"] = "latest"
+
+
+class EvalLabelsConfig(TableRef):
+    table: str = "labels"
+    label_column: str = "label"
+    label_ts_column: str = "label_ts"  # when the label became known: it counts only at or before `as_of`
+
+
+class EvalFeaturesConfig(TableRef):
+    table: str = "features"
+    slice_columns: list[str] = Field(default_factory=lambda: ["region", "segment", "channel"])
+
+
+class EvalModelsConfig(Model):
+    # The champion (usually the registry alias); every challenger is compared with it on the same rows.
+    champion: str = "models:/lakescore-demo-xgb@champion"
+    challengers: list[str] = Field(default_factory=list)
+
+    @field_validator("champion")
+    @classmethod
+    def _champion_uri(cls, v: str) -> str:
+        return ModelConfig._models_uri(v)
+
+    @field_validator("challengers")
+    @classmethod
+    def _challenger_uris(cls, v: list[str]) -> list[str]:
+        return [ModelConfig._models_uri(u) for u in v]
+
+
+class EvalMetricsConfig(Model):
+    task: Literal["binary", "regression"] = "binary"
+    thresholds: list[float] = Field(default_factory=lambda: [0.5])
+    top_k_pct: list[float] = Field(default_factory=lambda: [1.0, 5.0])
+    ece_bins: int = Field(10, ge=2, le=100)
+    bootstrap: int = Field(200, ge=0, le=2000)  # Poisson bootstrap replicates; 0: no intervals
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+
+class ThresholdGate(Model):
+    metric: str
+    slice: str = "overall"  # "overall", "segment=enterprise", "segment=enterprise & channel=app"
+    min: float | None = None
+    max: float | None = None
+    model: Literal["challengers", "all"] = "challengers"
+
+
+class RegressionGate(Model):
+    metric: str
+    slices: list[str] | Literal["all"] = "all"  # the slices the gate watches
+    max_drop: float = Field(ge=0)  # how far the challenger may fall behind the champion (in the worse direction)
+    use_interval: bool = False  # judge the interval's worse end instead of the point difference
+
+
+class GatesConfig(Model):
+    min_support: int = Field(200, ge=1)  # a gated slice with fewer rows fails the gate
+    thresholds: list[ThresholdGate] = Field(default_factory=list)
+    max_regression: list[RegressionGate] = Field(default_factory=list)
+    max_immature_fraction: float = Field(0.2, ge=0, le=1)  # more scored rows than this without a label by as_of fails
+    promote: bool = False  # on pass, move the champion's alias to the (single) challenger of the same model name
+
+
+class EvalDriftConfig(Model):
+    reference: str | None = None  # days of the features table, "a..b"; null: no drift section
+    columns: list[str] = Field(default_factory=list)  # glob patterns of float features; empty: every float feature
+    bins: int = Field(10, ge=2)
+    psi_max: float = Field(0.25, gt=0)
+    sample_rows: int = Field(5000, ge=0)  # rows per window for the Evidently page; 0: no page
+
+
+class EvalOutputConfig(Model):
+    table: str = "eval_metrics"  # reports go to <lake.root>/_reports/evaluate/<run_id>/
+
+
+class EvaluateConfig(Model):
+    engine: Literal["ray", "spark"] = "ray"
+    lake: LakeConfig = LakeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    scores: TableRef = TableRef(table="scores")
+    score_column: str = "score"
+    labels: EvalLabelsConfig = EvalLabelsConfig()
+    features: EvalFeaturesConfig = EvalFeaturesConfig()
+    key_columns: list[str] = Field(default_factory=lambda: ["entity_id", "event_ts"])
+    window: str = "all"  # days of the scores table: "all", "YYYY-MM-DD" or "a..b"
+    as_of: str = "latest"  # ISO timestamp (UTC if no zone) or "latest": the newest label_ts of the pinned labels
+    models: EvalModelsConfig = EvalModelsConfig()
+    metrics: EvalMetricsConfig = EvalMetricsConfig()
+    slices: list[list[str]] = Field(default_factory=lambda: [["region"], ["segment"], ["channel"], ["segment", "channel"]])
+    min_support: int = Field(200, ge=1)  # a slice below it is reported "under_support"
+    gates: GatesConfig = GatesConfig()
+    drift: EvalDriftConfig = EvalDriftConfig()
+    output: EvalOutputConfig = EvalOutputConfig()
+    max_rows_per_task: int = Field(2_000_000, ge=1000)  # a larger day is split into key-hash buckets
+    ray: RayConfig = RayConfig()
+    spark: SparkConfig = SparkConfig()
+    run: RunConfig = RunConfig()
+
+    @field_validator("window")
+    @classmethod
+    def _window_form(cls, v: str) -> str:
+        return InputConfig._ds_form(v)
+
+
 class DemoDataConfig(Model):
     start_date: str = "2026-01-01"
     days: int = Field(8, ge=2)

@@ -1,0 +1,295 @@
+"""The evaluate job, independent of the engine that runs its tasks.
+
+1. resolve the models (the champion alias and the challengers → versions) and pin `scores`, `labels` and
+   `features` to Delta versions (recorded); resolve the as-of time (default: the newest `label_ts` pinned);
+2. plan one task per day of the window that every model scored (key-hash buckets for a large day);
+3. an executor (Ray tasks, Spark tasks, or this process) runs `engine.evaluation.join.run_chunk_json` per task:
+   the join and the statistics stay on the workers, the driver merges statistics in plan order;
+4. metrics per slice with bootstrap intervals, challenger − champion differences, drift, gates;
+5. commit one `eval_metrics` unit per model version (idempotent), write the HTML and JSON report, log to MLflow,
+   and, when the gates pass and the config asks, move the champion alias.
+
+A failed gate is exit 4 after the metrics and the report are written: they are the evidence.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import pyarrow as pa
+
+from engine.config import EvaluateConfig, config_hash, table_uri
+from engine.errors import ConfigError, GateFailed, UnitFailed
+from engine.evaluation import gates as gating
+from engine.evaluation import inputs
+from engine.evaluation import table as evtable
+from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
+from engine.evaluation.metrics import EvalStats, MetricsSpec, compare, compute_metrics, reliability, score_histogram
+from engine.snapshot import check_files_exist, open_snapshot, select_partitions
+
+log = logging.getLogger("lakescore")
+JOB = "evaluate"
+
+
+class EvalExecutor(Protocol):
+    def run(self, plan_json: str, chunks_json: list[str], schemas: str, deadline: float) -> Iterator[tuple[str, bytes]]:
+        """Run `run_chunk_json` on every chunk; yield (counts JSON, statistics bytes) as each comes in."""
+
+
+class LocalEvalExecutor:
+    """Runs the tasks one after another in this process (tests, tiny windows)."""
+
+    def run(self, plan_json: str, chunks_json: list[str], schemas: str, deadline: float) -> Iterator[tuple[str, bytes]]:
+        for c in chunks_json:
+            if time.monotonic() > deadline:
+                raise UnitFailed("time budget exhausted; raise run.time_budget_s")
+            yield run_chunk_json(plan_json, c, schemas)
+
+
+@dataclass
+class EvalSummary:
+    """The run's one JSON line."""
+
+    job: str
+    run_id: str
+    config_hash: str
+    engine: str = ""
+    models: list[str] = field(default_factory=list)
+    champion: str = ""
+    window: str = ""
+    days: list[str] = field(default_factory=list)
+    as_of: str = ""
+    versions: dict = field(default_factory=dict)
+    rows_evaluated: int = 0
+    rows_without_label: int = 0
+    rows_label_after_as_of: int = 0
+    scores_without_features: int = 0
+    features_without_scores: int = 0
+    tasks: int = 0
+    verdict: str = ""
+    gates_failed: list[str] = field(default_factory=list)
+    units_committed: list[str] = field(default_factory=list)
+    units_already_done: list[str] = field(default_factory=list)
+    report: str | None = None
+    mlflow_run_id: str | None = None
+    promoted: str | None = None
+
+
+def _spec(cfg: EvaluateConfig) -> MetricsSpec:
+    m = cfg.metrics
+    return MetricsSpec(task=m.task, thresholds=tuple(m.thresholds), top_k_pct=tuple(m.top_k_pct), ece_bins=m.ece_bins,
+                       slices=tuple(tuple(s) for s in cfg.slices), min_support=cfg.min_support, bootstrap=m.bootstrap,
+                       confidence=m.confidence, seed=m.seed)
+
+
+def _spec_dict(spec: MetricsSpec) -> dict:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(spec)))
+
+
+def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor, drift=None) -> EvalSummary:
+    """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error."""
+    summary = EvalSummary(JOB, uuid.uuid4().hex, config_hash(cfg), engine=cfg.engine)
+    try:
+        return _run(cfg, executor, summary, drift)
+    except Exception as e:
+        if getattr(e, "exit_code", None) is not None:
+            e.summary = summary
+        raise
+
+
+def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, drift) -> EvalSummary:
+    started = time.monotonic()
+    deadline = started + cfg.run.time_budget_s
+    opts = cfg.lake.storage_options
+    spec = _spec(cfg)
+    _check_slices(cfg)
+    champ, challengers = inputs.resolve_models(cfg.models.champion, cfg.models.challengers, cfg.mlflow.tracking_uri,
+                                               cfg.mlflow.registry_uri)
+    models = [inputs.model_key(champ), *map(inputs.model_key, challengers)]
+    summary.models, summary.champion = models, models[0]
+    gating.check_config(cfg.gates, set(_metric_names(spec)))
+    if cfg.gates.promote:
+        _check_promotion(cfg, champ, challengers)
+
+    snaps = {
+        "scores": open_snapshot(cfg.scores.table, table_uri(cfg.lake, cfg.scores.table), cfg.scores.version, opts),
+        "labels": open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts),
+        "features": open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts),
+    }
+    summary.versions = {k: s.version for k, s in snaps.items()}
+    _check_columns(cfg, snaps)
+    as_of = inputs.resolve_as_of(cfg.as_of, snaps["labels"], cfg.labels.label_ts_column, opts)
+    summary.as_of = as_of.isoformat()
+    window_days, _absent = select_partitions(snaps["scores"], cfg.window)
+    files = inputs.scores_files(snaps["scores"], [champ, *challengers], opts)
+    plan_days = inputs.plan_days(window_days, files, snaps["labels"], snaps["features"], models, cfg.max_rows_per_task)
+    summary.days, summary.tasks = plan_days.days, len(plan_days.chunks)
+    summary.window = f"{plan_days.days[0]}..{plan_days.days[-1]}" if plan_days.days else cfg.window
+    if not window_days:
+        raise GateFailed(f"window {cfg.window} has no scored days in {snaps['scores'].where()}; the evaluation fails "
+                         "closed: score the window first or fix window")
+    if not plan_days.days:
+        raise GateFailed(f"no day of window {cfg.window} in {snaps['scores'].where()} has scores from every model "
+                         f"({models}); first day lacking: {next(iter(plan_days.missing.items()))}; score them first")
+    for name in ("labels", "features"):
+        check_files_exist(snaps[name], [d for d in plan_days.days if d in snaps[name].files], opts)
+    log.info("evaluate %s on %s (%d day(s), %d task(s)), as of %s; pinned %s", models, summary.window,
+             len(plan_days.days), len(plan_days.chunks), summary.as_of,
+             ", ".join(s.where() for s in snaps.values()))
+
+    plan = EvalPlan(snaps["scores"].uri, snaps["labels"].uri, snaps["features"].uri, tuple(cfg.key_columns),
+                    cfg.score_column, cfg.labels.label_column, cfg.labels.label_ts_column,
+                    tuple(cfg.features.slice_columns), tuple(models), int(as_of.timestamp() * 1_000_000),
+                    _spec_dict(spec), dict(opts))
+    schemas = schemas_json({k: s.schema for k, s in snaps.items()})
+    results: dict[int, tuple[dict, bytes]] = {}
+    for counts_json, stats_bytes in executor.run(plan.to_json(), [c.to_json() for c in plan_days.chunks], schemas,
+                                                 deadline):
+        counts = json.loads(counts_json)
+        results[counts["index"]] = (counts, stats_bytes)
+    if len(results) != len(plan_days.chunks):
+        raise UnitFailed(f"{len(plan_days.chunks) - len(results)} evaluation task(s) returned nothing; re-run")
+    stats = EvalStats(spec, models)
+    per_day: dict[str, dict] = {}
+    for i in sorted(results):  # plan order: the merged statistics do not depend on which task finished first
+        counts, data = results[i]
+        stats = stats.merge(EvalStats.from_bytes(data))
+        day = per_day.setdefault(counts["ds"], {"ds": counts["ds"], "rows_evaluated": 0, "rows_without_label": 0,
+                                                "rows_label_after_as_of": 0})
+        for k in ("rows_evaluated", "rows_without_label", "rows_label_after_as_of"):
+            day[k] += counts[k]
+        for k in ("scores_without_features", "features_without_scores", "rows_evaluated", "rows_without_label",
+                  "rows_label_after_as_of"):
+            setattr(summary, k, getattr(summary, k) + counts[k])
+    excluded = summary.rows_without_label + summary.rows_label_after_as_of
+
+    metrics = compute_metrics(stats)
+    deltas = [d for ch in models[1:] for d in compare(stats, models[0], ch)]
+    window = {"rows_evaluated": summary.rows_evaluated, "rows_excluded": excluded, "missing": plan_days.missing}
+    gate_rows = gating.judge(cfg.gates, metrics, deltas, models[0], models[1:], window)
+    summary.verdict = gating.verdict(gate_rows, cfg.gates)
+    summary.gates_failed = [f"{g['gate']} [{g['model'] or 'window'} {g['slice']}]: {g['reason']}"
+                            for g in gate_rows if not g["passed"]]
+    report = _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, plan_days.missing, models)
+    if drift is not None and cfg.drift.reference:
+        report["drift"] = drift(cfg, snaps, plan_days.days, summary.run_id)
+    if summary.rows_evaluated:
+        _commit(cfg, summary, as_of, metrics, deltas, snaps, files, plan_days.days, models)
+    from engine.evaluation.publish import log_to_mlflow, promote, write_report
+
+    summary.report = write_report(cfg, report, summary.run_id)
+    summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary)
+    if summary.verdict == "fail":
+        raise GateFailed(f"evaluation of {', '.join(models)} on {summary.window} failed {len(summary.gates_failed)} "
+                         f"gate(s): {summary.gates_failed[0]}; report {summary.report}")
+    if cfg.gates.promote and summary.verdict == "pass":
+        summary.promoted = promote(cfg, champ, challengers[0], summary)
+    log.info("evaluate run %s finished in %.1fs: %s", summary.run_id, time.monotonic() - started, summary.verdict)
+    return summary
+
+
+def _metric_names(spec: MetricsSpec) -> list[str]:
+    if spec.task == "regression":
+        return ["mae", "rmse", "mape", "r2", "bias", "mean_label", "mean_prediction", "support"]
+    names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "base_rate", "mean_score", "support", "positives"]
+    for t in spec.thresholds:
+        names += [f"precision@{t:g}", f"recall@{t:g}", f"f1@{t:g}"]
+    for k in spec.top_k_pct:
+        names += [f"precision@top{k:g}%", f"recall@top{k:g}%"]
+    return names
+
+
+def _check_slices(cfg: EvaluateConfig) -> None:
+    unknown = sorted({c for s in cfg.slices for c in s} - set(cfg.features.slice_columns))
+    if unknown:
+        raise ConfigError(f"slices use column(s) {unknown} that are not in features.slice_columns "
+                          f"{cfg.features.slice_columns}; add them there")
+
+
+def _check_columns(cfg: EvaluateConfig, snaps: dict) -> None:
+    need = {
+        "scores": [*cfg.key_columns, cfg.score_column],
+        "labels": [*cfg.key_columns, cfg.labels.label_column, cfg.labels.label_ts_column],
+        "features": [*cfg.key_columns, *cfg.features.slice_columns],
+    }
+    for name, cols in need.items():
+        missing = [c for c in cols if c not in snaps[name].schema.names]
+        if missing:
+            raise ConfigError(f"{snaps[name].where()} has no column(s) {missing}; fix key_columns, score_column, "
+                              f"labels.* or features.slice_columns")
+
+
+def _check_promotion(cfg: EvaluateConfig, champ, challengers) -> None:
+    import re
+
+    alias = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", cfg.models.champion)
+    if alias is None or len(challengers) != 1 or challengers[0].name != champ.name:
+        raise ConfigError("gates.promote needs models.champion as models:/<name>@<alias> and exactly one challenger "
+                          f"version of the same model name (got champion {cfg.models.champion}, challengers "
+                          f"{cfg.models.challengers})")
+
+
+def _commit(cfg, summary, as_of, metrics, deltas, snaps, files, days, models) -> None:
+    from engine import commit as protocol
+
+    opts = cfg.lake.storage_options
+    uri = table_uri(cfg.lake, cfg.output.table)
+    evtable.open_table(uri, opts)
+    committer = protocol.Committer(uri, evtable.TABLE_SCHEMA, evtable.PARTITION_COLUMNS, summary.run_id,
+                                   cfg.run.commit_retries, opts)
+    key = evtable.evaluation_key(days[0], days[-1], as_of)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    common = {"window_start": days[0], "window_end": days[-1], "as_of": as_of, "confidence": cfg.metrics.confidence,
+              "scores_version": snaps["scores"].version, "labels_version": snaps["labels"].version,
+              "features_version": snaps["features"].version, "run_id": summary.run_id,
+              "config_hash": summary.config_hash, "evaluated_at": now}
+    for model in models:
+        name, version = model.rsplit("/", 1)
+        pv = {"model_name": name, "model_version": int(version), "evaluation": key}
+        rows = [m for m in metrics if m["model"] == model] + [d for d in deltas if d["model"] == model]
+        fp = inputs.inputs_fingerprint(days, files, snaps["labels"], snaps["features"], model,
+                                       f"{as_of.isoformat()}|{summary.config_hash}|{','.join(models)}")
+        unit = evtable.unit(pv, fp, cfg.scores.table, snaps["scores"].version)
+        if protocol.recorded_version(committer.latest(), unit) == unit.txn_version:
+            summary.units_already_done.append(unit.app_id)
+            continue
+        adds = evtable.write_unit(uri, evtable.rows_batch(rows, common), pv, summary.run_id, opts)
+        meta = {"app_id": unit.app_id, "job": JOB, "model": model, "window": f"{days[0]}..{days[-1]}",
+                "as_of": as_of.isoformat(), "config_hash": summary.config_hash, "versions": summary.versions,
+                "rows": len(rows)}
+        outcome = committer.commit(unit, adds, meta)
+        (summary.units_committed if outcome == "committed" else summary.units_already_done).append(unit.app_id)
+
+
+def _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, missing, models) -> dict:
+    binary = cfg.metrics.task == "binary"
+    return {
+        "run_id": summary.run_id, "config_hash": summary.config_hash,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "window": {"start": summary.days[0], "end": summary.days[-1], "days": summary.days},
+        "as_of": as_of.isoformat(), "versions": summary.versions, "task": cfg.metrics.task, "models": models,
+        "champion": models[0], "challenger": models[1] if len(models) > 1 else None,
+        "metrics": metrics, "deltas": deltas,
+        "reliability": {m: reliability(stats, m) for m in models} if binary else {},
+        "score_hist": {m: score_histogram(stats, m) for m in models} if binary else {},
+        "gates": gate_rows, "verdict": summary.verdict,
+        "immature": [{"ds": d["ds"], "rows_without_label": d["rows_without_label"],
+                      "rows_label_after_as_of": d["rows_label_after_as_of"]}
+                     for d in sorted(per_day.values(), key=lambda r: r["ds"])
+                     if d["rows_without_label"] or d["rows_label_after_as_of"]],
+        "missing_scores": {d: ms for d, ms in sorted(missing.items())},
+        "unmatched": {"scores_without_features": summary.scores_without_features,
+                      "features_without_scores": summary.features_without_scores},
+        "drift": {"psi": [], "evidently_html": None},
+        "min_support": cfg.min_support, "confidence": cfg.metrics.confidence, "bootstrap": cfg.metrics.bootstrap,
+    }
+
+
+__all__ = ["EvalExecutor", "EvalSummary", "LocalEvalExecutor", "run_evaluate", "pa"]

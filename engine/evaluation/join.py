@@ -1,0 +1,193 @@
+"""The evaluate job's task: one day (or one key-hash bucket of a day) of scores ⋈ features ⋈ labels, as of a time.
+
+All three tables are partitioned by the event day, so the join is local to a day: a task reads that day's files
+of each table (only the columns it needs, in bounded batches, keeping the rows of its bucket), joins them with
+pyarrow's Acero inside the worker and folds the joined rows into mergeable statistics
+(`engine.evaluation.metrics.EvalStats`). Nothing row-level leaves the worker: the driver merges statistics.
+
+- Scores: one column per model version, joined on the keys, so every model is judged on the same rows (rows
+  scored by some of the models only are counted, not evaluated).
+- Features: the slice columns. Scored rows without a features row, and features rows without a score, are
+  counted and reported.
+- Labels: a label counts only if its `label_ts` is at or before `as_of`; when a key has several labels known by
+  then, the newest one counts. A row whose label is missing, or known only after `as_of`, is excluded and
+  counted per day (never a 0).
+
+The plan and its chunks travel as JSON (no pickle); the result is JSON counts plus the statistics' bytes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.evaluation.metrics import EvalStats, MetricsSpec, row_key_hash
+from engine.snapshot import file_path, filesystem, iter_file_batches
+
+BUCKET_SEED = 0x5EED_B0C7  # bucket assignment is independent of the bootstrap seed
+_LABEL, _LABEL_TS = "__label", "__label_ts"
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What every task of one evaluation shares; shipped once (Ray: one object ref; Spark: one broadcast)."""
+
+    scores_uri: str
+    labels_uri: str
+    features_uri: str
+    keys: tuple[str, ...]
+    score_column: str
+    label_column: str
+    label_ts_column: str
+    slice_columns: tuple[str, ...]
+    models: tuple[str, ...]  # "name/version", in report order
+    as_of_us: int  # microseconds since the epoch, UTC
+    spec: dict  # MetricsSpec's fields
+    storage_options: dict = field(default_factory=dict)
+    batch_rows: int = 131_072
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EvalPlan":
+        d = json.loads(text)
+        for k in ("keys", "slice_columns", "models"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+    def metrics_spec(self) -> MetricsSpec:
+        s = dict(self.spec)
+        for k, v in s.items():
+            if isinstance(v, list):
+                s[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        return MetricsSpec(**s)
+
+
+@dataclass(frozen=True)
+class EvalChunk:
+    """One day, or one key-hash bucket of it: the files of each table it reads."""
+
+    ds: str
+    scores: dict  # model key → data file paths (relative to the scores table, as in the log)
+    labels: tuple[str, ...]
+    features: tuple[str, ...]
+    bucket: int = 0
+    buckets: int = 1
+    index: int = 0  # plan position: the driver merges in this order
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EvalChunk":
+        d = json.loads(text)
+        d["labels"], d["features"] = tuple(d["labels"]), tuple(d["features"])
+        return cls(**d)
+
+
+def _read(plan: EvalPlan, uri: str, paths, columns: list[str], chunk: EvalChunk, schema: pa.Schema) -> pa.Table:
+    """The chunk's rows of some files (the requested columns, typed as the table's schema says)."""
+    fs, base = filesystem(uri, plan.storage_options)
+    parts = []
+    for p in paths:
+        for batch in iter_file_batches(fs, file_path(base, p), columns, plan.batch_rows, schema):
+            t = pa.Table.from_batches([batch])
+            if chunk.buckets > 1:
+                h = row_key_hash(t, list(plan.keys), BUCKET_SEED)
+                t = t.filter(pa.array(h % np.uint64(chunk.buckets) == chunk.bucket))
+            parts.append(t)
+    if not parts:
+        return schema_table(schema, columns)
+    return pa.concat_tables(parts)
+
+
+def schema_table(schema: pa.Schema, columns: list[str]) -> pa.Table:
+    return pa.schema([schema.field(c) for c in columns]).empty_table()
+
+
+def _key_types_equal(plan: EvalPlan, tables: list[pa.Table]) -> list[pa.Table]:
+    """Cast every table's keys to the first table's key types (e.g. timestamp units that differ)."""
+    first = tables[0]
+    out = [first]
+    for t in tables[1:]:
+        for k in plan.keys:
+            want = first.schema.field(k).type
+            if t.schema.field(k).type != want:
+                t = t.set_column(t.schema.get_field_index(k), k, t.column(k).cast(want))
+        out.append(t)
+    return out
+
+
+def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schema]) -> tuple[dict, EvalStats]:
+    """Join one chunk's rows and fold them into statistics; returns (counts, stats)."""
+    keys = list(plan.keys)
+    counts: dict = {"ds": chunk.ds, "bucket": chunk.bucket, "rows_scored": {}}
+    # Scores: one column per model, on the rows that every model scored.
+    scored = None
+    for model in plan.models:
+        t = _read(plan, plan.scores_uri, chunk.scores.get(model, ()), keys + [plan.score_column], chunk,
+                  schemas["scores"])
+        counts["rows_scored"][model] = t.num_rows
+        t = t.rename_columns(keys + [model])
+        if scored is None:
+            scored = t
+        else:
+            scored, t = _key_types_equal(plan, [scored, t])
+            scored = scored.join(t, keys=keys, join_type="inner")
+    counts["rows_all_models"] = scored.num_rows
+    feats = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns), chunk, schemas["features"])
+    scored, feats = _key_types_equal(plan, [scored, feats])
+    joined = scored.join(feats, keys=keys, join_type="inner")
+    counts["scores_without_features"] = scored.num_rows - joined.num_rows
+    counts["features_without_scores"] = feats.num_rows - joined.num_rows
+    labels = _read(plan, plan.labels_uri, chunk.labels, keys + [plan.label_column, plan.label_ts_column], chunk,
+                   schemas["labels"])
+    (labels,) = _key_types_equal(plan, [joined, labels])[1:]
+    labels = labels.rename_columns(keys + [_LABEL, _LABEL_TS])
+    ts = labels.column(_LABEL_TS).cast(pa.int64())
+    known_mask = pc.and_(pc.is_valid(ts), pc.less_equal(ts, pa.scalar(plan.as_of_us, pa.int64())))
+    known = labels.filter(known_mask)
+    late = labels.filter(pc.invert(pc.fill_null(known_mask, False)))
+    known = _newest_per_key(known, keys)
+    rows = joined.join(known, keys=keys, join_type="inner")
+    unlabelled = joined.join(known, keys=keys, join_type="left anti")
+    late_keys = late.select(keys)
+    after = unlabelled.join(late_keys, keys=keys, join_type="left semi").num_rows if late_keys.num_rows else 0
+    counts["rows_label_after_as_of"] = after
+    counts["rows_without_label"] = unlabelled.num_rows - after
+    counts["rows_evaluated"] = rows.num_rows
+    rows = rows.sort_by([(k, "ascending") for k in keys])  # a fixed order: float sums do not depend on the join
+    stats = EvalStats(plan.metrics_spec(), list(plan.models))
+    if rows.num_rows:
+        label = rows.column(_LABEL).to_numpy(zero_copy_only=False)
+        scores = {m: rows.column(m).to_numpy(zero_copy_only=False) for m in plan.models}
+        slices = {c: rows.column(c).combine_chunks() for c in plan.slice_columns}
+        stats.update(row_key_hash(rows, keys, plan.spec.get("seed", 0)), label, scores, slices)
+    return counts, stats
+
+
+def _newest_per_key(labels: pa.Table, keys: list[str]) -> pa.Table:
+    """One label per key: the newest one known (labels can be revised; the latest known revision counts)."""
+    if labels.num_rows == 0:
+        return labels
+    t = labels.sort_by([*((k, "ascending") for k in keys), (_LABEL_TS, "descending")])
+    idx = pa.array(np.arange(t.num_rows))
+    first = t.append_column("__i", idx).group_by(keys, use_threads=False).aggregate([("__i", "min")])
+    return t.take(pa.array(np.sort(first.column("__i_min").to_numpy())))
+
+
+def run_chunk_json(plan_json: str, chunk_json: str, schemas_json: str) -> tuple[str, bytes]:
+    """What a worker runs on either engine: JSON in, (JSON counts, statistics bytes) out."""
+    plan, chunk = EvalPlan.from_json(plan_json), EvalChunk.from_json(chunk_json)
+    schemas = {k: pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(v))) for k, v in json.loads(schemas_json).items()}
+    counts, stats = evaluate_chunk(plan, chunk, schemas)
+    counts["index"] = chunk.index
+    return json.dumps(counts, sort_keys=True), stats.to_bytes()
+
+
+def schemas_json(schemas: dict[str, pa.Schema]) -> str:
+    return json.dumps({k: s.serialize().to_pybytes().hex() for k, s in schemas.items()}, sort_keys=True)

@@ -1,0 +1,102 @@
+"""Where an evaluation's results go besides `eval_metrics`: the report files under the lake, an MLflow run with
+every metric, the report and the config, and (gates passed, config asking) the champion alias moved, recorded so
+that it can be undone.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import re
+import tempfile
+
+from engine.config import to_json
+from engine.evaluation.report import render_html
+from engine.reports import report_target, write_report_files
+
+log = logging.getLogger("lakescore")
+EXPERIMENT = "lakescore-evaluate"
+PROMOTION_TAG = "lakescore.promotion"  # on the promoted version: who, when, why, and the previous holder
+
+
+def write_report(cfg, report: dict, run_id: str) -> str:
+    """`<lake>/_reports/evaluate/<run_id>/report.html` (self-contained) and `report.json`; returns the HTML's location."""
+    fs, base, shown = report_target(cfg.lake.root, f"evaluate/{run_id}", cfg.lake.storage_options)
+    write_report_files(fs, base, _files(report))
+    return f"{shown}/report.html"
+
+
+def _files(report: dict) -> dict[str, str]:
+    return {"report.json": json.dumps(report, indent=1, sort_keys=True, default=str),
+            "report.html": render_html(report)}
+
+
+def _metric_key(model: str, slice_: str, metric: str) -> str:
+    """An MLflow metric name: letters, digits, `_-. /` only (slices like `segment=smb & channel=app` are rewritten)."""
+    raw = f"{model}/{slice_}/{metric}".replace("=", "-").replace(" & ", "+").replace("%", "pct").replace("@", "_at_")
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", raw)
+
+
+def log_to_mlflow(cfg, report: dict, metrics: list[dict], summary) -> str | None:
+    """One MLflow run per evaluation: params (models, window, as-of, versions), every defined metric value (and its
+    interval bounds), the report and the resolved config as artifacts. Returns the MLflow run id."""
+    if not cfg.mlflow.log_reports:
+        return None
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    root = cfg.mlflow.artifact_root
+    location = root if "://" in root else "file://" + root
+    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT, artifact_location=location)
+    run = client.create_run(exp_id, run_name=f"evaluate-{summary.run_id[:8]}",
+                            tags={"lakescore.run_id": summary.run_id, "lakescore.verdict": summary.verdict})
+    rid = run.info.run_id
+    params = {"models": ",".join(summary.models), "champion": summary.champion, "window": summary.window,
+              "as_of": summary.as_of, "config_hash": summary.config_hash, "lakescore_run_id": summary.run_id,
+              **{f"{k}_version": v for k, v in summary.versions.items()}}
+    ts = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    values = []
+    for m in metrics:
+        if m["value"] is None:
+            continue
+        key = _metric_key(m["model"], m["slice"], m["metric"])
+        values.append(Metric(key, float(m["value"]), ts, 0))
+        for bound in ("ci_low", "ci_high"):
+            if m.get(bound) is not None:
+                values.append(Metric(f"{key}.{bound}", float(m[bound]), ts, 0))
+    for i in range(0, len(values), 900):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(rid, metrics=values[i:i + 900],
+                         params=[Param(k, str(v)) for k, v in params.items()] if i == 0 else [])
+    if not values:
+        client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
+    with tempfile.TemporaryDirectory(prefix="lakescore-eval-") as tmp:
+        for name, text in {**_files(report), "config.json": to_json(cfg)}.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+            client.log_artifact(rid, os.path.join(tmp, name))
+    client.set_terminated(rid, "FINISHED" if summary.verdict != "fail" else "FAILED")
+    return rid
+
+
+def promote(cfg, champ, challenger, summary) -> str:
+    """Move the champion's alias to the challenger; the move is recorded as a tag on the challenger's version and
+    on the registered model (who, when, why, previous holder), so `lakescore rollback` can undo it."""
+    from mlflow.tracking import MlflowClient
+
+    alias = cfg.models.champion.split("@", 1)[1]
+    client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri, registry_uri=cfg.mlflow.registry_uri or cfg.mlflow.tracking_uri)
+    record = json.dumps({"alias": alias, "from_version": champ.version, "to_version": challenger.version,
+                         "by": os.environ.get("LAKESCORE_USER") or getpass.getuser(),
+                         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                         "why": f"evaluate run {summary.run_id}: gates passed on {summary.window} as of {summary.as_of}",
+                         "evaluation_report": summary.report}, sort_keys=True)
+    client.set_registered_model_alias(champ.name, alias, str(challenger.version))
+    client.set_model_version_tag(champ.name, str(challenger.version), PROMOTION_TAG, record)
+    client.set_registered_model_tag(champ.name, f"{PROMOTION_TAG}.{alias}.previous", str(champ.version))
+    log.warning("promoted %s version %s to @%s (previous holder: version %s)", champ.name, challenger.version, alias,
+                champ.version)
+    return f"models:/{champ.name}/{challenger.version}@{alias} (was {champ.version})"

@@ -1,0 +1,88 @@
+"""The `eval_metrics` Delta table: one row per (model version, slice, metric) of an evaluation, with its interval,
+support, window, as-of time, the pinned versions of its inputs, run id and config hash.
+
+Partitioned by `model_name`, `model_version` and `evaluation` (the window and as-of time, e.g.
+`2026-01-04..2026-01-06@2026-01-14T00:00:00Z`): one model's history is one partition prune, and each evaluation is
+its own unit of the commit protocol (engine.commit): committed once, idempotent on a re-run with the same inputs,
+and a new window or as-of time is a new partition that never overwrites an earlier one.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+
+from engine import commit as protocol
+from engine.snapshot import filesystem
+from engine.writer import RollingParquetWriter
+
+PARTITION_COLUMNS = ["model_name", "model_version", "evaluation"]
+FILE_FIELDS = [
+    pa.field("kind", pa.string()),  # "metric", or "delta" (challenger − baseline on the same rows)
+    pa.field("baseline", pa.string()),  # the champion "name/version" for deltas, else null
+    pa.field("window_start", pa.string()),
+    pa.field("window_end", pa.string()),
+    pa.field("as_of", pa.timestamp("us", tz="UTC")),
+    pa.field("slice", pa.string()),
+    pa.field("slice_columns", pa.string()),
+    pa.field("slice_values", pa.string()),
+    pa.field("metric", pa.string()),
+    pa.field("value", pa.float64()),
+    pa.field("ci_low", pa.float64()),
+    pa.field("ci_high", pa.float64()),
+    pa.field("confidence", pa.float64()),
+    pa.field("support", pa.int64()),
+    pa.field("status", pa.string()),
+    pa.field("scores_version", pa.int64()),
+    pa.field("labels_version", pa.int64()),
+    pa.field("features_version", pa.int64()),
+    pa.field("run_id", pa.string()),
+    pa.field("config_hash", pa.string()),
+    pa.field("evaluated_at", pa.timestamp("us", tz="UTC")),
+]
+FILE_SCHEMA = pa.schema(FILE_FIELDS)
+TABLE_SCHEMA = pa.schema([*FILE_FIELDS, pa.field("model_name", pa.string()), pa.field("model_version", pa.int64()),
+                          pa.field("evaluation", pa.string())])
+
+
+def evaluation_key(window_start: str, window_end: str, as_of: dt.datetime) -> str:
+    return f"{window_start}..{window_end}@{as_of.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+def rows_batch(rows: list[dict], common: dict) -> pa.RecordBatch:
+    """Metric or delta rows (engine.evaluation.metrics' long form) plus the columns every row shares."""
+    cols = {f.name: [] for f in FILE_FIELDS}
+    for r in rows:
+        full = {**common, **r, "kind": "delta" if "baseline" in r else "metric"}
+        for name in cols:
+            cols[name].append(full.get(name))
+    return pa.RecordBatch.from_pydict(cols, schema=FILE_SCHEMA)
+
+
+def write_unit(uri: str, batch: pa.RecordBatch, partition_values: dict, run_id: str,
+               storage_options: dict | None) -> list[dict]:
+    """The unit's rows as one Parquet file in its partition (not yet visible); returns its add action."""
+    fs, base = filesystem(uri, storage_options)
+    rel = "/".join(f"{k}={partition_values[k]}" for k in PARTITION_COLUMNS)
+    w = RollingParquetWriter(fs, base, _escape(rel), FILE_SCHEMA, partition_values, max(1, batch.num_rows), "zstd",
+                             f"part-{run_id[:12]}")
+    try:
+        w.write(batch)
+        return w.close()
+    except BaseException:
+        w.abort()
+        raise
+
+
+def _escape(rel: str) -> str:
+    """Partition folder names: ':' is not allowed in object-store-friendly paths; Delta reads values from the log."""
+    return rel.replace(":", "%3A")
+
+
+def unit(partition_values: dict, fingerprint: str, scores_table: str, scores_version: int) -> protocol.Unit:
+    return protocol.Unit(protocol.app_id("evaluate", partition_values, PARTITION_COLUMNS), partition_values,
+                         fingerprint, scores_table, scores_version)
+
+
+def open_table(uri: str, storage_options: dict | None):
+    return protocol.open_or_create(uri, TABLE_SCHEMA, PARTITION_COLUMNS, storage_options)

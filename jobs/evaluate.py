@@ -1,0 +1,39 @@
+"""`python -m jobs.evaluate --config conf/evaluate.yaml [key=value …]`: sliced evaluation, gates, `eval_metrics`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file (spark-submit jobs/evaluate.py): make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.config import EvaluateConfig  # noqa: E402
+from jobs._main import exit_now, run_job  # noqa: E402
+
+DOC = ("Evaluate model versions on a window of the scores table, joined with labels as of a time and with the "
+       "features' slice columns; metrics with intervals, champion-challenger gates, the eval_metrics table.")
+
+
+def body(cfg: EvaluateConfig, args):
+    from engine.evaluate_job import run_evaluate
+    from engine.evaluation.drift_section import drift_section
+
+    if cfg.engine == "spark":
+        from engine.spark.evaluate import SparkEvalExecutor
+        from engine.spark.session import spark_session
+
+        spark = spark_session("lakescore-evaluate", master=cfg.spark.master)
+        return run_evaluate(cfg, SparkEvalExecutor(spark), drift=drift_section)
+    from engine.ray.evaluate import RayEvalExecutor
+    from engine.ray.session import connect
+
+    connect(cfg.ray.address)
+    return run_evaluate(cfg, RayEvalExecutor(cfg.ray), drift=drift_section)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_job("evaluate", DOC, EvaluateConfig, body, argv)
+
+
+if __name__ == "__main__":
+    exit_now(main())
