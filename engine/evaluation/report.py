@@ -84,6 +84,11 @@ def reading(metric: str, value, low, high) -> str:
     return "better" if (1 if low > 0 else -1) * d > 0 else "worse"
 
 
+def _under(row: dict, min_support) -> bool:
+    """Greyed: flagged under support, or an undefined metric on a slice below the minimum support."""
+    return row["status"] == "under_support" or (finite(min_support) and row["support"] < min_support)
+
+
 def _table(head: list[str], rows: list[tuple[str, list[str]]], numeric: set[int] = frozenset()) -> str:
     """`rows` are (row class, cells as HTML already escaped); `numeric` columns are right-aligned."""
     out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
@@ -144,7 +149,7 @@ def _support(rep: dict, models: list[str]) -> str:
     for r in rep["metrics"]:
         key = (r["slice"], r["model"])
         sup, under = cells.get(key, (r["support"], False))
-        cells[key] = (sup, under or r["status"] == "under_support")
+        cells[key] = (sup, under or _under(r, rep.get("min_support")))
     rows = []
     for s in _slices(rep["metrics"]):
         vals = [cells.get((s, m)) for m in models]
@@ -169,7 +174,7 @@ def _metrics(rep: dict, models: list[str], colours: dict[str, str]) -> str:
                 r = by_key.get((metric, s, m))
                 if r is None:
                     continue
-                under = r["status"] == "under_support"
+                under = _under(r, rep.get("min_support"))
                 note = f"{num(r['value'])} {interval(r['ci_low'], r['ci_high'])}".rstrip()
                 if under:
                     note += f"  n={count(r['support'])} under support"
@@ -222,7 +227,9 @@ def _deltas(rep: dict) -> str:
     out.append('<p class="note">Challenger − champion on the same rows, with a paired bootstrap interval. '
                "For log_loss, brier, ece, mae, rmse and mape lower is better, so a negative delta is an "
                'improvement. <span class="good">green</span>: better, <span class="bad">red</span>: worse '
-               "(the interval excludes 0); blue: changed, no preferred direction; grey: no clear difference.</p>")
+               f'(the interval excludes 0); <span style="color:{READING_COLOURS["changed"]}">blue</span>: changed, no '
+               f'preferred direction; <span style="color:{READING_COLOURS["undefined"]}">grey</span>: no clear '
+               "difference (the interval holds 0).</p>")
     for model, baseline in dict.fromkeys((r["model"], r["baseline"]) for r in deltas):
         group = [r for r in deltas if (r["model"], r["baseline"]) == (model, baseline)]
         span: dict[str, float] = {}
@@ -235,7 +242,7 @@ def _deltas(rep: dict) -> str:
             for r in sorted((r for r in group if r["metric"] == metric), key=lambda r: order[r["slice"]]):
                 read = reading(metric, r["value"], r["ci_low"], r["ci_high"])
                 colour = READING_COLOURS[read]
-                under = r["status"] == "under_support"
+                under = _under(r, rep.get("min_support"))
                 bar = mini_interval(r["value"], r["ci_low"], r["ci_high"], span[metric] * 1.1, colour)
                 rows.append(("muted" if under else "", [
                     esc(metric), esc(r["slice"]), num(r["value"], sign=True),
@@ -260,7 +267,8 @@ def _excluded(rep: dict) -> str:
     else:
         out.append('<p class="note">None: every row of the window had its label by the as-of time.</p>')
     um = rep.get("unmatched") or {}
-    rows = [("", [esc(k.replace("_", " ")), count(v)]) for k, v in um.items()]
+    known = [k for k in ("scores_without_features", "features_without_scores") if k in um]
+    rows = [("", [esc(k.replace("_", " ")), count(um[k])]) for k in known + sorted(set(um) - set(known))]
     out.append("<h3>Unmatched rows</h3>" + (_table(["rows", "count"], rows, {1}) if rows else
                                             '<p class="note">Not reported.</p>'))
     return "".join(out)

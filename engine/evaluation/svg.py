@@ -66,8 +66,8 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 
 def tick_label(t: float, ticks: list[float]) -> str:
-    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(t) or 1.0
-    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    """`t` with as few decimals as every tick of its axis needs (0.25 stays 0.25, 0.5 becomes 0.50 beside it)."""
+    decimals = next((d for d in range(7) if all(abs(round(v, d) - v) < 1e-9 * max(1.0, abs(v)) for v in ticks)), 6)
     return f"{t:.{decimals}f}"
 
 
@@ -212,7 +212,7 @@ def reliability_chart(bins: list[dict], colour: str, size: int = 260) -> str:
 def histogram_chart(edges: list[float], series: list[tuple[str, list[float], str]], width: int = 420,
                     height: int = 200) -> str:
     """Overlaid step histograms, each series normalised to its share of rows per bin (classes of any size compare)."""
-    left, bottom, pad = 52, 38, 10
+    left, bottom, pad, legend = 52, 38, 10, 22
     x = Scale(edges[0], edges[-1], left, left + width) if edges[-1] > edges[0] else Scale(0, 1, left, left + width)
     shares = []
     for name, counts, colour in series:
@@ -222,10 +222,10 @@ def histogram_chart(edges: list[float], series: list[tuple[str, list[float], str
         total = sum(c for c in counts if finite(c))
         shares.append((name, [c / total if total and finite(c) else 0.0 for c in counts], colour, total))
     top = max((s for _, sh, _, _ in shares for s in sh), default=0.0) or 1.0
-    y = Scale(0.0, top * 1.05, pad + height, pad)
-    yticks = [t for t in nice_ticks(0.0, top * 1.05, 4) if t <= top * 1.05]
+    y = Scale(0.0, top * 1.05, legend + height, legend)
+    yticks = [t for t in nice_ticks(0.0, top * 1.05, 6) if t <= top * 1.05]
     xticks = [t for t in nice_ticks(x.lo, x.hi) if x.lo <= t <= x.hi]
-    out = [f'<svg width="{left + width + pad}" height="{pad + height + bottom}" '
+    out = [f'<svg width="{left + width + pad}" height="{legend + height + bottom}" '
            f'role="img" {FONT}>',
            *_axes(x, y, xticks, yticks, "score", "share of the class's rows",
                   [tick_label(t * 100, [v * 100 for v in yticks]) + "%" for t in yticks])]
@@ -235,9 +235,8 @@ def histogram_chart(edges: list[float], series: list[tuple[str, list[float], str
             d.append(f"L{_f(x(edges[i]))},{_f(y(s))}L{_f(x(edges[i + 1]))},{_f(y(s))}")
         d.append(f"L{_f(x(edges[len(sh)]))},{_f(y(0))}Z")
         out.append(f'<path d="{"".join(d)}" fill="{colour}" fill-opacity="0.25" stroke="{colour}" stroke-width="1.2"/>')
-        ly = pad + 12 + 14 * k
-        out.append(f'<rect x="{left + width - 150}" y="{ly - 9}" width="10" height="10" fill="{colour}" '
-                   f'fill-opacity="0.6"/>')
-        out.append(f'<text x="{left + width - 135}" y="{ly}">{esc(name)} ({esc(count(total))} rows)</text>')
+        lx = left + 180 * k  # the legend sits above the plot, one entry per series
+        out.append(f'<rect x="{lx}" y="4" width="10" height="10" fill="{colour}" fill-opacity="0.6"/>')
+        out.append(f'<text x="{lx + 15}" y="13">{esc(name)} ({esc(count(total))} rows)</text>')
     out.append("</svg>")
     return "".join(out)
