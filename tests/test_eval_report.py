@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 import math
 import re
@@ -109,8 +110,6 @@ def _parse(page: str) -> _Balance:
 
 def _svg_texts(page: str) -> list[tuple[str, str]]:
     """(fill, text) of every SVG <text>, unescaped as a browser shows it."""
-    import html
-
     return [(fill, html.unescape(t)) for fill, t in re.findall(r'<text [^>]*?fill="([^"]+)"[^>]*>([^<]*)</text>', page)]
 
 

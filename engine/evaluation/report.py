@@ -106,7 +106,7 @@ def _slices(metrics: list[dict]) -> list[str]:
 
 
 def _header(rep: dict) -> str:
-    verdict = str(rep.get("verdict", "no gates"))
+    verdict = str(rep["verdict"])
     gates = rep.get("gates") or []
     failed = sum(not g["passed"] for g in gates)
     cls = {"pass": "verdict-pass", "fail": "verdict-fail"}.get(verdict, "verdict-other")
