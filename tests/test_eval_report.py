@@ -281,3 +281,14 @@ def test_malformed_histogram_is_refused_with_a_clear_message():
     rep["score_hist"][CHAMP]["positive"] = rep["score_hist"][CHAMP]["positive"][:-1]
     with pytest.raises(ValueError, match="19 counts for 21 edges"):
         render_html(rep)
+
+
+def test_an_empty_window_still_renders_its_failed_verdict():
+    rep = sample_report()
+    rep.update(metrics=[], deltas=[], reliability={}, score_hist={}, verdict="fail",
+               gates=[{"gate": "window", "model": CHALL, "slice": "overall", "metric": "support", "threshold": 1,
+                       "value": 0, "passed": False, "reason": "the window has no matured rows"}])
+    page = render_html(rep)
+    _parse(page)
+    assert "Verdict: FAIL — 1 of 1 gate(s) failed" in page and "the window has no matured rows" in page
+    assert "<svg" not in page
