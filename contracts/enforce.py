@@ -15,7 +15,6 @@ from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 
 from contracts import partition as pchecks
 from contracts import quarantine as qtable
@@ -23,6 +22,7 @@ from contracts.checks import CheckStats, row_masks
 from contracts.partition import Violation
 from contracts.spec import load_contract
 from engine.errors import ConfigError, InputUnavailable
+from engine.reports import report_target, write_report_files
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
 
 REFERENCE_BATCH_ROWS = 65_536
@@ -186,27 +186,6 @@ class Enforcer:
         fs, base, shown = report_target(root, job, self.storage_options)
         write_report_files(fs, base, files)
         return f"{shown}/{run_id}.json"
-
-
-def report_target(root: str, job: str, storage_options: dict | None = None) -> tuple[pafs.FileSystem, str, str]:
-    """(the lake's filesystem, the reports folder on it, that folder as users name it) for a lake root or URL."""
-    fs, base = filesystem(root, storage_options)
-    folder = f"_reports/{job}"
-    if base:  # a local lake (a path or file://): an absolute local path
-        return fs, f"{base}/{folder}", f"{base}/{folder}"
-    return fs, folder, f"{root.rstrip('/')}/{folder}"  # a URL: paths on its filesystem are relative to the root
-
-
-def write_report_files(fs: pafs.FileSystem, folder: str, files: dict[str, str]) -> None:
-    """Write text files into `folder` of `fs`, through local temp copies (object-store handlers take whole files)."""
-    fs.create_dir(folder, recursive=True)
-    with tempfile.TemporaryDirectory(prefix="lakescore-report-") as tmp:
-        for name, text in files.items():
-            local = os.path.join(tmp, name)
-            with open(local, "w") as f:
-                f.write(text)
-            pafs.copy_files(local, f"{folder}/{name}", source_filesystem=pafs.LocalFileSystem(),
-                            destination_filesystem=fs)
 
 
 REPORT_EXPERIMENT = "lakescore-contract-reports"

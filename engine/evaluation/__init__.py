@@ -1,0 +1,1 @@
+"""Evaluation core: mergeable metric statistics, joins, gates and reports (pure: no Ray/Spark)."""

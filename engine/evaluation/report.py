@@ -1,0 +1,322 @@
+"""The evaluation report: one self-contained HTML page and its JSON twin, rendered from the report dict.
+
+The page opens offline: inline CSS and inline SVG drawn here, no script, no external URL. Sections: the run
+(pinned versions, window, as-of) with the gate verdict and gate table; support per slice; each metric per slice
+and model with its interval; reliability diagrams and score distributions by label (when the dict has them, i.e.
+binary tasks); challenger minus champion with paired intervals; rows left out (immature labels, unmatched keys);
+drift (PSI per column and a relative link to the Evidently page). The dict format is the "Report dict" of the
+evaluation interfaces; it carries aggregates only, never row values, so no PII can reach the page. Rendering
+reads no clock and iterates in the dict's order: the same dict gives byte-identical HTML.
+"""
+from __future__ import annotations
+
+import json
+import numbers
+
+from engine.evaluation.svg import (
+    DASH, MODEL_COLOURS, MUTED, IntervalRow, count, esc, finite, histogram_chart, interval, interval_chart,
+    mini_interval, num, reliability_chart,
+)
+from engine.reports import folder_target, write_report_files
+
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse", "mape"})
+HIGHER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "r2"})
+HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "f1@")
+COUNT_METRICS = frozenset({"support", "positives"})  # shown in the support table, not charted
+POSITIVE, NEGATIVE = "#c62828", "#1f77b4"
+READING_COLOURS = {"better": "#1a7f37", "worse": "#c62828", "changed": "#1f5fbf", "no clear difference": "#8a8a8a",
+                   "undefined": "#8a8a8a"}
+STATUS_CLASSES = {"ok": "good", "stable": "good", "warn": "warn", "warning": "warn", "moderate": "warn",
+                  "drift": "bad", "alert": "bad", "fail": "bad", "high": "bad"}
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;color:#222;margin:0 auto;max-width:1180px;
+padding:0 24px 48px;line-height:1.4}
+h1{margin:24px 0 8px}h2{margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}h3{margin:18px 0 6px}
+nav a{margin-right:14px}code{background:#f4f4f4;padding:0 3px}
+.verdict{font-size:1.6em;font-weight:700;padding:12px 18px;border-radius:6px;margin:12px 0;color:#fff}
+.verdict-pass{background:#1a7f37}.verdict-fail{background:#c62828}.verdict-other{background:#6d6d6d}
+dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px;margin:8px 0}dl.facts dt{color:#555}
+dl.facts dd{margin:0}
+table{border-collapse:collapse;margin:6px 0 12px;font-size:0.92em}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:middle}th{background:#f6f6f6}
+td.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.fail td{background:#fdecea}tr.muted td{color:#9e9e9e}
+.good{color:#1a7f37}.warn{color:#b26a00}.bad{color:#c62828;font-weight:600}
+.note{color:#555;font-size:0.92em}.swatch{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
+figure{margin:10px 0 18px}figcaption{font-weight:600;margin-bottom:4px}.row{display:flex;flex-wrap:wrap;gap:24px}
+"""
+
+
+def plain(value):
+    """JSON-ready copy: numpy scalars to Python numbers, tuples to lists, NaN and ±inf to None (undefined)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value) if finite(float(value)) else None
+    return value
+
+
+def direction(metric: str) -> int:
+    """+1 when higher is better, -1 when lower is better, 0 when neither (base rate, bias, means, counts)."""
+    if metric in LOWER_IS_BETTER:
+        return -1
+    if metric in HIGHER_IS_BETTER or metric.startswith(HIGHER_IS_BETTER_PREFIXES):
+        return 1
+    return 0
+
+
+def reading(metric: str, value, low, high) -> str:
+    """How to read a challenger − champion delta: better / worse / changed / no clear difference / undefined."""
+    if not finite(value):
+        return "undefined"
+    if not (finite(low) and finite(high)) or low <= 0 <= high:
+        return "no clear difference"
+    d = direction(metric)
+    if d == 0:
+        return "changed"
+    return "better" if (1 if low > 0 else -1) * d > 0 else "worse"
+
+
+def _under(row: dict, min_support) -> bool:
+    """Greyed: flagged under support, or an undefined metric on a slice below the minimum support."""
+    return row["status"] == "under_support" or (finite(min_support) and row["support"] < min_support)
+
+
+def _table(head: list[str], rows: list[tuple[str, list[str]]], numeric: set[int] = frozenset()) -> str:
+    """`rows` are (row class, cells as HTML already escaped); `numeric` columns are right-aligned."""
+    out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    for cls, cells in rows:
+        out.append(f'<tr class="{cls}">' if cls else "<tr>")
+        out.extend(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _slices(metrics: list[dict]) -> list[str]:
+    seen = list(dict.fromkeys(r["slice"] for r in metrics))
+    return (["overall"] if "overall" in seen else []) + [s for s in seen if s != "overall"]
+
+
+def _header(rep: dict) -> str:
+    verdict = str(rep["verdict"])
+    gates = rep.get("gates") or []
+    failed = sum(not g["passed"] for g in gates)
+    cls = {"pass": "verdict-pass", "fail": "verdict-fail"}.get(verdict, "verdict-other")
+    detail = f" — {failed} of {len(gates)} gate(s) failed" if gates else ""
+    win, ver = rep["window"], rep["versions"]
+    days = len(win.get("days") or [])
+    facts = [
+        ("run id", rep["run_id"]), ("config hash", rep["config_hash"]), ("created at", rep.get("created_at") or DASH),
+        ("task", rep["task"]), ("window", f"{win['start']} → {win['end']} ({days} day(s))"), ("as-of", rep["as_of"]),
+        ("pinned versions", f"scores v{ver['scores']}, labels v{ver['labels']}, features v{ver['features']}"),
+        ("models", ", ".join(rep["models"])), ("champion", rep.get("champion") or DASH),
+        ("challenger", rep.get("challenger") or DASH), ("minimum support", count(rep.get("min_support"))),
+        ("interval", f"{num(rep.get('confidence', 0) * 100, 1)}% bootstrap, {count(rep.get('bootstrap'))} replicates"),
+    ]
+    dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
+    return (f'<h1>Evaluation report</h1><div class="verdict {cls}">Verdict: {esc(verdict.upper())}{esc(detail)}'
+            f'</div><dl class="facts">{dl}</dl>')
+
+
+def _gates(rep: dict) -> str:
+    gates = rep.get("gates") or []
+    if not gates:
+        return '<h2 id="gates">Gates</h2><p class="note">No gates configured: nothing was checked for promotion.</p>'
+    rows = [("" if g["passed"] else "fail",
+             [esc(g["gate"]), esc(g["model"]), esc(g["slice"]), esc(g["metric"]), num(g.get("threshold")),
+              num(g.get("value")), "yes" if g["passed"] else '<span class="bad">no</span>', esc(g.get("reason", ""))])
+            for g in gates]
+    head = ["gate", "model", "slice", "metric", "threshold", "value", "passed", "reason"]
+    return f'<h2 id="gates">Gates</h2>{_table(head, rows, {4, 5})}'
+
+
+def _legend(models: list[str], colours: dict[str, str]) -> str:
+    items = "".join(f'<span class="swatch" style="background:{colours[m]}"></span>{esc(m)}' for m in models)
+    return (f'<p class="note">{items}<span class="swatch" style="background:{MUTED}"></span>'
+            f"under minimum support (greyed, still reported)</p>")
+
+
+def _support(rep: dict, models: list[str]) -> str:
+    cells: dict[tuple[str, str], tuple[int, bool]] = {}
+    for r in rep["metrics"]:
+        key = (r["slice"], r["model"])
+        sup, under = cells.get(key, (r["support"], False))
+        cells[key] = (sup, under or _under(r, rep.get("min_support")))
+    rows = []
+    for s in _slices(rep["metrics"]):
+        vals = [cells.get((s, m)) for m in models]
+        under = any(v and v[1] for v in vals)
+        rows.append(("muted" if under else "", [esc(s)] + [
+            DASH if v is None else count(v[0]) + (" (under support)" if v[1] else "") for v in vals]))
+    note = (f'<p class="note">A slice with fewer than {esc(count(rep.get("min_support")))} rows is reported '
+            f"with its support and greyed, never dropped.</p>")
+    table = _table(["slice", *models], rows, set(range(1, len(models) + 1)))
+    return f'<h2 id="slices">Slices and support</h2>{note}{table}'
+
+
+def _metrics(rep: dict, models: list[str], colours: dict[str, str]) -> str:
+    by_key = {(r["metric"], r["slice"], r["model"]): r for r in rep["metrics"]}
+    names = [m for m in dict.fromkeys(r["metric"] for r in rep["metrics"]) if m not in COUNT_METRICS]
+    out = ['<h2 id="metrics">Metrics by slice</h2>', _legend(models, colours)]
+    for metric in names:
+        rows = []
+        for s in _slices(rep["metrics"]):
+            first = True
+            for m in models:
+                r = by_key.get((metric, s, m))
+                if r is None:
+                    continue
+                under = _under(r, rep.get("min_support"))
+                note = f"{num(r['value'])} {interval(r['ci_low'], r['ci_high'])}".rstrip()
+                if under:
+                    note += f"  n={count(r['support'])} under support"
+                rows.append(IntervalRow(s if first else "", r["value"], r["ci_low"], r["ci_high"],
+                                        MUTED if under else colours[m], note, f"{s} · {m}: {note}"))
+                first = False
+        d = direction(metric)
+        hint = " (higher is better)" if d > 0 else " (lower is better)" if d < 0 else ""
+        out.append(f"<figure><figcaption>{esc(metric)}{esc(hint)}</figcaption>{interval_chart(rows)}</figure>")
+    return "".join(out)
+
+
+def _reliability(rep: dict, models: list[str], colours: dict[str, str]) -> str:
+    rel = rep.get("reliability") or {}
+    figs = []
+    for m in [m for m in models if rel.get(m)]:
+        head = ["bin", "rows", "mean score", "fraction positive"]
+        rows = [("", [f"{num(b['bin_low'])}–{num(b['bin_high'])}", count(b["count"]), num(b["mean_score"]),
+                      num(b["frac_positive"])]) for b in rel[m]]
+        figs.append(f"<figure><figcaption>{esc(m)}</figcaption>{reliability_chart(rel[m], colours[m])}"
+                    f"<details><summary>bins</summary>{_table(head, rows, {1, 2, 3})}</details></figure>")
+    if not figs:
+        return ""
+    note = ('<p class="note">Each dot is a score bin (area by rows): a calibrated model lies on the dashed '
+            "diagonal.</p>")
+    return f'<h2 id="reliability">Reliability</h2>{note}<div class="row">{"".join(figs)}</div>'
+
+
+def _score_hist(rep: dict, models: list[str]) -> str:
+    hist = rep.get("score_hist") or {}
+    figs = []
+    for m in [m for m in models if hist.get(m)]:
+        h = hist[m]
+        series = [("positive", h["positive"], POSITIVE), ("negative", h["negative"], NEGATIVE)]
+        chart = histogram_chart(h["edges"], series)
+        figs.append(f"<figure><figcaption>{esc(m)}</figcaption>{chart}</figure>")
+    if not figs:
+        return ""
+    note = '<p class="note">Each label\'s rows as a share of that label, so a rare class stays visible.</p>'
+    return f'<h2 id="scores">Score distributions by label</h2>{note}<div class="row">{"".join(figs)}</div>'
+
+
+def _deltas(rep: dict) -> str:
+    out = ['<h2 id="deltas">Challenger vs champion</h2>']
+    deltas = rep.get("deltas") or []
+    if not deltas:
+        why = ("no paired deltas in this run" if rep.get("challenger") else
+               "no challenger in this run: each model's metrics stand alone above")
+        return "".join(out) + f'<p class="note">{esc(why[0].upper() + why[1:])}.</p>'
+    out.append('<p class="note">Challenger − champion on the same rows, with a paired bootstrap interval. '
+               "For log_loss, brier, ece, mae, rmse and mape lower is better, so a negative delta is an "
+               'improvement. <span class="good">green</span>: better, <span class="bad">red</span>: worse '
+               f'(the interval excludes 0); <span style="color:{READING_COLOURS["changed"]}">blue</span>: changed, no '
+               f'preferred direction; <span style="color:{READING_COLOURS["undefined"]}">grey</span>: no clear '
+               "difference (the interval holds 0).</p>")
+    for model, baseline in dict.fromkeys((r["model"], r["baseline"]) for r in deltas):
+        group = [r for r in deltas if (r["model"], r["baseline"]) == (model, baseline)]
+        span: dict[str, float] = {}
+        for r in group:
+            vals = [abs(v) for v in (r["value"], r["ci_low"], r["ci_high"]) if finite(v)]
+            span[r["metric"]] = max([span.get(r["metric"], 0.0), *vals])
+        rows = []
+        order = {s: i for i, s in enumerate(_slices(group))}
+        for metric in dict.fromkeys(r["metric"] for r in group):
+            for r in sorted((r for r in group if r["metric"] == metric), key=lambda r: order[r["slice"]]):
+                read = reading(metric, r["value"], r["ci_low"], r["ci_high"])
+                colour = READING_COLOURS[read]
+                under = _under(r, rep.get("min_support"))
+                bar = mini_interval(r["value"], r["ci_low"], r["ci_high"], span[metric] * 1.1, colour)
+                rows.append(("muted" if under else "", [
+                    esc(metric), esc(r["slice"]), num(r["value"], sign=True),
+                    esc(interval(r["ci_low"], r["ci_high"], sign=True)), bar,
+                    count(r["support"]) + (" (under support)" if under else ""),
+                    f'<span style="color:{colour}">{esc(read)}</span>']))
+        head = ["metric", "slice", "Δ challenger − champion", "interval", "", "support", "reading"]
+        out.append(f"<h3>{esc(model)} − {esc(baseline)}</h3>{_table(head, rows, {2, 3, 5})}")
+    return "".join(out)
+
+
+def _excluded(rep: dict) -> str:
+    out = ['<h2 id="excluded">Rows left out</h2><h3>Immature labels</h3>']
+    imm = rep.get("immature") or []
+    if imm:
+        out.append(f'<p class="note">Rows whose label had not arrived by the as-of time ({esc(rep["as_of"])}) are '
+                   "excluded, never counted as negatives.</p>")
+        rows = [("", [esc(d["ds"]), count(d["rows_without_label"]), count(d["rows_label_after_as_of"])]) for d in imm]
+        rows.append(("", ["<strong>total</strong>", count(sum(d["rows_without_label"] for d in imm)),
+                          count(sum(d["rows_label_after_as_of"] for d in imm))]))
+        out.append(_table(["day", "rows without a label", "rows labelled after the as-of time"], rows, {1, 2}))
+    else:
+        out.append('<p class="note">None: every row of the window had its label by the as-of time.</p>')
+    um = rep.get("unmatched") or {}
+    known = [k for k in ("scores_without_features", "features_without_scores") if k in um]
+    rows = [("", [esc(k.replace("_", " ")), count(um[k])]) for k in known + sorted(set(um) - set(known))]
+    out.append("<h3>Unmatched rows</h3>" + (_table(["rows", "count"], rows, {1}) if rows else
+                                            '<p class="note">Not reported.</p>'))
+    return "".join(out)
+
+
+def _drift(rep: dict) -> str:
+    drift = rep.get("drift") or {}
+    out = ['<h2 id="drift">Drift</h2>']
+    psi = drift.get("psi") or []
+    if psi:
+        rows = [("", [esc(p["column"]), num(p["psi"]),
+                      f'<span class="{STATUS_CLASSES.get(str(p["status"]), "")}">{esc(p["status"])}</span>'])
+                for p in psi]
+        out.append("<h3>Population stability index per column</h3>" + _table(["column", "PSI", "status"], rows, {1}))
+    else:
+        out.append('<p class="note">No PSI computed in this run.</p>')
+    if drift.get("evidently_html"):
+        out.append(f'<p><a href="{esc(drift["evidently_html"])}">Evidently data-drift report</a> '
+                   '<span class="note">(a page saved beside this one)</span></p>')
+    return "".join(out)
+
+
+def render_html(report: dict) -> str:
+    """The report dict as one self-contained HTML page (no script, no external URL); deterministic."""
+    rep = plain(report)
+    models = list(rep["models"])
+    colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
+    sections = {"gates": _gates(rep), "slices": _support(rep, models), "metrics": _metrics(rep, models, colours),
+                "reliability": _reliability(rep, models, colours), "scores": _score_hist(rep, models),
+                "deltas": _deltas(rep), "excluded": _excluded(rep), "drift": _drift(rep)}
+    titles = {"gates": "Gates", "slices": "Slices", "metrics": "Metrics", "reliability": "Reliability",
+              "scores": "Score distributions", "deltas": "Champion vs challenger", "excluded": "Rows left out",
+              "drift": "Drift"}
+    nav = "".join(f'<a href="#{k}">{esc(titles[k])}</a>' for k, v in sections.items() if v)
+    body = "\n".join([_header(rep), f"<nav>{nav}</nav>", *(v for v in sections.values() if v)])
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>lakescore evaluation · run {esc(rep['run_id'])}</title>\n<style>{CSS}</style>\n</head>\n"
+            f"<body>\n{body}\n</body>\n</html>\n")
+
+
+def report_json(report: dict) -> str:
+    """report.json's text: sorted keys, undefined values (NaN, ±inf) as null so any JSON reader takes it."""
+    return json.dumps(plain(report), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_report(report: dict, folder: str, storage_options: dict | None = None) -> tuple[str, str]:
+    """Write report.json and report.html into `folder` (a path, file:// or an object-store URL); their locations."""
+    fs, path, shown = folder_target(folder, storage_options)
+    write_report_files(fs, path, {"report.json": report_json(report), "report.html": render_html(report)})
+    return f"{shown}/report.json", f"{shown}/report.html"
