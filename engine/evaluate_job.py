@@ -21,15 +21,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
-import pyarrow as pa
-
 from engine.config import EvaluateConfig, config_hash, table_uri
 from engine.errors import ConfigError, GateFailed, UnitFailed
+from engine.drift import Histograms
+from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
 from engine.evaluation import inputs
 from engine.evaluation import table as evtable
 from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
-from engine.evaluation.metrics import EvalStats, MetricsSpec, compare, compute_metrics, reliability, score_histogram
+from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
+from engine.evaluation.stats import EvalStats, MetricsSpec
 from engine.snapshot import check_files_exist, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
@@ -93,18 +94,18 @@ def _spec_dict(spec: MetricsSpec) -> dict:
     return json.loads(json.dumps(asdict(spec)))
 
 
-def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor, drift=None) -> EvalSummary:
+def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor) -> EvalSummary:
     """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error."""
     summary = EvalSummary(JOB, uuid.uuid4().hex, config_hash(cfg), engine=cfg.engine)
     try:
-        return _run(cfg, executor, summary, drift)
+        return _run(cfg, executor, summary)
     except Exception as e:
         if getattr(e, "exit_code", None) is not None:
             e.summary = summary
         raise
 
 
-def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, drift) -> EvalSummary:
+def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> EvalSummary:
     started = time.monotonic()
     deadline = started + cfg.run.time_budget_s
     opts = cfg.lake.storage_options
@@ -144,10 +145,12 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, drif
              len(plan_days.days), len(plan_days.chunks), summary.as_of,
              ", ".join(s.where() for s in snaps.values()))
 
+    ref = drift.reference(cfg, snaps, files, models, summary.run_id) if cfg.drift.reference else None
     plan = EvalPlan(snaps["scores"].uri, snaps["labels"].uri, snaps["features"].uri, tuple(cfg.key_columns),
                     cfg.score_column, cfg.labels.label_column, cfg.labels.label_ts_column,
                     tuple(cfg.features.slice_columns), tuple(models), int(as_of.timestamp() * 1_000_000),
-                    _spec_dict(spec), dict(opts))
+                    _spec_dict(spec), dict(opts),
+                    drift_edges={c: e.tolist() for c, e in ref["edges"].items()} if ref else {})
     schemas = schemas_json({k: s.schema for k, s in snaps.items()})
     results: dict[int, tuple[dict, bytes]] = {}
     for counts_json, stats_bytes in executor.run(plan.to_json(), [c.to_json() for c in plan_days.chunks], schemas,
@@ -157,10 +160,14 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, drif
     if len(results) != len(plan_days.chunks):
         raise UnitFailed(f"{len(plan_days.chunks) - len(results)} evaluation task(s) returned nothing; re-run")
     stats = EvalStats(spec, models)
+    current = None
     per_day: dict[str, dict] = {}
     for i in sorted(results):  # plan order: the merged statistics do not depend on which task finished first
         counts, data = results[i]
         stats = stats.merge(EvalStats.from_bytes(data))
+        if "drift" in counts:
+            part = Histograms.from_bytes(counts["drift"].encode())
+            current = part if current is None else current.merge(part)
         day = per_day.setdefault(counts["ds"], {"ds": counts["ds"], "rows_evaluated": 0, "rows_without_label": 0,
                                                 "rows_label_after_as_of": 0})
         for k in ("rows_evaluated", "rows_without_label", "rows_label_after_as_of"):
@@ -178,13 +185,14 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, drif
     summary.gates_failed = [f"{g['gate']} [{g['model'] or 'window'} {g['slice']}]: {g['reason']}"
                             for g in gate_rows if not g["passed"]]
     report = _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, plan_days.missing, models)
-    if drift is not None and cfg.drift.reference:
-        report["drift"] = drift(cfg, snaps, plan_days.days, summary.run_id)
+    extra_files: dict[str, str] = {}
+    if ref is not None:
+        report["drift"] = drift.section(cfg, snaps, ref, current, plan_days.days, models, extra_files)
     if summary.rows_evaluated:
         _commit(cfg, summary, as_of, metrics, deltas, snaps, files, plan_days.days, models)
     from engine.evaluation.publish import log_to_mlflow, promote, write_report
 
-    summary.report = write_report(cfg, report, summary.run_id)
+    summary.report = write_report(cfg, report, summary.run_id, extra_files)
     summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary)
     if summary.verdict == "fail":
         raise GateFailed(f"evaluation of {', '.join(models)} on {summary.window} failed {len(summary.gates_failed)} "
@@ -292,4 +300,4 @@ def _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, mis
     }
 
 
-__all__ = ["EvalExecutor", "EvalSummary", "LocalEvalExecutor", "run_evaluate", "pa"]
+__all__ = ["EvalExecutor", "EvalSummary", "LocalEvalExecutor", "run_evaluate"]

@@ -16,19 +16,18 @@ DOC = ("Evaluate model versions on a window of the scores table, joined with lab
 
 def body(cfg: EvaluateConfig, args):
     from engine.evaluate_job import run_evaluate
-    from engine.evaluation.drift_section import drift_section
 
     if cfg.engine == "spark":
         from engine.spark.evaluate import SparkEvalExecutor
         from engine.spark.session import spark_session
 
         spark = spark_session("lakescore-evaluate", master=cfg.spark.master)
-        return run_evaluate(cfg, SparkEvalExecutor(spark), drift=drift_section)
+        return run_evaluate(cfg, SparkEvalExecutor(spark))
     from engine.ray.evaluate import RayEvalExecutor
     from engine.ray.session import connect
 
     connect(cfg.ray.address)
-    return run_evaluate(cfg, RayEvalExecutor(cfg.ray), drift=drift_section)
+    return run_evaluate(cfg, RayEvalExecutor(cfg.ray))
 
 
 def main(argv: list[str] | None = None) -> int:

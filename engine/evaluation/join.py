@@ -3,7 +3,7 @@
 All three tables are partitioned by the event day, so the join is local to a day: a task reads that day's files
 of each table (only the columns it needs, in bounded batches, keeping the rows of its bucket), joins them with
 pyarrow's Acero inside the worker and folds the joined rows into mergeable statistics
-(`engine.evaluation.metrics.EvalStats`). Nothing row-level leaves the worker: the driver merges statistics.
+(`engine.evaluation.stats.EvalStats`). Nothing row-level leaves the worker: the driver merges statistics.
 
 - Scores: one column per model version, joined on the keys, so every model is judged on the same rows (rows
   scored by some of the models only are counted, not evaluated).
@@ -24,9 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.evaluation.metrics import EvalStats, MetricsSpec, row_key_hash
+from engine.drift import Histograms
+from engine.evaluation.keys import row_key_hash
+from engine.evaluation.stats import EvalStats, MetricsSpec
 from engine.snapshot import file_path, filesystem, iter_file_batches
 
+SCORE_PREFIX = "score:"  # drift columns of scores are named "score:<model>"
 BUCKET_SEED = 0x5EED_B0C7  # bucket assignment is independent of the bootstrap seed
 _LABEL, _LABEL_TS = "__label", "__label_ts"
 
@@ -48,6 +51,7 @@ class EvalPlan:
     spec: dict  # MetricsSpec's fields
     storage_options: dict = field(default_factory=dict)
     batch_rows: int = 131_072
+    drift_edges: dict = field(default_factory=dict)  # column → reference edges; "score:<model>" for scores
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -139,7 +143,16 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
             scored, t = _key_types_equal(plan, [scored, t])
             scored = scored.join(t, keys=keys, join_type="inner")
     counts["rows_all_models"] = scored.num_rows
-    feats = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns), chunk, schemas["features"])
+    drift_cols = [c for c in plan.drift_edges if not c.startswith(SCORE_PREFIX)]
+    feats = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns) + drift_cols, chunk,
+                  schemas["features"])
+    if plan.drift_edges:
+        hist = Histograms({c: np.asarray(e) for c, e in plan.drift_edges.items()})
+        hist.update(feats)
+        hist.update(scored.rename_columns([SCORE_PREFIX + c if c in plan.models else c for c in scored.column_names]))
+        hist.rows = feats.num_rows
+        counts["drift"] = hist.to_bytes().decode()
+    feats = feats.select(keys + list(plan.slice_columns))
     scored, feats = _key_types_equal(plan, [scored, feats])
     joined = scored.join(feats, keys=keys, join_type="inner")
     counts["scores_without_features"] = scored.num_rows - joined.num_rows

@@ -13,7 +13,7 @@ import re
 import tempfile
 
 from engine.config import to_json
-from engine.evaluation.report import render_html
+from engine.evaluation.report import render_html, report_json
 from engine.reports import report_target, write_report_files
 
 log = logging.getLogger("lakescore")
@@ -21,16 +21,16 @@ EXPERIMENT = "lakescore-evaluate"
 PROMOTION_TAG = "lakescore.promotion"  # on the promoted version: who, when, why, and the previous holder
 
 
-def write_report(cfg, report: dict, run_id: str) -> str:
-    """`<lake>/_reports/evaluate/<run_id>/report.html` (self-contained) and `report.json`; returns the HTML's location."""
+def write_report(cfg, report: dict, run_id: str, extra: dict[str, str] | None = None) -> str:
+    """`<lake>/_reports/evaluate/<run_id>/report.html` (self-contained), `report.json` and `extra` files (the
+    Evidently drift page, linked from the report); returns the HTML's location."""
     fs, base, shown = report_target(cfg.lake.root, f"evaluate/{run_id}", cfg.lake.storage_options)
-    write_report_files(fs, base, _files(report))
+    write_report_files(fs, base, {**_files(report), **(extra or {})})
     return f"{shown}/report.html"
 
 
 def _files(report: dict) -> dict[str, str]:
-    return {"report.json": json.dumps(report, indent=1, sort_keys=True, default=str),
-            "report.html": render_html(report)}
+    return {"report.json": report_json(report), "report.html": render_html(report)}
 
 
 def _metric_key(model: str, slice_: str, metric: str) -> str:

@@ -1,0 +1,108 @@
+"""The evaluation's drift section: feature and score drift between a reference window and the evaluated window.
+
+- Reference histograms (quantile edges and counts) of the features' drift columns, and of each model's scores,
+  come from the `drift_reference` table (engine.drift_reference): computed once per (table, window, files,
+  columns, bins) and reused, so a daily evaluation does not re-read its reference window.
+- Current histograms over the same edges are accumulated by the evaluation's own tasks, beside the metric
+  statistics (no second pass over the window, nothing on the driver).
+- PSI per column (engine.drift.feature_drift), and an Evidently `DataDriftPreset` page on a bounded, seeded sample
+  of both windows (no PII column ever reaches it: only float features and the slice columns).
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import tempfile
+
+import numpy as np
+import pyarrow as pa
+
+from engine import drift as drift_core
+from engine import drift_reference
+from engine.config import table_uri
+from engine.errors import ConfigError
+from engine.evaluation.join import SCORE_PREFIX
+from engine.snapshot import file_path, filesystem, iter_file_batches, select_partitions
+
+log = logging.getLogger("lakescore")
+
+
+def drift_columns(cfg, schema: pa.Schema) -> list[str]:
+    """The float feature columns matching `drift.columns` (every float feature when empty)."""
+    floats = [f.name for f in schema if pa.types.is_floating(f.type) and f.name not in cfg.key_columns]
+    pats = cfg.drift.columns
+    cols = [c for c in floats if not pats or any(fnmatch.fnmatchcase(c, p) for p in pats)]
+    if pats and not cols:
+        raise ConfigError(f"drift.columns {pats} match no float column of the features table; fix drift.columns")
+    return cols
+
+
+def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str) -> dict[str, np.ndarray]:
+    """Edges of every drift column ("score:<model>" for scores) and the reference histograms, from
+    `drift_reference` (built and stored on first use). Returns {"edges": …, "hist": …, "reused": […]}."""
+    opts = cfg.lake.storage_options
+    feats = snaps["features"]
+    days, _absent = select_partitions(feats, cfg.drift.reference)
+    if not days:
+        raise ConfigError(f"drift.reference {cfg.drift.reference} has no partitions in {feats.where()}; fix it")
+    uri = table_uri(cfg.lake, "drift_reference")
+    cols = drift_columns(cfg, feats.schema)
+    edges, hist, reused = {}, {}, []
+
+    def read(snap, paths, columns, rename=None):
+        fs, base = filesystem(snap.uri, opts)
+
+        def batches():
+            for p in paths:
+                for b in iter_file_batches(fs, file_path(base, p), columns, 131_072, snap.schema):
+                    yield b.rename_columns(rename) if rename else b
+        return batches
+
+    paths = [f.path for d in days for f in feats.files[d]]
+    e, h, r = drift_reference.load_or_build(
+        uri, feats, cfg.drift.reference, days, cols, cfg.drift.bins,
+        lambda: drift_core.stream_reference(read(feats, paths, cols), cols, cfg.drift.bins), opts, run_id)
+    edges.update(e), hist.update(h)
+    reused += [feats.name] if r else []
+    scores = snaps["scores"]
+    sdays = [d for d in days if d in scores.files]
+    for model in models:
+        name = SCORE_PREFIX + model
+        spaths = [f.path for d in sdays for f in files.get(d, {}).get(model, ())]
+        if not spaths:
+            continue  # the model scored none of the reference days: no score drift for it (reported as missing)
+        e, h, r = drift_reference.load_or_build(
+            uri, scores, cfg.drift.reference, sdays, [name], cfg.drift.bins,
+            lambda spaths=spaths, name=name: drift_core.stream_reference(
+                read(scores, spaths, [cfg.score_column], [name]), [name], cfg.drift.bins), opts, run_id)
+        edges.update(e), hist.update(h)
+        reused += [name] if r else []
+    return {"edges": edges, "hist": hist, "reused": reused, "days": days, "columns": cols}
+
+
+def section(cfg, snaps: dict, ref: dict, current: drift_core.Histograms | None, eval_days: list[str], models: list[str],
+            report_files: dict[str, str]) -> dict:
+    """The report's drift dict; the Evidently page (when `drift.sample_rows` > 0) is added to `report_files`."""
+    cur = current.counts if current is not None else {}
+    psi = drift_core.feature_drift(ref["hist"], ref["edges"], cur, cfg.drift.psi_max)
+    for m in models:
+        if SCORE_PREFIX + m not in ref["hist"]:
+            psi.append({"column": SCORE_PREFIX + m, "psi": None, "status": "missing"})
+    page = None
+    if cfg.drift.sample_rows > 0 and ref["columns"]:
+        feats = snaps["features"]
+        cols = [*ref["columns"], *cfg.features.slice_columns]
+        opts = cfg.lake.storage_options
+        reference_sample = drift_core.sample_rows(feats, ref["days"], cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
+        current_sample = drift_core.sample_rows(feats, eval_days, cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
+        with tempfile.TemporaryDirectory(prefix="lakescore-drift-") as tmp:
+            out = os.path.join(tmp, "drift.html")
+            drift_core.evidently_report(reference_sample, current_sample, cols, out,
+                                        title=f"lakescore drift: {feats.name} {cfg.drift.reference} vs {eval_days[0]}..{eval_days[-1]}")
+            with open(out, encoding="utf-8") as f:
+                report_files["drift.html"] = f.read()
+        page = "drift.html"
+    log.info("drift: %d column(s), %d drifted; reference reused for %s", len(psi),
+             sum(p["status"] == "drift" for p in psi), ref["reused"] or "none (built now)")
+    return {"psi": psi, "evidently_html": page, "reference": cfg.drift.reference, "reference_reused": ref["reused"]}
