@@ -206,7 +206,7 @@ def _read(table, uri: str, key: ReferenceKey) -> tuple[Edges, Hist, int] | None:
     from deltalake.exceptions import DeltaError
 
     try:
-        t = table.to_pyarrow_table(partitions=[("table", "=", key.table), ("reference_id", "=", key.reference_id)])
+        t = table.to_pyarrow_table(filters=[("table", "=", key.table), ("reference_id", "=", key.reference_id)])
     except (OSError, DeltaError, pa.ArrowException) as e:
         raise InputUnavailable(f"drift reference table {uri}: reference {key.reference_id} of {key.table} window "
                                f"{key.window} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
