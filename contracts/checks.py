@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contracts.spec import _TYPE_TESTS, ResolvedContract
+from engine.drift import bin_counts
 
 MAX_EXAMPLES = 3
 
@@ -129,9 +130,7 @@ class CheckStats:
             self.keys.append(key_hashes(batch, rc.contract.key))
         for name, e in edges.items():
             vals = batch.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
-            vals = vals[np.isfinite(vals)]
-            counts = np.bincount(np.searchsorted(e, vals, side="right"), minlength=len(e) + 1)
-            self.hist[name] = self.hist.get(name, 0) + counts
+            self.hist[name] = self.hist.get(name, 0) + bin_counts(vals, e)
         return any_bad
 
     def merge(self, other: "CheckStats") -> "CheckStats":

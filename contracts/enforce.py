@@ -21,6 +21,8 @@ from contracts import quarantine as qtable
 from contracts.checks import CheckStats, row_masks
 from contracts.partition import Violation
 from contracts.spec import load_contract
+from engine.drift import stream_reference
+from engine.drift_reference import load_or_build
 from engine.errors import ConfigError, InputUnavailable
 from engine.reports import report_target, write_report_files
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
@@ -58,8 +60,12 @@ class ContractCheck:
 
 class Enforcer:
     def __init__(self, contract_path: str, snap, key_columns: list[str], passthrough: list[str],
-                 storage_options: dict | None = None):
+                 storage_options: dict | None = None, reference_table: str | None = None):
+        """`reference_table`: the lake's `drift_reference` table, where the drift reference is stored once and
+        reused (None: computed from the window on every run, stored nowhere)."""
         self.contract = load_contract(contract_path)
+        self.reference_table = reference_table
+        self.reference_reused = False
         self.path = contract_path
         self.snap = snap
         self.storage_options = storage_options or {}
@@ -102,7 +108,8 @@ class Enforcer:
         return self.contract.digest
 
     def _reference(self, storage_options) -> None:
-        """Edges and histograms of the drift reference window: its files checked first, then streamed (bounded)."""
+        """Edges and histograms of the drift reference window: its files checked first; then the stored reference
+        of the same files (engine.drift_reference), or the window streamed (bounded) and stored."""
         from deltalake.exceptions import DeltaError
 
         d = self.contract.drift
@@ -123,12 +130,19 @@ class Enforcer:
             for path in paths:
                 yield from iter_file_batches(fs, path, feats, REFERENCE_BATCH_ROWS)
 
-        try:
-            self.edges, self.ref_hist = pchecks.stream_reference(batches, feats, d.bins)
-        except (OSError, pa.ArrowException, DeltaError) as e:
-            detail = " ".join(str(e).split())[:200]
-            raise InputUnavailable(f"{where} cannot be read ({type(e).__name__}: {detail}); repair or restore its "
-                                   "files, pin another input.version, or move drift.reference") from e
+        def build():
+            try:
+                return stream_reference(batches, feats, d.bins)
+            except (OSError, pa.ArrowException, DeltaError) as e:
+                detail = " ".join(str(e).split())[:200]
+                raise InputUnavailable(f"{where} cannot be read ({type(e).__name__}: {detail}); repair or restore its "
+                                       "files, pin another input.version, or move drift.reference") from e
+
+        if self.reference_table is None:
+            self.edges, self.ref_hist = build()
+            return
+        self.edges, self.ref_hist, self.reference_reused = load_or_build(
+            self.reference_table, self.snap, d.reference, days, feats, d.bins, build, storage_options)
 
     def verdict(self, ds: str, rows: int, stats: CheckStats | None) -> list[Violation]:
         """Every violation of one unit (schema, rows, keys, volume, freshness, drift); empty means it passes."""

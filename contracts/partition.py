@@ -1,20 +1,20 @@
 """Checks on a whole partition (volume, freshness, drift, key uniqueness): no rows to quarantine, they fail the unit.
 
 All of them work from what is already at hand: row counts from the Delta log, and the merged `CheckStats`
-that the scoring pass produced, so they add no pass over the data.
+that the scoring pass produced, so they add no pass over the data. Drift compares those histograms with the
+reference window's (engine.drift computes them, engine.drift_reference stores and reuses them).
 """
 from __future__ import annotations
 
 import datetime as dt
 import fnmatch
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import numpy as np
-import pyarrow as pa
 
 from contracts.checks import CheckStats
 from contracts.spec import ResolvedContract
+from engine.drift import psi
 
 
 @dataclass(frozen=True)
@@ -89,64 +89,6 @@ def drift_features(rc: ResolvedContract) -> list[str]:
     if not d.features:
         return floats
     return [n for n in floats if any(fnmatch.fnmatchcase(n, p) for p in d.features)]
-
-
-REFERENCE_SAMPLE_ROWS = 100_000  # rows kept for the quantile edges: about (this + a batch) × features × 8 bytes
-
-
-def _edges(vals: np.ndarray, bins: int) -> np.ndarray | None:
-    vals = vals[np.isfinite(vals)]
-    return np.unique(np.quantile(vals, np.linspace(0, 1, bins + 1)[1:-1])) if len(vals) else None
-
-
-def _counts(vals: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    vals = vals[np.isfinite(vals)]
-    return np.bincount(np.searchsorted(edges, vals, side="right"), minlength=len(edges) + 1)
-
-
-def _floats(batch: pa.RecordBatch, name: str, start: int = 0, stride: int = 1) -> np.ndarray:
-    """A column's values (every `stride`-th from `start`) as a float64 copy; NaN where the file lacks the column."""
-    if name not in batch.schema.names:
-        return np.full(len(range(start, batch.num_rows, stride)), np.nan)
-    return np.array(batch.column(name).to_numpy(zero_copy_only=False)[start::stride], dtype=np.float64)
-
-
-def stream_reference(batches: Callable[[], Iterable[pa.RecordBatch]], features: list[str], bins: int,
-                     sample_rows: int = REFERENCE_SAMPLE_ROWS) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Quantile edges and histograms of a reference window read batch by batch, in bounded memory.
-
-    The edges come from every `stride`-th row of the window: stride 1 (every row, exact) while the window has at
-    most `sample_rows` rows, doubled whenever the kept rows exceed it. That depends only on the order of the rows
-    (files in path order), never on batch sizes or timing, so it is deterministic. When rows were left out of the
-    sample, a second pass counts the histograms over every row.
-    """
-    if not features:
-        return {}, {}
-    stride, seen = 1, 0
-    parts: dict[str, list[np.ndarray]] = {f: [] for f in features}
-    for batch in batches():
-        start = (-seen) % stride  # the first row of this batch whose global index is a multiple of stride
-        for f in features:
-            parts[f].append(_floats(batch, f, start, stride))
-        seen += batch.num_rows
-        while sum(len(a) for a in parts[features[0]]) > sample_rows:
-            stride *= 2  # kept rows are indices 0, s, 2s, …: every other one of them is 0, 2s, 4s, …
-            parts = {f: [np.concatenate(a)[::2]] for f, a in parts.items()}
-    sample = {f: np.concatenate(a) if a else np.empty(0) for f, a in parts.items()}
-    edges = {f: e for f in features if (e := _edges(sample[f], bins)) is not None}
-    if stride == 1:
-        return edges, {f: _counts(sample[f], e) for f, e in edges.items()}
-    hist = {f: np.zeros(len(e) + 1, dtype=np.int64) for f, e in edges.items()}
-    for batch in batches():
-        for f, e in edges.items():
-            hist[f] += _counts(_floats(batch, f), e)
-    return edges, hist
-
-
-def psi(ref: np.ndarray, cur: np.ndarray, eps: float = 1e-4) -> float:
-    p = np.maximum(ref / max(ref.sum(), 1), eps)
-    q = np.maximum(cur / max(cur.sum(), 1), eps)
-    return float(np.sum((q - p) * np.log(q / p)))
 
 
 def drift(rc: ResolvedContract, ds: str, stats: CheckStats, ref_hist: dict[str, np.ndarray]) -> list[Violation]:

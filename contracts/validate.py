@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from contracts.checks import CheckStats, row_masks
 from contracts.enforce import Enforcer
 from engine.config import ValidateConfig, config_hash, table_uri
+from engine.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
 from engine.scoring import plan_chunks
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
@@ -93,7 +94,7 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     snap = open_snapshot(cfg.input.table, uri, cfg.input.version, opts)
     s.input_table, s.input_version = cfg.input.table, snap.version
     days, absent = select_partitions(snap, cfg.input.ds)
-    enforcer = Enforcer(cfg.input.contract, snap, [], [], opts)
+    enforcer = Enforcer(cfg.input.contract, snap, [], [], opts, reference_table=table_uri(cfg.lake, REFERENCE_TABLE))
     s.units_planned = len(days) + len(absent)
     verdicts: dict[str, list] = {d: enforcer.verdict(d, 0, None) for d in absent}
     if enforcer.schema_violations:

@@ -15,10 +15,15 @@ DOC = "Score the input table's pinned snapshot into the scores table, one idempo
 
 def run_score(cfg: ScoreConfig, executor, force: bool = False, hooks=None):
     """The score job's wiring: the engine's job core with the contracts package's enforcer."""
+    from functools import partial
+
     from contracts.enforce import Enforcer
+    from engine.config import table_uri
+    from engine.drift_reference import TABLE
     from engine.score_job import run_score as core
 
-    return core(cfg, executor, force=force, hooks=hooks, enforcer_factory=Enforcer)
+    factory = partial(Enforcer, reference_table=table_uri(cfg.lake, TABLE))  # drift references stored and reused
+    return core(cfg, executor, force=force, hooks=hooks, enforcer_factory=factory)
 
 
 def body(cfg: ScoreConfig, args):

@@ -256,7 +256,7 @@ def test_unreadable_drift_reference_is_input_unavailable_and_writes_nothing(ray_
 
 
 def test_reference_is_streamed_exactly_when_small_and_from_a_bounded_sample_when_large():
-    from contracts.partition import stream_reference
+    from engine.drift import stream_reference
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal(10_000)

@@ -1,0 +1,224 @@
+"""Drift statistics on Arrow batches: quantile edges, histograms over them, PSI, and an Evidently drift page.
+
+Pure and engine-neutral (numpy/pyarrow; Evidently and pandas only inside `evidently_report`). The contracts
+package's drift check and the evaluate job both build on these functions, so a feature's PSI is the same number
+wherever it is reported. Reference histograms are stored and reused by `engine.drift_reference`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable, Collection, Iterable, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from engine.errors import ConfigError
+
+REFERENCE_SAMPLE_ROWS = 100_000  # rows kept for the quantile edges: about (this + a batch) × features × 8 bytes
+PSI_EPS = 1e-4  # floor of a bin's share, so an empty bin gives a large but finite PSI
+# Names the algorithm behind `stream_reference`; a stored reference is reused only under the same method.
+REFERENCE_METHOD = f"quantile-stride/{REFERENCE_SAMPLE_ROWS}"
+
+
+def quantile_edges(vals: np.ndarray, bins: int) -> np.ndarray | None:
+    """Inner edges of `bins` quantile bins of the finite values (duplicates merged); None when none is finite."""
+    vals = vals[np.isfinite(vals)]
+    return np.unique(np.quantile(vals, np.linspace(0, 1, bins + 1)[1:-1])) if len(vals) else None
+
+
+def bin_counts(vals: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of the finite values in the len(edges)+1 bins (-inf, e0), [e0, e1), …, [e_last, inf)."""
+    vals = vals[np.isfinite(vals)]
+    return np.bincount(np.searchsorted(edges, vals, side="right"), minlength=len(edges) + 1)
+
+
+def column_floats(batch: pa.RecordBatch | pa.Table, name: str, start: int = 0, stride: int = 1) -> np.ndarray:
+    """A column's values (every `stride`-th from `start`) as a float64 copy; NaN where the batch lacks the column."""
+    if name not in batch.schema.names:
+        return np.full(len(range(start, batch.num_rows, stride)), np.nan)
+    return np.array(batch.column(name).to_numpy(zero_copy_only=False)[start::stride], dtype=np.float64)
+
+
+def stream_reference(batches: Callable[[], Iterable[pa.RecordBatch]], features: list[str], bins: int,
+                     sample_rows: int = REFERENCE_SAMPLE_ROWS) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Quantile edges and histograms of a reference window read batch by batch, in bounded memory.
+
+    The edges come from every `stride`-th row of the window: stride 1 (every row, exact) while the window has at
+    most `sample_rows` rows, doubled whenever the kept rows exceed it. That depends only on the order of the rows
+    (files in path order), never on batch sizes or timing, so it is deterministic. When rows were left out of the
+    sample, a second pass counts the histograms over every row.
+    """
+    if not features:
+        return {}, {}
+    stride, seen = 1, 0
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in features}
+    for batch in batches():
+        start = (-seen) % stride  # the first row of this batch whose global index is a multiple of stride
+        for f in features:
+            parts[f].append(column_floats(batch, f, start, stride))
+        seen += batch.num_rows
+        while sum(len(a) for a in parts[features[0]]) > sample_rows:
+            stride *= 2  # kept rows are indices 0, s, 2s, …: every other one of them is 0, 2s, 4s, …
+            parts = {f: [np.concatenate(a)[::2]] for f, a in parts.items()}
+    sample = {f: np.concatenate(a) if a else np.empty(0) for f, a in parts.items()}
+    edges = {f: e for f in features if (e := quantile_edges(sample[f], bins)) is not None}
+    if stride == 1:
+        return edges, {f: bin_counts(sample[f], e) for f, e in edges.items()}
+    hist = {f: np.zeros(len(e) + 1, dtype=np.int64) for f, e in edges.items()}
+    for batch in batches():
+        for f, e in edges.items():
+            hist[f] += bin_counts(column_floats(batch, f), e)
+    return edges, hist
+
+
+def psi(ref: np.ndarray, cur: np.ndarray, eps: float = PSI_EPS) -> float:
+    """Population stability index of two histograms over the same bins: Σ (q − p) · ln(q / p), shares floored at eps."""
+    p = np.maximum(ref / max(ref.sum(), 1), eps)
+    q = np.maximum(cur / max(cur.sum(), 1), eps)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def feature_drift(ref_hist: dict[str, np.ndarray], ref_edges: dict[str, np.ndarray], cur_hist: dict[str, np.ndarray],
+                  psi_max: float = 0.25, per_column: dict[str, float] | None = None) -> list[dict]:
+    """`[{"column", "psi", "status"}]` per reference column, sorted by name: status "drift" when psi > its limit.
+
+    A column of the reference without a current histogram (or with no finite current value) has psi None and
+    status "missing": no number is made up for it.
+    """
+    out = []
+    for col in sorted(ref_hist):
+        ref, cur = np.asarray(ref_hist[col]), cur_hist.get(col)
+        if cur is not None and len(cur) != len(ref_edges[col]) + 1:
+            raise ValueError(f"current histogram of {col!r} has {len(cur)} bins, the reference {len(ref_edges[col]) + 1}")
+        if cur is None or int(np.sum(cur)) == 0:
+            out.append({"column": col, "psi": None, "status": "missing"})
+            continue
+        value = psi(ref, np.asarray(cur))
+        limit = (per_column or {}).get(col, psi_max)
+        out.append({"column": col, "psi": value, "status": "drift" if value > limit else "ok"})
+    return out
+
+
+@dataclass
+class Histograms:
+    """Mergeable histograms of columns over fixed edges, accumulated per Arrow batch (current windows).
+
+    Serialised as JSON bytes (`to_bytes` / `from_bytes`), never pickle, so they travel through Ray and Spark rows.
+    """
+
+    edges: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: int = 0
+
+    def __post_init__(self):
+        self.edges = {c: np.asarray(e, dtype=np.float64) for c, e in self.edges.items()}
+        for c, e in self.edges.items():
+            self.counts[c] = np.asarray(self.counts.get(c, np.zeros(len(e) + 1)), dtype=np.int64)
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> "Histograms":
+        for c, e in self.edges.items():
+            self.counts[c] += bin_counts(column_floats(batch, c), e)
+        self.rows += batch.num_rows
+        return self
+
+    def merge(self, other: "Histograms") -> "Histograms":
+        if set(other.edges) != set(self.edges) or any(not np.array_equal(other.edges[c], e) for c, e in self.edges.items()):
+            raise ValueError("cannot merge histograms over different edges")
+        for c in self.counts:
+            self.counts[c] += other.counts[c]
+        self.rows += other.rows
+        return self
+
+    def to_bytes(self) -> bytes:
+        return json.dumps({"rows": self.rows, "edges": {c: e.tolist() for c, e in self.edges.items()},
+                           "counts": {c: v.tolist() for c, v in self.counts.items()}}, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Histograms":
+        d = json.loads(data)
+        return cls({c: np.asarray(e, dtype=np.float64) for c, e in d["edges"].items()},
+                   {c: np.asarray(v, dtype=np.int64) for c, v in d["counts"].items()}, int(d["rows"]))
+
+
+# --------------------------------------------------------------------------------------- Evidently sample
+
+
+def sample_rows(snap, days: list[str], columns: list[str], n: int, seed: int,
+                storage_options: dict | None = None) -> pa.Table:
+    """A seeded uniform sample of at most `n` rows of `days` of a snapshot, reading only `columns` of the row
+    groups that hold a sampled row (row counts from the Parquet footers). Same snapshot, days, n and seed →
+    the same rows, in (day, file path, row) order."""
+    import pyarrow.parquet as pq
+
+    from engine.snapshot import _conform, file_path, filesystem
+
+    fs, base = filesystem(snap.uri, storage_options)
+    target = pa.schema([snap.schema.field(c) for c in dict.fromkeys(columns) if c in snap.schema.names])
+    if len(target) != len(dict.fromkeys(columns)):
+        missing = sorted(set(columns) - set(snap.schema.names))
+        raise ConfigError(f"drift sample: {snap.where()} has no column(s) {missing}; fix the drift columns")
+    paths = [file_path(base, f.path) for d in sorted(days) for f in snap.files.get(d, ())]
+    files = [pq.ParquetFile(fs.open_input_file(p)) for p in paths]
+    sizes = np.array([pf.metadata.num_rows for pf in files], dtype=np.int64)
+    total = int(sizes.sum())
+    rng = np.random.default_rng(seed)
+    picks = np.sort(rng.choice(total, size=min(n, total), replace=False)) if total else np.empty(0, np.int64)
+    out: list[pa.RecordBatch] = []
+    start = 0
+    for path, pf, size in zip(paths, files, sizes):
+        mine = picks[(picks >= start) & (picks < start + size)] - start
+        start += int(size)
+        rg_start = 0
+        for rg in range(pf.metadata.num_row_groups if len(mine) else 0):
+            rg_rows = pf.metadata.row_group(rg).num_rows
+            local = mine[(mine >= rg_start) & (mine < rg_start + rg_rows)] - rg_start
+            rg_start += rg_rows
+            if not len(local):
+                continue
+            have = [f.name for f in target if f.name in pf.schema_arrow.names]
+            if not have:  # none of the columns existed when this file was written: nulls
+                out.append(_conform(pa.RecordBatch.from_pydict({}), target, path, len(local)))
+                continue
+            for b in pf.read_row_group(rg, columns=have).take(pa.array(local)).to_batches():
+                out.append(_conform(b, target, path, b.num_rows))
+    return pa.Table.from_batches(out, schema=target) if out else target.empty_table()
+
+
+def evidently_report(reference: pa.Table, current: pa.Table, columns: list[str], out_path: str,
+                     pii: Collection[str] = (), title: str = "lakescore drift") -> str:
+    """Evidently's `DataDriftPreset` on `columns` of two (sampled) tables, saved as one self-contained HTML file.
+
+    Only `columns` reach Evidently (a PII column is refused): its page quotes values. `save_html` inlines
+    Evidently's JS bundle and icon font, so the page opens offline. Returns `out_path`.
+    """
+    leaked = sorted(set(columns) & set(pii))
+    if leaked:
+        raise ConfigError(f"drift report: columns {leaked} are tagged pii and never reach a report; remove them")
+    absent = sorted({c for c in columns if c not in reference.column_names or c not in current.column_names})
+    if absent or not columns:
+        raise ConfigError(f"drift report: column(s) {absent or '(none)'} missing from the samples; fix the drift columns")
+    if reference.num_rows == 0 or current.num_rows == 0:
+        raise ConfigError(f"drift report: empty {'reference' if reference.num_rows == 0 else 'current'} sample")
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    def dataset(t: pa.Table):
+        df = t.select(columns).to_pandas()
+        num = [c for c in columns if kind(t.schema.field(c).type) == "num"]
+        cat = [c for c in columns if kind(t.schema.field(c).type) == "cat"]
+        return Dataset.from_pandas(df, data_definition=DataDefinition(numerical_columns=num, categorical_columns=cat))
+
+    snapshot = Report([DataDriftPreset(columns=list(columns))], metadata={"title": title}).run(
+        current_data=dataset(current), reference_data=dataset(reference))
+    snapshot.save_html(out_path)
+    return out_path
+
+
+def kind(t: pa.DataType) -> Literal["num", "cat"]:
+    """How Evidently should treat a column: numerical (ints, floats) or categorical (strings, booleans)."""
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "num"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t) or pa.types.is_dictionary(t):
+        return "cat"
+    raise ConfigError(f"drift report: a {t} column is neither numerical nor categorical; leave it out of the drift columns")
