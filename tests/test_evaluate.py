@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
@@ -98,7 +99,8 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
     known = labels[labels.label_ts <= pd.Timestamp(as_of)].head(200).copy()
     known["label"] = 1 - known["label"]
     known["label_ts"] = pd.Timestamp(as_of) + pd.Timedelta(hours=1)
-    write_deltalake(str(lake / "labels"), known, mode="append", partition_by=["ds"])
+    write_deltalake(str(lake / "labels"), pa.Table.from_pandas(known, preserve_index=False).cast(
+        DeltaTable(str(lake / "labels")).schema().to_arrow()), mode="append", partition_by=["ds"])
     s = run_evaluate(eval_config(lake, demo_root, f"as_of={as_of.isoformat()}", "gates.max_immature_fraction=1"),
                      LocalEvalExecutor())
     ref = reference_frame(lake, XGB, 1, as_of)
@@ -215,7 +217,7 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
                       "gates.max_regression=[{metric: roc_auc, slices: [overall], max_drop: 0.2}]")
     s = run_evaluate(cfg, LocalEvalExecutor())
     assert s.verdict == "pass" and s.promoted
-    assert client.get_model_version_by_alias("t-promo", "champion").version == "2"
+    assert int(client.get_model_version_by_alias("t-promo", "champion").version) == 2
     record = json.loads(client.get_model_version("t-promo", "2").tags["lakescore.promotion"])
     assert record["from_version"] == 1 and record["to_version"] == 2 and s.run_id in record["why"]
     assert record["by"]
