@@ -6,3 +6,9 @@ and per bootstrap bucket) that merge associatively, so one task or a thousand, R
 `metrics.compute_metrics` / `metrics.compare` turn them into the long-form metric rows of issue 9 with Poisson
 bootstrap intervals. Pure numpy/pyarrow: no Ray, no Spark.
 """
+from engine.evaluation.keys import row_key_hash
+from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
+from engine.evaluation.spec import MetricsSpec
+from engine.evaluation.stats import EvalStats
+
+__all__ = ["EvalStats", "MetricsSpec", "compare", "compute_metrics", "reliability", "row_key_hash", "score_histogram"]

@@ -27,73 +27,17 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import asdict, dataclass
-from typing import Literal
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
 
 from engine.errors import ConfigError, LakescoreError
+from engine.evaluation.spec import LOG_EPS, MetricsSpec
 
-LOG_EPS = float(np.finfo(np.float64).eps)  # log-loss clip, as sklearn does for float64 scores: [eps, 1 - eps]
 REG_SUMS = ("n", "n_nonzero", "sum_yc", "sum_yc2", "sum_p", "sum_d", "sum_absd", "sum_d2", "sum_ape")
 _MAGIC = b"LKEVALSTATS1"
 _MAX_CROSS = 1 << 20  # crosses with more possible combinations use np.unique instead of a lookup table
-
-
-@dataclass(frozen=True)
-class MetricsSpec:
-    """What to compute. Resolution knobs: `fine_bins` over logit ±`logit_range` (bin width 24/16384 ≈ 0.0015 in
-    logit, ≤ 3.7e-4 in score) bound the histogram metrics' error (see `curves`); `buckets` (a power of two) is the
-    bootstrap's resampling unit: 256 random buckets estimate a standard error to within ~±9 % (√(2/256))."""
-
-    task: Literal["binary", "regression"] = "binary"
-    thresholds: tuple[float, ...] = (0.5,)
-    top_k_pct: tuple[float, ...] = (1.0, 5.0)
-    ece_bins: int = 10
-    slices: tuple[tuple[str, ...], ...] = ()
-    min_support: int = 100
-    bootstrap: int = 200
-    confidence: float = 0.95
-    seed: int = 0
-    fine_bins: int = 16384
-    logit_range: float = 12.0
-    coarse_bins: int = 64
-    coarse_logit_range: float = 8.0
-    buckets: int = 256
-
-    def __post_init__(self):
-        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
-        object.__setattr__(self, "top_k_pct", tuple(float(k) for k in self.top_k_pct))
-        object.__setattr__(self, "slices", tuple(tuple(str(c) for c in s) for s in self.slices))
-        problems = []
-        if self.task not in ("binary", "regression"):
-            problems.append(f"task={self.task!r} (use 'binary' or 'regression')")
-        if any(not 0.0 <= t <= 1.0 for t in self.thresholds):
-            problems.append(f"thresholds={self.thresholds} (each in [0, 1])")
-        if any(not 0.0 < k <= 100.0 for k in self.top_k_pct):
-            problems.append(f"top_k_pct={self.top_k_pct} (each in (0, 100])")
-        if any(not s or len(set(s)) != len(s) for s in self.slices) or len(set(self.slices)) != len(self.slices):
-            problems.append(f"slices={self.slices} (non-empty, distinct column tuples)")
-        if not 0.0 < self.confidence < 1.0:
-            problems.append(f"confidence={self.confidence} (in (0, 1))")
-        if self.buckets < 2 or self.buckets & (self.buckets - 1) or self.buckets > 1 << 16:
-            problems.append(f"buckets={self.buckets} (a power of two, 2..65536)")
-        for name in ("ece_bins", "fine_bins", "coarse_bins"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} (at least 1)")
-        if self.bootstrap < 0 or self.min_support < 0:
-            problems.append("bootstrap and min_support must be >= 0")
-        if problems:
-            raise ConfigError("metrics spec invalid: " + "; ".join(problems))
-
-    @property
-    def coarse_edges(self) -> np.ndarray:
-        """Lower edges of the coarse bins (bin i = [edges[i], edges[i+1]), the last one open above)."""
-        z = np.linspace(-self.coarse_logit_range, self.coarse_logit_range, self.coarse_bins + 1)[:-1]
-        grid = 1.0 / (1.0 + np.exp(-z))
-        ece = np.arange(self.ece_bins, dtype=np.float64) / self.ece_bins
-        return np.unique(np.concatenate([[0.0], grid, ece, np.asarray(self.thresholds, dtype=np.float64)]))
 
 
 def _encode(values, n: int, where: str) -> tuple[np.ndarray, list[str]]:
@@ -116,10 +60,14 @@ def _encode(values, n: int, where: str) -> tuple[np.ndarray, list[str]]:
 class EvalStats:
     """Sufficient statistics for `models` (keys "name/version") scored on the same rows; see the module docstring."""
 
+    FLUSH_ROWS = 1 << 18
+
     def __init__(self, spec: MetricsSpec, models: list[str]):
         if not models or len(set(models)) != len(models):
             raise ConfigError(f"EvalStats: models={models!r}; give one or more distinct model keys")
         self.spec, self.models, self.rows = spec, list(models), 0
+        self._pending: list[tuple] = []
+        self._pending_rows = 0
         self.groups: list[tuple[str, ...]] = [()] + list(spec.slices)
         self.slices: list[tuple[int, tuple[str, ...]]] = []
         self._slice_ids: dict[tuple[int, tuple[str, ...]], int] = {}
@@ -159,6 +107,7 @@ class EvalStats:
 
     def view(self, model: str, name: str) -> np.ndarray:
         """The statistic `name` of `model` for the registered slices (axis 0 follows `self.slices`)."""
+        self._flush()
         return self.arrays[model][name][:len(self.slices)]
 
     # ---- accumulate ---------------------------------------------------------------------------------------------
@@ -200,7 +149,11 @@ class EvalStats:
 
     def update(self, key_hash: np.ndarray, label: np.ndarray, scores: dict[str, np.ndarray],
                slice_values: dict[str, np.ndarray | pa.Array]) -> None:
-        """Add one batch of rows: their key hashes, labels, each model's scores and the slice columns."""
+        """Add one batch of rows: their key hashes, labels, each model's scores and the slice columns.
+
+        Inputs are checked here; batches smaller than FLUSH_ROWS are buffered (bucket, label, scores, per-row
+        slice ids) and accumulated together, because each accumulation pays a fixed cost proportional to the
+        histogram sizes (Spark's Arrow batches hold 10 000 rows)."""
         label = np.asarray(label)
         n = len(label)
         if n == 0:
@@ -212,11 +165,40 @@ class EvalStats:
             raise LakescoreError(f"EvalStats.update: key_hash, label and scores must all have {n} rows")
         bucket = (key_hash >> np.uint64(64 - int(math.log2(self.spec.buckets)))).astype(np.intp)
         groups = self._group_codes(slice_values, n)
-        if self.spec.task == "binary":
-            self._update_binary(bucket, self._binary_labels(label), scores, groups)
-        else:
-            self._update_regression(bucket, label, scores, groups)
+        binary = self.spec.task == "binary"
+        y = self._binary_labels(label) if binary else self._regression_labels(label)
+        preds = {m: self._check_scores(m, np.asarray(scores[m], dtype=np.float64), binary) for m in self.models}
         self.rows += n
+        if n >= self.FLUSH_ROWS and not self._pending:
+            self._accumulate(bucket, y, preds, groups)
+            return
+        self._pending.append((bucket, y, preds, [None if loc is None else gids[loc] for loc, gids in groups]))
+        self._pending_rows += n
+        if self._pending_rows >= self.FLUSH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Accumulate the buffered batches at once (per group, global slice ids → compact local codes)."""
+        if not self._pending:
+            return
+        pend, self._pending, self._pending_rows = self._pending, [], 0
+        bucket = np.concatenate([b[0] for b in pend])
+        y = np.concatenate([b[1] for b in pend])
+        preds = {m: np.concatenate([b[2][m] for b in pend]) for m in self.models}
+        groups = [(None, np.zeros(1, np.intp))]
+        for g in range(1, len(self.groups)):
+            rows = np.concatenate([b[3][g] for b in pend])
+            present = np.flatnonzero(np.bincount(rows, minlength=len(self.slices)))
+            lut = np.zeros(len(self.slices), np.intp)
+            lut[present] = np.arange(len(present))
+            groups.append((lut[rows], present))
+        self._accumulate(bucket, y, preds, groups)
+
+    def _accumulate(self, bucket, y, preds, groups) -> None:
+        if self.spec.task == "binary":
+            self._update_binary(bucket, y, preds, groups)
+        else:
+            self._update_regression(bucket, y, preds, groups)
 
     @staticmethod
     def _binary_labels(label: np.ndarray) -> np.ndarray:
@@ -226,6 +208,24 @@ class EvalStats:
             raise ConfigError("evaluation task is binary but labels are not all 0/1; fix the label column or "
                               "set task: regression")
         return y
+
+    @staticmethod
+    def _regression_labels(label: np.ndarray) -> np.ndarray:
+        y = label.astype(np.float64)
+        if not np.isfinite(y).all():
+            raise ConfigError("evaluation task is regression but some labels are NaN or infinite; fix the label column")
+        return y
+
+    @staticmethod
+    def _check_scores(model: str, p: np.ndarray, binary: bool) -> np.ndarray:
+        if binary:
+            lo, hi = p.min(), p.max()
+            if not (lo >= 0.0 and hi <= 1.0):
+                raise ConfigError(f"model {model}: binary scores must be probabilities in [0, 1], got min {lo} "
+                                  f"max {hi}; evaluate a probability output or set task: regression")
+        elif not np.isfinite(p).all():
+            raise ConfigError(f"model {model}: some predictions are NaN or infinite")
+        return p
 
     def _scatter(self, model: str, name: str, groups, index: np.ndarray, width: int, weights=None) -> None:
         """bincount `index` (+ local slice code * width) per group and add the counts into the global slices."""
@@ -240,11 +240,7 @@ class EvalStats:
         s = self.spec
         base = bucket * 2 + y
         for model in self.models:
-            p = np.asarray(scores[model], dtype=np.float64)
-            lo, hi = p.min(), p.max()
-            if not (lo >= 0.0 and hi <= 1.0):
-                raise ConfigError(f"model {model}: binary scores must be probabilities in [0, 1], got min {lo} "
-                                  f"max {hi}; evaluate a probability output or set task: regression")
+            p = scores[model]
             pc = np.clip(p, LOG_EPS, 1.0 - LOG_EPS)
             l1 = np.log1p(-pc)
             logit = np.log(pc)
@@ -269,19 +265,14 @@ class EvalStats:
             self._scatter(model, "loss", groups, bucket, s.buckets, weights=loss)
             self._scatter(model, "sq", groups, bucket, s.buckets, weights=sq)
 
-    def _update_regression(self, bucket, label, scores, groups) -> None:
-        y = label.astype(np.float64)
-        if not np.isfinite(y).all():
-            raise ConfigError("evaluation task is regression but some labels are NaN or infinite; fix the label column")
+    def _update_regression(self, bucket, y, scores, groups) -> None:
         if self.label_shift is None:
             self.label_shift = float(y[0])
         yc = y - self.label_shift
         nz = y != 0
         absy = np.abs(y)
         for model in self.models:
-            p = np.asarray(scores[model], dtype=np.float64)
-            if not np.isfinite(p).all():
-                raise ConfigError(f"model {model}: some predictions are NaN or infinite")
+            p = scores[model]
             d = p - y
             absd = np.abs(d)
             ape = np.divide(absd, absy, out=np.zeros_like(d), where=nz)
@@ -299,6 +290,8 @@ class EvalStats:
         if other.spec != self.spec or other.models != self.models:
             raise LakescoreError("EvalStats.merge: the two statistics were built with different specs or models; "
                                  "merge only partial statistics of one evaluation")
+        self._flush()
+        other._flush()
         ids = np.array([self._slice_id(g, v) for g, v in other.slices], dtype=np.intp)
         if self.spec.task == "regression" and other.label_shift is not None:
             if self.label_shift is None:
@@ -319,6 +312,7 @@ class EvalStats:
 
     def to_bytes(self) -> bytes:
         """JSON header + zlib-compressed raw little-endian arrays (no pickle)."""
+        self._flush()
         names = list(self.shapes())
         header = {"spec": asdict(self.spec), "models": self.models, "rows": self.rows,
                   "slices": [[g, list(v)] for g, v in self.slices], "label_shift": self.label_shift,
