@@ -61,7 +61,8 @@ def run(rows: int = 2_000_000, batch: int = 131_072, repeat: int = 3) -> dict:
         seconds.append(time.perf_counter() - t0)
         assert stats.rows == rows and len(stats.slices) == 20, (stats.rows, len(stats.slices))
     runs = [rows / s for s in seconds]
-    return {"eval_rows_per_s_per_core": round(statistics.median(runs)), "eval_runs_rows_per_s": [round(r) for r in runs],
+    return {"eval_rows_per_s_per_core": round(statistics.median(runs)),
+            "eval_runs_rows_per_s": [round(r) for r in runs],
             "rows": rows, "batch": batch, "slices": 20, "bootstrap": SPEC.bootstrap, "models": 1}
 
 

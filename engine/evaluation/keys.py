@@ -31,7 +31,7 @@ def _mix(z: np.ndarray) -> np.ndarray:
 
 
 def _string_words(arr: pa.Array) -> np.ndarray:
-    """Hash each UTF-8 string of `arr` (no nulls) to uint64: 8-byte little-endian words mixed in order, then the length."""
+    """Hash each UTF-8 string of `arr` (no nulls) to uint64: its length, then its 8-byte little-endian words."""
     n = len(arr)
     bufs = arr.buffers()
     off_type = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type) else np.int32
