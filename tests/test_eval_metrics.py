@@ -194,6 +194,9 @@ def test_slices_are_discovered_named_and_never_dropped_under_support():
     undefined = by(compute_metrics(st2), slice="overall")
     assert undefined["roc_auc"]["value"] is None and undefined["roc_auc"]["status"] == "undefined"
     assert undefined["log_loss"]["status"] == "ok"
+    no_boot = EvalStats(MetricsSpec(bootstrap=0, min_support=1), ["m/1"])
+    no_boot.update(np.arange(10, dtype=np.uint64), np.tile([0, 1], 5), {"m/1": np.linspace(0, 1, 10)}, {})
+    assert all(r["ci_low"] is None and r["ci_high"] is None for r in compute_metrics(no_boot))
 
 
 def test_row_key_hash_depends_on_values_not_on_types_chunks_or_batches():
@@ -231,12 +234,13 @@ def test_bootstrap_intervals_cover_known_true_values_at_nominal_rate():
     yb = rng.random(4_000_000) < pi
     sb = 1 / (1 + np.exp(-(rng.standard_normal(len(yb)) + mu * yb)))
     true_brier = float(np.mean((sb - yb) ** 2))
-    spec = MetricsSpec(bootstrap=200, seed=4)
     keys = pa.table({"id": pa.array(np.arange(n))})
-    key_hash = row_key_hash(keys, ["id"], spec.seed)
     hits = {"roc_auc": 0, "base_rate": 0, "brier": 0}
     truth = {"roc_auc": true_auc, "base_rate": pi, "brier": true_brier}
-    for _ in range(sims):
+    for i in range(sims):
+        # The seed is part of the method (it picks buckets and weights): each dataset gets its own.
+        spec = MetricsSpec(bootstrap=200, seed=i)
+        key_hash = row_key_hash(keys, ["id"], spec.seed)
         y = (rng.random(n) < pi).astype(np.int64)
         s = 1 / (1 + np.exp(-(rng.standard_normal(n) + mu * y)))
         st = EvalStats(spec, ["m/1"])

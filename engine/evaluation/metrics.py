@@ -33,20 +33,28 @@ def _weights(stats: EvalStats) -> np.ndarray:
     return np.vstack([np.ones((1, s.buckets)), w])
 
 
+def _reweigh(w: np.ndarray, per_bucket: np.ndarray) -> np.ndarray:
+    """(slices, buckets, ...) statistics → (slices, replicates, ...) under the bucket weights w (replicates, buckets);
+    a batched matrix product (BLAS), not a Python loop."""
+    s, k = per_bucket.shape[:2]
+    out = np.matmul(w, per_bucket.reshape(s, k, -1))
+    return out.reshape(s, w.shape[0], *per_bucket.shape[2:])
+
+
 def _binary(stats: EvalStats, model: str, w: np.ndarray) -> tuple[dict, dict]:
     """Per metric: point values (slices,) and replicate values (slices, 1 + bootstrap)."""
     s = stats.spec
     fine = stats.view(model, "fine").astype(np.float64)
-    coarse = np.einsum("rk,sklc->srlc", w, stats.view(model, "coarse").astype(np.float64))
+    coarse = _reweigh(w, stats.view(model, "coarse").astype(np.float64))
     pos, neg = coarse[..., 1, :], coarse[..., 0, :]
     total, positives = (pos + neg).sum(-1), pos.sum(-1)
     onehot = np.zeros((coarse.shape[-1], s.ece_bins))
     onehot[np.arange(coarse.shape[-1]), stats._ece_of_coarse] = 1.0
-    score_sum = np.einsum("rk,ske->sre", w, stats.view(model, "ece_sum"))
+    score_sum = _reweigh(w, stats.view(model, "ece_sum"))
     reps = {
         "roc_auc": curves.roc_auc(pos, neg), "pr_auc": curves.average_precision(pos, neg),
-        "log_loss": curves._div(np.einsum("rk,sk->sr", w, stats.view(model, "loss")), total),
-        "brier": curves._div(np.einsum("rk,sk->sr", w, stats.view(model, "sq")), total),
+        "log_loss": curves._div(_reweigh(w, stats.view(model, "loss")), total),
+        "brier": curves._div(_reweigh(w, stats.view(model, "sq")), total),
         "ece": curves.ece(pos @ onehot, (pos + neg) @ onehot, score_sum),
         "base_rate": curves._div(positives, total), "mean_score": curves._div(score_sum.sum(-1), total),
         "support": total, "positives": positives,
@@ -67,7 +75,7 @@ def _binary(stats: EvalStats, model: str, w: np.ndarray) -> tuple[dict, dict]:
 
 
 def _regression(stats: EvalStats, model: str, w: np.ndarray) -> tuple[dict, dict]:
-    sums = np.einsum("rk,skj->srj", w, stats.view(model, "sums"))
+    sums = _reweigh(w, stats.view(model, "sums"))
     c = {name: sums[..., j] for j, name in enumerate(REG_SUMS)}
     n, div = c["n"], curves._div
     sst = c["sum_yc2"] - div(c["sum_yc"] ** 2, n)

@@ -17,7 +17,7 @@ regression  sums     (slice, bucket, 9)                  n, n(label != 0), Σ(y-
 Every array only ever grows by addition, so any partitioning of the rows into batches and tasks gives the same
 integers and the same float sums up to summation order (~1e-16 relative). Memory per model and slice, with the
 defaults (K=256 buckets, 16384 fine bins, 64+ECE+threshold coarse bins, 10 ECE bins), in 8-byte cells:
-2·16384 + K·2·(64 + 9 + T) + K·10 + 2·K ≈ 74 k cells ≈ 0.6 MB (20 slices, one model ≈ 12 MB); `to_bytes`
+2·16384 + K·2·(65 + 9 + T) + K·10 + 2·K ≈ 74 k cells ≈ 0.6 MB (20 slices, one model ≈ 12 MB); `to_bytes`
 compresses the mostly-empty histograms with zlib. Serialization is a JSON header plus raw little-endian buffers:
 no pickle.
 """
@@ -149,7 +149,8 @@ class EvalStats:
 
     def update(self, key_hash: np.ndarray, label: np.ndarray, scores: dict[str, np.ndarray],
                slice_values: dict[str, np.ndarray | pa.Array]) -> None:
-        """Add one batch of rows: their key hashes, labels, each model's scores and the slice columns.
+        """Add one batch of rows: their key hashes (`row_key_hash(batch, key_columns, spec.seed)`; the top bits pick
+        the bootstrap bucket), labels, each model's scores and the slice columns (numpy or Arrow, any type).
 
         Inputs are checked here; batches smaller than FLUSH_ROWS are buffered (bucket, label, scores, per-row
         slice ids) and accumulated together, because each accumulation pays a fixed cost proportional to the
