@@ -65,12 +65,13 @@ def test_binary_metrics_match_sklearn_overall_and_per_slice():
     stats = stats_for(SPEC, keys, y, {"m/1": s}, cols)
     rows = compute_metrics(stats)
     fine = stats.view("m/1", "fine")
-    cases = [("overall", np.ones(len(y), bool)), ("segment=smb", cols["segment"] == "smb"),
-             ("segment=enterprise & channel=app", (cols["segment"] == "enterprise") & (cols["channel"] == "app"))]
-    for name, mask in cases:
+    seg, chan = cols["segment"], cols["channel"]
+    cases = [("overall", (0, ()), "", np.ones(len(y), bool)), ("segment=smb", (1, ("smb",)), "smb", seg == "smb"),
+             ("segment=enterprise & channel=app", (2, ("enterprise", "app")), "enterprise,app",
+              (seg == "enterprise") & (chan == "app"))]
+    for name, key, values, mask in cases:
         got, ys, ss = by(rows, slice=name), y[mask], s[mask]
-        sid = [i for i, (g, v) in enumerate(stats.slices)
-               if " & ".join(f"{c}={x}" for c, x in zip(stats.groups[g], v)) == name or (name == "overall" and g == 0)][0]
+        sid = stats.slices.index(key)
         pos, neg = fine[sid, 1].astype(float), fine[sid, 0].astype(float)
         auc = skm.roc_auc_score(ys, ss)
         assert abs(got["roc_auc"]["value"] - auc) <= min(1e-4, curves.roc_auc_bound(pos, neg) + 1e-12)
@@ -100,8 +101,7 @@ def test_binary_metrics_match_sklearn_overall_and_per_slice():
         assert got["mean_score"]["value"] == pytest.approx(ss.mean(), rel=1e-12)
         assert got["support"]["value"] == len(ys) == got["support"]["support"]
         assert got["positives"]["value"] == ys.sum()
-        assert all(r["status"] == "ok" and r["slice_values"] == ",".join(name.split(" & ")).replace("segment=", "")
-                   .replace("channel=", "").replace("overall", "") for r in got.values())
+        assert all(r["status"] == "ok" and r["slice_values"] == values for r in got.values())
         for m in ("roc_auc", "brier", "precision@0.5", "precision@top5%"):
             assert got[m]["ci_low"] < got[m]["value"] < got[m]["ci_high"]
 
