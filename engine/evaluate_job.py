@@ -30,7 +30,8 @@ from engine.evaluation import inputs
 from engine.evaluation import table as evtable
 from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
-from engine.evaluation.stats import EvalStats, MetricsSpec
+from engine.evaluation.spec import MetricsSpec
+from engine.evaluation.stats import EvalStats
 from engine.snapshot import check_files_exist, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")

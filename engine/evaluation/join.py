@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 
 from engine.drift import Histograms
 from engine.evaluation.keys import row_key_hash
-from engine.evaluation.stats import EvalStats, MetricsSpec
+from engine.evaluation.spec import MetricsSpec
+from engine.evaluation.stats import EvalStats
 from engine.snapshot import file_path, filesystem, iter_file_batches
 
 SCORE_PREFIX = "score:"  # drift columns of scores are named "score:<model>"
