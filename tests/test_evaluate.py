@@ -100,7 +100,7 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
     known["label"] = 1 - known["label"]
     known["label_ts"] = pd.Timestamp(as_of) + pd.Timedelta(hours=1)
     write_deltalake(str(lake / "labels"), pa.Table.from_pandas(known, preserve_index=False).cast(
-        DeltaTable(str(lake / "labels")).schema().to_arrow()), mode="append", partition_by=["ds"])
+        pa.schema(DeltaTable(str(lake / "labels")).schema().to_arrow())), mode="append", partition_by=["ds"])
     s = run_evaluate(eval_config(lake, demo_root, f"as_of={as_of.isoformat()}", "gates.max_immature_fraction=1"),
                      LocalEvalExecutor())
     ref = reference_frame(lake, XGB, 1, as_of)
