@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {"demo": "jobs.demo", "score": "jobs.score", "validate": "jobs.validate", "submit": "jobs.submit"}
+COMMANDS = {"demo": "jobs.demo", "score": "jobs.score", "validate": "jobs.validate", "evaluate": "jobs.evaluate",
+            "submit": "jobs.submit"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,11 @@ if __package__ in (None, ""):
 from engine.config import ScoreConfig, load_config, resolve_paths, table_uri  # noqa: E402
 
 
+def _newest_report(root: str) -> str:
+    reports = sorted(Path(root, "_reports", "evaluate").glob("*/report.html"), key=lambda p: p.stat().st_mtime)
+    return str(reports[-1]) if reports else "(none yet: python -m jobs.evaluate --config conf/evaluate.yaml)"
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -30,6 +35,9 @@ lakescore demo is ready.
   scores  {scores}  (Delta, version {dt.version()}, partitioned by ds, model_name, model_version)
   MLflow  {cfg.mlflow.tracking_uri}  (browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri})
   reports {cfg.lake.root}/_reports/  (data-contract reports of validate and score: JSON and text)
+  evaluation {_newest_report(cfg.lake.root)}
+           (champion vs challenger per slice with intervals, gates, drift; opens offline in a browser)
+  eval_metrics {cfg.lake.root}/eval_metrics  (Delta: one row per model version, evaluation, slice and metric)
   rows per model: {", ".join(f"{c['model_name']} v{c['model_version']}: {c['model_name_count']}" for c in counts)}
 
 Query the scores:

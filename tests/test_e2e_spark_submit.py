@@ -32,8 +32,8 @@ def submit(master: str, env: dict, *args: str, job: str = "validate") -> subproc
     cmd = [str(BIN / "spark-submit"), "--master", master, "--jars", jars,
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
            "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / f"{job}.py"), "--config",
-           str(ROOT / "conf" / f"{job}.yaml"), "engine=spark", f"input.contract={ROOT / 'conf/contracts/features.yaml'}",
-           *args]
+           str(ROOT / "conf" / f"{job}.yaml"), "engine=spark",
+           *([f"input.contract={ROOT / 'conf/contracts/features.yaml'}"] if job != "evaluate" else []), *args]
     # Run from the isolated cwd (tests/conftest.py): whatever Spark or the job writes relative to it stays there.
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
 
@@ -88,3 +88,31 @@ def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluste
     s2 = json.loads([ln for ln in again.stdout.splitlines() if ln.startswith("{")][-1])
     assert (s2["units_skipped"], s2["units_committed"]) == (DAYS, 0)
     assert DeltaTable(str(lake / "scores")).version() == version
+
+
+def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, lake, demo_root):
+    from conftest import MLP, score_config
+    from engine.evaluate_job import LocalEvalExecutor, run_evaluate
+    from engine.score_job import LocalExecutor
+    from jobs.score import run_score
+    from test_evaluate import eval_config, report_of
+
+    master, env = spark_cluster
+    run_score(score_config(lake, demo_root), LocalExecutor())
+    run_score(score_config(lake, demo_root, f"model.uri=models:/{MLP}/1"), LocalExecutor())
+    args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+            f"mlflow.artifact_root={demo_root}/mlartifacts", f"models.champion=models:/{XGB}@champion",
+            f"models.challengers=[models:/{MLP}/1]", "window=2026-01-02..2026-01-04", "min_support=50",
+            "gates.min_support=50", "metrics.bootstrap=50", "drift.reference=2026-01-01..2026-01-01",
+            "drift.sample_rows=500", "gates.thresholds=[{metric: roc_auc, min: 0.6}]"]
+    done = submit(master, env, *args, job="evaluate")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    s = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
+    assert s["engine"] == "spark" and s["verdict"] == "pass" and s["rows_evaluated"] == 3 * ROWS
+    spark_rep = json.loads(Path(s["report"]).with_name("report.json").read_text())
+    local = report_of(run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalEvalExecutor()))
+    assert spark_rep["metrics"] == local["metrics"] and spark_rep["deltas"] == local["deltas"]
+    assert {p["column"] for p in spark_rep["drift"]["psi"]} >= {"f00", f"score:{XGB}/1"}
+    assert (Path(s["report"]).parent / "drift.html").stat().st_size > 0
+    failing = submit(master, env, *args[:-1], "gates.thresholds=[{metric: roc_auc, min: 0.999}]", job="evaluate")
+    assert failing.returncode == 4, (failing.stdout + failing.stderr)[-3000:]
