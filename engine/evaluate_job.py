@@ -72,6 +72,7 @@ class EvalSummary:
     rows_label_after_as_of: int = 0
     scores_without_features: int = 0
     features_without_scores: int = 0
+    missing_scores: dict = field(default_factory=dict)  # ds → models without scores that day (day left out)
     tasks: int = 0
     verdict: str = ""
     gates_failed: list[str] = field(default_factory=list)
@@ -132,7 +133,7 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
     window_days, _absent = select_partitions(snaps["scores"], cfg.window)
     files = inputs.scores_files(snaps["scores"], [champ, *challengers], opts)
     plan_days = inputs.plan_days(window_days, files, snaps["labels"], snaps["features"], models, cfg.max_rows_per_task)
-    summary.days, summary.tasks = plan_days.days, len(plan_days.chunks)
+    summary.days, summary.tasks, summary.missing_scores = plan_days.days, len(plan_days.chunks), plan_days.missing
     summary.window = f"{plan_days.days[0]}..{plan_days.days[-1]}" if plan_days.days else cfg.window
     if not window_days:
         raise GateFailed(f"window {cfg.window} has no scored days in {snaps['scores'].where()}; the evaluation fails "

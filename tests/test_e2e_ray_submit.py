@@ -73,3 +73,23 @@ def test_lakescore_submit_exits_with_the_jobs_own_code(cluster, lake, demo_root)
     assert summary_line(ok.stdout)["committed"] == ["2026-01-02"]
     bad = subprocess.run([*base, "input.tabel=x"], env=cluster.env, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "input.tabel" in bad.stderr  # refused before anything is uploaded
+
+
+def test_lakescore_submit_evaluate_exits_4_on_a_failed_gate_with_the_evidence_written(cluster, lake, demo_root):
+    from conftest import MLP, score_config
+    from engine.score_job import LocalExecutor
+    from jobs.score import run_score
+
+    run_score(score_config(lake, demo_root), LocalExecutor())
+    run_score(score_config(lake, demo_root, f"model.uri=models:/{MLP}/1"), LocalExecutor())
+    cmd = [sys.executable, "-m", "jobs.cli", "submit", "--address", cluster.address, "evaluate", "--config",
+           "conf/evaluate.yaml", *paths(lake, demo_root)[:3], f"models.champion=models:/{XGB}@champion",
+           f"models.challengers=[models:/{MLP}/1]", "window=2026-01-02..2026-01-04", "drift.reference=null",
+           "metrics.bootstrap=50", "min_support=50", "gates.min_support=50",
+           "gates.thresholds=[{metric: roc_auc, min: 0.999}]"]
+    out = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 4, out.stdout[-3000:] + out.stderr[-3000:]
+    s = summary_line(out.stdout)
+    assert s["verdict"] == "fail" and s["rows_evaluated"] == 3 * ROWS and "roc_auc" in s["error"]
+    rows = DeltaTable(str(lake / "eval_metrics")).to_pandas()
+    assert set(rows.model_name) == {XGB, MLP} and (rows.run_id == s["run_id"]).all()
