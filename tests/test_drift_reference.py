@@ -118,3 +118,17 @@ def test_validate_reuses_the_reference_the_score_job_stored(ray_local, lake, dem
     v = run_validate(cfg, executor_gather(executor(cfg.ray)))
     assert v.units_passed == DAYS and v.rows == DAYS * ROWS and "drift reference reused" in caplog.text
     assert DeltaTable(str(lake / TABLE)).version() == 1
+
+
+def test_a_second_store_of_the_same_reference_is_already_done_and_leaves_no_file(lake):
+    """Two runs that built the same reference at once: one commit lands, the other finds it done (same app_id)."""
+    from engine.drift_reference import reference_key, store
+
+    snap = open_snapshot("features", str(lake / "features"))
+    key = reference_key(snap, "2026-01-01..2026-01-03", WINDOW, ["f00"], 10)
+    edges, counts = numpy_reference(lake, "f00")
+    assert store(str(lake / TABLE), key, snap.version, {"f00": edges}, {"f00": counts}, run_id="a" * 32) == "committed"
+    assert store(str(lake / TABLE), key, snap.version, {"f00": edges}, {"f00": counts}, run_id="b" * 32) == "already-done"
+    table = DeltaTable(str(lake / TABLE))
+    on_disk = list((lake / TABLE).rglob("*.parquet"))
+    assert table.version() == 1 and len(on_disk) == 1 and table.to_pyarrow_table().num_rows == 1
