@@ -4,7 +4,9 @@
 
 One model, binary task, 20 slice values (overall + region(4) + segment(3) + channel(3) + segment×channel(9)),
 200 bootstrap replicates (256 buckets). Slice columns arrive dictionary-encoded, as Arrow readers of the demo
-tables give them; key hashes are computed beforehand (they come with the join). Runs in this process on one
+tables give them. `eval_rows_per_s_per_core` takes key hashes computed beforehand;
+`eval_rows_per_s_per_core_with_key_hash` computes them from (entity_id, event_ts) inside the timed loop, as the
+evaluate job's task does. Runs in this process on one
 thread (BLAS threads pinned to 1 before numpy loads), so rows/s is per core. Prints one JSON line with
 `eval_rows_per_s_per_core` (median over --repeat runs; every run listed). Importable: `run(rows, batch, repeat)`.
 """
@@ -29,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(1, str(REPO))
 
+from engine.evaluation.keys import row_key_hash  # noqa: E402
 from engine.evaluation.stats import EvalStats, MetricsSpec  # noqa: E402
 
 SPEC = MetricsSpec(slices=(("region",), ("segment",), ("channel",), ("segment", "channel")), bootstrap=200)
@@ -46,23 +49,30 @@ def make_batches(rows: int, batch: int, seed: int = 0) -> list[tuple]:
                 for name, vals in (("region", ["north", "south", "east", "west"]),
                                    ("segment", ["consumer", "smb", "enterprise"]),
                                    ("channel", ["web", "app", "store"]))}
-        out.append((rng.integers(0, 2**63, n, dtype=np.uint64), label, {"m/1": score}, cols))
+        keys = pa.table({"entity_id": pa.array(rng.integers(0, 2**62, n)),
+                         "event_ts": pa.array(rng.integers(0, 2**50, n)).cast(pa.timestamp("us", tz="UTC"))})
+        out.append((rng.integers(0, 2**63, n, dtype=np.uint64), label, {"m/1": score}, cols, keys))
     return out
 
 
 def run(rows: int = 2_000_000, batch: int = 131_072, repeat: int = 3) -> dict:
     batches = make_batches(rows, batch)
-    seconds = []
+    seconds, hashed = [], []
     for _ in range(repeat):
-        stats = EvalStats(SPEC, ["m/1"])
-        t0 = time.perf_counter()
-        for key_hash, label, scores, cols in batches:
-            stats.update(key_hash, label, scores, cols)
-        seconds.append(time.perf_counter() - t0)
-        assert stats.rows == rows and len(stats.slices) == 20, (stats.rows, len(stats.slices))
+        for with_hash, into in ((False, seconds), (True, hashed)):
+            stats = EvalStats(SPEC, ["m/1"])
+            t0 = time.perf_counter()
+            for key_hash, label, scores, cols, keys in batches:
+                if with_hash:  # as the evaluate job's task does: the bootstrap bucket comes from the row's key
+                    key_hash = row_key_hash(keys, ["entity_id", "event_ts"], SPEC.seed)
+                stats.update(key_hash, label, scores, cols)
+            stats.flush()  # the last rows buffered count inside the timing
+            into.append(time.perf_counter() - t0)
+            assert stats.rows == rows and len(stats.slices) == 20, (stats.rows, len(stats.slices))
     runs = [rows / s for s in seconds]
     return {"eval_rows_per_s_per_core": round(statistics.median(runs)),
             "eval_runs_rows_per_s": [round(r) for r in runs],
+            "eval_rows_per_s_per_core_with_key_hash": round(statistics.median([rows / s for s in hashed])),
             "rows": rows, "batch": batch, "slices": 20, "bootstrap": SPEC.bootstrap, "models": 1}
 
 

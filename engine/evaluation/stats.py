@@ -178,6 +178,10 @@ class EvalStats:
         if self._pending_rows >= self.FLUSH_ROWS:
             self._flush()
 
+    def flush(self) -> None:
+        """Count the buffered rows now (merge, serialisation and metrics do it themselves)."""
+        self._flush()
+
     def _flush(self) -> None:
         """Accumulate the buffered batches at once (per group, global slice ids → compact local codes)."""
         if not self._pending:
