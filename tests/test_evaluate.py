@@ -85,6 +85,14 @@ def test_metrics_equal_sklearn_on_the_joined_rows(scored, demo_root):
     both = ref.merge(mlp[["entity_id", "event_ts", "score"]], on=["entity_id", "event_ts"], suffixes=("", "_mlp"))
     want = roc_auc_score(both.label, both.score_mlp) - roc_auc_score(both.label, both.score)
     assert abs(delta["value"] - want) < 2e-4
+    # MLflow: every metric, the report and the config are in the evaluation's run.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{demo_root}/mlruns.db")
+    logged = client.get_run(s.mlflow_run_id).data
+    assert logged.metrics[f"{XGB}/1/overall/roc_auc"] == metric(rep["metrics"], champ, "overall", "roc_auc")["value"]
+    assert logged.params["window"] == WINDOW and logged.params["labels_version"] == str(s.versions["labels"])
+    assert {a.path for a in client.list_artifacts(s.mlflow_run_id)} >= {"report.html", "report.json", "config.json"}
     assert s.versions == {"scores": DeltaTable(str(scored / "scores")).version(),
                           "labels": DeltaTable(str(scored / "labels")).version(),
                           "features": DeltaTable(str(scored / "features")).version()}
@@ -101,8 +109,13 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
     known["label_ts"] = pd.Timestamp(as_of) + pd.Timedelta(hours=1)
     write_deltalake(str(lake / "labels"), pa.Table.from_pandas(known, preserve_index=False).cast(
         pa.schema(DeltaTable(str(lake / "labels")).schema().to_arrow())), mode="append", partition_by=["ds"])
+    # Planted: 50 features rows nobody scored (new keys): counted, not evaluated.
+    extra = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "=", "2026-01-03")]).slice(0, 50)
+    extra = extra.set_column(0, "entity_id", pa.array([10**12 + i for i in range(50)], pa.int64()))
+    write_deltalake(str(lake / "features"), extra, mode="append", partition_by=["ds"])
     s = run_evaluate(eval_config(lake, demo_root, f"as_of={as_of.isoformat()}", "gates.max_immature_fraction=1"),
                      LocalEvalExecutor())
+    assert (s.features_without_scores, s.scores_without_features) == (50, 0)
     ref = reference_frame(lake, XGB, 1, as_of)
     all_labels = DeltaTable(str(lake / "labels")).to_pandas(filters=[("ds", "in", ["2026-01-02", "2026-01-03", "2026-01-04"])])
     late_only = all_labels.groupby(["entity_id", "event_ts"]).label_ts.min() > pd.Timestamp(as_of)
