@@ -9,6 +9,8 @@
 (c)  spark_udf:  mlflow.pyfunc.spark_udf on Spark local[N] with Spark's and XGBoost's defaults
 (c′) spark_udf tuned: Arrow batch size, one XGBoost thread per task, partitions per core (benchmarks/peers.py)
 (c″) score_dataframe: lakescore's DataFrame path (engine/spark/dataframe.py) with (c′)'s settings
+(d)  spark_job:  `spark-submit jobs/score.py --config conf/score.yaml engine=spark` to an already running standalone
+                 master and worker (engine/spark/standalone.py): whole job, steady state, fixed cost, model loads
 Every output is joined to (a)'s on entity_id: a missing, extra or repeated key, or a score more than 1e-6 away,
 stops the bench with exit 1. Each throughput part runs --repeat times; all runs are listed, the median reported.
 Peak RSS of (b) at two sizes (benchmarks/monitor.py). Prints a human table, then ONE JSON line (the last line on
@@ -32,14 +34,17 @@ import psutil  # noqa: E402
 import verify  # noqa: E402
 from chunk_profile import profile_chunk, profile_driver  # noqa: E402
 from engine.ray.local_cluster import LocalRayCluster  # noqa: E402
+from engine.spark.jars import jar_paths  # noqa: E402
+from engine.spark.standalone import StandaloneSpark  # noqa: E402
 from job import run_lakescore  # noqa: E402
 from monitor import ForeignLoad  # noqa: E402
 from peers import run_spark, run_spark_dataframe, spark_dataframe_out  # noqa: E402
 from raw import run_raw  # noqa: E402
 from report import print_table  # noqa: E402
+from spark_job import run_spark_job  # noqa: E402
 from workload import Workdir, load_booster, log, setup  # noqa: E402
 
-PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "rss", "profile")
+PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "spark_job", "rss", "profile")
 
 
 def timed(name: str, fn, cluster, check) -> dict:
@@ -64,7 +69,8 @@ def summarize(runs: list[dict]) -> dict | None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=4_000_000, help="rows for the throughput runs (a), (b), (c), (c′), (c″)")
+    p.add_argument("--rows", type=int, default=4_000_000,
+                   help="rows for the throughput runs (a), (b), (c), (c′), (c″), (d); e.g. 16000000 for the large size")
     p.add_argument("--small-rows", type=int, default=1_000_000, help="rows for the small peak-RSS run of (b)")
     p.add_argument("--large-rows", type=int, default=8_000_000, help="rows for the large peak-RSS run of (b)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out"), help="work dir (data, model, outputs, logs)")
@@ -89,6 +95,11 @@ def parse_args(argv=None):
     p.add_argument("--spark-arrow-batch", type=int, default=100_000,
                    help="(c′) spark.sql.execution.arrow.maxRecordsPerBatch (Spark's default, used by (c): 10000)")
     p.add_argument("--spark-partitions-per-core", type=int, default=4, help="(c′) input partitions per core")
+    p.add_argument("--spark-worker-memory", default="2g", help="(d) memory the standalone worker offers")
+    p.add_argument("--spark-job-conf", action="append", default=[], metavar="KEY=VALUE",
+                   help="(d) extra spark-submit --conf, e.g. spark.executorEnv.OMP_NUM_THREADS=2 (repeatable)")
+    p.add_argument("--spark-job-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="(d) extra score-job override, e.g. spark.units_in_flight=4 (repeatable)")
     p.add_argument("--job-timeout", type=int, default=3600)
     p.add_argument("--skip", default="", help="comma list of parts to skip: " + ",".join(PARTS))
     p.add_argument("--repeat", type=int, default=3, help="runs of each throughput part; all listed, the median reported")
@@ -122,19 +133,13 @@ def main(argv=None) -> int:
     return 0
 
 
-def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) -> None:
-    """Run every part not skipped into `result`; raises verify.ScoresDiffer on the first wrong output."""
-    raw_runs: list[dict] = []
-    for i in range(1 if "raw" in skip else args.repeat):  # (a) is also the reference: run once even when skipped
-        log(f"raw: run {i + 1}")
-        raw_runs.append(timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True))
-    reference = verify.read_parquet_scores(wd.raw_out)
-
+def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, spark: dict, spark_df: list,
+                  spark_job: list) -> None:
+    """(c), (c′), (c″) and (d), interleaved run by run, so a change in the machine's load hits all alike."""
     def parquet_check(path):
         return lambda r: verify.compare(path.name, reference, verify.read_parquet_scores(path))
 
-    spark = {False: [], True: []}
-    spark_df: list[dict] = []
+    jars = ",".join(jar_paths()) if standalone is not None else ""
     for i in range(args.repeat):
         for tuned in (False, True):
             if ("spark_tuned" if tuned else "spark") not in skip:
@@ -145,6 +150,37 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
             log(f"score_dataframe: run {i + 1}/{args.repeat}")
             spark_df.append(timed("score_dataframe", lambda: run_spark_dataframe(args, wd), None,
                                   parquet_check(spark_dataframe_out(wd))))
+        if standalone is not None:
+            log(f"spark_job: run {i + 1}/{args.repeat}")
+            env = {**standalone.env, "PYTHONPATH": str(REPO)}
+            spark_job.append(timed("spark_job", lambda: run_spark_job(args, wd, standalone.master_url, env, jars, args.rows),
+                                   None, lambda r: verify.compare("(d) spark_job", reference,
+                                                                  verify.read_delta_scores(wd.scores(args.rows)))))
+
+
+def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) -> None:
+    """Run every part not skipped into `result`; raises verify.ScoresDiffer on the first wrong output."""
+    raw_runs: list[dict] = []
+    for i in range(1 if "raw" in skip else args.repeat):  # (a) is also the reference: run once even when skipped
+        log(f"raw: run {i + 1}")
+        raw_runs.append(timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True))
+    reference = verify.read_parquet_scores(wd.raw_out)
+    spark = {False: [], True: []}
+    spark_df: list[dict] = []
+    spark_job: list[dict] = []
+    standalone = None
+    if "spark_job" not in skip:  # started once, before any timing, as (b)'s Ray cluster is
+        standalone = StandaloneSpark(wd.out / "spark-standalone", workers=1, cores=args.spark_cores,
+                                     memory=args.spark_worker_memory)
+        log(f"spark_job: starting a standalone master and worker ({args.spark_cores} cores)")
+        result["spark_standalone_startup_s"] = round(standalone.start(), 2)
+    try:
+        measure_spark(args, wd, skip, reference, standalone, spark, spark_df, spark_job)
+    finally:
+        if standalone is not None:
+            standalone.stop()
+            log("spark_job: standalone master and worker stopped")
+    result["spark_job"] = summarize(spark_job)
     prof = None
     if "profile" not in skip:
         prof = {f"nthread_{n}": profile_chunk(args, wd, bundle, n) for n in (1, 2)}

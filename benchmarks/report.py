@@ -1,9 +1,15 @@
 """The bench's derived figures (ratios, the contract's cost, memory flatness) and its human table."""
 from __future__ import annotations
 
+import statistics
+
 TARGET_VS_RAW = 0.8
 TARGET_VS_SPARK = 3.5  # against the better of (c) and (c′)
 RSS_FLATNESS = 0.20
+# (d), the score job on Spark (issue 8): whole job vs raw and vs spark_udf at the large size; steady state vs raw.
+TARGET_SPARK_VS_RAW = 0.75
+TARGET_SPARK_VS_UDF = 3.0
+TARGET_SPARK_STEADY_VS_RAW = 0.85
 
 
 def fmt(v, spec=",.0f") -> str:
@@ -45,7 +51,8 @@ def derive(args, result: dict) -> dict:
                     "rss_ratio_large_small_within": RSS_FLATNESS},
         "foreign_cpu_share": {k: result[k]["all_foreign_cpu_share"] for k in ("raw", "lakescore", "lakescore_no_contract",
                                                                               "spark_udf", "spark_udf_tuned",
-                                                                              "spark_dataframe") if result.get(k)},
+                                                                              "spark_dataframe", "spark_job")
+                              if result.get(k)},
     })
     mid = median_run(ls)
     span = (mid or {}).get("tasks", {}).get("tasks_span_s")
@@ -53,11 +60,68 @@ def derive(args, result: dict) -> dict:
         # Steady state vs fixed cost: rows over the span of the chunk tasks, and everything else in the wall time.
         out["lakescore_tasks_rows_per_s"] = round(args.rows / span)
         out["lakescore_fixed_overhead_s"] = round(mid["seconds"] - span, 2)
+    out.update(derive_spark_job(result, rate["raw"], rate["spark_udf"], rate["spark_udf_tuned"]))
     job_s = (mid or {}).get("profile", {}).get("job_elapsed_s")
     if job_s:
         # What the job itself reports (config parsed → summary), without the CLI, upload, driver exit and log tail.
         out["lakescore_job_rows_per_s"] = round(args.rows / job_s)
     return out
+
+
+def derive_spark_job(result: dict, raw: float | None, udf: float | None, udf_tuned: float | None) -> dict:
+    """(d)'s keys: whole-job rows/s (median), its ratios, the steady-state rows/s and the fixed cost (medians over
+    runs of each run's own figure), and whether every Python worker loaded the model once in every run."""
+    part = result.get("spark_job")
+    if not part:
+        return {"spark_rows_per_s": None, "spark_ratio_vs_raw": None, "spark_ratio_vs_spark_udf": None}
+    runs = part["runs"]
+    whole = part["rows_per_s"]
+    steady = [r["timeline"].get("steady_rows_per_s") for r in runs]
+    fixed = [r["timeline"].get("fixed_cost_s") for r in runs]
+    steady_med = statistics.median(steady) if all(steady) else None
+    caches = [r["model_cache"] for r in runs]
+
+    def ratio(a, b):
+        return round(a / b, 3) if a and b else None
+
+    return {
+        "spark_rows_per_s": round(whole), "spark_ratio_vs_raw": ratio(whole, raw),
+        "spark_ratio_vs_spark_udf": ratio(whole, udf), "spark_ratio_vs_spark_udf_tuned": ratio(whole, udf_tuned),
+        "spark_steady_rows_per_s": round(steady_med) if steady_med else None,
+        "spark_steady_ratio_vs_raw": ratio(steady_med, raw),
+        "spark_fixed_cost_s": round(statistics.median(fixed), 2) if all(f is not None for f in fixed) else None,
+        "spark_model_cache_holds": all(c["holds"] for c in caches),
+        "spark_model_loads": [{k: c[k] for k in ("chunks", "python_workers", "model_loads", "workers_reused")}
+                              for c in caches],
+        "spark_targets": {"ratio_vs_raw_min": TARGET_SPARK_VS_RAW, "ratio_vs_spark_udf_min": TARGET_SPARK_VS_UDF,
+                          "steady_ratio_vs_raw_min": TARGET_SPARK_STEADY_VS_RAW, "at": "the large size (e.g. 16M rows)"},
+    }
+
+
+def print_spark_job(args, d: dict, result: dict, mark, fmt_runs) -> None:
+    if not result.get("spark_job"):
+        return
+    w = 78
+    print("-" * w)
+    print(f"{'(d) score job, spark-submit standalone':<36}{fmt(d['spark_rows_per_s']):>12} rows/s whole{fmt_runs('spark_job')}")
+    print(f"{'    steady (1st task → last commit)':<36}{fmt(d['spark_steady_rows_per_s']):>12} rows/s  "
+          f"fixed cost {fmt(d['spark_fixed_cost_s'], '.2f')} s")
+    for key, label, target in (("spark_ratio_vs_raw", "(d)/(a) whole", TARGET_SPARK_VS_RAW),
+                               ("spark_ratio_vs_spark_udf", "(d)/(c) whole", TARGET_SPARK_VS_UDF),
+                               ("spark_steady_ratio_vs_raw", "(d)/(a) steady", TARGET_SPARK_STEADY_VS_RAW)):
+        r = d[key]
+        print(f"{label:<36}{fmt(r, '.2f'):>12}   target ≥ {target} at the large size{mark(None if r is None else r >= target)}")
+    print(f"{'(d)/(c′) whole':<36}{fmt(d['spark_ratio_vs_spark_udf_tuned'], '.2f'):>12}")
+    loads = ", ".join(f"{c['model_loads']} loads/{c['python_workers']} workers/{c['chunks']} chunks"
+                      for c in d["spark_model_loads"])
+    print(f"{'(d) model cache per Python worker':<36}{'holds' if d['spark_model_cache_holds'] else 'BROKEN':>12}   {loads}")
+    mid = median_run(result["spark_job"])
+    tl = mid["timeline"]
+    print("(d) its median run (s; spark-submit wall clock and the job's log):")
+    for k in ("submit_to_config_s", "config_to_run_start_s", "run_start_to_planned_s", "planned_to_first_task_s",
+              "first_task_to_first_chunk_s", "task_span_s", "last_task_to_last_commit_s", "steady_s",
+              "last_commit_to_exit_s", "finished_to_exit_s", "job_elapsed_s", "whole_s"):
+        print(f"  {k:<34}{fmt(tl.get(k), '.2f'):>10}")
 
 
 def print_table(args, result: dict) -> None:
@@ -115,4 +179,5 @@ def print_table(args, result: dict) -> None:
             print(f"  {'chunk tasks span':<34}{mid['tasks']['tasks_span_s']:>10.2f}   → "
                   f"{fmt(d['lakescore_tasks_rows_per_s'])} rows/s while tasks run")
             print(f"  {'fixed overhead (wall - span)':<34}{d['lakescore_fixed_overhead_s']:>10.2f}")
+    print_spark_job(args, d, result, mark, runs)
     print("=" * w)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from conftest import DAYS, ROWS, score_config
+from conftest import DAYS, ROWS, XGB, score_config
 from engine.ray.score import executor
 from engine.spark.score import SparkExecutor
 from jobs.score import run_score
@@ -220,3 +220,44 @@ def test_a_ray_run_and_a_spark_run_of_one_unit_at_once_leave_one_copy_and_both_s
     assert [m["run_id"] for m in commits if m.get("ds") == day] == [winner.run_id]
     out = lake / "scores"
     assert data_files(out) == referenced(out)  # the loser's files were dropped
+
+
+def test_spark_sql_reads_the_table_the_spark_engine_wrote_with_its_history_and_time_travel(spark, lake, demo_root):
+    first_days, all_days = "2026-01-01..2026-01-02", [f"2026-01-0{i + 1}" for i in range(DAYS)]
+    cfg = score_config(lake, demo_root, "engine=spark", f"input.ds={first_days}")
+    s1 = run_score(cfg, SparkExecutor(spark, cfg.spark))
+    path = str(lake / "scores")
+    v1 = DeltaTable(path).version()
+    cfg = score_config(lake, demo_root, "engine=spark")
+    s2 = run_score(cfg, SparkExecutor(spark, cfg.spark))
+    assert (s1.units_committed, s2.units_committed, s2.units_skipped) == (2, DAYS - 2, 2)
+    dt = DeltaTable(path)
+    src = f"delta.`{path}`"
+
+    # Time travel: every version's count and per-partition counts as deltalake reads them at that version.
+    for v in range(dt.version() + 1):
+        expected = DeltaTable(path, version=v).to_pyarrow_table(columns=["ds", "model_name", "model_version"])
+        got = spark.sql(f"SELECT ds, model_name, model_version, count(*) AS n FROM {src} VERSION AS OF {v} "
+                        "GROUP BY ds, model_name, model_version").collect()
+        want = expected.group_by(["ds", "model_name", "model_version"]).aggregate([([], "count_all")]).to_pylist()
+        assert ({(r["ds"], r["model_name"], r["model_version"]): r["n"] for r in got}
+                == {(r["ds"], r["model_name"], r["model_version"]): r["count_all"] for r in want}), f"version {v}"
+    at_v1 = spark.sql(f"SELECT count(*) AS n FROM {src} VERSION AS OF {v1}").first()["n"]
+    assert at_v1 == DeltaTable(path, version=v1).to_pyarrow_dataset().count_rows() == 2 * ROWS
+    assert spark.sql(f"SELECT count(*) AS n FROM {src}").first()["n"] == dt.to_pyarrow_dataset().count_rows() == DAYS * ROWS
+
+    # DESCRIBE HISTORY: one commit per unit, its stamps in userMetadata, as deltalake's history() has them.
+    hist = spark.sql(f"DESCRIBE HISTORY {src}").select("version", "userMetadata").collect()
+    spark_meta = {r["version"]: json.loads(r["userMetadata"]) for r in hist if r["userMetadata"]}
+    assert spark_meta == {h["version"]: json.loads(h["userMetadata"]) for h in dt.history() if "userMetadata" in h}
+    assert sorted(m["ds"] for m in spark_meta.values()) == all_days
+    run_of = {d: (s1.run_id if d <= "2026-01-02" else s2.run_id) for d in all_days}
+    for m in spark_meta.values():
+        assert (m["model_name"], m["model_version"], m["input_table"], m["input_version"], m["rows"]) == (
+            XGB, 1, "features", DAYS - 1, ROWS)
+        assert m["run_id"] == run_of[m["ds"]] and m["job"] == "score"
+    assert max(v for v, m in spark_meta.items() if m["run_id"] == s1.run_id) == v1
+    # The rows' own stamps, read by Spark SQL, agree with each unit's commit metadata.
+    stamps = spark.sql(f"SELECT DISTINCT ds, run_id, model_run_id, input_version, config_hash FROM {src}").collect()
+    assert sorted(tuple(r) for r in stamps) == sorted(
+        (m["ds"], m["run_id"], m["model_run_id"], m["input_version"], m["config_hash"]) for m in spark_meta.values())

@@ -19,7 +19,9 @@ Parquet) and return each ChunkResult through the shared codec (JSON and statisti
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import time
 import uuid
@@ -55,19 +57,24 @@ def _unit_of(key: str, unit_bc) -> UnitWork:
 
 
 def _chunk_runner(key: str, unit_bc, bundle_bc):
-    """The task function: (index, files) pairs in → (index, ok, result JSON, stats bytes, error, contract) out."""
+    """The task function: (index, files) pairs in → (index, ok, result JSON, stats bytes, error, contract, worker)
+    out; `worker` is (Python worker pid, model loads in that worker so far, chunk start, chunk end in epoch s)."""
 
     def run(pairs):
+        from engine.models import scorer_loads
+
         unit = _unit_of(key, unit_bc)
         bundle = bundle_bc.value if bundle_bc is not None else None
         for index, files in pairs:
             chunk = ChunkWork(unit.unit, tuple(files), index)
+            started = time.time()
             try:
                 result, checks = encode_result(run_chunk(unit, chunk, bundle))
             except LakescoreError as e:  # a data problem: retrying would only repeat it
-                yield index, False, "", b"", one_line(e), is_contract(e)
+                yield index, False, "", b"", one_line(e), is_contract(e), None
                 continue
-            yield index, True, result, checks, "", False
+            loads = scorer_loads(bundle) if bundle is not None else 0
+            yield index, True, result, checks, "", False, (os.getpid(), loads, started, time.time())
 
     return run
 
@@ -128,11 +135,12 @@ class SparkExecutor:
             message = f"Spark job failed after Spark's task retries: {_job_error(e)}"
             return [ChunkFailure(unit.unit, message, False, c.index) for c in chunks]
         out: list[ChunkResult | ChunkFailure] = []
-        for index, ok, result, checks, error, contract in sorted(rows, key=lambda r: r[0]):
+        for index, ok, result, checks, error, contract, _worker in sorted(rows, key=lambda r: r[0]):
             if ok:
                 out.append(decode_result(result, bytes(checks), unit.row_check))
             else:
                 out.append(ChunkFailure(unit.unit, error, contract, index))
+        _log_workers(unit.unit, [r[6] for r in rows if r[6] is not None])
         self._sweep(unit, [r for r in out if isinstance(r, ChunkResult)])
         return out
 
@@ -160,6 +168,18 @@ class SparkExecutor:
                 if info.type == pafs.FileType.File and name.startswith(prefix) and f"{rel_dir}/{name}" not in keep:
                     log.info("unit %s: removing %s, left by a failed or losing Spark task attempt", unit.unit, name)
                     delete_quietly(fs, info.path)
+
+
+def _log_workers(unit: str, workers: list[tuple]) -> None:
+    """One line per unit: when its chunks ran (epoch s) and the model loads each Python worker had made by its last
+    chunk here. With the per-worker model cache a worker's count stays 1 across units: benchmarks/spark_job.py reads it."""
+    if not workers:
+        return
+    loads: dict[int, int] = {}
+    for pid, n, _start, _end in workers:
+        loads[pid] = max(loads.get(pid, 0), n)
+    log.info("unit %s: %d chunk(s) ran on Spark from %.3f to %.3f; model loads by Python worker pid %s", unit,
+             len(workers), min(w[2] for w in workers), max(w[3] for w in workers), json.dumps(loads, sort_keys=True))
 
 
 def _job_error(e: BaseException) -> str:
