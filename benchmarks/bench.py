@@ -41,10 +41,12 @@ from monitor import ForeignLoad  # noqa: E402
 from peers import run_spark, run_spark_dataframe, spark_dataframe_out  # noqa: E402
 from raw import run_raw  # noqa: E402
 from report import print_table  # noqa: E402
+from evaluate_bench import run_evaluate_job, run_micro  # noqa: E402
 from spark_job import run_spark_job  # noqa: E402
 from workload import Workdir, load_booster, log, setup  # noqa: E402
 
-PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "spark_job", "rss", "profile")
+PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "spark_job", "rss", "profile",
+         "evaluate")
 
 
 def timed(name: str, fn, cluster, check) -> dict:
@@ -187,6 +189,10 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         prof["driver_cold_start"] = profile_driver(wd, args.rows)
     small = large = None
     ls = {True: [], False: []}
+    evaluate: list[dict] = []
+    if "evaluate" not in skip:  # the accumulation alone, one thread, before the cluster starts (a quiet machine)
+        log("evaluate: metric accumulation microbenchmark (one thread)")
+        result["eval_micro"] = run_micro(2_000_000, args.repeat)
     modes = [c for c, part in ((True, "lakescore"), (False, "nocontract")) if part not in skip]
     if modes or "rss" not in skip:
         cluster = LocalRayCluster(args.num_cpus, log_path=wd.out / "ray-start.log")
@@ -203,6 +209,13 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
                     ls[contract].append(timed(tag, lambda: run_lakescore(args, wd, cluster, args.rows, tag, False, contract),
                                               cluster, lambda r: verify.compare(f"(b) {tag}", reference,
                                                                                 verify.read_delta_scores(wd.scores(args.rows)))))
+            if "evaluate" not in skip:
+                if not modes:  # (e) evaluates the scores (b) wrote; without (b), write them once (untimed)
+                    run_lakescore(args, wd, cluster, args.rows, "for-evaluate", False)
+                for i in range(args.repeat):
+                    log(f"evaluate: run {i + 1}/{args.repeat}")
+                    evaluate.append(timed("evaluate", lambda: run_evaluate_job(args, wd, cluster, args.rows), cluster,
+                                          lambda r: r["rows"] == args.rows))
             if "rss" not in skip:
                 large = run_lakescore(args, wd, cluster, args.large_rows, "large", sample=True)
         finally:
@@ -211,7 +224,8 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
     result.update({"raw": summarize(raw_runs) if "raw" not in skip else None, "spark_udf": summarize(spark[False]),
                    "spark_udf_tuned": summarize(spark[True]), "spark_dataframe": summarize(spark_df),
                    "lakescore": summarize(ls[True]),
-                   "lakescore_no_contract": summarize(ls[False]), "chunk_profile": prof, "rss_small": small,
+                   "lakescore_no_contract": summarize(ls[False]), "evaluate": summarize(evaluate),
+                   "chunk_profile": prof, "rss_small": small,
                    "rss_large": large})
 
 

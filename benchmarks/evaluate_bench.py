@@ -21,8 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks import eval_metrics
-from benchmarks.workload import ALIAS, MODEL_NAME, Workdir, log
+from workload import ALIAS, MODEL_NAME, Workdir, log
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -57,9 +56,8 @@ def ensure_labels(wd: Workdir, rows: int) -> str:
 
 def run_micro(rows: int, repeat: int) -> dict:
     """The accumulation microbenchmark, in its own process (a clean single-threaded measurement)."""
-    code = ("import json, sys; from benchmarks import eval_metrics; "
-            f"print(json.dumps(eval_metrics.run(rows={rows}, repeat={repeat})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO),
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "eval_metrics.py"), "--rows", str(rows),
+                          "--repeat", str(repeat)], capture_output=True, text=True, cwd=str(REPO),
                          env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
                               "PATH": str(Path(sys.executable).parent)}, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -72,7 +70,7 @@ def run_evaluate_job(args, wd: Workdir, cluster, rows: int) -> dict:
            "conf/evaluate.yaml", f"lake.root={wd.lake(rows)}", f"mlflow.tracking_uri={wd.tracking_uri}",
            f"mlflow.artifact_root={wd.artifacts}", f"models.champion=models:/{MODEL_NAME}@{ALIAS}",
            "models.challengers=[]", "window=all", "gates.thresholds=[]", "gates.max_regression=[]",
-           "drift.reference=2026-01-01..2026-01-01", "drift.columns=[f0?]", "drift.sample_rows=2000"]
+           "drift.reference=2026-01-01..2026-01-01", 'drift.columns=["f0?"]', "drift.sample_rows=2000"]
     log_path = wd.out / "job-evaluate.log"
     t0 = time.time()
     with open(log_path, "w") as logf:
@@ -85,5 +83,5 @@ def run_evaluate_job(args, wd: Workdir, cluster, rows: int) -> dict:
     summary = json.loads([ln for ln in lines if ln.startswith("{") and '"job": "evaluate"' in ln][-1])
     if summary["rows_evaluated"] != rows:
         raise SystemExit(f"evaluate: {summary['rows_evaluated']} rows evaluated, expected {rows}; log {log_path}")
-    return {"wall_s": round(wall, 2), "job_elapsed_s": summary["elapsed_s"], "rows": summary["rows_evaluated"],
+    return {"seconds": round(wall, 3), "wall_s": round(wall, 2), "job_elapsed_s": summary["elapsed_s"], "rows": summary["rows_evaluated"],
             "tasks": summary["tasks"], "rows_per_s": round(rows / wall), "log": str(log_path)}

@@ -277,7 +277,12 @@ def parse_override(item: str) -> tuple[list[str], object]:
     if "=" not in item or item.startswith("="):
         raise ConfigError(f"override {item!r} is not dotted.key=value; example: input.ds=2026-01-03")
     key, raw = item.split("=", 1)
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as e:
+        first = " ".join(str(e).split())[:160]
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote strings that hold "
+                          "YAML syntax, e.g. drift.columns='[\"f0?\"]'") from e
     # Dates stay strings: YAML would turn 2026-01-03 into a date object.
     if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
         value = raw

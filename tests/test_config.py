@@ -69,3 +69,11 @@ def test_paths_resolve_to_absolute_and_relative_ones_are_reported(tmp_path):
 def test_credentials_in_config_are_refused():
     with pytest.raises(ConfigError, match="environment"):
         load_config(ScoreConfig, None, [MODEL, "lake.storage_options={AWS_SECRET_ACCESS_KEY: x}"])
+
+
+def test_an_override_that_is_not_valid_yaml_is_a_config_error():
+    from engine.config import EvaluateConfig
+
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(EvaluateConfig, None, ["drift.columns=[f0?]"])
+    assert load_config(EvaluateConfig, None, ['drift.columns=["f0?"]']).drift.columns == ["f0?"]
