@@ -155,10 +155,12 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
                     drift_edges={c: e.tolist() for c, e in ref["edges"].items()} if ref else {})
     schemas = schemas_json({k: s.schema for k, s in snaps.items()})
     results: dict[int, tuple[dict, bytes]] = {}
+    t_tasks = time.monotonic()
     for counts_json, stats_bytes in executor.run(plan.to_json(), [c.to_json() for c in plan_days.chunks], schemas,
                                                  deadline):
         counts = json.loads(counts_json)
         results[counts["index"]] = (counts, stats_bytes)
+    log.info("evaluate: %d task(s) done in %.1fs", len(results), time.monotonic() - t_tasks)
     if len(results) != len(plan_days.chunks):
         raise UnitFailed(f"{len(plan_days.chunks) - len(results)} evaluation task(s) returned nothing; re-run")
     stats = EvalStats(spec, models)
@@ -189,7 +191,9 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
     report = _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, plan_days.missing, models)
     extra_files: dict[str, str] = {}
     if ref is not None:
+        t_drift = time.monotonic()
         report["drift"] = drift.section(cfg, snaps, ref, current, plan_days.days, models, extra_files)
+        log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
         _commit(cfg, summary, as_of, metrics, deltas, snaps, files, plan_days.days, models)
     from engine.evaluation.publish import log_to_mlflow, promote, write_report
