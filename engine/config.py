@@ -245,6 +245,62 @@ class EvaluateConfig(Model):
         return InputConfig._ds_form(v)
 
 
+class FoldsConfig(Model):
+    window: Literal["expanding", "rolling"] = "expanding"
+    train_days: int = Field(3, ge=1)  # rolling: the training length; expanding: the first fold's minimum
+    gap_days: int = Field(0, ge=0)  # embargo between the end of training and the cutoff
+    horizon_days: int = Field(1, ge=1)  # test window length
+    step_days: int = Field(1, ge=1)
+    n_folds: int | None = Field(None, ge=1)
+    cutoffs: list[str] | None = None  # explicit first test days; override n_folds and step_days
+
+
+class RecipeConfig(Model):
+    kind: Literal["xgboost", "torch_mlp"] = "xgboost"
+    features: list[str] = Field(default_factory=lambda: ["f*"])  # glob patterns of numeric feature columns
+    categorical: list[str] = Field(default_factory=lambda: ["region", "segment", "channel"])
+    trees: int = Field(100, ge=1)
+    depth: int = Field(5, ge=1)
+    epochs: int = Field(4, ge=1)
+    clip: float = Field(8.0, gt=0)  # numeric features are clipped to ±clip, nulls filled with 0
+
+
+class RefitConfig(Model):
+    every: int = Field(1, ge=0)  # 1: retrain every fold; k: every k folds (reuse in between); 0: train once
+
+
+class BaselineConfig(Model):
+    kind: Literal["champion", "base_rate"] = "champion"
+    model: str = "models:/lakescore-demo-xgb@champion"  # for kind=champion
+
+    @field_validator("model")
+    @classmethod
+    def _baseline_uri(cls, v: str) -> str:
+        return ModelConfig._models_uri(v)
+
+
+class BacktestConfig(Model):
+    engine: Literal["ray"] = "ray"
+    lake: LakeConfig = LakeConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    features: TableRef = TableRef(table="features")
+    features_at_cutoff: bool = False  # read each fold's training features at the version current at its cutoff
+    labels: EvalLabelsConfig = EvalLabelsConfig()
+    key_columns: list[str] = Field(default_factory=lambda: ["entity_id", "event_ts"])
+    event_time_column: str = "event_ts"
+    folds: FoldsConfig = FoldsConfig()
+    recipe: RecipeConfig = RecipeConfig()
+    refit: RefitConfig = RefitConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    metrics: EvalMetricsConfig = EvalMetricsConfig()
+    slices: list[list[str]] = Field(default_factory=lambda: [["segment"], ["channel"]])
+    min_support: int = Field(200, ge=1)
+    seed: int = 7
+    output_table: str = "backtest_metrics"
+    ray: RayConfig = RayConfig()
+    run: RunConfig = RunConfig()
+
+
 class DemoDataConfig(Model):
     start_date: str = "2026-01-01"
     days: int = Field(8, ge=2)

@@ -74,12 +74,17 @@ def _constant(value, typ: pa.DataType, n: int) -> pa.Array:
     return pa.array(np.full(n, value), typ)
 
 
+def predict_batch(batch: pa.RecordBatch | pa.Table, scorer: Scorer) -> np.ndarray:
+    """The model's scores for `batch`: its preprocessing spec, then predict. Every job scores through this
+    (score, evaluate's baselines, backtest folds), so training, backtests and serving cannot drift apart."""
+    return scorer.predict(to_matrix(batch, scorer.spec))
+
+
 def score_batch(
     batch: pa.RecordBatch, scorer: Scorer, schema: pa.Schema, keys: list[str], passthrough: list[str], stamps: Stamps
 ) -> pa.RecordBatch:
     """Input rows → stamped scores, same row order, one output row per input row."""
-    x = to_matrix(batch, scorer.spec)
-    scores = scorer.predict(x)
+    scores = predict_batch(batch, scorer)
     n = batch.num_rows
     cols = [batch.column(c) for c in [*keys, *passthrough]]
     cols.append(pa.array(scores, pa.float32()))

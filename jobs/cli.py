@@ -5,7 +5,7 @@ import importlib
 import sys
 
 COMMANDS = {"demo": "jobs.demo", "score": "jobs.score", "validate": "jobs.validate", "evaluate": "jobs.evaluate",
-            "submit": "jobs.submit"}
+            "backtest": "jobs.backtest", "submit": "jobs.submit"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,204 @@
+"""The backtest job's driver: plan, guard, run the folds in parallel, commit each fold, resume, publish.
+
+1. pin `features` and `labels` to Delta versions; the backtest id is a hash of the config and those versions, so
+   a re-run of the same backtest finds its completed folds;
+2. plan the folds (printed before any work), and, with `features_at_cutoff`, find each fold's features version
+   current at its cutoff and check it holds no day at or after the cutoff;
+3. run one task per refit group (an executor: Ray tasks, or this process), each training once and scoring its
+   folds with the score job's batch function, evaluated with the evaluation's statistics beside the baseline;
+4. commit each fold to `backtest_metrics` as its own unit (idempotent): a re-run skips the completed folds and
+   says so; a failed fold fails the backtest with its error, after the folds that finished are committed;
+5. MLflow: a parent run (config, plan, versions) and a nested run per fold (metrics, the model without pickle);
+   a self-contained HTML report.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import hashlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import pyarrow as pa
+
+from backtests import plan as fold_plan
+from backtests import guard
+from backtests.fold_run import FoldPlan, fold_seed, plan_json, run_group
+from backtests import results as bt_results
+from engine.config import BacktestConfig, config_hash, table_uri
+from engine.errors import ConfigError, LakescoreError, UnitFailed
+from engine.evaluation.inputs import resolve_as_of
+from engine.models import ModelBundle, fetch_bundle
+from engine.preprocess import Feature, PreprocessSpec
+from engine.snapshot import open_snapshot
+
+log = logging.getLogger("lakescore")
+JOB = "backtest"
+
+
+class BacktestExecutor(Protocol):
+    def run(self, plan_json: str, groups: list[list[str]], baseline: ModelBundle | None, deadline: float
+            ) -> Iterator[tuple[int, list[dict] | BaseException]]:
+        """Run `run_group` per group; yield (group index, its fold results or the error) as each ends."""
+
+
+class LocalBacktestExecutor:
+    def run(self, plan_json_, groups, baseline, deadline):
+        for i, g in enumerate(groups):
+            if time.monotonic() > deadline:
+                raise UnitFailed("time budget exhausted; raise run.time_budget_s")
+            try:
+                yield i, run_group(plan_json_, g, baseline)
+            except LakescoreError as e:
+                yield i, e
+
+
+@dataclass
+class BacktestSummary:
+    job: str
+    run_id: str
+    config_hash: str
+    backtest_id: str = ""
+    versions: dict = field(default_factory=dict)
+    folds: int = 0
+    folds_committed: list[int] = field(default_factory=list)
+    folds_resumed: list[int] = field(default_factory=list)  # completed by an earlier run of the same backtest
+    folds_failed: list[str] = field(default_factory=list)
+    report: str | None = None
+    mlflow_run_id: str | None = None
+
+
+def recipe_spec(cfg: BacktestConfig, schema: pa.Schema, train_sample: pa.Table | None = None) -> PreprocessSpec:
+    """The recipe's preprocessing: numeric features matching `recipe.features` (clipped, nulls → 0), and the
+    categorical columns with their categories from the table's first training days (sorted: deterministic)."""
+    r = cfg.recipe
+    nums = [f.name for f in schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+            and f.name not in cfg.key_columns and any(fnmatch.fnmatchcase(f.name, p) for p in r.features)]
+    if not nums:
+        raise ConfigError(f"recipe.features {r.features} match no numeric column of the features table")
+    feats = [Feature(n, fill=0.0, clip=(-r.clip, r.clip)) for n in nums]
+    for c in r.categorical:
+        if c not in schema.names:
+            raise ConfigError(f"recipe.categorical column {c!r} is not in the features table")
+        cats = sorted(v for v in set(train_sample.column(c).to_pylist()) if v is not None) if train_sample is not None else []
+        feats.append(Feature(c, categories=tuple(cats)))
+    return PreprocessSpec(tuple(feats))
+
+
+def run_backtest(cfg: BacktestConfig, executor: BacktestExecutor) -> BacktestSummary:
+    summary = BacktestSummary(JOB, uuid.uuid4().hex, config_hash(cfg))
+    try:
+        return _run(cfg, executor, summary)
+    except LakescoreError as e:
+        e.summary = summary
+        raise
+
+
+def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSummary) -> BacktestSummary:
+    started = time.monotonic()
+    opts = cfg.lake.storage_options
+    feats = open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts)
+    labels = open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts)
+    summary.versions = {"features": feats.version, "labels": labels.version}
+    summary.backtest_id = hashlib.sha256(f"{summary.config_hash}|{feats.version}|{labels.version}".encode()).hexdigest()[:16]
+    days = feats.partitions
+    f = cfg.folds
+    spec_f = fold_plan.FoldSpec(window=f.window, train_days=f.train_days, gap_days=f.gap_days,
+                                horizon_days=f.horizon_days, step_days=f.step_days, n_folds=f.n_folds,
+                                cutoffs=f.cutoffs, start=days[0], end=days[-1])
+    folds = fold_plan.plan_folds(spec_f)
+    summary.folds = len(folds)
+    log.info("backtest %s: %d fold(s) on %s and %s\n%s", summary.backtest_id, len(folds), feats.where(),
+             labels.where(), fold_plan.describe(folds))
+    train_versions = {}
+    if cfg.features_at_cutoff:
+        for fold in folds:
+            v = guard.features_version_at(feats.uri, fold.cutoff, opts)
+            guard.check_version(fold, feats.uri, v, opts)
+            train_versions[str(fold.index)] = v
+    sample = _first_training_day(cfg, feats, folds[0])
+    spec = recipe_spec(cfg, feats.schema, sample)
+    baseline = None
+    if cfg.baseline.kind == "champion":
+        baseline = fetch_bundle(cfg.baseline.model, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, False)
+        base_name = f"{baseline.ref.name}/{baseline.ref.version}"
+    else:
+        base_name = "base_rate"
+    as_of = resolve_as_of("latest", labels, cfg.labels.label_ts_column, opts)
+    m = cfg.metrics
+    metrics_spec = {"task": m.task, "thresholds": list(m.thresholds), "top_k_pct": list(m.top_k_pct),
+                    "ece_bins": m.ece_bins, "slices": [list(s) for s in cfg.slices], "min_support": cfg.min_support,
+                    "bootstrap": m.bootstrap, "confidence": m.confidence, "seed": m.seed}
+    slice_cols = sorted({c for s in cfg.slices for c in s})
+    plan = FoldPlan(summary.backtest_id, feats.uri, labels.uri, feats.version, labels.version, tuple(cfg.key_columns),
+                    cfg.event_time_column, cfg.labels.label_column, cfg.labels.label_ts_column, tuple(slice_cols),
+                    cfg.recipe.model_dump(), spec.to_json(), metrics_spec, cfg.seed,
+                    int(as_of.timestamp() * 1_000_000), base_name, cfg.folds.gap_days, train_versions, dict(opts))
+    store = bt_results.Store(table_uri(cfg.lake, cfg.output_table), summary, opts, cfg.run.commit_retries)
+    done = store.completed(folds)
+    summary.folds_resumed = sorted(done)
+    if done:
+        log.info("backtest %s: resuming: fold(s) %s are already complete (an earlier run of the same backtest)",
+                 summary.backtest_id, sorted(done))
+    groups = _groups(folds, cfg.refit.every)
+    todo = [g for g in groups if any(fo.index not in done for fo in g)]
+    results: list[dict] = []
+    errors: list[str] = []
+    deadline = started + cfg.run.time_budget_s
+    for g in todo:
+        log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,
+                 [fo.index for fo in g], g[0].index, fold_seed(cfg.seed, g[0].index))
+    first_error: LakescoreError | None = None
+    for gi, out in executor.run(plan_json(plan), [[fo.to_json() for fo in g] for g in todo], baseline, deadline):
+        if isinstance(out, BaseException):
+            errors.append(f"fold(s) {[fo.index for fo in todo[gi]]}: {out}")
+            summary.folds_failed += [str(fo.index) for fo in todo[gi]]
+            first_error = first_error or (out if isinstance(out, LakescoreError) else UnitFailed(str(out)))
+            log.error("backtest %s: fold(s) %s failed: %s", summary.backtest_id, [fo.index for fo in todo[gi]], out)
+            continue
+        for r in out:
+            if r["fold"] in done:
+                continue
+            store.commit(r)
+            summary.folds_committed.append(r["fold"])
+            overall = next((x["value"] for x in r["metrics"] if x["model"] == "recipe" and x["slice"] == "overall"
+                            and x["metric"] == _headline(cfg)), None)
+            log.info("backtest %s: fold %d done: %d train rows, %d test rows, %s %s", summary.backtest_id, r["fold"],
+                     r["train_rows"], r["test_rows"], _headline(cfg), "—" if overall is None else f"{overall:.4f}")
+        results += out
+    summary.folds_committed.sort()
+    all_results = store.read_all(folds)
+    from backtests.publish import publish
+
+    summary.report, summary.mlflow_run_id = publish(cfg, summary, folds, all_results, results, plan)
+    if first_error is not None:
+        first_error_msg = f"{len(summary.folds_failed)} fold(s) failed: {errors[0]}; the completed folds are committed; " \
+                          "a re-run resumes from them"
+        raise type(first_error)(first_error_msg)
+    log.info("backtest %s finished in %.1fs", summary.backtest_id, time.monotonic() - started)
+    return summary
+
+
+def _headline(cfg: BacktestConfig) -> str:
+    return "roc_auc" if cfg.metrics.task == "binary" else "rmse"
+
+
+def _groups(folds: list, every: int) -> list[list]:
+    """Refit groups: a new model every `every` folds (1: each fold; 0: one model for all)."""
+    if every == 0:
+        return [list(folds)]
+    return [list(folds[i:i + every]) for i in range(0, len(folds), every)]
+
+
+def _first_training_day(cfg: BacktestConfig, feats, fold) -> pa.Table:
+    from deltalake import DeltaTable
+
+    t = DeltaTable(feats.uri, version=feats.version, storage_options=cfg.lake.storage_options or None)
+    return t.to_pyarrow_table(columns=list(cfg.recipe.categorical), filters=[("ds", "in", fold.train_days())])
+
+
+__all__ = ["BacktestSummary", "LocalBacktestExecutor", "run_backtest", "dt", "json"]
