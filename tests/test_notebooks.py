@@ -99,3 +99,61 @@ def check_spark_and_pandas_lines(lines: list[str], lake, scores: DeltaTable) -> 
                   f"{m['input_version']} run {m['run_id'][:8]} config {m['config_hash']}") if m else ""
         want_history.append(f"spark history: v{h['version']} {h['operation']}{stamps}")
     assert [ln for ln in lines if ln.startswith("spark history:")] == want_history
+
+
+EVALUATION = re.compile(r"^evaluation: (\S+) v(\d+) (\S+)\.\.(\S+) as of (\S+) scores v(\d+) labels v(\d+) "
+                        r"features v(\d+) run (\w{8})$")
+HISTORY = re.compile(r"^history: (\S+) v(\d+) (\S+) roc_auc (\S+)\.\.(\S+) = ([0-9.]+) \[([0-9.]+), ([0-9.]+)\] n=(\d+)$")
+SIDE = re.compile(r"^side by side: (\S+) roc_auc (.+?): (.*)$")
+DELTA = re.compile(r"^delta: (\S+) v(\d+) - (\S+) roc_auc (.+?) = ([-+0-9.]+) \[([-+0-9.]+), ([-+0-9.]+)\]$")
+
+
+def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypatch):
+    from conftest import MLP, XGB
+    from engine.evaluate_job import LocalEvalExecutor, run_evaluate
+    from engine.score_job import LocalExecutor
+    from test_evaluate import eval_config
+
+    run_score(score_config(lake, demo_root), LocalExecutor())
+    run_score(score_config(lake, demo_root, f"model.uri=models:/{MLP}/1"), LocalExecutor())
+    for window in ("2026-01-02..2026-01-03", "2026-01-02..2026-01-04"):
+        run_evaluate(eval_config(lake, demo_root, f"window={window}", "mlflow.log_reports=false"), LocalEvalExecutor())
+    monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
+    nb = nbformat.read(ROOT / "notebooks" / "evaluation.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    lines = [ln for c in nb.cells if c.cell_type == "code"
+             for ln in "".join(o.get("text", "") for o in c.get("outputs", [])).splitlines()]
+    em = DeltaTable(str(lake / "eval_metrics")).to_pandas()
+    metrics = em[em.kind == "metric"]
+    evals = metrics.groupby(["model_name", "model_version", "evaluation"]).first().reset_index()
+    got = [m.groups() for ln in lines if (m := EVALUATION.match(ln))]
+    assert len(got) == len(evals) == 4, lines
+    for name, version, start, end, _as_of, sv, lv, fv, run in got:
+        row = evals[(evals.model_name == name) & (evals.model_version == int(version)) & (evals.window_start == start)
+                    & (evals.window_end == end)].iloc[0]
+        assert (int(sv), int(lv), int(fv), run) == (row.scores_version, row.labels_version, row.features_version,
+                                                    row.run_id[:8])
+    hist = [m.groups() for ln in lines if (m := HISTORY.match(ln))]
+    assert len(hist) == 2 and {h[0] for h in hist} <= {XGB, MLP}
+    for name, version, slice_, start, end, value, low, high, n in hist:
+        want = metrics[(metrics.model_name == name) & (metrics.model_version == int(version)) & (metrics.slice == slice_)
+                       & (metrics.metric == "roc_auc") & (metrics.window_start == start) & (metrics.window_end == end)]
+        (r,) = want.itertuples()
+        assert (float(value), float(low), float(high), int(n)) == pytest.approx((r.value, r.ci_low, r.ci_high, r.support),
+                                                                                abs=1e-6)
+    side = [m.groups() for ln in lines if (m := SIDE.match(ln))]
+    newest = side[0][0]
+    assert {s for _e, s, _c in side} == set(metrics.slice)  # every slice, both versions
+    for ev, slice_, cells in side:
+        for cell in cells.split(" | "):
+            name, version, value, low, high = re.fullmatch(r"(\S+) v(\d+) ([0-9.]+) \[([0-9.]+), ([0-9.]+)\]", cell).groups()
+            (r,) = metrics[(metrics.evaluation == ev) & (metrics.model_name == name) & (metrics.model_version == int(version))
+                           & (metrics.slice == slice_) & (metrics.metric == "roc_auc")].itertuples()
+            assert (float(value), float(low), float(high)) == pytest.approx((r.value, r.ci_low, r.ci_high), abs=1e-6)
+    deltas = [m.groups() for ln in lines if (m := DELTA.match(ln))]
+    want = em[(em.kind == "delta") & (em.metric == "roc_auc") & (em.evaluation == newest)]
+    assert len(deltas) == len(want) > 0
+    for name, version, base, slice_, value, low, high in deltas:
+        (r,) = want[(want.model_name == name) & (want.slice == slice_)].itertuples()
+        assert r.baseline == base and float(value) == pytest.approx(r.value, abs=1e-6)
+        assert (float(low), float(high)) == pytest.approx((r.ci_low, r.ci_high), abs=1e-6)
