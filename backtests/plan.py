@@ -157,22 +157,25 @@ def plan_folds(spec: FoldSpec) -> list[Fold]:
         test_end = cutoff + dt.timedelta(days=spec.horizon_days - 1)
         if cutoff < start or test_end > end:
             raise ConfigError(
-                f"{where}: test window {_iso(cutoff)}..{_iso(test_end)} lies outside the data {spec.start}..{spec.end}; "
-                "use cutoffs inside the data (the last one at most horizon_days − 1 days before end) or lower horizon_days"
+                f"{where}: test window {_iso(cutoff)}..{_iso(test_end)} lies outside the data "
+                f"{spec.start}..{spec.end}; use cutoffs inside the data (the last one at most horizon_days − 1 days "
+                "before end) or lower horizon_days"
             )
         train_end = cutoff - dt.timedelta(days=spec.gap_days) - one
         if train_end < start:
             raise ConfigError(
-                f"{where}: no training day left: training would end on {_iso(train_end)} (cutoff − gap_days={spec.gap_days}"
-                f" − 1 day), before the data's first day {spec.start}; lower gap_days or n_folds/step_days, or use a later cutoff"
+                f"{where}: no training day left: training would end on {_iso(train_end)} (cutoff − "
+                f"gap_days={spec.gap_days} − 1 day), before the data's first day {spec.start}; lower gap_days or "
+                "n_folds/step_days, or use a later cutoff"
             )
-        train_start = start if spec.window == "expanding" else train_end - dt.timedelta(days=spec.train_days - 1)
+        rolling_start = train_end - dt.timedelta(days=spec.train_days - 1)
+        train_start = start if spec.window == "expanding" else rolling_start
         available = (train_end - start).days + 1
         if train_start < start or available < spec.train_days:
             raise ConfigError(
-                f"{where}: the {spec.window} training window needs train_days={spec.train_days} but only {available} "
-                f"day(s) exist from {spec.start} to train_end {_iso(train_end)}; lower train_days, n_folds, step_days or "
-                "gap_days, or use a later cutoff"
+                f"{where}: the {spec.window} training window needs train_days={spec.train_days} but only "
+                f"{available} day(s) exist from {spec.start} to train_end {_iso(train_end)}; lower train_days, "
+                "n_folds, step_days or gap_days, or use a later cutoff"
             )
         folds.append(Fold(i, _iso(cutoff), _iso(train_start), _iso(train_end), _iso(cutoff), _iso(test_end)))
     return folds
@@ -184,9 +187,10 @@ def describe(folds: list[Fold], spec: FoldSpec | None = None) -> str:
     if spec is not None:
         how = (f"cutoffs {short_list(spec.cutoffs)}" if spec.cutoffs is not None
                else f"{spec.n_folds} fold(s) stepping {spec.step} day(s), the last ending on {spec.end}")
-        size = f"{spec.train_days}-day rolling" if spec.window == "rolling" else f"expanding (>= {spec.train_days} days)"
-        lines.append(f"backtest plan: data {spec.start}..{spec.end}; {size} training window, gap {spec.gap_days} day(s), "
-                     f"horizon {spec.horizon_days} day(s); {how}")
+        size = (f"{spec.train_days}-day rolling" if spec.window == "rolling"
+                else f"expanding (>= {spec.train_days} days)")
+        lines.append(f"backtest plan: data {spec.start}..{spec.end}; {size} training window, "
+                     f"gap {spec.gap_days} day(s), horizon {spec.horizon_days} day(s); {how}")
     header = ("fold", "cutoff", "train", "days", "gap", "test", "days")
     rows = [header] + [
         (str(f.index), f.cutoff, f"{f.train_start}..{f.train_end}", str(f.n_train_days), str(len(f.gap_days())),
@@ -212,7 +216,8 @@ def from_json(text: str) -> tuple[FoldSpec, list[Fold]]:
     try:
         doc = json.loads(text)
         if doc.get("format") != PLAN_FORMAT:
-            raise ConfigError(f"stored backtest plan has format {doc.get('format')!r}, this version reads {PLAN_FORMAT}")
+            raise ConfigError(f"stored backtest plan has format {doc.get('format')!r}; this version reads "
+                              f"format {PLAN_FORMAT}: re-plan it")
         spec_doc = dict(doc["spec"])
         known = {f.name for f in fields(FoldSpec)}
         unknown = sorted(set(spec_doc) - known)
