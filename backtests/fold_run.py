@@ -51,7 +51,6 @@ class FoldPlan:
     seed: int
     as_of_us: int
     baseline: str  # "base_rate" or the champion's "name/version"
-    gap_days: int = 0
     train_versions: dict = field(default_factory=dict)  # fold index (str) → features version at its cutoff
     storage_options: dict = field(default_factory=dict)
 
@@ -114,7 +113,7 @@ def run_group(plan_json: str, folds_json: list[str], baseline: ModelBundle | Non
     """Train once on the group's first fold, then score and evaluate every fold of the group."""
     plan = FoldPlan(**{**json.loads(plan_json), "keys": tuple(json.loads(plan_json)["keys"]),
                        "slice_columns": tuple(json.loads(plan_json)["slice_columns"])})
-    folds = [Fold(**json.loads(f)) for f in folds_json]
+    folds = [Fold(**json.loads(f)) for f in folds_json]  # backtests.runner sends dataclasses.asdict(fold)
     first = folds[0]
     keys = list(plan.keys)
     feat_cols = list(dict.fromkeys([*keys, plan.event_time, *plan.slice_columns,
@@ -129,8 +128,8 @@ def run_group(plan_json: str, folds_json: list[str], baseline: ModelBundle | Non
     for fold in folds:
         test_feats = _read(plan.features_uri, plan.features_version, fold.test_days(), feat_cols, plan.storage_options)
         test_rows, unlabelled = _labelled(plan, test_feats, fold.test_days(), plan.as_of_us)
-        verdicts = guard.guard_fold(fold, train_rows if fold is first else None, test_feats, plan.event_time,
-                                    "__label_ts", plan.gap_days)
+        # The model for every fold of the group is trained on the first fold's past: check it against each cutoff.
+        verdicts = guard.guard_fold(fold, train_rows, test_feats, event_col=plan.event_time, label_ts_col="__label_ts")
         if model is None:
             model = _train(plan, train_rows, seed)
         out.append(_evaluate(plan, fold, first, model, baseline, train_rows, train_unknown, test_rows, unlabelled,

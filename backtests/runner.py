@@ -13,14 +13,13 @@
 """
 from __future__ import annotations
 
-import datetime as dt
 import fnmatch
 import hashlib
 import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol
 
 import pyarrow as pa
@@ -109,11 +108,11 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     f = cfg.folds
     spec_f = fold_plan.FoldSpec(window=f.window, train_days=f.train_days, gap_days=f.gap_days,
                                 horizon_days=f.horizon_days, step_days=f.step_days, n_folds=f.n_folds,
-                                cutoffs=f.cutoffs, start=days[0], end=days[-1])
+                                cutoffs=tuple(f.cutoffs) if f.cutoffs else None, start=days[0], end=days[-1])
     folds = fold_plan.plan_folds(spec_f)
     summary.folds = len(folds)
     log.info("backtest %s: %d fold(s) on %s and %s\n%s", summary.backtest_id, len(folds), feats.where(),
-             labels.where(), fold_plan.describe(folds))
+             labels.where(), fold_plan.describe(folds, spec_f))
     train_versions = {}
     if cfg.features_at_cutoff:
         for fold in folds:
@@ -137,7 +136,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     plan = FoldPlan(summary.backtest_id, feats.uri, labels.uri, feats.version, labels.version, tuple(cfg.key_columns),
                     cfg.event_time_column, cfg.labels.label_column, cfg.labels.label_ts_column, tuple(slice_cols),
                     cfg.recipe.model_dump(), spec.to_json(), metrics_spec, cfg.seed,
-                    int(as_of.timestamp() * 1_000_000), base_name, cfg.folds.gap_days, train_versions, dict(opts))
+                    int(as_of.timestamp() * 1_000_000), base_name, train_versions, dict(opts))
     store = bt_results.Store(table_uri(cfg.lake, cfg.output_table), summary, opts, cfg.run.commit_retries)
     done = store.completed(folds)
     summary.folds_resumed = sorted(done)
@@ -153,7 +152,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
         log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,
                  [fo.index for fo in g], g[0].index, fold_seed(cfg.seed, g[0].index))
     first_error: LakescoreError | None = None
-    for gi, out in executor.run(plan_json(plan), [[fo.to_json() for fo in g] for g in todo], baseline, deadline):
+    for gi, out in executor.run(plan_json(plan), [[json.dumps(asdict(fo)) for fo in g] for g in todo], baseline, deadline):
         if isinstance(out, BaseException):
             errors.append(f"fold(s) {[fo.index for fo in todo[gi]]}: {out}")
             summary.folds_failed += [str(fo.index) for fo in todo[gi]]
@@ -176,9 +175,12 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
 
     summary.report, summary.mlflow_run_id = publish(cfg, summary, folds, all_results, results, plan)
     if first_error is not None:
-        first_error_msg = f"{len(summary.folds_failed)} fold(s) failed: {errors[0]}; the completed folds are committed; " \
-                          "a re-run resumes from them"
-        raise type(first_error)(first_error_msg)
+        first_error_msg = (f"{len(summary.folds_failed)} fold(s) failed: {errors[0]}; the folds that completed are "
+                           "committed, and a re-run resumes from them once the cause is fixed")
+        from engine import errors as err
+
+        kinds = (err.ContractViolation, err.InputUnavailable, err.ModelRefused, err.ConfigError)
+        raise next((k for k in kinds if isinstance(first_error, k)), UnitFailed)(first_error_msg)
     log.info("backtest %s finished in %.1fs", summary.backtest_id, time.monotonic() - started)
     return summary
 
@@ -201,4 +203,4 @@ def _first_training_day(cfg: BacktestConfig, feats, fold) -> pa.Table:
     return t.to_pyarrow_table(columns=list(cfg.recipe.categorical), filters=[("ds", "in", fold.train_days())])
 
 
-__all__ = ["BacktestSummary", "LocalBacktestExecutor", "run_backtest", "dt", "json"]
+__all__ = ["BacktestSummary", "LocalBacktestExecutor", "run_backtest"]
