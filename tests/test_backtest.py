@@ -144,3 +144,27 @@ def test_the_leakage_guard_stops_a_training_row_from_the_future(lake, demo_root)
         run_backtest(bt_config(lake, demo_root, "baseline.kind=base_rate", "mlflow.log_reports=false",
                                "features_at_cutoff=false"), LocalBacktestExecutor())
     assert "fold 0" in str(e.value) and "3 training row" in str(e.value) and e.value.exit_code == 3
+
+
+def test_the_job_runs_its_folds_as_ray_tasks(ray_local, lake, demo_root, capsys):
+    from jobs.backtest import main
+
+    args = ["--config", str(Path(__file__).parent.parent / "conf" / "backtest.yaml"), f"lake.root={lake}",
+            f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
+            f"baseline.model=models:/{XGB}@champion", "folds.train_days=2", "folds.n_folds=2", "recipe.trees=20",
+            "metrics.bootstrap=30", "min_support=50"]
+    assert main(args) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert s["folds_committed"] == [0, 1] and s["status"] == "ok"
+    local = run_backtest(bt_config(lake, demo_root, "features_at_cutoff=true", "recipe.depth=5"),
+                         LocalBacktestExecutor())
+    assert local.backtest_id == s["backtest_id"] and local.folds_resumed == [0, 1]  # same backtest: found complete
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{demo_root}/mlruns.db")
+    children = client.search_runs([client.get_run(s["mlflow_run_id"]).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{s['mlflow_run_id']}'")
+    assert sorted(r.data.tags["lakescore.fold"] for r in children) == ["0", "1"]
+    assert all("recipe.roc_auc" in r.data.metrics for r in children)
+    arts = {a.path for a in client.list_artifacts(children[0].info.run_id, "model")}
+    assert {"model/model.ubj", "model/preprocess_spec.json"} <= arts
