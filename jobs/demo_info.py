@@ -10,9 +10,9 @@ if __package__ in (None, ""):
 from engine.config import ScoreConfig, load_config, resolve_paths, table_uri  # noqa: E402
 
 
-def _newest_report(root: str) -> str:
-    reports = sorted(Path(root, "_reports", "evaluate").glob("*/report.html"), key=lambda p: p.stat().st_mtime)
-    return str(reports[-1]) if reports else "(none yet: python -m jobs.evaluate --config conf/evaluate.yaml)"
+def _newest_report(root: str, job: str = "evaluate") -> str:
+    reports = sorted(Path(root, "_reports", job).glob("*/report.html"), key=lambda p: p.stat().st_mtime)
+    return str(reports[-1]) if reports else f"(none yet: python -m jobs.{job} --config conf/{job}.yaml)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +38,10 @@ lakescore demo is ready.
   evaluation {_newest_report(cfg.lake.root)}
            (champion vs challenger per slice with intervals, gates, drift; opens offline in a browser)
   eval_metrics {cfg.lake.root}/eval_metrics  (Delta: one row per model version, evaluation, slice and metric)
+  backtest {_newest_report(cfg.lake.root, "backtest")}
+           (the fold plan, metrics per fold beside the champion, calibration, the leakage guard's verdicts)
+  backtest_metrics {cfg.lake.root}/backtest_metrics  (Delta: one row per backtest, fold, model, slice and metric)
+  notebooks: notebooks/scores_analyst.ipynb, notebooks/evaluation.ipynb, notebooks/backtest.ipynb
   rows per model: {", ".join(f"{c['model_name']} v{c['model_version']}: {c['model_name_count']}" for c in counts)}
 
 Query the scores:

@@ -21,10 +21,12 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.config import DemoConfig, EvaluateConfig, ScoreConfig, ValidateConfig, load_config, resolve_paths  # noqa: E402
+from engine.config import (BacktestConfig, DemoConfig, EvaluateConfig, ScoreConfig, ValidateConfig,  # noqa: E402
+                           load_config, resolve_paths)
 from engine.errors import ConfigError, LakescoreError  # noqa: E402
 
-JOBS = {"score": ScoreConfig, "validate": ValidateConfig, "evaluate": EvaluateConfig, "demo": DemoConfig}
+JOBS = {"score": ScoreConfig, "validate": ValidateConfig, "evaluate": EvaluateConfig, "backtest": BacktestConfig,
+        "demo": DemoConfig}
 UPLOAD_EXCLUDES = [".git", ".venv", ".make", "**/__pycache__", "lake", "mlruns", "mlruns.db", "mlartifacts",
                    "benchmarks/out", "spark-warehouse", "metastore_db", "*.db"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
