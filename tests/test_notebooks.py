@@ -157,3 +157,39 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
         (r,) = want[(want.model_name == name) & (want.slice == slice_)].itertuples()
         assert r.baseline == base and float(value) == pytest.approx(r.value, abs=1e-6)
         assert (float(low), float(high)) == pytest.approx((r.ci_low, r.ci_high), abs=1e-6)
+
+
+FOLD = re.compile(r"^fold: (\d+) cutoff (\S+) train (\S+)\.\.(\S+) \((\d+) rows\) test (\S+)\.\.(\S+) \((\d+) rows\) "
+                  r"model of fold (\d+)$")
+PER_FOLD = re.compile(r"^per fold: (\d+) (\S+) roc_auc = ([0-9.]+) \[([0-9.]+), ([0-9.]+)\]$")
+ACROSS = re.compile(r"^across folds: (\S+) roc_auc mean ([0-9.]+) std ([0-9.]+) over (\d+) folds$")
+
+
+def test_backtest_notebook_agrees_with_backtest_metrics(lake, demo_root, monkeypatch):
+    from backtests.runner import LocalBacktestExecutor, run_backtest
+    from test_backtest import bt_config
+
+    s = run_backtest(bt_config(lake, demo_root, "baseline.kind=base_rate", "mlflow.log_reports=false"),
+                     LocalBacktestExecutor())
+    monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
+    nb = nbformat.read(ROOT / "notebooks" / "backtest.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    lines = [ln for c in nb.cells if c.cell_type == "code"
+             for ln in "".join(o.get("text", "") for o in c.get("outputs", [])).splitlines()]
+    bm = DeltaTable(str(lake / "backtest_metrics")).to_pandas()
+    assert set(bm.backtest_id) == {s.backtest_id}
+    folds = [m.groups() for ln in lines if (m := FOLD.match(ln))]
+    assert [int(f[0]) for f in folds] == sorted(set(bm.fold)) == [0, 1]
+    for fold, cutoff, ts, te, n_train, _s, _e, n_test, trained_on in folds:
+        row = bm[bm.fold == int(fold)].iloc[0]
+        assert (cutoff, ts, te, int(n_train), int(n_test), int(trained_on)) == (
+            row.cutoff, row.train_start, row.train_end, row.train_rows, row.test_rows, row.trained_on)
+    overall = bm[(bm.kind == "metric") & (bm.slice == "overall") & (bm.metric == "roc_auc")]
+    per = [m.groups() for ln in lines if (m := PER_FOLD.match(ln))]
+    assert len(per) == len(overall) == 4
+    for fold, model, value, low, high in per:
+        (r,) = overall[(overall.fold == int(fold)) & (overall.model == model)].itertuples()
+        assert (float(value), float(low), float(high)) == pytest.approx((r.value, r.ci_low, r.ci_high), abs=1e-6)
+    across = {m[1]: (float(m[2]), float(m[3]), int(m[4])) for ln in lines if (m := ACROSS.match(ln))}
+    for model, g in overall.groupby("model"):
+        assert across[model] == pytest.approx((g.value.mean(), g.value.std(), len(g)), abs=1e-6)
