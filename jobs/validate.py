@@ -8,7 +8,6 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import ValidateConfig  # noqa: E402
-from engine.errors import LakescoreError  # noqa: E402
 from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Check a pinned table version's partitions against the table's contract and write a report (exit 3 on violations)."
