@@ -1,9 +1,12 @@
-"""The analyst notebooks run top to bottom against a freshly scored lake, and what they print agrees with an
-independent read of the scores and features tables (deltalake and pyarrow, none of the notebook's code): the pandas
-cells, and the Spark SQL cells (counts per model version, time travel, DESCRIBE HISTORY with the stamps)."""
+"""The notebooks run top to bottom against a freshly built lake, and what they print agrees with an independent read
+of the tables (deltalake and pyarrow, none of the notebook's code). The analyst notebook: its pandas cells and its
+Spark SQL cells (counts per model version, time travel, DESCRIBE HISTORY with the stamps) against scores and
+features. The evaluation notebook: evaluations, one slice's history, two versions side by side and their paired
+deltas against eval_metrics."""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import nbformat
@@ -43,11 +46,7 @@ def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_ro
     cfg = score_config(lake, demo_root)
     summary = run_score(cfg, executor(cfg.ray))
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
-    nb = nbformat.read(ROOT / "notebooks" / "scores_analyst.ipynb", as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    # Stream outputs may split a line across messages: join each cell's text before splitting it into lines.
-    lines = [ln for c in nb.cells if c.cell_type == "code"
-             for ln in "".join(o.get("text", "") for o in c.get("outputs", [])).splitlines()]
+    lines, _ = run_notebook("scores_analyst.ipynb")
 
     got = {}
     for ln in lines:
@@ -101,11 +100,35 @@ def check_spark_and_pandas_lines(lines: list[str], lake, scores: DeltaTable) -> 
     assert [ln for ln in lines if ln.startswith("spark history:")] == want_history
 
 
-EVALUATION = re.compile(r"^evaluation: (\S+) v(\d+) (\S+)\.\.(\S+) as of (\S+) scores v(\d+) labels v(\d+) "
-                        r"features v(\d+) run (\w{8})$")
-HISTORY = re.compile(r"^history: (\S+) v(\d+) (\S+) roc_auc (\S+)\.\.(\S+) = ([0-9.]+) \[([0-9.]+), ([0-9.]+)\] n=(\d+)$")
-SIDE = re.compile(r"^side by side: (\S+) roc_auc (.+?): (.*)$")
-DELTA = re.compile(r"^delta: (\S+) v(\d+) - (\S+) roc_auc (.+?) = ([-+0-9.]+) \[([-+0-9.]+), ([-+0-9.]+)\]$")
+NUM = r"(nan|[-+]?\d+\.\d+)"
+EVALUATION = re.compile(r"^evaluation: (\S+) v(\d+) window (\S+)\.\.(\S+) as_of (\S+) scores v(\d+) labels v(\d+) "
+                        r"features v(\d+) slices (\d+) run (\w+)$")
+HISTORY = re.compile(rf"^history: (\S+) v(\d+) (\S+) on (.+?) \| window (\S+)\.\.(\S+) as_of (\S+) \| {NUM} "
+                     rf"\[{NUM}, {NUM}\] support (\d+) (\w+)$")
+SIDE_HEAD = re.compile(r"^side by side: (\S+) on (\S+) \| (\S+) v(\d+) \| (\S+) v(\d+)$")
+SIDE = re.compile(rf"^side: (.+?) \| {NUM} \[{NUM}, {NUM}\] support (\d+) (\w+) \| {NUM} \[{NUM}, {NUM}\] "
+                  rf"support (\d+) (\w+)$")
+DELTA = re.compile(rf"^delta: (\S+) v(\d+) - (\S+) (\S+) on (.+?) \| {NUM} \[{NUM}, {NUM}\] support (\d+) \| "
+                   r"(above 0|below 0|spans 0|undefined)$")
+STAMP = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def run_notebook(name: str) -> tuple[list[str], list[dict]]:
+    """Execute notebooks/<name> in a fresh kernel; its printed lines and every output of its code cells."""
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    # Stream outputs may split a line across messages: join each cell's text before splitting it into lines.
+    lines = [ln for c in nb.cells if c.cell_type == "code"
+             for ln in "".join(o.get("text", "") for o in c.get("outputs", [])).splitlines()]
+    return lines, outputs
+
+
+def close(printed: str, want) -> bool:
+    """A number printed with 6 decimals (or 'nan') against the table's float (NaN/None for a null)."""
+    if printed == "nan":
+        return want is None or math.isnan(want)
+    return want is not None and not math.isnan(want) and abs(float(printed) - want) <= 6e-7
 
 
 def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypatch):
@@ -116,47 +139,90 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
 
     run_score(score_config(lake, demo_root), LocalExecutor())
     run_score(score_config(lake, demo_root, f"model.uri=models:/{MLP}/1"), LocalExecutor())
-    for window in ("2026-01-02..2026-01-03", "2026-01-02..2026-01-04"):
-        run_evaluate(eval_config(lake, demo_root, f"window={window}", "mlflow.log_reports=false"), LocalEvalExecutor())
+    # Two windows with champion and challenger, then a newer one of the champion alone: the side-by-side and the
+    # deltas must come from the newest evaluation that holds both versions, the history from all three.
+    runs = {}
+    for window, more in (("2026-01-02..2026-01-03", ()), ("2026-01-02..2026-01-04", ()),
+                         ("2026-01-03..2026-01-04", ("models.challengers=[]",))):
+        runs[window] = run_evaluate(eval_config(lake, demo_root, f"window={window}", "mlflow.log_reports=false", *more),
+                                    LocalEvalExecutor()).run_id
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
-    nb = nbformat.read(ROOT / "notebooks" / "evaluation.ipynb", as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    lines = [ln for c in nb.cells if c.cell_type == "code"
-             for ln in "".join(o.get("text", "") for o in c.get("outputs", [])).splitlines()]
+    lines, outputs = run_notebook("evaluation.ipynb")
+
     em = DeltaTable(str(lake / "eval_metrics")).to_pandas()
-    metrics = em[em.kind == "metric"]
-    evals = metrics.groupby(["model_name", "model_version", "evaluation"]).first().reset_index()
+    metrics, deltas = em[em.kind == "metric"], em[em.kind == "delta"]
+    want_evals = {}
+    for (name, version, ev), g in metrics.groupby(["model_name", "model_version", "evaluation"]):
+        r = g.iloc[0]
+        assert g[["window_start", "as_of", "scores_version", "run_id"]].nunique().max() == 1, ev
+        assert ev == f"{r.window_start}..{r.window_end}@{r.as_of:{STAMP}}"
+        want_evals[(name, version, r.window_start, r.window_end, f"{r.as_of:{STAMP}}")] = (
+            r.scores_version, r.labels_version, r.features_version, g.slice.nunique(), r.run_id)
     got = [m.groups() for ln in lines if (m := EVALUATION.match(ln))]
-    assert len(got) == len(evals) == 4, lines
-    for name, version, start, end, _as_of, sv, lv, fv, run in got:
-        row = evals[(evals.model_name == name) & (evals.model_version == int(version)) & (evals.window_start == start)
-                    & (evals.window_end == end)].iloc[0]
-        assert (int(sv), int(lv), int(fv), run) == (row.scores_version, row.labels_version, row.features_version,
-                                                    row.run_id[:8])
+    got_evals = {(n, int(v), s, e, t): (int(sv), int(lv), int(fv), int(k), run) for n, v, s, e, t, sv, lv, fv, k, run in got}
+    assert len(got) == len(want_evals) == 5 and got_evals == want_evals, lines
+    assert all(run == runs[f"{k[2]}..{k[3]}"] for k, (*_, run) in got_evals.items())
+    assert f"champion: {XGB} v1" in lines and f"challenger: {MLP} v1" in lines
+
+    want = metrics[(metrics.model_name == XGB) & (metrics.model_version == 1) & (metrics.slice == "segment=enterprise")
+                   & (metrics.metric == "roc_auc")].sort_values(["as_of", "window_end", "window_start"])
     hist = [m.groups() for ln in lines if (m := HISTORY.match(ln))]
-    assert len(hist) == 2 and {h[0] for h in hist} <= {XGB, MLP}
-    for name, version, slice_, start, end, value, low, high, n in hist:
-        want = metrics[(metrics.model_name == name) & (metrics.model_version == int(version)) & (metrics.slice == slice_)
-                       & (metrics.metric == "roc_auc") & (metrics.window_start == start) & (metrics.window_end == end)]
-        (r,) = want.itertuples()
-        assert (float(value), float(low), float(high), int(n)) == pytest.approx((r.value, r.ci_low, r.ci_high, r.support),
-                                                                                abs=1e-6)
+    assert len(hist) == len(want) == 3, lines
+    for (name, version, metric, slice_, start, end, as_of, value, low, high, n, status), r in zip(hist, want.itertuples()):
+        assert (name, version, metric, slice_) == (XGB, "1", "roc_auc", "segment=enterprise")
+        assert (start, end, as_of, int(n), status) == (r.window_start, r.window_end, f"{r.as_of:{STAMP}}", r.support,
+                                                       r.status)
+        assert close(value, r.value) and close(low, r.ci_low) and close(high, r.ci_high), (value, low, high, r)
+
+    # The newest evaluation holding both versions: the 02..04 window (the 03..04 one has the champion alone).
+    (newest,) = metrics[(metrics.model_name == MLP) & (metrics.window_end == "2026-01-04")].evaluation.unique()
+    assert [m.groups() for ln in lines if (m := SIDE_HEAD.match(ln))] == [("roc_auc", newest, XGB, "1", MLP, "1")]
+    want = metrics[(metrics.evaluation == newest) & (metrics.metric == "roc_auc")]
     side = [m.groups() for ln in lines if (m := SIDE.match(ln))]
-    newest = side[0][0]
-    assert {s for _e, s, _c in side} == set(metrics.slice)  # every slice, both versions
-    for ev, slice_, cells in side:
-        for cell in cells.split(" | "):
-            name, version, value, low, high = re.fullmatch(r"(\S+) v(\d+) ([0-9.]+) \[([0-9.]+), ([0-9.]+)\]", cell).groups()
-            (r,) = metrics[(metrics.evaluation == ev) & (metrics.model_name == name) & (metrics.model_version == int(version))
-                           & (metrics.slice == slice_) & (metrics.metric == "roc_auc")].itertuples()
-            assert (float(value), float(low), float(high)) == pytest.approx((r.value, r.ci_low, r.ci_high), abs=1e-6)
-    deltas = [m.groups() for ln in lines if (m := DELTA.match(ln))]
-    want = em[(em.kind == "delta") & (em.metric == "roc_auc") & (em.evaluation == newest)]
-    assert len(deltas) == len(want) > 0
-    for name, version, base, slice_, value, low, high in deltas:
-        (r,) = want[(want.model_name == name) & (want.slice == slice_)].itertuples()
-        assert r.baseline == base and float(value) == pytest.approx(r.value, abs=1e-6)
-        assert (float(low), float(high)) == pytest.approx((r.ci_low, r.ci_high), abs=1e-6)
+    assert side[0][0] == "overall" and sorted(s[0] for s in side) == sorted(want.slice.unique()), lines
+    for slice_, *cells in side:
+        for (name, version), (value, low, high, n, status) in zip(((XGB, 1), (MLP, 1)), (cells[:5], cells[5:])):
+            (r,) = want[(want.model_name == name) & (want.model_version == version) & (want.slice == slice_)].itertuples()
+            assert close(value, r.value) and close(low, r.ci_low) and close(high, r.ci_high), (slice_, name)
+            assert (int(n), status) == (r.support, r.status)
+
+    want = deltas[(deltas.evaluation == newest) & (deltas.metric == "roc_auc")]
+    got = [m.groups() for ln in lines if (m := DELTA.match(ln))]
+    assert len(got) == len(want) == len(side) and got[0][4] == "overall", lines
+    for name, version, base, metric, slice_, value, low, high, n, where in got:
+        (r,) = want[want.slice == slice_].itertuples()
+        assert (name, int(version), base, metric) == (r.model_name, r.model_version, r.baseline, "roc_auc") == (
+            MLP, 1, f"{XGB}/1", "roc_auc")
+        assert close(value, r.value) and close(low, r.ci_low) and close(high, r.ci_high) and int(n) == r.support
+        assert where == ("undefined" if math.isnan(r.ci_low) or math.isnan(r.ci_high) else "above 0" if r.ci_low > 0
+                         else "below 0" if r.ci_high < 0 else "spans 0"), (slice_, where)
+    assert any(g[5] != "nan" for g in got)
+    assert f"plot: 3 history points, {len(want)} differences" in lines
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_evaluation_notebook_with_one_model_version_shows_its_history_only(lake, demo_root, monkeypatch, tmp_path):
+    """A table without delta rows: the champion is the version with most evaluations; nothing to put side by side."""
+    from conftest import XGB
+    from engine.evaluate_job import LocalEvalExecutor, run_evaluate
+    from engine.score_job import LocalExecutor
+    from test_evaluate import eval_config
+
+    run_score(score_config(lake, demo_root), LocalExecutor())
+    for window in ("2026-01-02..2026-01-03", "2026-01-03..2026-01-04"):
+        run_evaluate(eval_config(lake, demo_root, f"window={window}", "mlflow.log_reports=false",
+                                 "models.challengers=[]"), LocalEvalExecutor())
+    monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
+    lines, _ = run_notebook("evaluation.ipynb")
+    metrics = DeltaTable(str(lake / "eval_metrics")).to_pandas(filters=[("kind", "=", "metric")])
+    want = metrics[(metrics.slice == "segment=enterprise") & (metrics.metric == "roc_auc")].sort_values("window_start")
+    hist = [m.groups() for ln in lines if (m := HISTORY.match(ln))]
+    assert [(h[0], h[4], h[5]) for h in hist] == [(XGB, r.window_start, r.window_end) for r in want.itertuples()]
+    assert len(hist) == 2 and all(close(h[7], r.value) for h, r in zip(hist, want.itertuples()))
+    assert f"champion: {XGB} v1" in lines and "challenger: none" in lines
+    assert "side by side: no evaluation holds both a champion and a challenger" in lines
+    assert not any(DELTA.match(ln) or SIDE.match(ln) for ln in lines)
+    assert "plot: 2 history points, 0 differences" in lines
 
 
 FOLD = re.compile(r"^fold: (\d+) cutoff (\S+) train (\S+)\.\.(\S+) \((\d+) rows\) test (\S+)\.\.(\S+) \((\d+) rows\) "
