@@ -72,6 +72,7 @@ class EvalSummary:
     rows_label_after_as_of: int = 0
     scores_without_features: int = 0
     features_without_scores: int = 0
+    rows_missing_a_model_score: int = 0  # scored by some of the models only: not evaluated
     missing_scores: dict = field(default_factory=dict)  # ds → models without scores that day (day left out)
     tasks: int = 0
     verdict: str = ""
@@ -177,7 +178,7 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
         for k in ("rows_evaluated", "rows_without_label", "rows_label_after_as_of"):
             day[k] += counts[k]
         for k in ("scores_without_features", "features_without_scores", "rows_evaluated", "rows_without_label",
-                  "rows_label_after_as_of"):
+                  "rows_label_after_as_of", "rows_missing_a_model_score"):
             setattr(summary, k, getattr(summary, k) + counts[k])
     excluded = summary.rows_without_label + summary.rows_label_after_as_of
 

@@ -51,7 +51,7 @@ def reference_frame(lake: Path, model: str, version: int, as_of: dt.datetime | N
     lab = DeltaTable(str(lake / "labels")).to_pandas(filters=[("ds", "in", days)])
     if as_of is not None:
         lab = lab[lab.label_ts <= pd.Timestamp(as_of)]
-    lab = lab.sort_values("label_ts").drop_duplicates(["entity_id", "event_ts"], keep="last")
+    lab = lab[lab.label.notna()].sort_values("label_ts").drop_duplicates(["entity_id", "event_ts"], keep="last")
     m = s[["entity_id", "event_ts", "score"]].merge(f[["entity_id", "event_ts", "segment"]], on=["entity_id", "event_ts"])
     return m.merge(lab[["entity_id", "event_ts", "label"]], on=["entity_id", "event_ts"])
 
@@ -106,6 +106,13 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
     known = labels[labels.label_ts <= pd.Timestamp(as_of)].head(200).copy()
     known["label"] = 1 - known["label"]
     known["label_ts"] = pd.Timestamp(as_of) + pd.Timedelta(hours=1)
+    # Planted: newer revisions of 30 other known labels that say "unknown" (null): no label, the older one counts.
+    nulls = labels[labels.label_ts <= pd.Timestamp(as_of) - pd.Timedelta(hours=2)].iloc[300:330].copy()
+    nulls["label_ts"] = pd.Timestamp(as_of) - pd.Timedelta(hours=1)
+    null_rows = pa.Table.from_pandas(nulls, preserve_index=False)
+    null_rows = null_rows.set_column(null_rows.schema.get_field_index("label"), "label", pa.nulls(len(nulls), pa.int32()))
+    write_deltalake(str(lake / "labels"), null_rows.cast(pa.schema(DeltaTable(str(lake / "labels")).schema().to_arrow())),
+                    mode="append", partition_by=["ds"])
     write_deltalake(str(lake / "labels"), pa.Table.from_pandas(known, preserve_index=False).cast(
         pa.schema(DeltaTable(str(lake / "labels")).schema().to_arrow())), mode="append", partition_by=["ds"])
     # Planted: 50 features rows nobody scored (new keys): counted, not evaluated.

@@ -144,6 +144,7 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
             scored, t = _key_types_equal(plan, [scored, t])
             scored = scored.join(t, keys=keys, join_type="inner")
     counts["rows_all_models"] = scored.num_rows
+    counts["rows_missing_a_model_score"] = max(counts["rows_scored"].values()) - scored.num_rows
     drift_cols = [c for c in plan.drift_edges if not c.startswith(SCORE_PREFIX)]
     feats = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns) + drift_cols, chunk,
                   schemas["features"])
@@ -163,7 +164,9 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
     (labels,) = _key_types_equal(plan, [joined, labels])[1:]
     labels = labels.rename_columns(keys + [_LABEL, _LABEL_TS])
     ts = labels.column(_LABEL_TS).cast(pa.int64())
-    known_mask = pc.and_(pc.is_valid(ts), pc.less_equal(ts, pa.scalar(plan.as_of_us, pa.int64())))
+    # A label counts once known by as_of; a null label (known to be unknown) is no label at all.
+    known_mask = pc.and_(pc.and_(pc.is_valid(ts), pc.less_equal(ts, pa.scalar(plan.as_of_us, pa.int64()))),
+                         pc.is_valid(labels.column(_LABEL)))
     known = labels.filter(known_mask)
     late = labels.filter(pc.invert(pc.fill_null(known_mask, False)))
     known = _newest_per_key(known, keys)
