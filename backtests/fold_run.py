@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from backtests import guard
 from backtests.plan import Fold
 from engine.evaluation import EvalStats, MetricsSpec, compare, compute_metrics, reliability, row_key_hash
+from engine.evaluation.join import newest_per_key
 from engine.models import ModelBundle, ModelRef, build_scorer
 from engine.preprocess import PreprocessSpec, to_matrix
 from engine.scoring import predict_batch
@@ -79,11 +80,9 @@ def _labelled(plan: FoldPlan, feats: pa.Table, days: list[str], known_by_us: int
                 plan.storage_options)
     lab = lab.rename_columns([*keys, "__label", "__label_ts"])
     ts = lab.column("__label_ts").cast(pa.int64())
-    lab = lab.filter(pc.fill_null(pc.less_equal(ts, pa.scalar(known_by_us, pa.int64())), False))
-    lab = lab.sort_by([*((k, "ascending") for k in keys), ("__label_ts", "descending")])
-    first = lab.append_column("__i", pa.array(np.arange(lab.num_rows))).group_by(keys, use_threads=False) \
-        .aggregate([("__i", "min")])
-    lab = lab.take(pa.array(np.sort(first.column("__i_min").to_numpy())))
+    known = pc.and_(pc.fill_null(pc.less_equal(ts, pa.scalar(known_by_us, pa.int64())), False),
+                    pc.is_valid(lab.column("__label")))  # a null label is no label, as in evaluate
+    lab = newest_per_key(lab.filter(known), keys)
     rows = feats.join(lab, keys=keys, join_type="inner")
     rows = rows.sort_by([(plan.event_time, "ascending"), *((k, "ascending") for k in keys if k != plan.event_time)])
     return rows, feats.num_rows - rows.num_rows

@@ -17,7 +17,7 @@ import json
 from engine.evaluation.report import CSS, READING_COLOURS, direction, plain, reading, report_json
 from engine.evaluation.svg import (
     DASH, FONT, GRID, MODEL_COLOURS, Scale, count, domain, esc, finite, interval, mini_interval, nice_ticks,
-    num, reliability_chart, tick_label,
+    html_table, num, reliability_chart, tick_label,
 )
 from engine.reports import folder_target, write_report_files
 
@@ -47,17 +47,6 @@ def _day_ticks(lo: float, hi: float, most: int) -> list[int]:
     step = next((s for s in (1, 2, 7, 14, 28, 56, 91, 182, 364, 728) if span / s <= most), 1456)
     first = int(-(-lo // 1))
     return [d for d in range(first, int(hi) + 1, step) if lo <= d <= hi]
-
-
-def _table(head: list[str], rows: list[tuple[str, list[str]]], numeric: set[int] = frozenset()) -> str:
-    """`rows` are (row class, cells as HTML already escaped); `numeric` columns are right-aligned."""
-    out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
-    for cls, cells in rows:
-        out.append(f'<tr class="{cls}">' if cls else "<tr>")
-        out.extend(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
 
 
 def _refit(every) -> str:
@@ -232,7 +221,7 @@ def _headline(rep: dict, models: list[str], colours: dict) -> str:
             cells += [num(r["value"]) + status if r else DASH, esc(interval(r["ci_low"], r["ci_high"])) if r else ""]
         rows.append(("", cells))
     head = ["fold", "cutoff", *(h for m in models for h in (m, "interval"))]
-    out.append(_table(head, rows, set(range(2, 2 + 2 * len(models)))))
+    out.append(html_table(head, rows, set(range(2, 2 + 2 * len(models)))))
     slices = list(dict.fromkeys(r["slice"] for f in rep.get("folds") or [] for r in f["metrics"]
                                 if r["metric"] == metric and r["slice"] != "overall"))
     if slices:
@@ -257,7 +246,7 @@ def _summary(rep: dict) -> str:
                   num(r["min"]), num(r["max"]), count(r["folds"])]) for r in picked]
     return ('<h2 id="summary">Summary across folds</h2><p class="note">Mean ± standard deviation, minimum and maximum '
             "over the folds in which the metric was defined.</p>" +
-            _table(["metric", "slice", "model", "mean ± std", "min", "max", "folds"], rows, {3, 4, 5, 6}))
+            html_table(["metric", "slice", "model", "mean ± std", "min", "max", "folds"], rows, {3, 4, 5, 6}))
 
 
 def _deltas(rep: dict) -> str:
@@ -284,7 +273,7 @@ def _deltas(rep: dict) -> str:
             count(r["support"]) + (f" ({esc(r['status'])})" if muted else ""),
             f'<span style="color:{colour}">{esc(read)}</span>']))
     head = ["fold", "cutoff", "metric", "slice", "Δ recipe − baseline", "interval", "", "support", "reading"]
-    return "".join(out) + _table(head, rows, {4, 5, 7})
+    return "".join(out) + html_table(head, rows, {4, 5, 7})
 
 
 def _calibration(rep: dict, colour: str) -> str:
@@ -309,7 +298,7 @@ def _sizes(rep: dict) -> str:
     note = ('<p class="note">Training rows whose label was not known at the cutoff and test rows without a label are '
             "left out, never counted as negatives. A fold scored by another fold's model shows that model's "
             "training window.</p>")
-    return f'<h2 id="sizes">Training and test sizes</h2>{note}{_table(head, rows, {4, 5, 6, 8, 9})}'
+    return f'<h2 id="sizes">Training and test sizes</h2>{note}{html_table(head, rows, {4, 5, 6, 8, 9})}'
 
 
 def _guard(rep: dict) -> str:
@@ -327,7 +316,7 @@ def _guard(rep: dict) -> str:
                                              f'<span class="{"good" if v["passed"] else "bad"}">'
                                              f'{"passed" if v["passed"] else "FAILED"}</span>', esc(v["message"])])
             for v in verdicts]
-    return "".join(out) + _table(["fold", "check", "column", "rows in breach", "verdict", "message"], rows, {3})
+    return "".join(out) + html_table(["fold", "check", "column", "rows in breach", "verdict", "message"], rows, {3})
 
 
 def _resume(rep: dict) -> str:

@@ -169,7 +169,7 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
                          pc.is_valid(labels.column(_LABEL)))
     known = labels.filter(known_mask)
     late = labels.filter(pc.invert(pc.fill_null(known_mask, False)))
-    known = _newest_per_key(known, keys)
+    known = newest_per_key(known, keys)
     rows = joined.join(known, keys=keys, join_type="inner")
     unlabelled = joined.join(known, keys=keys, join_type="left anti")
     late_keys = late.select(keys)
@@ -187,8 +187,9 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
     return counts, stats
 
 
-def _newest_per_key(labels: pa.Table, keys: list[str]) -> pa.Table:
-    """One label per key: the newest one known (labels can be revised; the latest known revision counts)."""
+def newest_per_key(labels: pa.Table, keys: list[str]) -> pa.Table:
+    """One label per key: the newest one known (labels can be revised; the latest known revision counts).
+    `labels` has the key columns and `__label_ts`; backtests' training join uses it too."""
     if labels.num_rows == 0:
         return labels
     t = labels.sort_by([*((k, "ascending") for k in keys), (_LABEL_TS, "descending")])

@@ -15,7 +15,7 @@ import numbers
 
 from engine.evaluation.svg import (
     DASH, MODEL_COLOURS, MUTED, IntervalRow, count, esc, finite, histogram_chart, interval, interval_chart,
-    mini_interval, num, reliability_chart,
+    html_table, mini_interval, num, reliability_chart,
 )
 from engine.reports import folder_target, write_report_files
 
@@ -89,17 +89,6 @@ def _under(row: dict, min_support) -> bool:
     return row["status"] == "under_support" or (finite(min_support) and row["support"] < min_support)
 
 
-def _table(head: list[str], rows: list[tuple[str, list[str]]], numeric: set[int] = frozenset()) -> str:
-    """`rows` are (row class, cells as HTML already escaped); `numeric` columns are right-aligned."""
-    out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
-    for cls, cells in rows:
-        out.append(f'<tr class="{cls}">' if cls else "<tr>")
-        out.extend(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
 def _slices(metrics: list[dict]) -> list[str]:
     seen = list(dict.fromkeys(r["slice"] for r in metrics))
     return (["overall"] if "overall" in seen else []) + [s for s in seen if s != "overall"]
@@ -135,7 +124,7 @@ def _gates(rep: dict) -> str:
               num(g.get("value")), "yes" if g["passed"] else '<span class="bad">no</span>', esc(g.get("reason", ""))])
             for g in gates]
     head = ["gate", "model", "slice", "metric", "threshold", "value", "passed", "reason"]
-    return f'<h2 id="gates">Gates</h2>{_table(head, rows, {4, 5})}'
+    return f'<h2 id="gates">Gates</h2>{html_table(head, rows, {4, 5})}'
 
 
 def _legend(models: list[str], colours: dict[str, str]) -> str:
@@ -158,7 +147,7 @@ def _support(rep: dict, models: list[str]) -> str:
             DASH if v is None else count(v[0]) + (" (under support)" if v[1] else "") for v in vals]))
     note = (f'<p class="note">A slice with fewer than {esc(count(rep.get("min_support")))} rows is reported '
             f"with its support and greyed, never dropped.</p>")
-    table = _table(["slice", *models], rows, set(range(1, len(models) + 1)))
+    table = html_table(["slice", *models], rows, set(range(1, len(models) + 1)))
     return f'<h2 id="slices">Slices and support</h2>{note}{table}'
 
 
@@ -195,7 +184,7 @@ def _reliability(rep: dict, models: list[str], colours: dict[str, str]) -> str:
         rows = [("", [f"{num(b['bin_low'])}–{num(b['bin_high'])}", count(b["count"]), num(b["mean_score"]),
                       num(b["frac_positive"])]) for b in rel[m]]
         figs.append(f"<figure><figcaption>{esc(m)}</figcaption>{reliability_chart(rel[m], colours[m])}"
-                    f"<details><summary>bins</summary>{_table(head, rows, {1, 2, 3})}</details></figure>")
+                    f"<details><summary>bins</summary>{html_table(head, rows, {1, 2, 3})}</details></figure>")
     if not figs:
         return ""
     note = ('<p class="note">Each dot is a score bin (area by rows): a calibrated model lies on the dashed '
@@ -250,7 +239,7 @@ def _deltas(rep: dict) -> str:
                     count(r["support"]) + (" (under support)" if under else ""),
                     f'<span style="color:{colour}">{esc(read)}</span>']))
         head = ["metric", "slice", "Δ challenger − champion", "interval", "", "support", "reading"]
-        out.append(f"<h3>{esc(model)} − {esc(baseline)}</h3>{_table(head, rows, {2, 3, 5})}")
+        out.append(f"<h3>{esc(model)} − {esc(baseline)}</h3>{html_table(head, rows, {2, 3, 5})}")
     return "".join(out)
 
 
@@ -263,13 +252,13 @@ def _excluded(rep: dict) -> str:
         rows = [("", [esc(d["ds"]), count(d["rows_without_label"]), count(d["rows_label_after_as_of"])]) for d in imm]
         rows.append(("", ["<strong>total</strong>", count(sum(d["rows_without_label"] for d in imm)),
                           count(sum(d["rows_label_after_as_of"] for d in imm))]))
-        out.append(_table(["day", "rows without a label", "rows labelled after the as-of time"], rows, {1, 2}))
+        out.append(html_table(["day", "rows without a label", "rows labelled after the as-of time"], rows, {1, 2}))
     else:
         out.append('<p class="note">None: every row of the window had its label by the as-of time.</p>')
     um = rep.get("unmatched") or {}
     known = [k for k in ("scores_without_features", "features_without_scores") if k in um]
     rows = [("", [esc(k.replace("_", " ")), count(um[k])]) for k in known + sorted(set(um) - set(known))]
-    out.append("<h3>Unmatched rows</h3>" + (_table(["rows", "count"], rows, {1}) if rows else
+    out.append("<h3>Unmatched rows</h3>" + (html_table(["rows", "count"], rows, {1}) if rows else
                                             '<p class="note">Not reported.</p>'))
     return "".join(out)
 
@@ -282,7 +271,7 @@ def _drift(rep: dict) -> str:
         rows = [("", [esc(p["column"]), num(p["psi"]),
                       f'<span class="{STATUS_CLASSES.get(str(p["status"]), "")}">{esc(p["status"])}</span>'])
                 for p in psi]
-        out.append("<h3>Population stability index per column</h3>" + _table(["column", "PSI", "status"], rows, {1}))
+        out.append("<h3>Population stability index per column</h3>" + html_table(["column", "PSI", "status"], rows, {1}))
     else:
         out.append('<p class="note">No PSI computed in this run.</p>')
     if drift.get("evidently_html"):

@@ -240,3 +240,14 @@ def histogram_chart(edges: list[float], series: list[tuple[str, list[float], str
         out.append(f'<text x="{lx + 15}" y="13">{esc(name)} ({esc(count(total))} rows)</text>')
     out.append("</svg>")
     return "".join(out)
+
+
+def html_table(head: list[str], rows: list[tuple[str, list[str]]], numeric: set[int] = frozenset()) -> str:
+    """`rows` are (row class, cells as HTML already escaped); `numeric` columns are right-aligned."""
+    out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    for cls, cells in rows:
+        out.append(f'<tr class="{cls}">' if cls else "<tr>")
+        out.extend(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
