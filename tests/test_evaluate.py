@@ -115,13 +115,20 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
                     mode="append", partition_by=["ds"])
     write_deltalake(str(lake / "labels"), pa.Table.from_pandas(known, preserve_index=False).cast(
         pa.schema(DeltaTable(str(lake / "labels")).schema().to_arrow())), mode="append", partition_by=["ds"])
+    # Planted: 20 rows only the champion scored (new keys): counted, not evaluated.
+    scores = DeltaTable(str(lake / "scores"))
+    one = scores.to_pyarrow_table(filters=[("ds", "=", "2026-01-03"), ("model_name", "=", XGB)]).slice(0, 20)
+    one = one.set_column(one.schema.get_field_index("entity_id"), "entity_id",
+                         pa.array([2 * 10**12 + i for i in range(20)], pa.int64()))
+    write_deltalake(str(lake / "scores"), one.cast(pa.schema(scores.schema().to_arrow())), mode="append",
+                    partition_by=["ds", "model_name", "model_version"])
     # Planted: 50 features rows nobody scored (new keys): counted, not evaluated.
     extra = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "=", "2026-01-03")]).slice(0, 50)
     extra = extra.set_column(0, "entity_id", pa.array([10**12 + i for i in range(50)], pa.int64()))
     write_deltalake(str(lake / "features"), extra, mode="append", partition_by=["ds"])
     s = run_evaluate(eval_config(lake, demo_root, f"as_of={as_of.isoformat()}", "gates.max_immature_fraction=1"),
                      LocalEvalExecutor())
-    assert (s.features_without_scores, s.scores_without_features) == (50, 0)
+    assert (s.features_without_scores, s.scores_without_features, s.rows_missing_a_model_score) == (50, 0, 20)
     ref = reference_frame(lake, XGB, 1, as_of)
     all_labels = DeltaTable(str(lake / "labels")).to_pandas(filters=[("ds", "in", ["2026-01-02", "2026-01-03", "2026-01-04"])])
     late_only = all_labels.groupby(["entity_id", "event_ts"]).label_ts.min() > pd.Timestamp(as_of)
