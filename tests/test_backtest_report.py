@@ -7,13 +7,12 @@ import html
 import json
 import re
 import statistics
-from html.parser import HTMLParser
 
 from backtests.report import render_html, write_report
+from html_check import parse
 
 BASE = "baseline:base_rate"
 HOSTILE = 'segment=<script>alert("x")</script>'
-VOID = {"meta", "br", "hr", "img", "input", "link"}
 CUTOFFS = ["2026-02-01", "2026-02-08", "2026-02-15"]
 # (slice, columns, values, support per fold); segment=ent is under the minimum support in fold 2
 SLICES = [("overall", "", "", 4000), ("segment=smb", "segment", "smb", 2900), ("segment=ent", "segment", "ent", 1100),
@@ -83,37 +82,9 @@ def sample_report() -> dict:
             "summary": summary, "resumed": [0], "failed": []}
 
 
-class _Balance(HTMLParser):
-    """Fails on a closing tag that does not close the innermost open element."""
-
-    def __init__(self):
-        super().__init__()
-        self.stack, self.tags = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-        if tag not in VOID:
-            self.stack.append(tag)
-
-    def handle_startendtag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
-        self.stack.pop()
-
-
-def _parse(page: str) -> _Balance:
-    p = _Balance()
-    p.feed(page)
-    p.close()
-    assert p.stack == [], f"unclosed: {p.stack}"
-    return p
-
-
 def test_page_is_well_formed_and_self_contained():
     page = render_html(sample_report())
-    p = _parse(page)
+    p = parse(page)
     low = page.lower()
     assert "http://" not in low and "https://" not in low and "<script" not in low
     assert not [a for _, attrs in p.tags for k, a in attrs.items() if k in ("src", "href") and a and "//" in a]
@@ -184,7 +155,7 @@ def test_sizes_guard_and_resume_sections():
     rep["folds"][1]["guard"][1].update(passed=False, rows=12, message="fold 1: 12 training label(s) after cutoff")
     rep["failed"] = ["fold(s) 2: XGBoostError: bad <thing>"]
     page = render_html(rep)
-    _parse(page)
+    parse(page)
     assert '<p class="bad">1 of 9 leakage-guard check(s) failed.</p>' in page
     assert '<tr class="fail"><td>1</td><td>train_label_known</td><td>label_ts</td><td class="n">12</td>' in page
     assert "XGBoostError: bad &lt;thing&gt;" in page and "banner-bad" in page
@@ -195,7 +166,7 @@ def test_every_string_is_escaped():
     rep["backtest_id"] = 'b"><img src=x onerror=alert(1)>'
     rep["recipe"]["note"] = "<i>x</i>"
     page = render_html(rep)
-    _parse(page)
+    parse(page)
     assert "<img" not in page and "<i>" not in page and "<script" not in page.lower()
     assert html.escape(HOSTILE) in page and html.escape(rep["backtest_id"]) in page
 
@@ -229,7 +200,7 @@ def test_regression_backtest_with_one_fold_and_no_calibration_renders():
     f["metrics"] = [_metric(m, SLICES[0], "rmse", v, 0.05) for m, v in (("recipe", 1.25), (BASE, None))]
     f["deltas"] = []
     page = render_html(rep)
-    _parse(page)
+    parse(page)
     assert 'id="calibration"' not in page and "trained once, on the first fold" in page
     assert '<td class="n">1.2500</td><td class="n">[1.2000, 1.3000]</td><td class="n">—</td>' in page
     assert "rmse (lower is better)" in page and "No paired deltas recorded." in page

@@ -6,10 +6,10 @@ import html
 import json
 import math
 import re
-from html.parser import HTMLParser
 
 import pyarrow.fs as pafs
 import pytest
+from html_check import parse
 
 from engine.evaluation import svg
 from engine.evaluation.report import reading, render_html, report_json, write_report
@@ -19,7 +19,6 @@ CHAMP, CHALL = "lakescore-demo-xgb/1", "lakescore-demo-xgb/2"
 SLICES = [("overall", "", "", 12345, 1481), ("segment=enterprise", "segment", "enterprise", 5120, 702),
           ("segment=smb & channel=app", "segment,channel", "smb,app", 7180, 760),
           ("segment=<b>", "segment", "<b>", 45, 4)]
-VOID = {"meta", "br", "hr", "img", "input", "link"}
 
 
 def _row(model, sl, metric, value, low, high, status="ok"):
@@ -80,34 +79,6 @@ def sample_report() -> dict:
             "min_support": 100, "confidence": 0.95, "bootstrap": 200}
 
 
-class _Balance(HTMLParser):
-    """Fails on a closing tag that does not close the innermost open element."""
-
-    def __init__(self):
-        super().__init__()
-        self.stack, self.tags = [], []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-        if tag not in VOID:
-            self.stack.append(tag)
-
-    def handle_startendtag(self, tag, attrs):
-        self.tags.append((tag, dict(attrs)))
-
-    def handle_endtag(self, tag):
-        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
-        self.stack.pop()
-
-
-def _parse(page: str) -> _Balance:
-    p = _Balance()
-    p.feed(page)
-    p.close()
-    assert p.stack == [], f"unclosed: {p.stack}"
-    return p
-
-
 def _svg_texts(page: str) -> list[tuple[str, str]]:
     """(fill, text) of every SVG <text>, unescaped as a browser shows it."""
     return [(fill, html.unescape(t)) for fill, t in re.findall(r'<text [^>]*?fill="([^"]+)"[^>]*>([^<]*)</text>', page)]
@@ -115,7 +86,7 @@ def _svg_texts(page: str) -> list[tuple[str, str]]:
 
 def test_page_is_well_formed_and_self_contained():
     page = render_html(sample_report())
-    p = _parse(page)
+    p = parse(page)
     low = page.lower()
     assert "http://" not in low and "https://" not in low and "<script" not in low
     assert not [a for _, attrs in p.tags for k, a in attrs.items() if k in ("src", "href") and a and "//" in a]
@@ -177,7 +148,7 @@ def test_every_string_is_escaped():
     rep["drift"]["evidently_html"] = 'a" onclick="x'
     rep["gates"][0]["reason"] = "<i>ok</i> & done"
     page = render_html(rep)
-    _parse(page)
+    parse(page)
     assert "<b>" not in page and "<img" not in page and "<i>" not in page and 'onclick="x' not in page
     assert "segment=&lt;b&gt;" in page and "&lt;i&gt;ok&lt;/i&gt; &amp; done" in page
     assert '<a href="a&quot; onclick=&quot;x">' in page
@@ -229,7 +200,7 @@ def test_regression_report_has_no_calibration_sections():
                       for r in rep["metrics"] if r["metric"] != "precision@0.5"]
     del rep["reliability"]
     page = render_html(rep)
-    _parse(page)
+    parse(page)
     assert 'id="reliability"' not in page and 'id="scores"' not in page
     assert "mae (lower is better)" in page and "r2 (higher is better)" in page
     assert "No challenger in this run" in page and "every row of the window had its label" in page
@@ -289,6 +260,6 @@ def test_an_empty_window_still_renders_its_failed_verdict():
                gates=[{"gate": "window", "model": CHALL, "slice": "overall", "metric": "support", "threshold": 1,
                        "value": 0, "passed": False, "reason": "the window has no matured rows"}])
     page = render_html(rep)
-    _parse(page)
+    parse(page)
     assert "Verdict: FAIL — 1 of 1 gate(s) failed" in page and "the window has no matured rows" in page
     assert "<svg" not in page
