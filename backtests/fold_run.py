@@ -110,8 +110,8 @@ def _train(plan: FoldPlan, rows: pa.Table, seed: int) -> ModelBundle:
 
 def run_group(plan_json: str, folds_json: list[str], baseline: ModelBundle | None) -> list[dict]:
     """Train once on the group's first fold, then score and evaluate every fold of the group."""
-    plan = FoldPlan(**{**json.loads(plan_json), "keys": tuple(json.loads(plan_json)["keys"]),
-                       "slice_columns": tuple(json.loads(plan_json)["slice_columns"])})
+    d = json.loads(plan_json)
+    plan = FoldPlan(**{**d, "keys": tuple(d["keys"]), "slice_columns": tuple(d["slice_columns"])})
     folds = [Fold(**json.loads(f)) for f in folds_json]  # backtests.runner sends dataclasses.asdict(fold)
     first = folds[0]
     keys = list(plan.keys)
@@ -141,8 +141,7 @@ def run_group(plan_json: str, folds_json: list[str], baseline: ModelBundle | Non
 
 def _evaluate(plan, fold, trained_on, model, baseline, train_rows, train_unknown, test_rows, unlabelled, verdicts,
               seed) -> dict:
-    spec = MetricsSpec(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
-                          for k, v in plan.metrics.items()})
+    spec = MetricsSpec(**plan.metrics)
     base_key = f"baseline:{plan.baseline}"
     stats = EvalStats(spec, [RECIPE, base_key])
     y = train_rows.column("__label").to_numpy(zero_copy_only=False)

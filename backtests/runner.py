@@ -31,6 +31,7 @@ from backtests import results as bt_results
 from engine.config import BacktestConfig, config_hash, table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
+from engine.evaluation.spec import spec_from_config, spec_to_dict
 from engine.models import ModelBundle, fetch_bundle
 from engine.preprocess import Feature, PreprocessSpec
 from engine.snapshot import open_snapshot
@@ -128,10 +129,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     else:
         base_name = "base_rate"
     as_of = resolve_as_of("latest", labels, cfg.labels.label_ts_column, opts)
-    m = cfg.metrics
-    metrics_spec = {"task": m.task, "thresholds": list(m.thresholds), "top_k_pct": list(m.top_k_pct),
-                    "ece_bins": m.ece_bins, "slices": [list(s) for s in cfg.slices], "min_support": cfg.min_support,
-                    "bootstrap": m.bootstrap, "confidence": m.confidence, "seed": m.seed}
+    metrics_spec = spec_to_dict(spec_from_config(cfg))
     slice_cols = sorted({c for s in cfg.slices for c in s})
     plan = FoldPlan(summary.backtest_id, feats.uri, labels.uri, feats.version, labels.version, tuple(cfg.key_columns),
                     cfg.event_time_column, cfg.labels.label_column, cfg.labels.label_ts_column, tuple(slice_cols),

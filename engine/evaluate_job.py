@@ -30,7 +30,7 @@ from engine.evaluation import inputs
 from engine.evaluation import table as evtable
 from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
-from engine.evaluation.spec import MetricsSpec
+from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
 from engine.snapshot import check_files_exist, open_snapshot, select_partitions
 
@@ -84,19 +84,6 @@ class EvalSummary:
     promoted: str | None = None
 
 
-def _spec(cfg: EvaluateConfig) -> MetricsSpec:
-    m = cfg.metrics
-    return MetricsSpec(task=m.task, thresholds=tuple(m.thresholds), top_k_pct=tuple(m.top_k_pct), ece_bins=m.ece_bins,
-                       slices=tuple(tuple(s) for s in cfg.slices), min_support=cfg.min_support, bootstrap=m.bootstrap,
-                       confidence=m.confidence, seed=m.seed)
-
-
-def _spec_dict(spec: MetricsSpec) -> dict:
-    from dataclasses import asdict
-
-    return json.loads(json.dumps(asdict(spec)))
-
-
 def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor) -> EvalSummary:
     """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error."""
     summary = EvalSummary(JOB, uuid.uuid4().hex, config_hash(cfg), engine=cfg.engine)
@@ -112,7 +99,7 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
     started = time.monotonic()
     deadline = started + cfg.run.time_budget_s
     opts = cfg.lake.storage_options
-    spec = _spec(cfg)
+    spec = spec_from_config(cfg)
     _check_slices(cfg)
     champ, challengers = inputs.resolve_models(cfg.models.champion, cfg.models.challengers, cfg.mlflow.tracking_uri,
                                                cfg.mlflow.registry_uri)
@@ -152,7 +139,7 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
     plan = EvalPlan(snaps["scores"].uri, snaps["labels"].uri, snaps["features"].uri, tuple(cfg.key_columns),
                     cfg.score_column, cfg.labels.label_column, cfg.labels.label_ts_column,
                     tuple(cfg.features.slice_columns), tuple(models), int(as_of.timestamp() * 1_000_000),
-                    _spec_dict(spec), dict(opts),
+                    spec_to_dict(spec), dict(opts),
                     drift_edges={c: e.tolist() for c, e in ref["edges"].items()} if ref else {})
     schemas = schemas_json({k: s.schema for k, s in snaps.items()})
     results: dict[int, tuple[dict, bytes]] = {}

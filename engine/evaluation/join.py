@@ -65,11 +65,7 @@ class EvalPlan:
         return cls(**d)
 
     def metrics_spec(self) -> MetricsSpec:
-        s = dict(self.spec)
-        for k, v in s.items():
-            if isinstance(v, list):
-                s[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        return MetricsSpec(**s)
+        return MetricsSpec(**self.spec)
 
 
 @dataclass(frozen=True)

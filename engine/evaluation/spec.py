@@ -2,7 +2,8 @@
 and the resolution knobs of the statistics behind them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
@@ -65,3 +66,16 @@ class MetricsSpec:
         grid = 1.0 / (1.0 + np.exp(-z))
         ece = np.arange(self.ece_bins, dtype=np.float64) / self.ece_bins
         return np.unique(np.concatenate([[0.0], grid, ece, np.asarray(self.thresholds, dtype=np.float64)]))
+
+
+def spec_from_config(cfg) -> MetricsSpec:
+    """The metrics spec of a job config with `metrics`, `slices` and `min_support` (evaluate, backtest)."""
+    m = cfg.metrics
+    return MetricsSpec(task=m.task, thresholds=tuple(m.thresholds), top_k_pct=tuple(m.top_k_pct), ece_bins=m.ece_bins,
+                       slices=tuple(tuple(s) for s in cfg.slices), min_support=cfg.min_support, bootstrap=m.bootstrap,
+                       confidence=m.confidence, seed=m.seed)
+
+
+def spec_to_dict(spec: MetricsSpec) -> dict:
+    """JSON-ready fields, for task plans; `MetricsSpec(**d)` rebuilds the spec (it normalises lists to tuples)."""
+    return json.loads(json.dumps(asdict(spec)))
