@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from job import job_lines
 from workload import ALIAS, MODEL_NAME, Workdir, log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,9 +78,7 @@ def run_evaluate_job(args, wd: Workdir, cluster, rows: int) -> dict:
         proc = subprocess.run(cmd, env=cluster.env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(REPO),
                               timeout=args.job_timeout)
     wall = time.time() - t0
-    lines = log_path.read_text(errors="replace").splitlines()
-    if proc.returncode != 0:
-        raise SystemExit(f"evaluate: lakescore submit exited {proc.returncode}; log {log_path}:\n" + "\n".join(lines[-30:]))
+    lines = job_lines(proc, log_path, "evaluate: lakescore submit")
     summary = json.loads([ln for ln in lines if ln.startswith("{") and '"job": "evaluate"' in ln][-1])
     if summary["rows_evaluated"] != rows:
         raise SystemExit(f"evaluate: {summary['rows_evaluated']} rows evaluated, expected {rows}; log {log_path}")

@@ -134,14 +134,28 @@ def _task_stats(cluster: LocalRayCluster, submission_id: str, t_submit: float) -
     }
 
 
+def job_lines(proc, log_path: Path, who: str, scores: Path | None = None, rows: int | None = None) -> list[str]:
+    """A finished job's log lines; stops the bench (with the log's tail) on a non-zero exit, or when `scores` does not
+    hold `rows` rows."""
+    from deltalake import DeltaTable
+
+    lines = log_path.read_text(errors="replace").splitlines()
+    if proc.returncode != 0:
+        tail = "\n".join(lines[-30:])
+        raise SystemExit(f"{who} exited {proc.returncode}; log {log_path}:\n{tail}")
+    if scores is not None:
+        got = DeltaTable(str(scores)).to_pyarrow_dataset().count_rows()
+        if got != rows:
+            raise SystemExit(f"{who}: scores table at {scores} holds {got} rows, expected {rows}; log {log_path}")
+    return lines
+
+
 def run_lakescore(args, wd: Workdir, cluster: LocalRayCluster, rows: int, tag: str, sample: bool,
                   contract: bool = True) -> dict:
     """Submit the score job for the `rows`-row lake and wait for it; check the scores table's row count.
 
     `conf/score.yaml` as users run it (its contract, with drift and key uniqueness, and its passthrough column),
     only the paths and the model pointed at the bench's; `contract=False` adds `input.contract=null`."""
-    from deltalake import DeltaTable
-
     scores = Path(wd.scores(rows))
     for derived in (scores, wd.lake(rows) / "quarantine"):
         if derived.exists():
@@ -185,13 +199,7 @@ def run_lakescore(args, wd: Workdir, cluster: LocalRayCluster, rows: int, tag: s
             if sampler:
                 sampler.__exit__(None, None, None)
     t_end = time.time()
-    lines = log_path.read_text(errors="replace").splitlines()
-    if proc.returncode != 0:
-        tail = "\n".join(lines[-30:])
-        raise SystemExit(f"lakescore[{tag}]: {args.submitter} submit exited {proc.returncode}; log {log_path}:\n{tail}")
-    got = DeltaTable(str(scores)).to_pyarrow_dataset().count_rows()
-    if got != rows:
-        raise SystemExit(f"lakescore[{tag}]: scores table at {scores} holds {got} rows, expected {rows}; log {log_path}")
+    lines = job_lines(proc, log_path, f"lakescore[{tag}]: {args.submitter} submit", scores, rows)
     elapsed = t_end - t_submit
     profile = _profile(lines, t_submit, t_end)
     profile.update(_job_info(cluster, submission_id, t_submit, t_end, lines))
@@ -200,5 +208,5 @@ def run_lakescore(args, wd: Workdir, cluster: LocalRayCluster, rows: int, tag: s
     if sampler:
         res["memory"] = sampler.summary()
         res["memory"]["idle_cluster_rss_mb"] = round(idle[0] / 2**20, 1)
-    log(f"lakescore[{tag}]: {rows:,} rows in {elapsed:.1f}s → {rows / elapsed:,.0f} rows/s ({got:,} rows written)")
+    log(f"lakescore[{tag}]: {rows:,} rows in {elapsed:.1f}s → {rows / elapsed:,.0f} rows/s ({rows:,} rows written, counted in the table)")
     return res

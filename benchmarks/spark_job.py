@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from job import _log_time
+from job import _log_time, job_lines
 from workload import ALIAS, MODEL_NAME, Workdir, log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,8 +152,6 @@ def timeline(parsed: dict, tasks: dict, t_start: float, t_end: float, rows: int)
 
 def run_spark_job(args, wd: Workdir, master: str, env: dict, jars: str, rows: int) -> dict:
     """spark-submit the score job for the `rows`-row lake to `master`; check the exit code and the row count."""
-    from deltalake import DeltaTable
-
     scores = Path(wd.scores(rows))
     for derived in (scores, wd.lake(rows) / "quarantine"):
         if derived.exists():
@@ -177,13 +175,7 @@ def run_spark_job(args, wd: Workdir, master: str, env: dict, jars: str, rows: in
         proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(wd.out),
                               timeout=args.job_timeout)
     t_end = time.time()
-    lines = log_path.read_text(errors="replace").splitlines()
-    if proc.returncode != 0:
-        tail = "\n".join(lines[-30:])
-        raise SystemExit(f"spark_job: spark-submit exited {proc.returncode}; log {log_path}:\n{tail}")
-    got = DeltaTable(str(scores)).to_pyarrow_dataset().count_rows()
-    if got != rows:
-        raise SystemExit(f"spark_job: scores table at {scores} holds {got} rows, expected {rows}; log {log_path}")
+    lines = job_lines(proc, log_path, "spark_job: spark-submit", scores, rows)
     parsed = parse_log(lines)
     tasks = parse_event_log(events)
     tl = timeline(parsed, tasks, t_start, t_end, rows)
