@@ -17,7 +17,7 @@ from engine.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
 from engine.scoring import plan_chunks
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
-from engine.work import ChunkResult, ChunkWork, UnitWork
+from engine.work import ChunkResult, ChunkWork, UnitWork, timed
 
 log = logging.getLogger("lakescore")
 
@@ -29,10 +29,14 @@ def check_chunk(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
     fs, base = filesystem(unit.input_uri, unit.storage_options)
     columns = list(dict.fromkeys([*check.columns(), *edges]))
     stats = CheckStats()
+    timings: dict[str, float] = {}
     for path in chunk.files:
-        for batch in iter_file_batches(fs, file_path(base, path), columns, unit.batch_rows, unit.input_schema):
+        for batch in timed(iter_file_batches(fs, file_path(base, path), columns, unit.batch_rows, unit.input_schema),
+                           timings):
+            t = time.perf_counter()
             stats.update(batch, row_masks(batch, rc, unit.ds), rc, edges)
-    return ChunkResult(unit.unit, stats.rows, 0, [], stats)
+            timings["contract"] = timings.get("contract", 0.0) + time.perf_counter() - t
+    return ChunkResult(unit.unit, stats.rows, 0, [], stats, timings=timings)
 
 
 @dataclass

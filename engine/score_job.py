@@ -108,6 +108,8 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     if enforcer is None or not enforcer.schema_violations:
         _check_columns(cfg, snap, bundle)
 
+    mark = _Clock(summary.phases)
+    mark("resolve")
     fschema = file_schema(snap.schema, cfg.input.key_columns, cfg.input.passthrough_columns, cfg.output.score_column)
     tschema = table_schema(fschema)
     out_uri = table_uri(cfg.lake, cfg.output.table)
@@ -176,9 +178,11 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
                                       dict(opts), row_check, output)
         chunks += [ChunkWork(unit.app_id, tuple(c), len(chunks) + i) for i, c in enumerate(planned)]
     by_app = {u.app_id: (d, u) for d, u in units.items()}
+    mark("plan")
     results: dict[str, list[ChunkResult]] = {a: [] for a in expected}
     errors: dict[str, ChunkFailure] = {}
     done: set[str] = set()
+    committing = 0.0
     try:
         for item in executor.run(works, chunks, bundle, deadline) if chunks else ():
             if isinstance(item, ChunkFailure):
@@ -190,7 +194,9 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             d, unit = by_app[item.unit]
             done.add(item.unit)
             rs = results[item.unit]
+            t = time.monotonic()
             guarded(ctx, d, unit, rs, lambda d=d, unit=unit, rs=rs: commit_unit(ctx, d, unit, rs))
+            committing += time.monotonic() - t
     except UnitFailed as e:  # the executor gave up (time budget): the units not yet complete fail
         for app in expected:
             if app not in done and app not in errors:
@@ -205,6 +211,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             fail_unit(summary, d, [{"check": "schema", "rows": None, "message": err.error}])
         else:
             summary.failed.append(f"ds={d}: {err.error}")
+    _measures(summary, [r for rs in results.values() for r in rs], committing, time.monotonic() - started)
     summary.finish()
     if enforcer is not None:
         summary.report = enforcer.publish(cfg.lake.root, JOB, summary.run_id, cfg.mlflow,
@@ -223,6 +230,35 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
         raise UnitFailed(f"{len(summary.failed)} unit(s) failed: {summary.failed[0]}; units that passed were "
                          "committed; a re-run redoes only the failed ones")
     return summary
+
+
+class _Clock:
+    """Marks the end of each driver phase into `phases` (seconds since the previous mark)."""
+
+    def __init__(self, phases: dict):
+        self.phases, self.last = phases, time.monotonic()
+
+    def __call__(self, phase: str) -> None:
+        now = time.monotonic()
+        self.phases[phase] = round(now - self.last, 3)
+        self.last = now
+
+
+def _measures(summary: Summary, results: list[ChunkResult], committing: float, wall: float) -> None:
+    """The workers' phase seconds, per-batch latency percentiles and throughput, for the summary and the ledger."""
+    from engine import latency
+
+    worker: dict[str, float] = {}
+    hist: dict[str, int] = {}
+    for r in results:
+        for phase, secs in r.timings.items():
+            worker[phase] = worker.get(phase, 0.0) + secs
+        latency.merge(hist, r.latency)
+    summary.phases.update({p: round(v, 3) for p, v in sorted(worker.items())})
+    summary.phases["commit"] = round(committing, 3)
+    summary.latency_ms = latency.summary_ms(hist)
+    summary.rows_per_s = round(summary.rows_in / wall, 1) if wall > 0 else None
+    summary.nodes = sorted({r.node for r in results if r.node})
 
 
 def _selected(ds: str, spec: str) -> bool:

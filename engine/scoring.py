@@ -8,6 +8,7 @@ contracts: a unit's row check arrives as an `engine.work.RowCheck`.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -18,7 +19,8 @@ import pyarrow as pa
 from engine.models import ModelBundle, Scorer, cached_scorer
 from engine.preprocess import to_matrix
 from engine.snapshot import file_path, filesystem, iter_file_batches
-from engine.work import ChunkResult, ChunkWork, UnitWork
+from engine.latency import add as latency_add
+from engine.work import ChunkResult, ChunkWork, UnitWork, timed
 from engine.writer import RollingParquetWriter
 
 PARTITION_COLUMNS = ["ds", "model_name", "model_version"]
@@ -119,34 +121,47 @@ def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkR
                                        rc.quarantine_schema, out.quarantine_values, out.target_file_rows,
                                        out.compression, prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
     rows_in = bad_scores = 0
+    timings: dict[str, float] = {}
+    latency: dict[str, int] = {}
+    clock = time.perf_counter
     score_idx = out.schema.get_field_index(out.score_column)
     keys, passthrough = list(out.keys), list(out.passthrough)
     try:
         for path in chunk.files:
-            for batch in iter_file_batches(in_fs, file_path(in_base, path), columns, unit.batch_rows,
-                                           unit.input_schema):
+            for batch in timed(iter_file_batches(in_fs, file_path(in_base, path), columns, unit.batch_rows,
+                                                 unit.input_schema), timings):
                 rows_in += batch.num_rows
+                t0 = clock()
                 if stats is not None:
                     bad, detail = rc.check(batch, unit.ds, stats)
                     if qwriter is not None and bad.any():
                         qwriter.write(rc.quarantine(batch, bad, detail, out.stamps.input_version, out.stamps.run_id,
                                                     out.stamps.scored_at))
                         batch = batch.filter(pa.array(~bad))
+                t1 = clock()
                 if batch.num_rows == 0:
+                    timings["contract"] = timings.get("contract", 0.0) + t1 - t0
                     continue
                 scored = score_batch(batch, scorer, out.schema, keys, passthrough, out.stamps)
                 s = scored.column(score_idx).to_numpy(zero_copy_only=False)
                 bad_scores += int((~np.isfinite(s) | (s < 0) | (s > 1)).sum())
+                t2 = clock()
                 writer.write(scored)
+                t3 = clock()
+                latency_add(latency, t2 - t1)
+                for phase, secs in (("contract", t1 - t0), ("score", t2 - t1), ("write", t3 - t2)):
+                    timings[phase] = timings.get(phase, 0.0) + secs
+        t = clock()
         adds = writer.close()
         qadds = qwriter.close() if qwriter is not None else []
+        timings["write"] = timings.get("write", 0.0) + clock() - t
     except BaseException:
         writer.abort()
         if qwriter is not None:
             qwriter.abort()
         raise
     return ChunkResult(unit.unit, rows_in, writer.rows, adds, stats, bad_scores, qadds,
-                       qwriter.rows if qwriter is not None else 0)
+                       qwriter.rows if qwriter is not None else 0, timings=timings, latency=latency)
 
 
 def plan_chunks(files: list[tuple[str, int | None]], target_rows: int) -> list[list[str]]:

@@ -49,11 +49,35 @@ class Summary:
     violations: list[dict] = field(default_factory=list)  # {ds, check, rows, message}: contract failures
     rows_quarantined: int = 0
     report: str | None = None
+    phases: dict = field(default_factory=dict)  # seconds: resolve, plan, commit (driver); read, contract, score,
+    #                                             write (summed over the workers' chunks)
+    latency_ms: dict = field(default_factory=dict)  # per-batch scoring latency p50 / p95 / p99
+    rows_per_s: float | None = None  # rows read per second of the run's wall time
+    nodes: list[str] = field(default_factory=list)  # where chunks ran (Ray node ids), when the executor says
+    outcomes: list[dict] = field(default_factory=list)  # one per unit: {unit, outcome, rows_in, rows_out, …}
+
+    def count(self, ds: str, rows_in: int, rows_out: int) -> None:
+        """Remember one unit's rows for its outcome."""
+        self.__dict__.setdefault("_rows", {})[ds] = (rows_in, rows_out)
 
     def finish(self) -> "Summary":
         self.units_skipped, self.units_committed = len(self.skipped), len(self.committed)
         self.units_already_done, self.units_retracted = len(self.already_done), len(self.retracted)
         self.units_failed = len(self.failed)
+        rows = self.__dict__.get("_rows", {})
+        outcomes = []
+        for outcome, days in (("committed", self.committed), ("skipped", self.skipped),
+                              ("already_done", self.already_done), ("retracted", self.retracted)):
+            for d in days:
+                r_in, r_out = rows.get(d, (None, None))
+                outcomes.append({"unit": d, "outcome": outcome, "rows_in": r_in, "rows_out": r_out,
+                                 "input_version": self.input_version if outcome == "committed" else None,
+                                 "message": None})
+        for f in self.failed:
+            d, _, msg = f.partition(": ")
+            outcomes.append({"unit": d.removeprefix("ds="), "outcome": "failed", "rows_in": None, "rows_out": None,
+                             "input_version": None, "message": msg})
+        self.outcomes = sorted(outcomes, key=lambda o: (o["unit"], o["outcome"]))
         return self
 
 
@@ -107,6 +131,7 @@ def _unit_meta(ctx: UnitContext, d: str, unit: protocol.Unit, rows: int) -> dict
 def _record(ctx: UnitContext, d: str, unit: protocol.Unit, outcome: str, rows_in: int, rows_out: int) -> None:
     s = ctx.summary
     s.rows_in += rows_in
+    s.count(d, rows_in, rows_out)
     if outcome == "committed":
         s.rows_out += rows_out
         s.committed.append(d)

@@ -13,8 +13,9 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -105,6 +106,9 @@ class ChunkResult:
     quarantine_adds: list[dict] = field(default_factory=list)
     rows_quarantined: int = 0
     chunk: int = 0  # ChunkWork.index
+    timings: dict = field(default_factory=dict)  # seconds spent per phase: read, contract, score, write
+    latency: dict = field(default_factory=dict)  # per-batch scoring latency histogram (engine.latency)
+    node: str = ""  # where it ran: set by the executor (Ray node id, Spark executor host), "" in process
 
 
 @dataclass
@@ -113,6 +117,20 @@ class ChunkFailure:
     error: str
     contract: bool = False  # the chunk hit a data problem (ContractViolation), not a crash
     chunk: int = 0
+
+
+def timed(batches: Iterable, timings: dict, phase: str = "read") -> Iterator:
+    """Yield from `batches`, adding the seconds spent producing them to `timings[phase]`."""
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
+            return
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
+        yield item
 
 
 def run_chunk(unit: UnitWork, chunk: ChunkWork, bundle) -> ChunkResult:
@@ -126,7 +144,7 @@ def encode_result(r: ChunkResult) -> tuple[str, bytes]:
     """A chunk's result as (JSON of counts and add actions, statistics bytes or b"" without a row check)."""
     head = {"unit": r.unit, "chunk": r.chunk, "rows_in": r.rows_in, "rows_out": r.rows_out, "adds": r.adds,
             "bad_scores": r.bad_scores, "quarantine_adds": r.quarantine_adds, "rows_quarantined": r.rows_quarantined,
-            "has_checks": r.checks is not None}
+            "has_checks": r.checks is not None, "timings": r.timings, "latency": r.latency, "node": r.node}
     return json.dumps(head), r.checks.to_bytes() if r.checks is not None else b""
 
 
@@ -135,7 +153,8 @@ def decode_result(result: str, checks: bytes, row_check: RowCheck | None) -> Chu
     head = json.loads(result)
     stats = row_check.stats_from_bytes(checks) if head["has_checks"] else None
     return ChunkResult(head["unit"], head["rows_in"], head["rows_out"], head["adds"], stats, head["bad_scores"],
-                       head["quarantine_adds"], head["rows_quarantined"], head["chunk"])
+                       head["quarantine_adds"], head["rows_quarantined"], head["chunk"], head["timings"],
+                       head["latency"], head["node"])
 
 
 def is_contract(e: BaseException) -> bool:

@@ -35,17 +35,26 @@ class _Parser(argparse.ArgumentParser):
 
 
 def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str] | None,
-            extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
-    """Parse, load, run `body(cfg, args) -> dict`, print one JSON summary line; return the exit code."""
+            extra_args: Callable[[argparse.ArgumentParser], None] | None = None, default_config: str | None = None,
+            record: bool = True) -> int:
+    """Parse, load, run `body(cfg, args) -> dict`, print one JSON summary line; return the exit code.
+
+    Every run that got as far as a loaded config is appended to the run ledger (`runs`), unless `record` is False
+    (read-only commands such as `lakescore status`). `default_config` makes `--config` optional."""
     setup_logging()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in batch logs
     p = _Parser(prog=f"lakescore {job}", description=doc)
-    p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
+    if default_config:
+        p.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
+    else:
+        p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. input.ds=2026-01-03")
     if extra_args:
         extra_args(p)
     started = time.time()
     summary: dict = {"job": job, "status": "error"}
+    cfg = None
+    error_class = None
     try:
         try:
             args = p.parse_intermixed_args(argv)
@@ -69,6 +78,7 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
         code = 0
     except LakescoreError as e:
         code = e.exit_code
+        error_class = type(e).__name__
         partial = getattr(e, "summary", None)
         if partial is not None:
             summary.update(_plain(partial))
@@ -77,13 +87,41 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
     except Exception as e:  # a bug: exit 1 with the traceback in the log, never a silent pass
         log.exception("unexpected failure")
         code = 1
+        error_class = type(e).__name__
         summary.update(status="error", exit_code=1, error=f"unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
         print(f"lakescore {job}: error: unexpected {type(e).__name__}; see the log above; this is a bug", file=sys.stderr)
     summary["elapsed_s"] = round(time.time() - started, 3)
     summary["exit_code"] = code
+    if cfg is not None and record:
+        _record_run(job, cfg, summary, started, argv, error_class)
     sys.stdout.flush()
     print(json.dumps(summary, sort_keys=True, default=str), flush=True)
     return code
+
+
+def _record_run(job: str, cfg: Model, summary: dict, started: float, argv: list[str] | None,
+                error_class: str | None) -> None:
+    """Append the run to the ledger (`runs`); a ledger that cannot be written is a warning, never a new exit code:
+    the run's outputs are committed and its summary line still says what happened."""
+    import datetime as dt
+    import shlex
+    import uuid
+
+    from engine import ledger
+
+    summary.setdefault("run_id", uuid.uuid4().hex)
+    if not ledger.writable(cfg.lake):
+        log.warning("run ledger not written: lake.root %s does not exist", cfg.lake.root)
+        return
+    utc = dt.timezone.utc
+    command = shlex.join([job, *(sys.argv[1:] if argv is None else argv)])
+    try:
+        entry = ledger.row(job, cfg, summary, dt.datetime.fromtimestamp(started, utc), dt.datetime.now(utc),
+                           command, error_class)
+        ledger.append(cfg.lake, entry)
+    except Exception as e:  # noqa: BLE001 - the ledger must not turn a finished run into a failed one
+        log.warning("run ledger not written to %s: %s: %s", ledger.ledger_uri(cfg.lake), type(e).__name__,
+                    str(e).splitlines()[0][:200] if str(e) else "")
 
 
 def exit_now(code: int) -> None:

@@ -32,7 +32,15 @@ SYSTEM_RETRIES = 3
 
 
 def _score_chunk_task(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle | None) -> ChunkResult:
-    return run_chunk(unit, chunk, bundle)
+    return _on_node(run_chunk(unit, chunk, bundle))
+
+
+def _on_node(result: ChunkResult) -> ChunkResult:
+    """Tag a chunk's result with the Ray node it ran on (the run's ledger lists them)."""
+    import ray
+
+    result.node = ray.get_runtime_context().get_node_id()
+    return result
 
 
 def _warm_task() -> None:
@@ -113,7 +121,7 @@ class _ChunkActor:
         for i in batch["i"]:
             w = self.chunks[int(i)]
             try:
-                result, checks = encode_result(run_chunk(self.units[w.unit], w, self.bundle))
+                result, checks = encode_result(_on_node(run_chunk(self.units[w.unit], w, self.bundle)))
                 rows.append({"i": int(i), "ok": True, "error": "", "contract": False, "result": result, "checks": checks})
             except Exception as e:  # reported per chunk; it fails that unit only
                 rows.append({"i": int(i), "ok": False, "error": one_line(e), "contract": is_contract(e),

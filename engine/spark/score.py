@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import socket
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -69,7 +70,9 @@ def _chunk_runner(key: str, unit_bc, bundle_bc):
             chunk = ChunkWork(unit.unit, tuple(files), index)
             started = time.time()
             try:
-                result, checks = encode_result(run_chunk(unit, chunk, bundle))
+                res = run_chunk(unit, chunk, bundle)
+                res.node = socket.gethostname()
+                result, checks = encode_result(res)
             except LakescoreError as e:  # a data problem: retrying would only repeat it
                 yield index, False, "", b"", one_line(e), is_contract(e), None
                 continue

@@ -1,0 +1,241 @@
+"""The run ledger: the `runs` Delta table, one row per job run, failed runs included (DESIGN.md: Tables).
+
+Each row says what ran (job, run id, engine, config and its hash, code revision), on what (input tables and the
+versions pinned, model name and version), what came of it (units planned / skipped / committed / failed, rows in /
+scored / quarantined, one outcome per unit), how long each phase took, per-batch scoring latency, and how it ended
+(status, exit code, error class and its one-line message, PII-free like every message).
+
+The table is partitioned by `job` and `date` (the run's UTC start day). A run's row is appended once: its commit
+carries the application transaction `lakescore/runs/<run_id>`, so writing the same run twice is a no-op, and the
+run's stamps as `userMetadata` like every lakescore commit. Appends of concurrent runs never conflict.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+
+from engine.config import LakeConfig, is_url, table_uri
+
+log = logging.getLogger("lakescore")
+
+TABLE = "runs"
+PARTITION_COLUMNS = ["job", "date"]
+PHASES = ("resolve", "plan", "read", "contract", "score", "write", "commit")
+_INPUT = pa.struct([("role", pa.string()), ("table", pa.string()), ("uri", pa.string()), ("version", pa.int64())])
+_OUTCOME = pa.struct([("unit", pa.string()), ("outcome", pa.string()), ("rows_in", pa.int64()),
+                      ("rows_out", pa.int64()), ("input_version", pa.int64()), ("message", pa.string())])
+FIELDS = [
+    pa.field("run_id", pa.string()),
+    pa.field("status", pa.string()),  # ok | error
+    pa.field("exit_code", pa.int32()),
+    pa.field("error_class", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("engine", pa.string()),
+    pa.field("started_at", pa.timestamp("us", tz="UTC")),
+    pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+    pa.field("duration_s", pa.float64()),
+    pa.field("config_hash", pa.string()),
+    pa.field("config", pa.string()),  # the resolved config as JSON (credentials never live in it: config.py)
+    pa.field("command", pa.string()),  # the job's arguments, e.g. "score --config conf/score.yaml input.ds=…"
+    pa.field("code_version", pa.string()),
+    pa.field("code_commit", pa.string()),
+    pa.field("inputs", pa.list_(_INPUT)),
+    pa.field("model_name", pa.string()),
+    pa.field("model_version", pa.int64()),
+    pa.field("models", pa.list_(pa.string())),
+    pa.field("output_table", pa.string()),
+    pa.field("units_planned", pa.int64()),
+    pa.field("units_skipped", pa.int64()),
+    pa.field("units_committed", pa.int64()),
+    pa.field("units_failed", pa.int64()),
+    pa.field("rows_in", pa.int64()),
+    pa.field("rows_scored", pa.int64()),
+    pa.field("rows_quarantined", pa.int64()),
+    *[pa.field(f"{p}_s", pa.float64()) for p in PHASES],
+    pa.field("latency_p50_ms", pa.float64()),
+    pa.field("latency_p95_ms", pa.float64()),
+    pa.field("latency_p99_ms", pa.float64()),
+    pa.field("rows_per_s", pa.float64()),
+    pa.field("unit_outcomes", pa.list_(_OUTCOME)),
+    pa.field("nodes", pa.list_(pa.string())),
+    pa.field("summary", pa.string()),  # the run's JSON summary line, whole
+]
+SCHEMA = pa.schema([*FIELDS, pa.field("job", pa.string()), pa.field("date", pa.string())])
+
+
+@functools.lru_cache(maxsize=1)
+def code_revision() -> tuple[str, str | None]:
+    """(package version, git commit or None): the commit comes from LAKESCORE_CODE_COMMIT (set by `lakescore
+    submit`, whose upload has no .git) or from git in the source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("lakescore")
+    except PackageNotFoundError:
+        pkg = "unknown"
+    commit = os.environ.get("LAKESCORE_CODE_COMMIT") or None
+    root = Path(__file__).resolve().parent.parent
+    if commit is None and (root / ".git").exists():
+        try:
+            out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                 timeout=5)
+            commit = out.stdout.strip() or None
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=5).stdout.strip()
+            if commit and dirty:
+                commit += "+dirty"
+        except (OSError, subprocess.SubprocessError):
+            commit = None
+    return pkg, commit
+
+
+def _count(v) -> int | None:
+    if v is None:
+        return None
+    return len(v) if isinstance(v, (list, tuple, dict)) else int(v)
+
+
+def inputs_of(cfg, summary: dict) -> list[dict]:
+    """The input tables the run read and the versions it pinned (None where it failed before pinning)."""
+    found = []
+    if getattr(cfg, "input", None) is not None and hasattr(cfg.input, "table"):
+        found.append(("input", cfg.input.table, summary.get("input_version")))
+    versions = summary.get("versions") or {}
+    for role in ("scores", "labels", "features"):
+        ref = getattr(cfg, role, None)
+        if ref is not None and hasattr(ref, "table"):
+            found.append((role, ref.table, versions.get(role)))
+    return [{"role": role, "table": t, "uri": table_uri(cfg.lake, t), "version": None if v is None else int(v)}
+            for role, t, v in found]
+
+
+def row(job: str, cfg, summary: dict, started: dt.datetime, finished: dt.datetime, command: str,
+        error_class: str | None = None) -> dict:
+    """The ledger row of a finished run, from its config and its summary line."""
+    pkg, commit = code_revision()
+    phases = summary.get("phases") or {}
+    latency = summary.get("latency_ms") or {}
+    model_name, model_version = summary.get("model") or None, summary.get("model_version")
+    models = list(summary.get("models") or ([f"{model_name}/{model_version}"] if model_name else []))
+    committed = summary.get("units_committed", summary.get("units_passed", summary.get("folds_committed")))
+    failed = summary.get("units_failed", summary.get("folds_failed"))
+    skipped = summary.get("units_skipped", summary.get("folds_resumed"))
+    planned = summary.get("units_planned", summary.get("folds"))
+    return {
+        "run_id": summary.get("run_id"),
+        "status": summary.get("status", "error"),
+        "exit_code": int(summary.get("exit_code", 1)),
+        "error_class": error_class,
+        "error": summary.get("error"),
+        "engine": getattr(cfg, "engine", None),
+        "started_at": started,
+        "finished_at": finished,
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "config_hash": summary.get("config_hash"),
+        "config": cfg.model_dump_json(),
+        "command": command,
+        "code_version": pkg,
+        "code_commit": commit,
+        "inputs": inputs_of(cfg, summary),
+        "model_name": model_name,
+        "model_version": None if model_version is None else int(model_version),
+        "models": models,
+        "output_table": summary.get("output_table") or _output_table(cfg),
+        "units_planned": _count(planned),
+        "units_skipped": _count(skipped),
+        "units_committed": _count(committed),
+        "units_failed": _count(failed),
+        "rows_in": summary.get("rows_in", summary.get("rows", summary.get("rows_evaluated"))),
+        "rows_scored": summary.get("rows_out"),
+        "rows_quarantined": summary.get("rows_quarantined"),
+        **{f"{p}_s": phases.get(p) for p in PHASES},
+        "latency_p50_ms": latency.get("p50"),
+        "latency_p95_ms": latency.get("p95"),
+        "latency_p99_ms": latency.get("p99"),
+        "rows_per_s": summary.get("rows_per_s"),
+        "unit_outcomes": [{k: o.get(k) for k in _OUTCOME.names} for o in summary.get("outcomes") or []],
+        "nodes": sorted(summary.get("nodes") or []),
+        "summary": json.dumps(summary, sort_keys=True, default=str),
+        "job": job,
+        "date": started.astimezone(dt.timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def _output_table(cfg) -> str | None:
+    out = getattr(cfg, "output", None)
+    if out is not None and hasattr(out, "table"):
+        return out.table
+    return getattr(cfg, "output_table", None)
+
+
+def ledger_uri(lake: LakeConfig) -> str:
+    return table_uri(lake, TABLE)
+
+
+def writable(lake: LakeConfig) -> bool:
+    """A local lake root that does not exist is a typo more often than a new lake: the ledger never creates it."""
+    return is_url(lake.root) or os.path.isdir(lake.root)
+
+
+def append(lake: LakeConfig, entry: dict) -> bool:
+    """Append one run's row; False if this run is already in the ledger (a repeated write is a no-op)."""
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    from engine.commit import open_or_create
+
+    uri, opts = ledger_uri(lake), lake.storage_options or None
+    app = f"lakescore/{TABLE}/{entry['run_id']}"
+    try:
+        if DeltaTable(uri, storage_options=opts).transaction_version(app) is not None:
+            return False
+    except TableNotFoundError:
+        pass
+    open_or_create(uri, SCHEMA, PARTITION_COLUMNS, opts)
+    data = pa.Table.from_pylist([entry], schema=SCHEMA)
+    meta = {"app_id": app, "run_id": entry["run_id"], "job": entry["job"], "status": entry["status"],
+            "config_hash": entry["config_hash"]}
+    props = CommitProperties(custom_metadata={"userMetadata": json.dumps(meta, sort_keys=True)},
+                             app_transactions=[Transaction(app, 1)], max_commit_retries=20)
+    write_deltalake(uri, data, mode="append", partition_by=PARTITION_COLUMNS, storage_options=opts,
+                    commit_properties=props)
+    return True
+
+
+def read(lake: LakeConfig, job: str | None = None, since: str | None = None) -> pa.Table:
+    """The ledger's rows (optionally one job's, from day `since` on), oldest first; empty if there is none yet."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(ledger_uri(lake), storage_options=lake.storage_options or None)
+    except TableNotFoundError:
+        return SCHEMA.empty_table()
+    filters = []
+    if job:
+        filters.append(("job", "=", job))
+    if since:
+        filters.append(("date", ">=", since))
+    data = table.to_pyarrow_table(filters=filters or None)
+    return data.sort_by([("started_at", "ascending"), ("run_id", "ascending")])
+
+
+def pinned_versions(lake: LakeConfig, uri: str, since: dt.datetime) -> dict[int, list[str]]:
+    """Versions of the table at `uri` that runs started at or after `since` read as input: version → run ids."""
+    runs = read(lake, since=since.astimezone(dt.timezone.utc).strftime("%Y-%m-%d"))
+    pins: dict[int, list[str]] = {}
+    want = uri.rstrip("/")
+    for r in runs.select(["run_id", "started_at", "inputs"]).to_pylist():
+        if r["started_at"] < since:
+            continue
+        for i in r["inputs"] or []:
+            if i["version"] is not None and (i["uri"] or "").rstrip("/") == want:
+                pins.setdefault(int(i["version"]), []).append(r["run_id"])
+    return pins

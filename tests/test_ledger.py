@@ -1,0 +1,157 @@
+"""The run ledger (`runs`): every job run appends one row, failed runs too, and its figures reconcile with the
+tables the run committed (read back directly with deltalake)."""
+from __future__ import annotations
+
+import json
+
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable
+
+from conftest import DAYS, ROOT, ROWS, XGB
+from engine import latency, ledger
+from engine.config import LakeConfig
+from test_contracts import CONTRACT, NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
+
+ALL_DAYS = [f"2026-01-0{i + 1}" for i in range(DAYS)]
+
+
+def job_argv(lake, demo_root, *overrides: str) -> list[str]:
+    return ["--config", str(ROOT / "conf" / "score.yaml"), f"lake.root={lake}",
+            f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
+            f"model.uri=models:/{XGB}@champion", "input.passthrough_columns=[event_ts]", "output.target_file_rows=2000",
+            f"input.contract={CONTRACT}", *overrides]
+
+
+def run_score(lake, demo_root, *overrides: str, capsys=None) -> tuple[int, dict]:
+    code, summary, _err = run_score_err(lake, demo_root, *overrides, capsys=capsys)
+    return code, summary
+
+
+def run_score_err(lake, demo_root, *overrides: str, capsys=None) -> tuple[int, dict, str]:
+    from jobs.score import main
+
+    code = main(job_argv(lake, demo_root, *overrides))
+    out = capsys.readouterr()
+    return code, json.loads(out.out.strip().splitlines()[-1]), out.err
+
+
+def runs(lake) -> list[dict]:
+    return ledger.read(LakeConfig(root=str(lake))).to_pylist()
+
+
+def rows_per_day(lake, table: str = "scores", column: str = "ds") -> dict[str, int]:
+    t = DeltaTable(str(lake / table)).to_pyarrow_table(columns=[column])
+    counts = t.group_by(column).aggregate([([], "count_all")])
+    return dict(zip(counts.column(column).to_pylist(), counts.column("count_all").to_pylist()))
+
+
+def test_successful_then_skipped_run_reconcile_with_the_scores_table(ray_local, lake, demo_root, capsys):
+    code, summary = run_score(lake, demo_root, capsys=capsys)
+    assert code == 0, summary["error"]
+    (entry,) = runs(lake)
+    assert entry["run_id"] == summary["run_id"] and entry["status"] == "ok" and entry["exit_code"] == 0
+    assert entry["job"] == "score" and entry["engine"] == "ray" and entry["error"] is None
+    assert entry["config_hash"] == summary["config_hash"]
+    assert entry["code_version"] and entry["command"].startswith("score --config ")
+    version = DeltaTable(str(lake / "features")).version()
+    assert entry["inputs"] == [{"role": "input", "table": "features", "uri": f"{lake}/features", "version": version}]
+    assert (entry["model_name"], entry["model_version"]) == (XGB, summary["model_version"])
+    assert entry["units_planned"] == entry["units_committed"] == DAYS and entry["units_failed"] == 0
+    per_day = rows_per_day(lake)
+    assert entry["rows_scored"] == sum(per_day.values()) == entry["rows_in"] == DAYS * ROWS
+    assert {o["unit"]: o["rows_out"] for o in entry["unit_outcomes"]} == per_day
+    assert {o["outcome"] for o in entry["unit_outcomes"]} == {"committed"}
+    assert all(o["input_version"] == version for o in entry["unit_outcomes"])
+    for phase in ("resolve", "plan", "read", "contract", "score", "write", "commit"):
+        assert entry[f"{phase}_s"] is not None and entry[f"{phase}_s"] >= 0, phase
+    assert 0 < entry["latency_p50_ms"] <= entry["latency_p95_ms"] <= entry["latency_p99_ms"]
+    assert entry["rows_per_s"] > 0 and entry["nodes"] and entry["nodes"] == summary["nodes"]
+    assert json.loads(entry["summary"])["run_id"] == entry["run_id"]
+    # The summary line carries the same facts.
+    assert summary["phases"]["commit"] == entry["commit_s"] and summary["latency_ms"]["p99"] == entry["latency_p99_ms"]
+
+    code, summary = run_score(lake, demo_root, capsys=capsys)
+    assert code == 0, summary["error"]
+    first, second = runs(lake)
+    assert second["run_id"] == summary["run_id"] != first["run_id"]
+    assert second["units_skipped"] == DAYS and second["units_committed"] == 0 and second["rows_scored"] == 0
+    assert {o["outcome"] for o in second["unit_outcomes"]} == {"skipped"}
+    assert rows_per_day(lake) == per_day
+
+
+def test_partly_failed_run_is_in_the_ledger_with_its_error(ray_local, lake, demo_root, capsys):
+    append_day(lake, set_rows(fresh_day(), "f03", [1], float("nan")))
+    code, summary = run_score(lake, demo_root, capsys=capsys)
+    assert code == 3
+    (entry,) = runs(lake)
+    assert entry["status"] == "error" and entry["exit_code"] == 3 and entry["error_class"] == "ContractViolation"
+    assert NEW_DAY in entry["error"] and entry["error"] == summary["error"]
+    assert entry["units_committed"] == DAYS and entry["units_failed"] == 1
+    failed = [o for o in entry["unit_outcomes"] if o["outcome"] == "failed"]
+    assert [o["unit"] for o in failed] == [NEW_DAY] and "f03" in failed[0]["message"]
+    per_day = rows_per_day(lake)
+    assert NEW_DAY not in per_day
+    assert entry["rows_scored"] == sum(per_day.values())
+    assert {o["unit"]: o["rows_out"] for o in entry["unit_outcomes"] if o["outcome"] == "committed"} == per_day
+
+
+def test_quarantined_rows_reconcile_with_the_quarantine_table(ray_local, lake, demo_root, capsys, tmp_path):
+    contract = quarantine_contract(tmp_path, 0.01)
+    append_day(lake, set_rows(fresh_day(), "f03", [1, 5, 9], float("nan")))
+    code, _ = run_score(lake, demo_root, f"input.contract={contract}", f"input.ds={NEW_DAY}", capsys=capsys)
+    assert code == 0, summary["error"]
+    (entry,) = runs(lake)
+    quarantined = rows_per_day(lake, "quarantine")
+    assert entry["rows_quarantined"] == quarantined[NEW_DAY] == 3
+    assert entry["rows_scored"] == rows_per_day(lake)[NEW_DAY] == entry["rows_in"] - 3
+
+
+def test_a_run_that_fails_before_any_unit_is_recorded(ray_local, lake, demo_root, capsys):
+    code, summary = run_score(lake, demo_root, "model.uri=models:/no-such-model/1", capsys=capsys)
+    assert code == 5
+    (entry,) = runs(lake)
+    assert entry["exit_code"] == 5 and entry["status"] == "error" and "no-such-model" in entry["error"]
+    assert entry["units_planned"] == 0 and not (lake / "scores").exists()
+
+
+def test_a_missing_local_lake_is_not_created_by_the_ledger(ray_local, demo_root, tmp_path, capsys):
+    missing = tmp_path / "typo"
+    code, _, err = run_score_err(missing, demo_root, capsys=capsys)
+    assert code == 5
+    assert not missing.exists()
+    assert f"run ledger not written: lake.root {missing} does not exist" in err
+
+
+def test_a_run_is_appended_once(lake):
+    import datetime as dt
+
+    from engine.config import ScoreConfig
+
+    cfg = ScoreConfig(lake=LakeConfig(root=str(lake)), model={"uri": "models:/x/1"})
+    now = dt.datetime(2026, 1, 9, tzinfo=dt.timezone.utc)
+    entry = ledger.row("score", cfg, {"run_id": "r1", "status": "ok", "exit_code": 0, "config_hash": "h"}, now, now,
+                       "score --config x")
+    assert ledger.append(cfg.lake, entry) is True
+    assert ledger.append(cfg.lake, entry) is False
+    t = ledger.read(cfg.lake)
+    assert t.num_rows == 1 and pc.equal(t.column("date"), "2026-01-09").to_pylist() == [True]
+
+
+@pytest.mark.parametrize("values", [[0.001] * 10, [0.001] * 90 + [0.5] * 10, [10 ** (-4 + i / 50) for i in range(300)]])
+def test_latency_percentiles_are_within_the_bin_error(values):
+    import numpy as np
+
+    hist: dict[str, int] = {}
+    for v in values:
+        latency.add(hist, v)
+    half = {}
+    for v in values[::2]:
+        latency.add(half, v)
+    other = {}
+    for v in values[1::2]:
+        latency.add(other, v)
+    assert latency.merge(half, other) == hist
+    for q in (50, 95, 99):
+        exact = float(np.percentile(values, q, method="inverted_cdf"))
+        assert abs(latency.percentile(hist, q) / exact - 1) < 0.06, q
