@@ -54,6 +54,9 @@ class ValidateSummary:
     failed: list[str] = field(default_factory=list)
     violations: list[dict] = field(default_factory=list)
     report: str | None = None
+    phases: dict = field(default_factory=dict)  # seconds: resolve, plan (driver); read, contract (workers' sum)
+    rows_per_s: float | None = None
+    outcomes: list[dict] = field(default_factory=list)  # one per day: {unit, outcome (passed | failed), rows_in, …}
 
 
 def executor_gather(executor):
@@ -71,11 +74,14 @@ def executor_gather(executor):
                 chunks.append(ChunkWork(d, tuple(chunk), len(chunks)))
         results: dict[int, CheckStats] = {}
         errors: dict[str, str] = {}
+        timings: dict[str, float] = {}
         if chunks:
             executor.warm_up()
             for item in executor.run(units, chunks, None, time.monotonic() + cfg.run.time_budget_s):
                 if isinstance(item, ChunkResult):
                     results[item.chunk] = item.checks
+                    for phase, secs in item.timings.items():
+                        timings[phase] = timings.get(phase, 0.0) + secs
                 else:
                     errors.setdefault(item.unit, item.error)
         # Results arrive in completion order and are merged in plan order (file path order), so which examples
@@ -84,13 +90,14 @@ def executor_gather(executor):
         for c in chunks:
             if c.index in results:
                 merged[c.unit].merge(results[c.index])
-        return merged, errors
+        return merged, errors, timings
 
     return gather
 
 
 def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
-    """Validate `cfg.input` against its contract; `gather(cfg, snap, enforcer, days)` → (stats by day, errors)."""
+    """Validate `cfg.input` against its contract; `gather(cfg, snap, enforcer, days)` → (stats by day, errors by
+    day, worker seconds by phase)."""
     started = time.monotonic()
     s = ValidateSummary("validate", uuid.uuid4().hex, config_hash(cfg))
     opts = cfg.lake.storage_options
@@ -104,7 +111,9 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     if enforcer.schema_violations:
         verdicts.update({d: enforcer.verdict(d, snap.rows(d) or 0, None) for d in days})
         days = []
-    merged, errors = gather(cfg, snap, enforcer, days)
+    s.phases["resolve"] = round(time.monotonic() - started, 3)
+    merged, errors, timings = gather(cfg, snap, enforcer, days)
+    s.phases.update({p: round(v, 3) for p, v in sorted(timings.items())})
     for d in days:
         if d not in errors:
             verdicts[d] = enforcer.verdict(d, merged[d].rows, merged[d])
@@ -117,6 +126,13 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
         else:
             s.passed.append(d)
     s.units_passed, s.units_failed = len(s.passed), len(s.failed) + len(errors)
+    s.outcomes = sorted(
+        [{"unit": d, "outcome": "passed", "rows_in": merged[d].rows if d in merged else 0} for d in s.passed]
+        + [{"unit": d, "outcome": "failed", "message": "; ".join(f"{v['check']}: {v['message']}" for v in s.violations
+                                                                  if v["ds"] == d)[:300]} for d in s.failed]
+        + [{"unit": d, "outcome": "failed", "message": err[:300]} for d, err in errors.items()],
+        key=lambda o: o["unit"])
+    s.rows_per_s = round(s.rows / (time.monotonic() - started), 1)
     s.report = enforcer.publish(cfg.lake.root, "validate", s.run_id, cfg.mlflow)
     log.info("validate %s: %d passed, %d failed in %.1fs; report %s", snap.where(), s.units_passed, s.units_failed,
              time.monotonic() - started, s.report)

@@ -156,6 +156,13 @@ def test_the_job_runs_its_folds_as_ray_tasks(ray_local, lake, demo_root, capsys)
     assert main(args) == 0
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert s["folds_committed"] == [0, 1] and s["status"] == "ok"
+    from engine import ledger
+    from engine.config import LakeConfig
+
+    (entry,) = ledger.read(LakeConfig(root=str(lake)), job="backtest").to_pylist()
+    assert entry["run_id"] == s["run_id"] and entry["status"] == "ok" and entry["units_committed"] == 2
+    assert {i["role"]: i["version"] for i in entry["inputs"]} == {
+        "features": DeltaTable(str(lake / "features")).version(), "labels": DeltaTable(str(lake / "labels")).version()}
     local = run_backtest(bt_config(lake, demo_root, "features_at_cutoff=true", "recipe.depth=5"),
                          LocalBacktestExecutor())
     assert local.backtest_id == s["backtest_id"] and local.folds_resumed == [0, 1]  # same backtest: found complete

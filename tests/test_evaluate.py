@@ -216,6 +216,16 @@ def test_gates_fail_closed(scored, demo_root, tmp_path):
             "drift.reference=null", "engine=ray", "metrics.bootstrap=20",
             "gates.thresholds=[{metric: roc_auc, min: 0.999}]"]
     assert main(args) == 4
+    # The failed run is in the ledger, with the versions it pinned.
+    from engine import ledger
+    from engine.config import LakeConfig
+
+    (entry,) = ledger.read(LakeConfig(root=str(tmp_path / "lake")), job="evaluate").to_pylist()
+    assert entry["exit_code"] == 4 and entry["error_class"] == "GateFailed" and "roc_auc" in entry["error"]
+    pinned = {i["role"]: i["version"] for i in entry["inputs"]}
+    assert pinned == {r: DeltaTable(str(tmp_path / "lake" / t)).version()
+                      for r, t in (("scores", "scores"), ("labels", "labels"), ("features", "features"))}
+    assert sorted(entry["models"]) == sorted(json.loads(entry["summary"])["models"]) and len(entry["models"]) == 2
 
 
 def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo_root, tmp_path):

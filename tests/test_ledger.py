@@ -155,3 +155,20 @@ def test_latency_percentiles_are_within_the_bin_error(values):
     for q in (50, 95, 99):
         exact = float(np.percentile(values, q, method="inverted_cdf"))
         assert abs(latency.percentile(hist, q) / exact - 1) < 0.06, q
+
+
+def test_validate_runs_are_in_the_ledger_with_their_days(ray_local, lake, demo_root, capsys):
+    from jobs.validate import main
+
+    append_day(lake, set_rows(fresh_day(), "f03", [1], float("nan")))
+    argv = ["--config", str(ROOT / "conf" / "validate.yaml"), f"lake.root={lake}",
+            f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
+            f"input.contract={CONTRACT}"]
+    assert main(argv) == 3
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    (entry,) = ledger.read(LakeConfig(root=str(lake)), job="validate").to_pylist()
+    assert entry["run_id"] == summary["run_id"] and entry["exit_code"] == 3
+    assert entry["units_committed"] == DAYS and entry["units_failed"] == 1 and entry["rows_in"] == (DAYS + 1) * ROWS
+    outcomes = {o["unit"]: o["outcome"] for o in entry["unit_outcomes"]}
+    assert outcomes == {**{d: "passed" for d in ALL_DAYS}, NEW_DAY: "failed"}
+    assert entry["read_s"] > 0 and entry["contract_s"] > 0 and entry["rows_scored"] is None
