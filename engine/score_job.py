@@ -42,12 +42,23 @@ class Executor(Protocol):
             deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
         """Run `units[c.unit].task` on every chunk; yield each result (or failure) as it comes in."""
 
+    def gpus(self) -> float:
+        """GPUs the engine can give the chunks (0 without): `model.device: cuda` needs some."""
+
 
 class LocalExecutor:
     """Runs the chunks one after another in this process: no cluster (tests, GPU checks, tiny inputs)."""
 
     def warm_up(self) -> None:
         return None
+
+    @staticmethod
+    def gpus() -> float:
+        try:
+            import torch
+        except ImportError:
+            return 0.0
+        return float(torch.cuda.device_count())
 
     def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
             deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
@@ -91,6 +102,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     started = time.monotonic()
     deadline = started + cfg.run.time_budget_s
     opts = cfg.lake.storage_options
+    _require_device(cfg, executor)
     executor.warm_up()
 
     # Model first: a refused or corrupt artifact fails before any row is read.
@@ -290,6 +302,18 @@ def _up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary) -> bool
                                   f"run's {unit.input_version}; not replaced (--force replaces it)")
         return True
     return False
+
+
+def _require_device(cfg: ScoreConfig, executor: Executor) -> None:
+    """`model.device: cuda` where the engine has no GPU is a config error at once, never a silent CPU run or tasks
+    left waiting for a GPU that will not come."""
+    if cfg.model.device != "cuda":
+        return
+    gpus = executor.gpus() if hasattr(executor, "gpus") else 0.0
+    if not gpus:
+        raise ConfigError(f"model.device=cuda but the {cfg.engine} engine sees no GPU ({type(executor).__name__}: "
+                          "0 GPUs); run on a cluster with GPUs (Spark: spark.executor.resource.gpu.amount) or set "
+                          "model.device=cpu")
 
 
 def _check_columns(cfg: ScoreConfig, snap, bundle: ModelBundle) -> None:

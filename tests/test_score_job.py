@@ -253,3 +253,20 @@ def test_actor_pool_pipeline_gives_the_same_scores(ray_local, lake, demo_root):
 
 def test_tasks_executor_is_the_cpu_default(ray_local, lake, demo_root):
     assert isinstance(executor(score_config(lake, demo_root).ray), RayTasksExecutor)
+
+
+@pytest.mark.parametrize("pipeline", ["tasks", "actors", "local"])
+def test_cuda_without_a_gpu_is_a_config_error_not_a_cpu_run(ray_local, lake, demo_root, pipeline):
+    from engine.errors import ConfigError
+    from engine.score_job import LocalExecutor
+
+    cfg = score_config(lake, demo_root, "model.device=cuda", f"ray.pipeline={'tasks' if pipeline == 'local' else pipeline}")
+    assert ray_local.cluster_resources().get("GPU", 0) == 0  # this test is about machines without one
+    ex = LocalExecutor() if pipeline == "local" else executor(cfg.ray)
+    if pipeline == "local":
+        pytest.importorskip("torch")
+        if LocalExecutor.gpus():
+            pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="model.device=cuda but the ray engine sees no GPU") as e:
+        run_score(cfg, ex)
+    assert e.value.exit_code == 2 and not (lake / "scores").exists()

@@ -49,7 +49,15 @@ def _warm_task() -> None:
     import xgboost  # noqa: F401
 
 
+def cluster_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
 class RayTasksExecutor:
+    gpus = staticmethod(cluster_gpus)
+
     def __init__(self, cfg: RayConfig):
         self.cfg = cfg
         self._warming: list = []
@@ -130,6 +138,8 @@ class _ChunkActor:
 
 
 class RayDataActorsExecutor:
+    gpus = staticmethod(cluster_gpus)
+
     def __init__(self, cfg: RayConfig):
         self.cfg = cfg
 

@@ -92,6 +92,10 @@ class SparkExecutor:
     def warm_up(self) -> None:
         """Nothing to start: the session is up, and each Python worker loads the model on its first chunk."""
 
+    def gpus(self) -> float:
+        """GPUs per executor as the session was configured (`spark.executor.resource.gpu.amount`), 0 if unset."""
+        return float(self.spark.conf.get("spark.executor.resource.gpu.amount", "0") or 0)
+
     def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle, deadline: float
             ) -> Iterator[ChunkResult | ChunkFailure]:
         from pyspark import cloudpickle
