@@ -54,6 +54,8 @@ class RayConfig(Model):
     num_gpus: float = Field(1.0, ge=0)
     actors: int = Field(2, ge=1)
     max_in_flight: int | None = Field(None, ge=1)
+    # spread: chunks go to every node of the cluster (a batch job wants all of them); default: Ray's packing.
+    scheduling: Literal["spread", "default"] = "spread"
 
 
 class InputConfig(Model):

@@ -57,6 +57,8 @@ class LocalRayCluster:
         self.min_worker_port = 20000 + self.port % 1000 * worker_ports
         self.worker_ports = worker_ports
         self.pgid: int | None = None
+        self.node_groups: list[int] = []  # process groups of nodes added with add_node
+        self.node_dirs: list[str] = []  # and their temp dirs
         # A job's `python` is looked up on the cluster's PATH: this interpreter's environment first.
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         self.env = {**os.environ, "PATH": path, "RAY_AUTH_MODE": "token", **(env or {})}
@@ -103,6 +105,60 @@ class LocalRayCluster:
         self.wait_ready(max(10.0, timeout_s - (time.monotonic() - t0)))
         return time.monotonic() - t0
 
+    def add_node(self, num_cpus: int = 1, timeout_s: float = 120) -> int:
+        """Start one more raylet on this machine, joined to the head (a second node of the cluster: its own
+        resources, object store and workers); returns its process-group id, for `kill_node`."""
+        # Its own temp dir, as on a separate machine: nodes sharing one would unpack the job's working dir into
+        # the same folder, each replacing it while the other's processes import from it.
+        temp_dir = tempfile.mkdtemp(prefix="lsn-", dir="/tmp")
+        self.node_dirs.append(temp_dir)
+        cmd = [str(Path(sys.executable).parent / "ray"), "start", f"--address=127.0.0.1:{self.port}",
+               "--node-ip-address=127.0.0.1", f"--num-cpus={num_cpus}", "--num-gpus=0", "--disable-usage-stats",
+               f"--temp-dir={temp_dir}",
+               f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+               f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+               f"--min-worker-port={self.min_worker_port + self.worker_ports}",
+               f"--max-worker-port={self.min_worker_port + 2 * self.worker_ports - 1}"]
+        before = {n["node_id"] for n in self.nodes()}
+        with open(self.log_path, "a") as logf:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+            rc = proc.wait(timeout=timeout_s)
+        self.node_groups.append(proc.pid)
+        if rc != 0:
+            raise RuntimeError(f"ray start --address exited {rc}; see {self.log_path}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if {n["node_id"] for n in self.nodes() if n["state"] == "ALIVE"} - before:
+                return proc.pid
+            time.sleep(0.25)
+        raise RuntimeError(f"the node started by ray start (pgid {proc.pid}) did not register within {timeout_s:.0f} s")
+
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes as the dashboard's state API lists them: [{"node_id", "state", …}]."""
+        return self.api("/api/v0/nodes?limit=100", timeout=10.0)["data"]["result"]["result"]
+
+    def kill_node(self, pgid: int) -> list[int]:
+        """SIGKILL one added node: the processes of its group and their descendants (raylet, its workers)."""
+        procs = []
+        for p in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(p.info["pid"]) == pgid:
+                    procs.append(p)
+            except OSError:
+                continue
+        for p in list(procs):
+            try:
+                procs += p.children(recursive=True)
+            except psutil.NoSuchProcess:
+                continue
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(procs, timeout=10)
+        return sorted({p.pid for p in procs})
+
     def wait_ready(self, timeout_s: float) -> None:
         """Poll the dashboard's `/api/version` until it answers; stop the cluster and raise at the deadline."""
         deadline = time.monotonic() + timeout_s
@@ -146,7 +202,9 @@ class LocalRayCluster:
             pid = p.info["pid"]
             children.setdefault(p.info["ppid"], []).append(pid)
             try:
-                if os.getpgid(pid) == self.pgid or self.temp_dir in " ".join(p.info["cmdline"] or ()):
+                pgid = os.getpgid(pid)
+                cmdline = " ".join(p.info["cmdline"] or ())
+                if pgid == self.pgid or pgid in self.node_groups or any(d in cmdline for d in [self.temp_dir, *self.node_dirs]):
                     seen.add(pid)
             except OSError:
                 continue
@@ -184,5 +242,6 @@ class LocalRayCluster:
         if leftover:
             raise RuntimeError(f"ray cluster {self.temp_dir}: processes still alive after SIGKILL: "
                                f"{sorted(p.pid for p in leftover)}")
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for d in [self.temp_dir, *self.node_dirs]:
+            shutil.rmtree(d, ignore_errors=True)
         self.pgid = None

@@ -71,7 +71,8 @@ class RayTasksExecutor:
         """Start the workers now, in parallel with model resolution and planning (fire and forget)."""
         import ray
 
-        warm = ray.remote(_warm_task).options(num_cpus=self.cfg.num_cpus, max_retries=0)
+        warm = ray.remote(_warm_task).options(num_cpus=self.cfg.num_cpus, max_retries=0,
+                                              scheduling_strategy=self.cfg.scheduling.upper())
         self._warming = [warm.remote() for _ in range(self._limit())]
 
     def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
@@ -84,6 +85,7 @@ class RayTasksExecutor:
             num_gpus=self.cfg.num_gpus if _gpu(units) else 0,
             max_retries=SYSTEM_RETRIES,
             retry_exceptions=False,
+            scheduling_strategy=self.cfg.scheduling.upper(),
         )
         bundle_ref = ray.put(bundle)
         unit_refs = {name: ray.put(u) for name, u in units.items()}  # shipped once per unit, not per chunk
