@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engine.errors import ConfigError
+from engine.snapshot import is_url  # noqa: F401 - re-exported: engine.config.is_url
 
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 class Model(BaseModel):
@@ -420,10 +420,6 @@ def _section(cls: type[Model], path: list[str]) -> type[Model] | None:
 
 
 # ------------------------------------------------------------------------------------------------- paths
-
-
-def is_url(path: str) -> bool:
-    return bool(_URL.match(path))
 
 
 def absolute_path(path: str, base: str | os.PathLike | None = None) -> str:

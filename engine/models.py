@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from engine.errors import ModelRefused
 from engine.preprocess import PreprocessSpec
@@ -105,6 +104,8 @@ def load_bundle(model_dir: str | os.PathLike, ref: ModelRef, allow_pickle: bool 
     mlmodel_path = model_dir / "MLmodel"
     if not mlmodel_path.is_file():
         raise ModelRefused(f"{where}: no MLmodel file in the artifact; it is not an MLflow model")
+    import yaml  # here, not at import: the chunk scoring path must import on a bare GPU box (benchmarks/gpu_chunk.py)
+
     try:
         mlmodel = yaml.safe_load(mlmodel_path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -18,8 +19,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from engine.config import is_url
 from engine.errors import ConfigError, ContractViolation, InputUnavailable, short_list
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")  # engine.config.is_url; not imported from there: the chunk path
+#                                                    imports without pydantic or yaml (benchmarks/gpu_chunk.py)
+
+
+def is_url(path: str) -> bool:
+    return bool(_URL.match(path))
 
 PARTITION = "ds"
 
