@@ -21,9 +21,9 @@ PLANTED = "pii.canary.spark@example.com"
 
 @pytest.fixture(scope="module")
 def spark_cluster(tmp_path_factory):
-    """Standalone master + one worker on loopback (engine.spark.standalone), stopped by their own pids."""
-    with StandaloneSpark(tmp_path_factory.mktemp("spark-standalone"), workers=1, cores=2, memory="2g") as cluster:
-        yield cluster.master_url, {**cluster.env, "PYTHONPATH": str(ROOT)}
+    """Standalone master + two workers on loopback (engine.spark.standalone), stopped by their own pids."""
+    with StandaloneSpark(tmp_path_factory.mktemp("spark-standalone"), workers=2, cores=1, memory="1500m") as cluster:
+        yield cluster.master_url, {**cluster.env, "PYTHONPATH": str(ROOT)}, cluster
 
 
 def submit(master: str, env: dict, *args: str, job: str = "validate") -> subprocess.CompletedProcess:
@@ -39,7 +39,7 @@ def submit(master: str, env: dict, *args: str, job: str = "validate") -> subproc
 
 
 def test_spark_submit_validate_passes_clean_days_and_exits_3_on_a_bad_one(spark_cluster, lake, demo_root):
-    master, env = spark_cluster
+    master, env, _ = spark_cluster
     common = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
               f"mlflow.artifact_root={demo_root}/mlartifacts"]
     ok = submit(master, env, *common)
@@ -71,13 +71,14 @@ def test_spark_submit_validate_passes_clean_days_and_exits_3_on_a_bad_one(spark_
 def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluster, lake, demo_root):
     from deltalake import DeltaTable
 
-    master, env = spark_cluster
+    master, env, _ = spark_cluster
     args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
             f"mlflow.artifact_root={demo_root}/mlartifacts", f"model.uri=models:/{XGB}@champion"]
     first = submit(master, env, *args, job="score")
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
     s = json.loads([ln for ln in first.stdout.splitlines() if ln.startswith("{")][-1])
     assert (s["units_committed"], s["rows_out"], s["input_version"]) == (DAYS, DAYS * ROWS, DAYS - 1)
+    assert len(s["nodes"]) == 2 and all("/executor-" in n for n in s["nodes"]), s["nodes"]  # both workers' executors
     t = DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds", "entity_id", "run_id", "model_name"])
     keys = list(zip(t.column("ds").to_pylist(), t.column("entity_id").to_pylist()))
     assert t.num_rows == DAYS * ROWS and len(set(keys)) == t.num_rows  # one copy of each input row
@@ -97,7 +98,7 @@ def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, l
     from jobs.score import run_score
     from test_evaluate import eval_config, report_of
 
-    master, env = spark_cluster
+    master, env, _ = spark_cluster
     run_score(score_config(lake, demo_root), LocalExecutor())
     run_score(score_config(lake, demo_root, f"model.uri=models:/{MLP}/1"), LocalExecutor())
     args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
@@ -116,3 +117,45 @@ def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, l
     assert (Path(s["report"]).parent / "drift.html").stat().st_size > 0
     failing = submit(master, env, *args[:-1], "gates.thresholds=[{metric: roc_auc, min: 0.999}]", job="evaluate")
     assert failing.returncode == 4, (failing.stdout + failing.stderr)[-3000:]
+
+
+def test_losing_a_spark_worker_mid_run_leaves_exactly_one_copy_of_every_row(spark_cluster, lake, demo_root):
+    """Runs last in this module: it kills the second worker (its executor and Python workers) as a lost machine."""
+    import threading
+    import time
+
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    master, env, cluster = spark_cluster
+    days = [f"2026-01-{d:02d}" for d in range(5, 17)]
+    for i, d in enumerate(days):
+        write_deltalake(str(lake / "features"), make_day(10 + i, d, 20_000, 50, seed=31)[0], partition_by=["ds"],
+                        mode="append")
+    args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+            f"mlflow.artifact_root={demo_root}/mlartifacts", f"model.uri=models:/{XGB}@champion",
+            "input.ds=2026-01-05..2026-01-16", "input.contract=null"]
+    result: list = []
+    job = threading.Thread(target=lambda: result.append(submit(master, env, *args, job="score")))
+    job.start()
+    first_commit = lake / "scores" / "_delta_log" / f"{1:020d}.json"
+    deadline = time.monotonic() + 300
+    while not first_commit.exists():
+        assert job.is_alive() and time.monotonic() < deadline, (
+            sorted(p.name for p in first_commit.parent.glob("*")) if first_commit.parent.exists() else "no log",
+            result and [ln for ln in result[0].stdout.splitlines() if ln.startswith("{")][-1:])
+        time.sleep(0.05)
+    cluster.kill_worker(1)
+    units_done_at_kill = len(list(first_commit.parent.glob("*.json"))) - 1
+    job.join(timeout=400)
+    (out,) = result
+    print(f"spark worker killed after {units_done_at_kill} of 12 units; the job exited {out.returncode}")
+    assert units_done_at_kill < 12
+    if out.returncode != 0:  # failed cleanly: a re-run on the remaining worker completes the rest
+        assert out.returncode == 1, (out.stdout + out.stderr)[-3000:]
+        again = submit(master, env, *args, job="score")
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    scores = DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds", "entity_id"], filters=[("ds", "in", days)])
+    assert scores.num_rows == 12 * 20_000
+    pairs = pc.binary_join_element_wise(scores.column("ds"), pc.cast(scores.column("entity_id"), "string"), "/")
+    assert pc.count_distinct(pairs).as_py() == scores.num_rows  # no row twice

@@ -57,6 +57,15 @@ def _unit_of(key: str, unit_bc) -> UnitWork:
     return _UNITS[key]
 
 
+def _executor_name() -> str:
+    """host/executor-<id> of the Python worker running this task: a standalone executor's working dir is
+    <worker dir>/<app id>/<executor id>, which its Python workers inherit; "driver" in local mode."""
+    cwd = os.getcwd()
+    parent, leaf = os.path.split(cwd)
+    executor = f"executor-{leaf}" if os.path.basename(parent).startswith("app-") else "driver"
+    return f"{socket.gethostname()}/{executor}"
+
+
 def _chunk_runner(key: str, unit_bc, bundle_bc):
     """The task function: (index, files) pairs in → (index, ok, result JSON, stats bytes, error, contract, worker)
     out; `worker` is (Python worker pid, model loads in that worker so far, chunk start, chunk end in epoch s)."""
@@ -71,7 +80,7 @@ def _chunk_runner(key: str, unit_bc, bundle_bc):
             started = time.time()
             try:
                 res = run_chunk(unit, chunk, bundle)
-                res.node = socket.gethostname()
+                res.node = _executor_name()
                 result, checks = encode_result(res)
             except LakescoreError as e:  # a data problem: retrying would only repeat it
                 yield index, False, "", b"", one_line(e), is_contract(e), None

@@ -109,6 +109,23 @@ class StandaloneSpark:
                 continue
         return list(found.values())
 
+    def kill_worker(self, index: int) -> list[int]:
+        """SIGKILL worker `index` and its descendants (its executors and their Python workers), as a lost machine."""
+        proc = self.procs[1 + index]
+        try:
+            root = psutil.Process(proc.pid)
+            victims = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+        for p in victims:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(victims, timeout=10)
+        proc.wait(5)
+        return sorted(p.pid for p in victims)
+
     def stop(self, grace_s: float = 20) -> None:
         """SIGTERM workers then the master (and their descendants), SIGKILL what is left after `grace_s`."""
         procs = self.processes()
