@@ -124,6 +124,7 @@ class MemorySampler:
         self.samples: list[tuple[float, int, int, int]] = []  # (t, rss, pss, nprocs)
         self.obj: list[tuple[float, float]] = []
         self.peak_breakdown: dict[str, float] = {}
+        self.per_process: dict[int, tuple[str, int]] = {}  # pid → (label, its own peak RSS)
         self._peak_rss = -1
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._mem, daemon=True), threading.Thread(target=self._objects, daemon=True)]
@@ -147,6 +148,8 @@ class MemorySampler:
             rss, pss = rss + r, pss + s
             label = _proc_label(p)
             parts[label] = parts.get(label, 0) + r / 2**20
+            if r > self.per_process.get(p.pid, ("", -1))[1]:
+                self.per_process[p.pid] = (label, r)
         return rss, pss, len(procs), parts
 
     def _mem(self) -> None:
@@ -185,4 +188,12 @@ class MemorySampler:
             "max_processes": max(s[3] for s in self.samples),
             "samples": len(self.samples),
             "at_peak_rss_mb_by_process": {k: round(v, 1) for k, v in sorted(self.peak_breakdown.items(), key=lambda kv: -kv[1])},
+            # One process's own peak: the largest scoring worker (a Ray task or actor process) and the job's driver.
+            "peak_rss_mb_largest_worker": _largest(self.per_process, lambda lb: lb.startswith("ray::") and "Job" not in lb),
+            "peak_rss_mb_driver": _largest(self.per_process, lambda lb: lb == "job-driver"),
         }
+
+
+def _largest(per_process: dict[int, tuple[str, int]], which) -> float | None:
+    peaks = [r for label, r in per_process.values() if which(label)]
+    return round(max(peaks) / 2**20, 1) if peaks else None

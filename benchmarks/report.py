@@ -10,6 +10,8 @@ RSS_FLATNESS = 0.20
 TARGET_SPARK_VS_RAW = 0.75
 TARGET_SPARK_VS_UDF = 3.0
 TARGET_SPARK_STEADY_VS_RAW = 0.85
+TARGET_STEADY_VS_RAW = 0.9  # issue 12: Ray steady state (first chunk start → last commit) vs raw
+TARGET_FIXED_COST_S = 3.0  # issue 12: whole job minus steady state, sqlite registry
 TARGET_EVAL_PER_CORE = 1_000_000  # issue 9: metric accumulation, rows/s per core, 20 slices, 200 replicates
 
 
@@ -61,6 +63,20 @@ def derive(args, result: dict) -> dict:
         # Steady state vs fixed cost: rows over the span of the chunk tasks, and everything else in the wall time.
         out["lakescore_tasks_rows_per_s"] = round(args.rows / span)
         out["lakescore_fixed_overhead_s"] = round(mid["seconds"] - span, 2)
+        # Issue 12's names for the same two figures, and their targets.
+        out["lakescore_steady_rows_per_s"] = out["lakescore_tasks_rows_per_s"]
+        out["lakescore_steady_ratio_vs_raw"] = ratio(out["lakescore_steady_rows_per_s"], rate["raw"])
+        out["lakescore_fixed_cost_s"] = out["lakescore_fixed_overhead_s"]
+    large = result.get("rss_large") or {}
+    out["lakescore_large_rows"] = large.get("rows")
+    out["lakescore_large_ratio_vs_raw"] = ratio(large.get("rows_per_s"), rate["raw"])
+    for size, part in (("small", result.get("rss_small")), ("large", large)):
+        mem = (part or {}).get("memory", {})
+        out[f"peak_rss_mb_largest_worker_{size}"] = mem.get("peak_rss_mb_largest_worker")
+        out[f"peak_rss_mb_driver_{size}"] = mem.get("peak_rss_mb_driver")
+    out["targets"].update({"lakescore_steady_ratio_vs_raw_min": TARGET_STEADY_VS_RAW,
+                           "lakescore_large_ratio_vs_raw_min": TARGET_VS_RAW,
+                           "lakescore_fixed_cost_s_max": TARGET_FIXED_COST_S})
     out.update(derive_spark_job(result, rate["raw"], rate["spark_udf"], rate["spark_udf_tuned"]))
     micro, ev = result.get("eval_micro") or {}, result.get("evaluate") or {}
     out["eval_rows_per_s_per_core"] = micro.get("eval_rows_per_s_per_core")
@@ -167,6 +183,11 @@ def print_table(args, result: dict) -> None:
           f"  ({fmt(d['contract_cost_pct'], '+.1f')} %)")
     print(f"{'peak RSS (b) @ ' + fmt(args.small_rows) + ' rows':<36}{fmt(d['peak_rss_mb_small']):>12} MB")
     print(f"{'peak RSS (b) @ ' + fmt(args.large_rows) + ' rows':<36}{fmt(d['peak_rss_mb_large']):>12} MB")
+    for size in ("small", "large"):
+        print(f"{'  one process @ ' + size:<36}largest worker {fmt(d.get(f'peak_rss_mb_largest_worker_{size}'))} MB, "
+              f"driver {fmt(d.get(f'peak_rss_mb_driver_{size}'))} MB")
+    print(f"{'(b) at the large size vs raw':<36}{fmt(d.get('lakescore_large_ratio_vs_raw'), '.3f'):>12}  "
+          f"target ≥ {TARGET_VS_RAW}")
     rr = d["rss_ratio_large_small"]
     print(f"{'large/small':<36}{fmt(rr, '.2f'):>12}   target 1 ± {RSS_FLATNESS}"
           f"{mark(None if rr is None else abs(rr - 1) <= RSS_FLATNESS)}")
@@ -184,7 +205,9 @@ def print_table(args, result: dict) -> None:
         if "lakescore_tasks_rows_per_s" in d:
             print(f"  {'chunk tasks span':<34}{mid['tasks']['tasks_span_s']:>10.2f}   → "
                   f"{fmt(d['lakescore_tasks_rows_per_s'])} rows/s while tasks run")
-            print(f"  {'fixed overhead (wall - span)':<34}{d['lakescore_fixed_overhead_s']:>10.2f}")
+            print(f"  {'fixed overhead (wall - span)':<34}{d['lakescore_fixed_overhead_s']:>10.2f}  target ≤ "
+                  f"{TARGET_FIXED_COST_S} s; steady vs raw {fmt(d.get('lakescore_steady_ratio_vs_raw'), '.3f')}, "
+                  f"target ≥ {TARGET_STEADY_VS_RAW}")
     print_spark_job(args, d, result, mark, runs)
     e = d["eval_rows_per_s_per_core"]
     if e is not None or d["evaluate_job_rows_per_s"] is not None:
