@@ -8,7 +8,8 @@ recorded previous holder (or to `--to`), tags the version now holding it with `l
 why, the version it replaced), and sets `…previous` to the holder before the restored version, from that version's
 own promotion record. So a second rollback walks one step further back in the promotion history, never back to
 the version just rolled back (no silent ping-pong); when the history has no earlier holder the tag is removed and
-a further rollback asks for `--to`. Rolling forward again is an explicit `--to` (or a new promotion).
+a further rollback asks for `--to`. A move with `--to` follows the same rule, whichever direction it goes: a
+rollback never steps forward by itself; rolling forward again is an explicit `--to` (or a new promotion).
 
 Re-scoring: after the move, a plain score run with the alias scores the restored version. Its partitions that are
 up to date (recorded from the input the day holds now) are skipped by the run itself, so the days worth naming
