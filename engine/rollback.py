@@ -90,8 +90,8 @@ def rollback(tracking_uri: str, registry_uri: str | None, name: str, alias: str 
     rm = _registered(client, name, tracking_uri)
     aliases = dict(rm.aliases or {})
     if alias not in aliases:
-        raise ConfigError(f"model {name!r} has no alias @{alias} (aliases: {short_list(sorted(aliases)) if aliases else 'none'}); "
-                          "fix --alias")
+        known = short_list(sorted(aliases)) if aliases else "none"
+        raise ConfigError(f"model {name!r} has no alias @{alias} (aliases: {known}); fix --alias")
     current = int(aliases[alias])
     source = "--to"
     if to is None:
@@ -141,7 +141,8 @@ def rescore_plan(lake: LakeConfig, table: str, name: str, from_version: int, to_
     except TableNotFoundError:
         return Rescore([], [], [])  # nothing scored yet, by either version
     states, _head = table_status(lake, table)
-    old = {s.ds: s for s in states if s.model_name == name and s.model_version == from_version and s.state != "unscored"}
+    old = {s.ds: s for s in states
+           if s.model_name == name and s.model_version == from_version and s.state != "unscored"}
     new = {s.ds: s for s in states if s.model_name == name and s.model_version == to_version}
     plan = Rescore([], [], [])
     for d, s in sorted(old.items()):

@@ -158,7 +158,8 @@ def render(r: VacuumResult) -> str:
         runs = f" by run(s) {', '.join(x[:12] for x in k.run_ids)}" if k.run_ids else ""
         lines.append(f"  v{k.version}  {why}{runs}")
     lines.append(f"  and every file removed from the log less than {r.retain_days} day(s) ago (retention), and "
-                 f"never-committed files younger than {ORPHAN_MIN_AGE_HOURS // 24} days (a writer may still commit them)")
+                 f"never-committed files younger than {ORPHAN_MIN_AGE_HOURS // 24} days (a writer may still "
+                 "commit them)")
     for v, runs in sorted(r.unreadable_pins.items()):
         lines.append(f"  v{v}  pinned by run(s) {', '.join(x[:12] for x in runs)} but already unreadable")
     if r.dry_run and r.files:

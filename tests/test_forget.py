@@ -13,7 +13,7 @@ from conftest import DAYS, MLP, ROOT, ROWS, XGB
 from engine import ledger
 from engine.config import LakeConfig
 from engine.forget import orphan_counts
-from test_contracts import CONTRACT, NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
+from test_contracts import NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
 from test_ledger import run_score
 
 DAY = "2026-01-02"
