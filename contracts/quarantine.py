@@ -32,6 +32,16 @@ def _json_value(v):
     return v.isoformat() if hasattr(v, "isoformat") else v
 
 
+def key_json(rows: list[dict], key: list[str]) -> list[str]:
+    """The `key` column's values: each row's key columns as sorted JSON (what `lakescore forget` matches on)."""
+    return [json.dumps({k: _json_value(r[k]) for k in key}, sort_keys=True) for r in rows]
+
+
+def encode_keys(keys: pa.Table) -> pa.Array:
+    """An input day's key columns as the quarantine table's JSON keys (engine.forget.KeyEncoder)."""
+    return pa.array(key_json(keys.to_pylist(), keys.column_names), pa.string())
+
+
 def quarantine_batch(batch: pa.RecordBatch, bad: np.ndarray, masks: dict[str, np.ndarray], rc: ResolvedContract,
                      source_version: int, run_id: str, at: dt.datetime) -> pa.RecordBatch:
     """The rows of `batch` flagged in `bad`, as quarantine rows (no PII column ever copied)."""
@@ -43,7 +53,7 @@ def quarantine_batch(batch: pa.RecordBatch, bad: np.ndarray, masks: dict[str, np
     failed = [[c for c, m in masks.items() if m[i]] for i in idx]
     n = len(idx)
     return pa.RecordBatch.from_arrays([
-        pa.array([json.dumps({k: _json_value(r[k]) for k in key}, sort_keys=True) for r in data], pa.string()),
+        pa.array(key_json(data, key), pa.string()),
         pa.array(failed, pa.list_(pa.string())),
         pa.array([json.dumps({k: _json_value(v) for k, v in r.items()}, sort_keys=True) for r in data], pa.string()),
         pa.array([source_version] * n, pa.int64()),
