@@ -193,15 +193,18 @@ class _Scan:
 
 def orphan_counts(lake: LakeConfig, table: str = "scores", key_columns: Sequence[str] = ("entity_id",),
                   input_table: str = "features", since: str | None = None,
-                  encode_key: KeyEncoder | None = None) -> dict[tuple, int]:
+                  encode_key: KeyEncoder | None = None, only: set[tuple] | None = None) -> dict[tuple, int]:
     """Per partition of `table` (its partition values in order, e.g. (ds, model_name, model_version) for scores),
     the number of rows whose key no longer exists in the current input day; partitions without any are left out.
 
     A partition's input table is its rows' `input_table` stamp (the quarantine's `source_table`), else
-    `input_table`. An unknown table or key column is a ConfigError (exit 2)."""
+    `input_table`. An unknown table or key column is a ConfigError (exit 2). `only` limits the scan to those
+    partitions (`lakescore status` passes the ones whose input changed: no other partition can hold such rows)."""
     scan = _Scan(lake, table, list(key_columns), input_table, encode_key)
     counts = {}
     for part in scan.partitions(since):
+        if only is not None and part.key not in only:
+            continue
         rows = scan.read(part, scan.keys)
         n = int(scan.orphans(part, rows).sum())
         if n:

@@ -31,6 +31,7 @@ class DayState:
     input_version: int | None = None
     config_hashes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    orphan_rows: int | None = None  # rows whose key left the input day (stale or gone partitions only)
 
 
 def open_output(lake: LakeConfig, table: str, need: list[str] = PARTITION_COLUMNS):
@@ -87,7 +88,7 @@ def _latest_runs(lake: LakeConfig) -> dict[tuple, dict]:
 
 
 def table_status(lake: LakeConfig, table: str = "scores", since: str | None = None,
-                 day_changed=None) -> tuple[list[DayState], dict]:
+                 day_changed=None, key_columns: list[str] | None = None) -> tuple[list[DayState], dict]:
     """Every (day, model version) of `table` from `since` on, plus the input days each model version has not scored.
 
     `day_changed(input_uri, ds, old, new, opts) -> bool | None` decides whether a day's rows changed between two
@@ -135,11 +136,29 @@ def table_status(lake: LakeConfig, table: str = "scores", since: str | None = No
         for s in states:
             if (s.model_name, s.model_version) == (m, v) and s.state != "failed" and s.ds in failed:
                 s.notes.append(f"the latest run ({latest['run_id'][:12]}) failed to replace it: {failed[s.ds]}")
+    if key_columns:
+        _orphans(lake, table, states, key_columns)
     states.sort(key=lambda s: (s.ds, s.model_name, s.model_version))
     counts: dict[str, int] = {}
     for s in states:
         counts[s.state] = counts.get(s.state, 0) + 1
     return states, {"table": table, "version": out.version(), "counts": counts}
+
+
+def _orphans(lake: LakeConfig, table: str, states: list[DayState], key_columns: list[str]) -> None:
+    """Note partitions holding rows whose key left the input day (deleted upstream): only a changed or gone input
+    day can leave such rows, so only those partitions' keys are read."""
+    from engine.forget import orphan_counts
+
+    changed = {(s.ds, s.model_name, s.model_version): s for s in states if s.state in ("stale", "gone")}
+    if not changed:
+        return
+    counts = orphan_counts(lake, table, key_columns, since=min(k[0] for k in changed), only=set(changed))
+    for key, n in counts.items():
+        s = changed[key]
+        s.orphan_rows = n
+        s.notes.append(f"holds {n:,} row(s) whose key is no longer in the input day: `lakescore forget --table "
+                       f"{table}` removes them now (or re-score this model)")
 
 
 def _compare(s: DayState, current: Snapshot, inputs: _Inputs, lake: LakeConfig, day_changed) -> None:

@@ -31,7 +31,7 @@ def body(cfg: ScoreConfig, args) -> dict:
             dt.date.fromisoformat(args.since)
         except ValueError:
             raise ConfigError(f"--since {args.since!r} is not a date; use YYYY-MM-DD") from None
-    states, head = table_status(cfg.lake, args.table, args.since, _day_changed())
+    states, head = table_status(cfg.lake, args.table, args.since, _day_changed(), list(cfg.input.key_columns))
     print(render(states, head), flush=True)
     return {**head, "attention": [as_dict(s) for s in states if s.state != "ok" or s.notes]}
 

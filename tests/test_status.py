@@ -70,3 +70,24 @@ def test_status_rejects_an_unknown_table(lake, demo_root, capsys):
     assert main([*job_argv(lake, demo_root), "--table", "nope"]) == 2
     err = capsys.readouterr().err
     assert "table 'nope' not found" in err
+
+
+def test_status_shows_partitions_holding_rows_of_deleted_keys_until_forget(ray_local, lake, demo_root, capsys):
+    from deltalake import DeltaTable
+
+    from jobs.forget import main as forget
+
+    assert run_score(lake, demo_root, capsys=capsys)[0] == 0
+    day = ALL_DAYS[1]
+    ids = DeltaTable(str(lake / "features")).to_pyarrow_table(columns=["entity_id"], filters=[("ds", "=", day)])
+    gone = ids.column("entity_id").to_pylist()[:50]
+    DeltaTable(str(lake / "features")).delete(f"ds = '{day}' AND entity_id IN ({', '.join(map(str, gone))})")
+    summary, table = status(lake, demo_root, capsys)
+    (stale,) = summary["attention"]
+    assert (stale["ds"], stale["state"], stale["orphan_rows"]) == (day, "stale", 50)
+    assert "50 row(s) whose key is no longer in the input day" in table
+    assert forget([*job_argv(lake, demo_root)]) == 0
+    capsys.readouterr()
+    summary, _ = status(lake, demo_root, capsys)
+    (stale,) = summary["attention"]
+    assert stale["state"] == "stale" and stale["orphan_rows"] is None  # still from the old input, but no orphans
