@@ -80,6 +80,7 @@ def fingerprint(lake, day: str = DAY) -> str:
 # ------------------------------------------------------------------------------------------ the score job
 
 
+@pytest.mark.slow
 def test_compaction_of_the_input_rescores_nothing(lake, demo_root):
     cfg = score_config(lake, demo_root)
     append_two_small_files(lake)
@@ -114,6 +115,7 @@ def test_compaction_of_the_input_rescores_nothing(lake, demo_root):
     assert fifth.committed == [] and fifth.units_skipped == DAYS and fifth.unchanged == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", ["compact-then-change", "change-then-compact"])
 def test_a_real_change_beside_a_compaction_rescores_the_day(lake, demo_root, order):
     cfg = score_config(lake, demo_root)
@@ -130,6 +132,7 @@ def test_a_real_change_beside_a_compaction_rescores_the_day(lake, demo_root, ord
     assert day_run_ids(lake)[DAY] == {again.run_id} and day_run_ids(lake)["2026-01-01"] == {first.run_id}
 
 
+@pytest.mark.slow
 def test_an_expired_log_between_the_versions_falls_back_to_the_fingerprint(lake, demo_root):
     cfg = score_config(lake, demo_root)
     append_two_small_files(lake)
@@ -146,6 +149,7 @@ def test_an_expired_log_between_the_versions_falls_back_to_the_fingerprint(lake,
     assert day_run_ids(lake)[DAY] == {again.run_id}
 
 
+@pytest.mark.slow
 def test_a_contract_change_still_rescores_a_compacted_day(lake, demo_root, tmp_path):
     """The contract's hash is part of what a unit depends on: a compaction does not hide a new contract."""
     contract = ROOT / "conf" / "contracts" / "features.yaml"
