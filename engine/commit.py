@@ -3,12 +3,15 @@
 One unit = one output partition. Its data files are written first (invisible until referenced), then
 committed in one transaction that overwrites exactly that partition and records two Delta application
 transactions: `app_id` names the unit (its version encodes the unit's input fingerprint), and
-`app_id#input=<table>` records the input version the unit was computed from. Two runs of the same unit
+`app_id#input=<table>` records the input version the unit was computed from; a third, `app_id#context`,
+records what else the result depends on (a contract's hash), so that a unit whose input files were only
+rewritten (compacted) since that version can be told up to date without its fingerprint. Two runs of the same unit
 therefore always conflict at commit; the loser reloads and finds its own fingerprint (a no-op), a newer
 input (it yields, unless forced), or neither (it commits again). A run never appends blindly.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -41,6 +44,7 @@ class Unit:
     fingerprint: str
     input_table: str = ""  # which input the unit was computed from, and at which version
     input_version: int | None = None
+    context: str | None = None  # what besides the input files the result depends on (a contract's hash, or "")
 
     @property
     def txn_version(self) -> int:
@@ -55,9 +59,22 @@ class Unit:
         """
         return f"{self.app_id}#input={self.input_table}"
 
+    @property
+    def context_app_id(self) -> str:
+        return f"{self.app_id}#context"
+
+    @property
+    def context_version(self) -> int:
+        return fingerprint_version(hashlib.sha256((self.context or "").encode()).hexdigest())
+
 
 def recorded_input_version(table, unit: Unit) -> int | None:
     return table.transaction_version(unit.input_app_id) if unit.input_table else None
+
+
+def same_context(table, unit: Unit) -> bool:
+    """Whether the unit was last committed under this context (False when that was not recorded)."""
+    return unit.context is not None and table.transaction_version(unit.context_app_id) == unit.context_version
 
 
 def superseded(table, unit: Unit) -> int | None:
@@ -156,6 +173,8 @@ class Committer:
         txns = [Transaction(unit.app_id, unit.txn_version, now)]
         if unit.input_table and unit.input_version is not None:
             txns.append(Transaction(unit.input_app_id, unit.input_version, now))
+        if unit.context is not None:
+            txns.append(Transaction(unit.context_app_id, unit.context_version, now))
         props = CommitProperties(
             custom_metadata={"userMetadata": json.dumps({**metadata, "run_id": self.run_id}, sort_keys=True)},
             app_transactions=txns,

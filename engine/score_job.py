@@ -2,7 +2,8 @@
 
 1. resolve the model (registry → version → validated bundle) and the input snapshot (latest → N);
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint;
-3. skip units whose recorded fingerprint matches (unless forced);
+3. skip units whose recorded fingerprint matches, or whose input day was only rewritten (compacted) since the
+   input version it was scored from (unless forced);
 4. hand the other units (one `UnitWork` each) and their chunks to an executor (Ray, Spark, local), which writes
    data files;
 5. commit each unit once all its chunks are in, atomically, with the unit's application transaction.
@@ -26,6 +27,7 @@ from engine.models import ModelBundle, fetch_bundle
 from engine.scoring import PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk
 from engine.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
+from engine.delta_log import CommitLog
 from engine.snapshot import check_files_exist, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
@@ -141,7 +143,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     def unit_of(d: str) -> protocol.Unit:
         pv = {"ds": d, "model_name": ref.name, "model_version": ref.version}
         return protocol.Unit(protocol.app_id(JOB, pv, PARTITION_COLUMNS), pv, snap.fingerprint(d, digest),
-                             cfg.input.table, snap.version)
+                             cfg.input.table, snap.version, digest)
 
     units = {d: unit_of(d) for d in days}
     # Output days of this model whose input day is gone (retracted upstream): replaced with nothing.
@@ -156,7 +158,8 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             summary.skipped.append(d)
             continue
         fail_unit(summary, d, [{"check": "volume", "rows": 0, "message": f"no rows in {snap.where()} (empty or missing partition)"}])
-    pending = [d for d in units if not _up_to_date(out, units[d], force, summary)]
+    inputs = CommitLog(in_uri, opts)
+    pending = [d for d in units if not _up_to_date(out, units[d], force, summary, inputs)]
     retract = {d: u for d, u in retract.items() if not _up_to_date(out, u, force, summary)}
     log.info("input %s: %d unit(s) planned, %d up to date or superseded, %d to score, %d to retract%s", snap.where(),
              summary.units_planned, len(summary.skipped), len(pending), len(retract), " (forced)" if force else "")
@@ -287,12 +290,14 @@ def _scored_days(out, model_name: str, model_version: int) -> list[str]:
     return sorted({p["ds"] for p in parts})
 
 
-def _up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary) -> bool:
-    """Skip a unit whose recorded input fingerprint is this one, or that was committed from a newer input version."""
+def _up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary, inputs: CommitLog | None = None) -> bool:
+    """Skip a unit whose recorded input fingerprint is this one, that was committed from a newer input version, or
+    (given the input's `inputs` log) whose input day was only rewritten since the version it was scored from."""
     d = unit.partition_values["ds"]
     if force:
         return False
-    if protocol.recorded_version(out, unit) == unit.txn_version:
+    recorded = protocol.recorded_version(out, unit)
+    if recorded == unit.txn_version:
         summary.skipped.append(d)
         return True
     newer = protocol.superseded(out, unit)
@@ -300,6 +305,15 @@ def _up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary) -> bool
         summary.skipped.append(d)
         summary.superseded.append(f"ds={d}: committed from {unit.input_table} input version {newer}, newer than this "
                                   f"run's {unit.input_version}; not replaced (--force replaces it)")
+        return True
+    since = _rewritten_since(out, unit, inputs) if recorded is not None and inputs is not None else None
+    if since is not None:
+        summary.skipped.append(d)
+        summary.unchanged.append(f"ds={d}: {unit.input_table} versions {since + 1}..{unit.input_version} only "
+                                 f"rewrote its files without a data change (compaction); scores of input version "
+                                 f"{since} kept")
+        log.info("unit %s: input files rewritten without a data change since %s version %d; up to date",
+                 unit.app_id, unit.input_table, since)
         return True
     return False
 
@@ -314,6 +328,26 @@ def _require_device(cfg: ScoreConfig, executor: Executor) -> None:
         raise ConfigError(f"model.device=cuda but the {cfg.engine} engine sees no GPU ({type(executor).__name__}: "
                           "0 GPUs); run on a cluster with GPUs (Spark: spark.executor.resource.gpu.amount) or set "
                           "model.device=cpu")
+
+
+def _rewritten_since(out, unit: protocol.Unit, inputs: CommitLog) -> int | None:
+    """The input version the unit was scored from, if every commit since then that touched its day is free of data
+    changes (Delta's `dataChange: false`: compaction) and the contract is the same; else None (re-score it).
+
+    The recorded fingerprint stays that of the scored version, so later runs ask the log again from there: a real
+    change of the day after the rewrite is seen, and a log that expired meanwhile falls back to the fingerprint.
+    """
+    d = unit.partition_values["ds"]
+    since = protocol.recorded_input_version(out, unit)
+    if since is None or unit.input_version is None or not protocol.same_context(out, unit):
+        return None
+    changed = inputs.changed_days(since, unit.input_version, [d])
+    if changed is None:
+        log.info("unit %s: the log of %s between versions %d and %d cannot say whether ds=%s changed (expired or "
+                 "too long); its new fingerprint re-scores it", unit.app_id, unit.input_table, since,
+                 unit.input_version, d)
+        return None
+    return None if changed else since
 
 
 def _check_columns(cfg: ScoreConfig, snap, bundle: ModelBundle) -> None:

@@ -41,10 +41,11 @@ class Summary:
     rows_in: int = 0
     rows_out: int = 0
     failed: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # up to date, superseded, or empty where allowed
+    skipped: list[str] = field(default_factory=list)  # up to date, unchanged, superseded, or empty where allowed
     committed: list[str] = field(default_factory=list)
     already_done: list[str] = field(default_factory=list)  # a concurrent run committed the same input
     superseded: list[str] = field(default_factory=list)  # why: committed from a newer input version
+    unchanged: list[str] = field(default_factory=list)  # why: input files only rewritten (compacted) since scored
     retracted: list[str] = field(default_factory=list)  # input day gone: its output replaced with nothing
     violations: list[dict] = field(default_factory=list)  # {ds, check, rows, message}: contract failures
     rows_quarantined: int = 0

@@ -37,11 +37,17 @@ def body(cfg: ScoreConfig, args) -> dict:
 
 
 def _day_changed():
-    try:
-        from engine.snapshot import day_changed
-    except ImportError:
-        return None
-    return day_changed
+    """Whether an input day's rows changed between two versions, from the commits in between (a compaction's
+    rewrite is no change); None where the log cannot say."""
+    from engine.delta_log import CommitLog
+
+    logs: dict[str, CommitLog] = {}
+
+    def changed(uri: str, ds: str, old: int, new: int, opts: dict) -> bool | None:
+        days = logs.setdefault(uri, CommitLog(uri, opts)).changed_days(old, new, [ds])
+        return None if days is None else ds in days
+
+    return changed
 
 
 def render(states, head: dict) -> str:

@@ -91,3 +91,17 @@ def test_status_shows_partitions_holding_rows_of_deleted_keys_until_forget(ray_l
     summary, _ = status(lake, demo_root, capsys)
     (stale,) = summary["attention"]
     assert stale["state"] == "stale" and stale["orphan_rows"] is None  # still from the old input, but no orphans
+
+
+def test_a_compacted_input_day_is_not_stale(ray_local, lake, demo_root, capsys):
+    from deltalake import DeltaTable
+
+    day = ALL_DAYS[2]
+    extra = make_day(2, day, 40, 50, seed=98)[0]
+    extra = extra.set_column(0, "entity_id", pc.add(extra.column("entity_id"), 20_000_000))
+    write_deltalake(str(lake / "features"), extra, partition_by=["ds"], mode="append", schema_mode="merge")
+    assert run_score(lake, demo_root, capsys=capsys)[0] == 0
+    DeltaTable(str(lake / "features")).optimize.compact()
+    summary, table = status(lake, demo_root, capsys)
+    assert summary["attention"][0]["state"] == "ok" and "compaction" in summary["attention"][0]["notes"][0]
+    assert {a["state"] for a in summary["attention"]} == {"ok"}
