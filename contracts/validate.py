@@ -15,6 +15,8 @@ from contracts.enforce import Enforcer
 from engine.config import ValidateConfig, config_hash, table_uri
 from engine.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
+from engine.logs import set_run_id
+from engine.progress import Progress
 from engine.scoring import plan_chunks
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
 from engine.work import ChunkResult, ChunkWork, UnitWork
@@ -69,11 +71,14 @@ def executor_gather(executor):
         errors: dict[str, str] = {}
         if chunks:
             executor.warm_up()
+            bar = Progress(len(chunks), "chunks")
             for item in executor.run(units, chunks, None, time.monotonic() + cfg.run.time_budget_s):
+                bar.advance(rows=item.rows_in if isinstance(item, ChunkResult) else 0)
                 if isinstance(item, ChunkResult):
                     results[item.chunk] = item.checks
                 else:
                     errors.setdefault(item.unit, item.error)
+            bar.close()
         # Results arrive in completion order and are merged in plan order (file path order), so which examples
         # a report quotes never depends on timing or on the engine.
         merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
@@ -89,6 +94,7 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     """Validate `cfg.input` against its contract; `gather(cfg, snap, enforcer, days)` → (stats by day, errors)."""
     started = time.monotonic()
     s = ValidateSummary("validate", uuid.uuid4().hex, config_hash(cfg))
+    set_run_id(s.run_id)
     opts = cfg.lake.storage_options
     uri = table_uri(cfg.lake, cfg.input.table)
     snap = open_snapshot(cfg.input.table, uri, cfg.input.version, opts)

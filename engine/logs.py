@@ -1,7 +1,8 @@
 """Log output of a job process: human-readable lines (default) or JSON lines, on stderr.
 
 `configure_logging("text" | "json")` sets up the `lakescore` logger (and, for JSON, Python's root logger, so that
-libraries' log records come out as JSON too). `set_run_id(run_id)` stamps every later record with the run's id once
+libraries' log records come out as JSON too; libraries that print or keep their own handlers, such as Ray's
+driver messages, still write plain lines). `set_run_id(run_id)` stamps every later record with the run's id once
 a job knows it. The JSON summary line on stdout is not a log line and is not affected.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from typing import Literal
 
@@ -51,6 +53,7 @@ def configure_logging(fmt: LogFormat = "text", stream=None) -> None:
     root.handlers[:] = [h for h in root.handlers if not isinstance(h.formatter, JsonFormatter)]
     if fmt == "json":
         root.addHandler(handler)  # libraries' records (WARNING and up by default) as JSON lines too
+        os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")  # MLflow's records through root, not its own lines
 
 
 def log_format() -> str:
