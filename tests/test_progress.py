@@ -134,3 +134,21 @@ def test_json_log_lines_carry_ts_level_logger_msg_and_the_run_id():
     assert len(buf.getvalue().splitlines()) == 3  # the traceback is inside its record, not on lines of its own
     with pytest.raises(ValueError, match="xml"):
         configure_logging("xml")
+
+
+@pytest.mark.slow
+def test_the_score_job_counts_committed_units_and_their_rows(lake, demo_root, lines):
+    from conftest import DAYS, ROWS, score_config
+    from engine.score_job import LocalExecutor
+    from jobs.score import run_score
+
+    progress.configure(enabled=True, interval_s=0)  # a line per unit, then the final one
+    s = run_score(score_config(lake, demo_root), LocalExecutor())
+    ours = [ln for ln in lines if ln.startswith("progress: ")]
+    assert s.rows_in == DAYS * ROWS and len(ours) == DAYS + 1
+    assert [ln.split(",")[0] for ln in ours] == [f"progress: {i}/{DAYS} units" for i in range(1, DAYS + 1)] + [f"progress: {DAYS}/{DAYS} units"]
+    assert all(f", {i * ROWS:,} rows, " in ln for i, ln in enumerate(ours[:-1], 1)) and f", {DAYS * ROWS:,} rows, " in ours[-1]
+    lines.clear()
+    progress.configure(enabled=False)
+    assert run_score(score_config(lake, demo_root), LocalExecutor(), force=True).rows_in == DAYS * ROWS
+    assert not [ln for ln in lines if ln.startswith("progress")]
