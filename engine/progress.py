@@ -87,5 +87,7 @@ class Progress:
             return
         filled = BAR_WIDTH * min(self.units, self.total) // max(self.total, 1)
         bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-        self._stream.write(f"\r\x1b[2K[{bar}] {self.line(now)}" + ("\n" if final else ""))
+        # The cursor goes back to the line's start, so a log line printed meanwhile writes over the bar, which the
+        # next draw puts back below it.
+        self._stream.write(f"\x1b[2K[{bar}] {self.line(now)}" + ("\n" if final else "\r"))
         self._stream.flush()
