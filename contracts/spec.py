@@ -153,5 +153,5 @@ class ResolvedContract:
 
 
 def load_contract(path: str | Path, key: str = "input.contract") -> Contract:
-    """A contract file → Contract; a bad or missing file is a ConfigError (exit 2) naming the key (`key` gave the path)."""
+    """A contract file → Contract; a bad or missing file is a ConfigError (exit 2) naming `key`, which gave the path."""
     return load_config(Contract, path, key=key)

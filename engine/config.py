@@ -430,7 +430,7 @@ def load_config(cls: type[Model], path: str | os.PathLike | None, overrides: lis
         if not p.is_file():
             if key:
                 raise ConfigError(f"{key}: file {where} not found (a relative path starts at {os.getcwd()}); "
-                                  f"set {key} to an existing file, e.g. {key}=conf/contracts/features.yaml")
+                                  f"set {key} to an existing file")
             raise ConfigError(f"config file {where} not found; pass --config conf/<job>.yaml")
         try:
             loaded = yaml.load(p.read_text(), Loader=_DateSafeLoader)

@@ -49,7 +49,12 @@ def _format_in(argv: list[str] | None) -> str:
     """The --log-format an argument list asks for (before it is parsed), else "text"."""
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, a in enumerate(argv):
-        value = a.split("=", 1)[1] if a.startswith("--log-format=") else argv[i + 1] if a == "--log-format" and i + 1 < len(argv) else None
+        if a.startswith("--log-format="):
+            value = a.split("=", 1)[1]
+        elif a == "--log-format" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
         if value in FORMATS:
             return value
     return "text"

@@ -12,8 +12,9 @@ from jobs.demo_info import explain_example
 def test_the_explain_example_names_a_real_key_and_day(tmp_path):
     uri = str(tmp_path / "scores")
     assert "no scores yet" in explain_example(_empty(uri), "entity_id")
-    write_deltalake(uri, pa.table({"entity_id": [7, 3, 9, 12], "ds": ["2026-01-01", "2026-01-01", "2026-01-02", "2026-01-02"],
-                                   "score": [0.1, 0.2, 0.3, 0.4]}), partition_by=["ds"], mode="overwrite")
+    days = ["2026-01-01", "2026-01-01", "2026-01-02", "2026-01-02"]
+    write_deltalake(uri, pa.table({"entity_id": [7, 3, 9, 12], "ds": days, "score": [0.1, 0.2, 0.3, 0.4]}),
+                    partition_by=["ds"], mode="overwrite")
     line = explain_example(DeltaTable(uri), "entity_id")
     m = re.fullmatch(r"""lakescore explain --table scores --where "entity_id = (\d+) AND ds = '([\d-]+)'\"""", line)
     assert m, line

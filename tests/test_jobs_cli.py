@@ -80,7 +80,7 @@ def test_validate_logs_json_lines_and_progress_unless_told_not_to(lake, demo_roo
     assert any(r["msg"].startswith("config ") for r in ours)
     assert {r.get("run_id") for r in ours if r["msg"].startswith("progress:")} == {summary["run_id"]}
     final = [r["msg"] for r in ours if r["msg"].startswith("progress:")][-1]
-    assert final.startswith(f"progress: ") and f", {DAYS * ROWS:,} rows, " in final and "(done in " in final
+    assert final.startswith("progress: ") and f", {DAYS * ROWS:,} rows, " in final and "(done in " in final
     done, planned = final.split()[1].split("/")
     assert done == planned and int(planned) >= DAYS
     quiet = run(*common, "--no-progress")

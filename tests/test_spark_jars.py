@@ -11,7 +11,8 @@ from engine.spark.jars import quiet_output
 def test_child_output_goes_to_the_log_and_nowhere_else(tmp_path, capfd):
     log = tmp_path / "resolve.log"
     with quiet_output(log):
-        subprocess.run(["sh", "-c", "echo ':: resolving dependencies'; echo 'found io.delta#delta-spark' >&2"], check=True)
+        subprocess.run(["sh", "-c", "echo ':: resolving dependencies'; echo 'found io.delta#delta-spark' >&2"],
+                       check=True)
     print("after")
     out, err = capfd.readouterr()
     assert out == "after\n" and err == ""
