@@ -15,7 +15,7 @@ export LAKESCORE_JARS_DIR := $(JARS_DIR)
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench lock clean-demo
+.PHONY: setup demo shell test bench lock clean-demo
 
 $(VENV)/.installed: requirements.lock
 	@echo "== creating $(VENV) from requirements.lock (first time only; torch is large)"
@@ -43,6 +43,17 @@ demo: setup
 	$(PY) -m jobs.evaluate --config conf/evaluate.yaml
 	$(PY) -m jobs.backtest --config conf/backtest.yaml
 	@$(PY) -m jobs.demo_info --config conf/score.yaml
+
+# A shell with the venv active (the README's queries, `lakescore …`), or, when not at a terminal, the line that
+# activates it: `eval "$$(make -s shell)"` in the current shell.
+ACTIVATE := source $(VENV)/bin/activate && export PYTHONPATH=$(CURDIR) LAKESCORE_JARS_DIR=$(JARS_DIR) MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+shell: setup
+	@if [ -t 0 ] && [ -t 1 ]; then \
+	  echo "== $${SHELL:-/bin/bash} with $(VENV) active and PYTHONPATH=$(CURDIR); exit to leave"; \
+	  VIRTUAL_ENV=$(VENV) exec $${SHELL:-/bin/bash} -i; \
+	else \
+	  echo '$(ACTIVATE)'; \
+	fi
 
 test: setup
 	$(PY) -m pytest tests

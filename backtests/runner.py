@@ -32,8 +32,10 @@ from engine.config import BacktestConfig, config_hash, table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
 from engine.evaluation.spec import spec_from_config, spec_to_dict
+from engine.logs import set_run_id
 from engine.models import ModelBundle, fetch_bundle
 from engine.preprocess import Feature, PreprocessSpec
+from engine.progress import Progress
 from engine.snapshot import open_snapshot
 
 log = logging.getLogger("lakescore")
@@ -91,6 +93,7 @@ def recipe_spec(cfg: BacktestConfig, schema: pa.Schema, train_sample: pa.Table |
 
 def run_backtest(cfg: BacktestConfig, executor: BacktestExecutor) -> BacktestSummary:
     summary = BacktestSummary(JOB, uuid.uuid4().hex, config_hash(cfg))
+    set_run_id(summary.run_id)
     try:
         return _run(cfg, executor, summary)
     except LakescoreError as e:
@@ -150,7 +153,9 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
         log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,
                  [fo.index for fo in g], g[0].index, fold_seed(cfg.seed, g[0].index))
     first_error: LakescoreError | None = None
+    bar = Progress(sum(fo.index not in done for g in todo for fo in g), "folds")
     for gi, out in executor.run(plan_json(plan), [[json.dumps(asdict(fo)) for fo in g] for g in todo], baseline, deadline):
+        bar.advance(sum(fo.index not in done for fo in todo[gi]))
         if isinstance(out, BaseException):
             errors.append(f"fold(s) {[fo.index for fo in todo[gi]]}: {out}")
             summary.folds_failed += [str(fo.index) for fo in todo[gi]]
@@ -167,6 +172,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
             log.info("backtest %s: fold %d done: %d train rows, %d test rows, %s %s", summary.backtest_id, r["fold"],
                      r["train_rows"], r["test_rows"], _headline(cfg), "—" if overall is None else f"{overall:.4f}")
         results += out
+    bar.close()
     summary.folds_committed.sort()
     all_results = store.read_all(folds)
     from backtests.publish import publish

@@ -152,6 +152,6 @@ class ResolvedContract:
         return [n for n, s in self.columns.items() if not s.pii or not s.nullable]
 
 
-def load_contract(path: str | Path) -> Contract:
-    """A contract file → Contract; a bad file is a ConfigError (exit 2) naming the key."""
-    return load_config(Contract, path)
+def load_contract(path: str | Path, key: str = "input.contract") -> Contract:
+    """A contract file → Contract; a bad or missing file is a ConfigError (exit 2) naming `key`, which gave the path."""
+    return load_config(Contract, path, key=key)

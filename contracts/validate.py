@@ -15,6 +15,8 @@ from contracts.enforce import Enforcer
 from engine.config import ValidateConfig, config_hash, table_uri
 from engine.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
+from engine.logs import set_run_id
+from engine.progress import Progress
 from engine.scoring import plan_chunks
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
 from engine.work import ChunkResult, ChunkWork, UnitWork, timed
@@ -77,13 +79,16 @@ def executor_gather(executor):
         timings: dict[str, float] = {}
         if chunks:
             executor.warm_up()
+            bar = Progress(len(chunks), "chunks")
             for item in executor.run(units, chunks, None, time.monotonic() + cfg.run.time_budget_s):
+                bar.advance(rows=item.rows_in if isinstance(item, ChunkResult) else 0)
                 if isinstance(item, ChunkResult):
                     results[item.chunk] = item.checks
                     for phase, secs in item.timings.items():
                         timings[phase] = timings.get(phase, 0.0) + secs
                 else:
                     errors.setdefault(item.unit, item.error)
+            bar.close()
         # Results arrive in completion order and are merged in plan order (file path order), so which examples
         # a report quotes never depends on timing or on the engine.
         merged: dict[str, CheckStats] = {d: CheckStats() for d in days}
@@ -100,6 +105,7 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     day, worker seconds by phase)."""
     started = time.monotonic()
     s = ValidateSummary("validate", uuid.uuid4().hex, config_hash(cfg))
+    set_run_id(s.run_id)
     opts = cfg.lake.storage_options
     uri = table_uri(cfg.lake, cfg.input.table)
     snap = open_snapshot(cfg.input.table, uri, cfg.input.version, opts)

@@ -4,6 +4,7 @@ Config is read once by `load_config` and handed down as frozen models; nobody do
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -17,6 +18,37 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import ConfigError
 from engine.snapshot import is_url  # noqa: F401 - re-exported: engine.config.is_url
 
+_DAY = r"\d{4}-\d{2}-\d{2}"
+
+
+def check_day(v: str) -> str:
+    """One calendar day written YYYY-MM-DD, else ValueError (pydantic reports it under the key that holds it)."""
+    try:
+        ok = bool(re.fullmatch(_DAY, v)) and dt.date.fromisoformat(v).isoformat() == v
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{v!r} is not a calendar day written YYYY-MM-DD")
+    return v
+
+
+def check_days(v: str) -> str:
+    """'all', one calendar day, or an inclusive range 'a..b' of calendar days with a <= b."""
+    if v == "all":
+        return v
+    if not re.fullmatch(rf"{_DAY}(\.\.{_DAY})?", v):
+        raise ValueError(f"must be 'all', 'YYYY-MM-DD' or 'YYYY-MM-DD..YYYY-MM-DD', got {v!r}")
+    lo, _, hi = v.partition("..")
+    if not hi:
+        return check_day(v)
+    for day in (lo, hi):
+        try:
+            check_day(day)
+        except ValueError as e:
+            raise ValueError(f"range {v!r}: {e}") from None
+    if hi < lo:  # ISO days order as strings
+        raise ValueError(f"range {v!r} ends before it starts")
+    return v
 
 
 class Model(BaseModel):
@@ -70,10 +102,7 @@ class InputConfig(Model):
     @field_validator("ds")
     @classmethod
     def _ds_form(cls, v: str) -> str:
-        d = r"\d{4}-\d{2}-\d{2}"
-        if v != "all" and not re.fullmatch(rf"{d}(\.\.{d})?", v):
-            raise ValueError(f"ds must be 'all', 'YYYY-MM-DD' or 'YYYY-MM-DD..YYYY-MM-DD', got {v!r}")
-        return v
+        return check_days(v)
 
 
 class ModelConfig(Model):
@@ -213,6 +242,11 @@ class EvalDriftConfig(Model):
     psi_max: float = Field(0.25, gt=0)
     sample_rows: int = Field(5000, ge=0)  # rows per window for the Evidently page; 0: no page
 
+    @field_validator("reference")
+    @classmethod
+    def _reference_form(cls, v: str | None) -> str | None:
+        return v if v is None else check_days(v)
+
 
 class EvalOutputConfig(Model):
     table: str = "eval_metrics"  # reports go to <lake.root>/_reports/evaluate/<run_id>/
@@ -244,7 +278,17 @@ class EvaluateConfig(Model):
     @field_validator("window")
     @classmethod
     def _window_form(cls, v: str) -> str:
-        return InputConfig._ds_form(v)
+        return check_days(v)
+
+    @field_validator("as_of")
+    @classmethod
+    def _as_of_form(cls, v: str) -> str:
+        if v != "latest":
+            try:
+                dt.datetime.fromisoformat(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an ISO timestamp (e.g. 2026-01-09T00:00:00Z) or 'latest'") from None
+        return v
 
 
 class FoldsConfig(Model):
@@ -255,6 +299,11 @@ class FoldsConfig(Model):
     step_days: int = Field(1, ge=1)
     n_folds: int | None = Field(None, ge=1)
     cutoffs: list[str] | None = None  # explicit first test days; override n_folds and step_days
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _cutoff_days(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else [check_day(d) for d in v]
 
 
 class RecipeConfig(Model):
@@ -311,6 +360,11 @@ class DemoDataConfig(Model):
     train_days: int = Field(3, ge=1)
     seed: int = 7
 
+    @field_validator("start_date")
+    @classmethod
+    def _start_day(cls, v: str) -> str:
+        return check_day(v)
+
 
 class DemoModelsConfig(Model):
     xgb_name: str = "lakescore-demo-xgb"
@@ -331,19 +385,26 @@ class DemoConfig(Model):
 # ----------------------------------------------------------------------------------------------- loading
 
 
+class _DateSafeLoader(yaml.SafeLoader):
+    """SafeLoader that keeps ISO dates as strings (partition values are strings)."""
+
+
+_DateSafeLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def parse_override(item: str) -> tuple[list[str], object]:
     if "=" not in item or item.startswith("="):
         raise ConfigError(f"override {item!r} is not dotted.key=value; example: input.ds=2026-01-03")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = yaml.load(raw, Loader=_DateSafeLoader) if raw else ""  # dates stay strings, as in files
     except yaml.YAMLError as e:
         first = " ".join(str(e).split())[:160]
         raise ConfigError(f"override {item!r}: the value is not valid YAML ({first}); quote strings that hold "
                           "YAML syntax, e.g. drift.columns='[\"f0?\"]'") from e
-    # Dates stay strings: YAML would turn 2026-01-03 into a date object.
-    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
-        value = raw
     return key.split("."), value
 
 
@@ -357,24 +418,21 @@ def _set(tree: dict, path: list[str], value: object, origin: str) -> None:
     node[path[-1]] = value
 
 
-class _DateSafeLoader(yaml.SafeLoader):
-    """SafeLoader that keeps ISO dates as strings (partition values are strings)."""
+def load_config(cls: type[Model], path: str | os.PathLike | None, overrides: list[str] = (),
+                key: str | None = None) -> Model:
+    """Read YAML at `path`, apply dotted overrides, validate into `cls`; errors are ConfigError (exit 2).
 
-
-_DateSafeLoader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def load_config(cls: type[Model], path: str | os.PathLike | None, overrides: list[str] = ()) -> Model:
-    """Read YAML at `path`, apply dotted overrides, validate into `cls`; errors are ConfigError (exit 2)."""
+    `key` names the config key that gave `path` (e.g. "input.contract"), for the message when the file is missing.
+    """
     tree: dict = {}
     where = "the command line"
     if path is not None:
         where = str(path)
         p = Path(path)
         if not p.is_file():
+            if key:
+                raise ConfigError(f"{key}: file {where} not found (a relative path starts at {os.getcwd()}); "
+                                  f"set {key} to an existing file")
             raise ConfigError(f"config file {where} not found; pass --config conf/<job>.yaml")
         try:
             loaded = yaml.load(p.read_text(), Loader=_DateSafeLoader)
@@ -403,7 +461,7 @@ def _describe(e: ValidationError, cls: type[Model], where: str) -> str:
         elif err["type"] == "missing":
             parts.append(f"missing required key '{loc}' in {where}")
         else:
-            parts.append(f"bad value for '{loc}' in {where}: {err['msg']}")
+            parts.append(f"bad value for '{loc}' in {where}: {err['msg'].removeprefix('Value error, ')}")
     more = f" (+{len(e.errors()) - 3} more)" if len(e.errors()) > 3 else ""
     return "; ".join(parts) + more
 

@@ -32,6 +32,8 @@ from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
+from engine.logs import set_run_id
+from engine.progress import Progress
 from engine.snapshot import check_files_exist, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
@@ -87,6 +89,7 @@ class EvalSummary:
 def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor) -> EvalSummary:
     """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error."""
     summary = EvalSummary(JOB, uuid.uuid4().hex, config_hash(cfg), engine=cfg.engine)
+    set_run_id(summary.run_id)
     try:
         return _run(cfg, executor, summary)
     except Exception as e:
@@ -144,10 +147,13 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
     schemas = schemas_json({k: s.schema for k, s in snaps.items()})
     results: dict[int, tuple[dict, bytes]] = {}
     t_tasks = time.monotonic()
+    bar = Progress(len(plan_days.chunks), "tasks")
     for counts_json, stats_bytes in executor.run(plan.to_json(), [c.to_json() for c in plan_days.chunks], schemas,
                                                  deadline):
         counts = json.loads(counts_json)
         results[counts["index"]] = (counts, stats_bytes)
+        bar.advance(rows=counts["rows_evaluated"])
+    bar.close()
     log.info("evaluate: %d task(s) done in %.1fs", len(results), time.monotonic() - t_tasks)
     if len(results) != len(plan_days.chunks):
         raise UnitFailed(f"{len(plan_days.chunks) - len(results)} evaluation task(s) returned nothing; re-run")

@@ -23,7 +23,9 @@ from typing import Callable, Iterator, Protocol
 from engine import commit as protocol
 from engine.config import ScoreConfig, config_hash, table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
+from engine.logs import set_run_id
 from engine.models import ModelBundle, fetch_bundle
+from engine.progress import Progress
 from engine.scoring import PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk
 from engine.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
@@ -90,6 +92,7 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
     enforcer (contracts.enforce.Enforcer) when `input.contract` is set; `jobs.score.run_score` wires it.
     """
     summary = Summary(JOB, uuid.uuid4().hex, config_hash(cfg))
+    set_run_id(summary.run_id)
     if cfg.input.contract and enforcer_factory is None:
         raise ConfigError("input.contract is set but no contract enforcer was wired; run the job through jobs.score")
     try:
@@ -198,9 +201,11 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     errors: dict[str, ChunkFailure] = {}
     done: set[str] = set()
     committing = 0.0
+    bar = Progress(len(expected), "units")
     try:
         for item in executor.run(works, chunks, bundle, deadline) if chunks else ():
             if isinstance(item, ChunkFailure):
+                bar.advance(0 if item.unit in errors else 1)
                 errors.setdefault(item.unit, item)
             else:
                 results[item.unit].append(item)
@@ -212,10 +217,12 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             t = time.monotonic()
             guarded(ctx, d, unit, rs, lambda d=d, unit=unit, rs=rs: commit_unit(ctx, d, unit, rs))
             committing += time.monotonic() - t
+            bar.advance(rows=sum(r.rows_in for r in rs))
     except UnitFailed as e:  # the executor gave up (time budget): the units not yet complete fail
         for app in expected:
             if app not in done and app not in errors:
                 errors[app] = ChunkFailure(app, str(e))
+    bar.close()
     for app, err in errors.items():
         d, _unit = by_app[app]
         for r in results[app]:

@@ -10,19 +10,54 @@ import sys
 import time
 from typing import Callable
 
+from engine import progress
 from engine.config import Model, config_hash, load_config, relative_paths, resolve_paths, to_json
 from engine.errors import ConfigError, LakescoreError
+from engine.logs import FORMATS, configure_logging, log_format, set_run_id
 
 log = logging.getLogger("lakescore")
 
 
-def setup_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s lakescore: %(message)s"))
-    root = logging.getLogger("lakescore")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    root.propagate = False
+def examples_epilog(*examples: str) -> str:
+    """An argparse epilog listing `examples` (use with RawDescriptionHelpFormatter)."""
+    return "examples:\n" + "\n".join(f"  {e}" for e in examples)
+
+
+def add_output_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every lakescore command shares for its output: --log-format and --no-progress."""
+    p.add_argument("--log-format", choices=FORMATS, default="text",
+                   help="log lines on stderr: text (default) or json (one JSON object a line)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (terminal) or periodic progress line (logs)")
+
+
+def apply_output_flags(args: argparse.Namespace) -> None:
+    """Set up logging and progress from the flags `add_output_flags` added."""
+    configure_logging(args.log_format)
+    progress.configure(enabled=not args.no_progress)
+
+
+def error_line(prog: str, message: str) -> None:
+    """The one-line error on stderr (a JSON log record under --log-format json)."""
+    if log_format() == "json":
+        log.error("%s: error: %s", prog, message)
+    else:
+        print(f"{prog}: error: {message}", file=sys.stderr)
+
+
+def _format_in(argv: list[str] | None) -> str:
+    """The --log-format an argument list asks for (before it is parsed), else "text"."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, a in enumerate(argv):
+        if a.startswith("--log-format="):
+            value = a.split("=", 1)[1]
+        elif a == "--log-format" and i + 1 < len(argv):
+            value = argv[i + 1]
+        else:
+            continue
+        if value in FORMATS:
+            return value
+    return "text"
 
 
 class _ArgError(Exception):
@@ -35,20 +70,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str] | None,
-            extra_args: Callable[[argparse.ArgumentParser], None] | None = None, default_config: str | None = None,
-            record: bool = True) -> int:
+            extra_args: Callable[[argparse.ArgumentParser], None] | None = None, examples: tuple[str, ...] = (),
+            default_config: str | None = None, record: bool = True) -> int:
     """Parse, load, run `body(cfg, args) -> dict`, print one JSON summary line; return the exit code.
 
     Every run that got as far as a loaded config is appended to the run ledger (`runs`), unless `record` is False
     (read-only commands such as `lakescore status`). `default_config` makes `--config` optional."""
-    setup_logging()
+    configure_logging(_format_in(argv))  # before parsing, so that an argument error comes out in that format too
+    set_run_id(None)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in batch logs
-    p = _Parser(prog=f"lakescore {job}", description=doc)
+    p = _Parser(prog=f"lakescore {job}", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog=examples_epilog(*examples) if examples else None)
     if default_config:
         p.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     else:
         p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. input.ds=2026-01-03")
+    add_output_flags(p)
     if extra_args:
         extra_args(p)
     started = time.time()
@@ -59,7 +97,8 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
         try:
             args = p.parse_intermixed_args(argv)
         except _ArgError as e:
-            raise ConfigError(f"{e}; usage: {p.format_usage().strip()}") from None
+            raise ConfigError(f"{e}; {p.format_usage().strip()}") from None  # format_usage() starts with "usage:"
+        apply_output_flags(args)
         cfg = load_config(cls, args.config, args.overrides)
         from engine.ray.session import in_submitted_job
 
@@ -71,7 +110,9 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
             )
         cfg = resolve_paths(cfg)
         summary["config_hash"] = config_hash(cfg)
-        log.info("config %s (hash %s): %s", args.config, summary["config_hash"], to_json(cfg))
+        # Jobs log their resolved config; read-only commands for people (status, explain) keep quiet about it.
+        log.log(logging.INFO if record else logging.DEBUG, "config %s (hash %s): %s", args.config,
+                summary["config_hash"], to_json(cfg))
         result = body(cfg, args)
         summary.update(_plain(result))
         summary["status"] = "ok"
@@ -83,13 +124,13 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
         if partial is not None:
             summary.update(_plain(partial))
         summary.update(status="error", exit_code=code, error=str(e))
-        print(f"lakescore {job}: error: {e}", file=sys.stderr)
+        error_line(f"lakescore {job}", str(e))
     except Exception as e:  # a bug: exit 1 with the traceback in the log, never a silent pass
         log.exception("unexpected failure")
         code = 1
         error_class = type(e).__name__
         summary.update(status="error", exit_code=1, error=f"unexpected {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
-        print(f"lakescore {job}: error: unexpected {type(e).__name__}; see the log above; this is a bug", file=sys.stderr)
+        error_line(f"lakescore {job}", f"unexpected {type(e).__name__}; see the log above; this is a bug")
     summary["elapsed_s"] = round(time.time() - started, 3)
     summary["exit_code"] = code
     if cfg is not None and record:

@@ -12,6 +12,11 @@ from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = ("Backtest a model recipe: folds in days, a leakage guard, training and scoring per fold in parallel on Ray, "
        "metrics beside a baseline, backtest_metrics and a report; a re-run resumes from the completed folds.")
+EXAMPLES = (
+    "lakescore backtest --config conf/backtest.yaml",
+    "lakescore backtest --config conf/backtest.yaml folds.n_folds=3 recipe.kind=torch_mlp",
+    "lakescore backtest --config conf/backtest.yaml 'folds.cutoffs=[2026-01-05, 2026-01-07]'",
+)
 
 
 def body(cfg: BacktestConfig, args):
@@ -24,7 +29,7 @@ def body(cfg: BacktestConfig, args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("backtest", DOC, BacktestConfig, body, argv)
+    return run_job("backtest", DOC, BacktestConfig, body, argv, examples=EXAMPLES)
 
 
 if __name__ == "__main__":

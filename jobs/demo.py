@@ -13,6 +13,10 @@ from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Build the demo lake (features, labels) and train and register the demo models."
 log = logging.getLogger("lakescore")
+EXAMPLES = (
+    "lakescore demo --config conf/demo.yaml",
+    "lakescore demo --config conf/demo.yaml data.days=4 data.rows_per_day=5000",
+)
 
 
 def body(cfg: DemoConfig, args) -> dict:
@@ -56,7 +60,7 @@ def body(cfg: DemoConfig, args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("demo", DOC, DemoConfig, body, argv)
+    return run_job("demo", DOC, DemoConfig, body, argv, examples=EXAMPLES)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,25 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pyarrow.compute as pc  # noqa: E402
+
 from engine.config import ScoreConfig, load_config, resolve_paths, table_uri  # noqa: E402
 
 
 def _newest_report(root: str, job: str = "evaluate") -> str:
     reports = sorted(Path(root, "_reports", job).glob("*/report.html"), key=lambda p: p.stat().st_mtime)
     return str(reports[-1]) if reports else f"(none yet: python -m jobs.{job} --config conf/{job}.yaml)"
+
+
+def explain_example(dt, key_column: str) -> str:
+    """`lakescore explain …` for a real row of the scores table `dt`: the smallest key of its newest day."""
+    days = sorted({p["ds"] for p in dt.partitions()})
+    keys = dt.to_pyarrow_table(filters=[("ds", "=", days[-1])], columns=[key_column]).column(0) if days else []
+    if not len(keys):
+        return "lakescore explain --table scores --where \"<key> = … AND ds = '…'\"  (no scores yet)"
+    key = pc.min(keys).as_py()
+    value = key if isinstance(key, (int, float)) else "'" + str(key).replace("'", "''") + "'"
+    return f"lakescore explain --table scores --where \"{key_column} = {value} AND ds = '{days[-1]}'\""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +62,13 @@ Query the scores:
   history (who wrote what): DeltaTable('{scores}').history()  — each commit's userMetadata holds the stamps
   Spark SQL: SELECT model_name, model_version, count(*) FROM delta.`{scores}` GROUP BY 1, 2
 Re-run `make demo`: every partition is up to date, so the score job skips them all (exit 0).
+
+Next steps, in a new shell:
+  make shell                                  # the venv active (or: eval "$(make -s shell)")
+  lakescore status --table scores             # what is scored per day and model version, what is stale or failed
+  {explain_example(dt, cfg.input.key_columns[0])}
+  lakescore --help                            # every command, with an example each
+  evaluation report: {_newest_report(cfg.lake.root)}
 """)
     return 0
 

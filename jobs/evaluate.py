@@ -12,6 +12,11 @@ from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = ("Evaluate model versions on a window of the scores table, joined with labels as of a time and with the "
        "features' slice columns; metrics with intervals, champion-challenger gates, the eval_metrics table.")
+EXAMPLES = (
+    "lakescore evaluate --config conf/evaluate.yaml",
+    "lakescore evaluate --config conf/evaluate.yaml window=2026-01-04..2026-01-08 as_of=2026-01-10T00:00:00Z",
+    "lakescore evaluate --config conf/evaluate.yaml 'models.challengers=[models:/lakescore-demo-mlp/1]'",
+)
 
 
 def body(cfg: EvaluateConfig, args):
@@ -31,7 +36,7 @@ def body(cfg: EvaluateConfig, args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("evaluate", DOC, EvaluateConfig, body, argv)
+    return run_job("evaluate", DOC, EvaluateConfig, body, argv, examples=EXAMPLES)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ from engine.config import ScoreConfig  # noqa: E402
 from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Score the input table's pinned snapshot into the scores table, one idempotent commit per partition."
+EXAMPLES = (
+    "lakescore score --config conf/score.yaml",
+    "lakescore score --config conf/score.yaml input.ds=2026-01-05",
+    "lakescore score --config conf/score.yaml input.ds=2026-01-01..2026-01-07 input.version=3",
+    "lakescore score --config conf/score.yaml model.uri=models:/lakescore-demo-mlp/1 --force",
+    "lakescore score --config conf/score.yaml --log-format json --no-progress   # for a scheduler",
+)
 
 
 def run_score(cfg: ScoreConfig, executor, force: bool = False, hooks=None):
@@ -42,7 +49,8 @@ def body(cfg: ScoreConfig, args):
 
 def main(argv: list[str] | None = None) -> int:
     return run_job("score", DOC, ScoreConfig, body, argv,
-                   lambda p: p.add_argument("--force", action="store_true", help="re-score and replace up-to-date partitions"))
+                   lambda p: p.add_argument("--force", action="store_true", help="re-score and replace up-to-date partitions"),
+                   examples=EXAMPLES)
 
 
 if __name__ == "__main__":

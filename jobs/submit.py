@@ -24,12 +24,19 @@ if __package__ in (None, ""):
 from engine.config import (BacktestConfig, DemoConfig, EvaluateConfig, ScoreConfig, ValidateConfig,  # noqa: E402
                            load_config, resolve_paths)
 from engine.errors import ConfigError, LakescoreError  # noqa: E402
+from engine.logs import FORMATS  # noqa: E402
+from jobs._main import examples_epilog  # noqa: E402
 
 JOBS = {"score": ScoreConfig, "validate": ValidateConfig, "evaluate": EvaluateConfig, "backtest": BacktestConfig,
         "demo": DemoConfig}
 UPLOAD_EXCLUDES = [".git", ".venv", ".make", "**/__pycache__", "lake", "mlruns", "mlruns.db", "mlartifacts",
                    "benchmarks/out", "spark-warehouse", "metastore_db", "*.db"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+EXAMPLES = (
+    "lakescore submit score --config conf/score.yaml input.ds=2026-01-05   # RAY_ADDRESS or http://127.0.0.1:8265",
+    "lakescore submit --address http://head:8265 --submission-id score-2026-01-05 score --config conf/score.yaml",
+    "lakescore submit evaluate --config conf/evaluate.yaml --log-format json",
+)
 
 
 def build_entrypoint(job: str, config: str, overrides: list[str], flags: list[str], cwd: str) -> tuple[str, list[str]]:
@@ -51,7 +58,8 @@ def build_entrypoint(job: str, config: str, overrides: list[str], flags: list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="lakescore submit", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lakescore submit", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples_epilog(*EXAMPLES))
     p.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),
                    help="Ray dashboard address (default RAY_ADDRESS or http://127.0.0.1:8265)")
     p.add_argument("--submission-id", default=None, help="Ray submission id (a scheduler's idempotency key)")
@@ -59,14 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("job", choices=sorted(JOBS))
     p.add_argument("--config", required=True)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--log-format", choices=FORMATS, default=None, help="the job's log lines: text or json")
+    p.add_argument("--no-progress", action="store_true", help="no periodic progress lines in the job's log")
     p.add_argument("overrides", nargs="*")
     try:
         args = p.parse_intermixed_args(argv)
     except SystemExit as e:
         return 2 if e.code else 0
     try:
-        entry, excludes = build_entrypoint(args.job, args.config, args.overrides, ["--force"] if args.force else [],
-                                           os.getcwd())
+        flags = (["--force"] if args.force else []) + (["--no-progress"] if args.no_progress else []) \
+            + (["--log-format", args.log_format] if args.log_format else [])
+        entry, excludes = build_entrypoint(args.job, args.config, args.overrides, flags, os.getcwd())
         return _submit(args.address, entry, excludes, args.timeout_s, args.submission_id)
     except LakescoreError as e:
         print(f"lakescore submit: error: {e}", file=sys.stderr)

@@ -11,6 +11,11 @@ from engine.config import ValidateConfig  # noqa: E402
 from jobs._main import exit_now, run_job  # noqa: E402
 
 DOC = "Check a pinned table version's partitions against the table's contract and write a report (exit 3 on violations)."
+EXAMPLES = (
+    "lakescore validate --config conf/validate.yaml",
+    "lakescore validate --config conf/validate.yaml input.ds=2026-01-05",
+    "lakescore validate --config conf/validate.yaml input.version=3 engine=spark",
+)
 
 
 def body(cfg: ValidateConfig, args):
@@ -30,7 +35,7 @@ def body(cfg: ValidateConfig, args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("validate", DOC, ValidateConfig, body, argv)
+    return run_job("validate", DOC, ValidateConfig, body, argv, examples=EXAMPLES)
 
 
 if __name__ == "__main__":

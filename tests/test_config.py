@@ -77,3 +77,39 @@ def test_an_override_that_is_not_valid_yaml_is_a_config_error():
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(EvaluateConfig, None, ["drift.columns=[f0?]"])
     assert load_config(EvaluateConfig, None, ['drift.columns=["f0?"]']).drift.columns == ["f0?"]
+
+
+@pytest.mark.parametrize("value", ["2026-13-03", "2026-02-30", "2026-01-05..2026-01-02", "2026-01-01..2026-13-01"])
+def test_a_bad_date_is_a_config_error_naming_the_key_and_value(value):
+    """input.ds=2026-13-03 used to crash YAML's date parser (exit 1, "this is a bug")."""
+    with pytest.raises(ConfigError) as e:
+        load_config(ScoreConfig, None, [MODEL, f"input.ds={value}"])
+    assert "input.ds" in str(e.value) and value in str(e.value) and e.value.exit_code == 2
+
+
+def test_dates_of_every_job_are_checked_at_load(tmp_path):
+    from engine.config import BacktestConfig, EvaluateConfig
+
+    for cls, key, bad in [(EvaluateConfig, "window", "2026-01-32"), (EvaluateConfig, "as_of", "2026-13-01T00:00:00"),
+                          (EvaluateConfig, "drift.reference", "2026-01-01..2026-00-03"),
+                          (BacktestConfig, "folds.cutoffs", "[2026-01-02, 2026-02-31]"),
+                          (DemoConfig, "data.start_date", "2026-99-01")]:
+        with pytest.raises(ConfigError) as e:
+            load_config(cls, None, [f"{key}={bad}"])
+        assert key in str(e.value) and e.value.exit_code == 2, (key, str(e.value))
+    p = write(tmp_path, "model:\n  uri: models:/m/3\ninput:\n  ds: 2026-13-03\n")
+    with pytest.raises(ConfigError, match=r"input\.ds.*2026-13-03"):
+        load_config(ScoreConfig, p)
+    cfg = load_config(EvaluateConfig, None, ["as_of=2026-01-09T00:00:00Z", "window=2026-01-01..2026-01-03"])
+    assert cfg.as_of == "2026-01-09T00:00:00Z" and cfg.window == "2026-01-01..2026-01-03"
+    assert load_config(BacktestConfig, None, ["folds.cutoffs=[2026-01-02]"]).folds.cutoffs == ["2026-01-02"]
+
+
+def test_a_missing_contract_file_names_input_contract(tmp_path):
+    from contracts.spec import load_contract
+
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as e:
+        load_contract(missing)
+    msg = str(e.value)
+    assert "input.contract" in msg and str(missing) in msg and "--config" not in msg and e.value.exit_code == 2

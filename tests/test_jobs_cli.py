@@ -28,9 +28,63 @@ def test_unknown_key_exits_2_with_one_line_and_a_summary():
     assert last_json(out.stdout) == {**last_json(out.stdout), "status": "error", "exit_code": 2}
 
 
-def test_console_script_dispatches_and_rejects_unknown_commands():
-    assert run("jobs.cli", "nope").returncode == 2
-    assert "score" in run("jobs.cli", "--help").stdout
+def test_console_script_lists_every_command_with_an_example_and_rejects_unknown_ones():
+    from jobs.cli import COMMANDS
+
+    out = run("jobs.cli", "--help")
+    assert out.returncode == 0
+    for name, command in COMMANDS.items():
+        line = next(ln for ln in out.stdout.splitlines() if ln.split()[:1] == [name])
+        assert command.summary in line and f"    {command.example}" in out.stdout
+    assert {"status", "explain", "rollback", "vacuum", "forget"} <= set(COMMANDS)
+    bad = run("jobs.cli", "nope")
+    assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
+    assert "unknown command 'nope'" in bad.stderr and "score" in bad.stderr
+
+
+@pytest.mark.parametrize("job", ["demo", "score", "validate", "evaluate", "backtest", "submit"])
+def test_every_job_help_shows_examples(job):
+    out = run("jobs.cli", job, "--help")
+    assert out.returncode == 0, out.stderr
+    examples = out.stdout.split("examples:\n", 1)[1].splitlines()
+    assert examples and all(e.startswith(f"  lakescore {job} ") for e in examples)
+    if job != "submit":
+        assert "--log-format {text,json}" in out.stdout and "--no-progress" in out.stdout
+
+
+def test_a_bad_date_is_exit_2_naming_the_key_and_the_value():
+    out = run("jobs.score", "--config", "conf/score.yaml", "input.ds=2026-13-03")
+    assert out.returncode == 2 and "this is a bug" not in out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "input.ds" in errors[0] and "2026-13-03" in errors[0], out.stderr
+
+
+def test_an_argument_error_is_one_line_with_the_usage_once():
+    out = run("jobs.score", "--config", "conf/score.yaml", "--bogus")
+    assert out.returncode == 2
+    errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "--bogus" in errors[0] and errors[0].count("usage:") == 1, out.stderr
+    assert last_json(out.stdout)["exit_code"] == 2
+
+
+def test_validate_logs_json_lines_and_progress_unless_told_not_to(lake, demo_root):
+    common = ["jobs.validate", "--config", "conf/validate.yaml", f"lake.root={lake}",
+              f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts"]
+    out = run(*common, "--log-format", "json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = last_json(out.stdout)
+    records = [json.loads(ln) for ln in out.stderr.splitlines() if ln.startswith("{")]
+    ours = [r for r in records if r["logger"] == "lakescore"]
+    assert ours and all({"ts", "level", "logger", "msg"} <= r.keys() for r in records)
+    assert not [ln for ln in out.stderr.splitlines() if " lakescore: " in ln]  # no text-format line of ours
+    assert any(r["msg"].startswith("config ") for r in ours)
+    assert {r.get("run_id") for r in ours if r["msg"].startswith("progress:")} == {summary["run_id"]}
+    final = [r["msg"] for r in ours if r["msg"].startswith("progress:")][-1]
+    assert final.startswith("progress: ") and f", {DAYS * ROWS:,} rows, " in final and "(done in " in final
+    done, planned = final.split()[1].split("/")
+    assert done == planned and int(planned) >= DAYS
+    quiet = run(*common, "--no-progress")
+    assert quiet.returncode == 0 and "progress:" not in quiet.stderr and " INFO lakescore: config " in quiet.stderr
 
 
 def test_score_job_process_end_to_end_then_noop(lake, demo_root):

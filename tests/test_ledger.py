@@ -99,7 +99,7 @@ def test_partly_failed_run_is_in_the_ledger_with_its_error(ray_local, lake, demo
 def test_quarantined_rows_reconcile_with_the_quarantine_table(ray_local, lake, demo_root, capsys, tmp_path):
     contract = quarantine_contract(tmp_path, 0.01)
     append_day(lake, set_rows(fresh_day(), "f03", [1, 5, 9], float("nan")))
-    code, _ = run_score(lake, demo_root, f"input.contract={contract}", f"input.ds={NEW_DAY}", capsys=capsys)
+    code, summary = run_score(lake, demo_root, f"input.contract={contract}", f"input.ds={NEW_DAY}", capsys=capsys)
     assert code == 0, summary["error"]
     (entry,) = runs(lake)
     quarantined = rows_per_day(lake, "quarantine")

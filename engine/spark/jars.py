@@ -6,7 +6,8 @@
 resolution (`spark.jars.packages`, `spark.jars.ivy=<DIR>/ivy`), then writes `<DIR>/jars.txt`: the
 absolute path of every jar Spark resolved (delta-spark and its dependencies), one a line. Sessions read
 that manifest (`jar_paths`) and never touch the network. Running it again with the jars in place does
-nothing; `--print-jars` prints them as one comma-separated line for `spark-submit --jars`.
+nothing; `--print-jars` prints them as one comma-separated line for `spark-submit --jars`. Ivy's report goes
+to `<DIR>/resolve.log` and is printed only when the resolution fails.
 
 Ivy settings name Maven Central only (`<DIR>/ivysettings.xml`): Spark's default chain tries `~/.m2`
 first, and a `~/.m2` that holds a pom without its jar (left by `mvn dependency:get -Dtransitive=false`,
@@ -15,6 +16,7 @@ an IDE, …) makes the whole resolution fail with "NOT FOUND … local-m2-cache"
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -99,28 +101,30 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
     settings = dest / "ivysettings.xml"
     settings.write_text(_IVY_SETTINGS)
     coord = coordinate()
-    print(f"resolving {coord} from Maven Central into {ivy}", flush=True)
-    # The resolution happens when spark-submit launches the JVM; the session itself is not used.
-    try:
-        spark = (
-            SparkSession.builder.master("local[1]").appName("lakescore-jars")
-            .config("spark.jars.packages", coord)
-            .config("spark.jars.ivy", str(ivy))
-            .config("spark.jars.ivySettings", str(settings))
-            .config("spark.ui.enabled", "false")
-            .getOrCreate()
-        )
-    except Exception as e:  # Ivy's report (above, on stderr) says which artifact failed
-        raise ConfigError(
-            f"could not resolve {coord} from {MAVEN_CENTRAL} into {ivy} ({type(e).__name__}); "
-            "check access to Maven Central and run make setup again"
-        ) from e
-    try:
-        # What spark-submit resolved and put on the classpath, in its order; not a glob of ivy/jars, which
-        # may still hold the jars of an earlier resolution (another delta-spark version).
-        resolved = spark.sparkContext.getConf().get("spark.jars", "")
-    finally:
-        spark.stop()
+    print(f"resolving {coord} from Maven Central into {ivy} (once)", flush=True)
+    # The resolution happens when spark-submit launches the JVM; the session itself is not used. Ivy's report
+    # (every artifact, one a line) goes to a log file and is shown only if the resolution fails.
+    with quiet_output(dest / "resolve.log"):
+        try:
+            spark = (
+                SparkSession.builder.master("local[1]").appName("lakescore-jars")
+                .config("spark.jars.packages", coord)
+                .config("spark.jars.ivy", str(ivy))
+                .config("spark.jars.ivySettings", str(settings))
+                .config("spark.ui.enabled", "false")
+                .getOrCreate()
+            )
+        except Exception as e:  # Ivy's report (printed by quiet_output) says which artifact failed
+            raise ConfigError(
+                f"could not resolve {coord} from {MAVEN_CENTRAL} into {ivy} ({type(e).__name__}); "
+                f"check access to Maven Central and run make setup again (Ivy's log: {dest / 'resolve.log'})"
+            ) from e
+        try:
+            # What spark-submit resolved and put on the classpath, in its order; not a glob of ivy/jars, which
+            # may still hold the jars of an earlier resolution (another delta-spark version).
+            resolved = spark.sparkContext.getConf().get("spark.jars", "")
+        finally:
+            spark.stop()
     paths = [unquote(urlparse(u).path) if u.startswith("file:") else u for u in resolved.split(",") if u]
     if not any(Path(p).name == _delta_jar_name() for p in paths):
         raise ConfigError(f"resolving {coord} gave no {_delta_jar_name()} (got {len(paths)} jars); run make setup again")
@@ -129,6 +133,33 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
     tmp.replace(dest / MANIFEST)
     print(f"resolved {len(paths)} jars; manifest {dest / MANIFEST}")
     return paths
+
+
+@contextlib.contextmanager
+def quiet_output(log_path: Path, tail_lines: int = 60):
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so child processes such as the JVM too) to
+    `log_path`; on an exception, print the log's last `tail_lines` lines to stderr before it propagates."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(log_path, "wb") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    except BaseException:
+        lines = Path(log_path).read_text(errors="replace").splitlines()[-tail_lines:]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        raise
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_jars:
             print(",".join(jar_paths(args.dest)))
             return 0
-        for p in resolve(args.dest):
-            print(p)
+        resolve(args.dest)  # says where the manifest is; --print-jars lists the jars
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
