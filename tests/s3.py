@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -32,7 +32,6 @@ REGION = "us-east-1"
 # The credentials the tests' processes (driver, Ray workers, Spark's Python workers) find in their environment.
 # The secret is new every session: the leak tests search every output for it.
 SECRET = f"lakescore-planted-secret-{uuid.uuid4().hex}"
-_COMMIT = re.compile(r"/_delta_log/\d{20}\.json$")
 ENV = {"AWS_ACCESS_KEY_ID": "lakescore-test-key-id", "AWS_SECRET_ACCESS_KEY": SECRET}
 
 
@@ -102,80 +101,93 @@ def storage_options(endpoint: str) -> dict[str, str]:
 
 
 class CommitRaceProxy:
-    """An HTTP proxy to the S3 server that can hold commit puts until two meet, and can drop `If-None-Match`.
+    """An HTTP proxy to the S3 server, in a process of its own, that makes two commits of one version meet.
 
     delta-rs lists the log just before it writes a commit, so two runs committing one after the other never race
-    at the store: the second sees the first and fails early. `hold_commits(folder)` makes the next two puts of a
-    commit file under `folder` wait for each other, so both writers have listed the log before either writes.
-    delta-rs writes each commit file with `If-None-Match: *`: on an honest store one of the two then gets
-    `PreconditionFailed`. With `ignore_conditional_writes=True` the header is dropped, as by a store that ignores
-    conditional writes: both puts succeed and the second silently replaces the first.
+    at the store: the second sees the first and fails early. The proxy holds the first put of the commit file
+    `hold` (a path suffix, e.g. "/run1/lake/scores/_delta_log/00000000000000000002.json") until a second put of it
+    comes, so both writers have listed the log before either writes. delta-rs writes each commit file with
+    `If-None-Match: *`: on an honest store one of the two then gets `PreconditionFailed`. With
+    `ignore_conditional_writes=True` the header is dropped, as by a store that ignores conditional writes: both puts
+    succeed and the second silently replaces the first. A process of its own, because delta-rs' file handler can
+    hold the GIL while it waits for the store (a proxy thread in the test process would never answer it).
     """
 
-    HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
+    def __init__(self, upstream_port: int, hold: str, record: Path, ignore_conditional_writes: bool = False):
+        self.record = record
+        cmd = [sys.executable, __file__, "proxy", str(upstream_port), hold, str(record)]
+        self.proc = subprocess.Popen([*cmd, *(["--ignore-conditional-writes"] if ignore_conditional_writes else [])],
+                                     stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+        line = self.proc.stdout.readline().strip()
+        if not line.isdigit():
+            self.stop()
+            raise RuntimeError(f"the S3 proxy did not start (it said {line!r})")
+        self.endpoint = f"http://127.0.0.1:{line}"
 
-    def __init__(self, upstream_port: int, ignore_conditional_writes: bool = False):
-        upstream = upstream_port
-        outer = self
-        self.dropped = {"if-none-match"} if ignore_conditional_writes else set()
-        self._held: tuple[str, threading.Barrier] | None = None
-        self._lock = threading.Lock()
-        self.held_puts: list[int] = []  # the status of each held put, in the order they were answered
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _forward(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                held = outer._held
-                hold = held is not None and self.command == "PUT" and _COMMIT.search(self.path) and held[0] in self.path
-                if hold:
-                    try:
-                        held[1].wait()
-                    except threading.BrokenBarrierError:  # only one writer came: let it through
-                        pass
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in outer.dropped | outer.HOP}
-                conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=60)
-                try:
-                    conn.request(self.command, self.path, body=body, headers=headers)
-                    resp = conn.getresponse()
-                    data = resp.read()
-                finally:
-                    conn.close()
-                if hold:
-                    outer.held_puts.append(resp.status)
-                self.send_response(resp.status, resp.reason)
-                for k, v in resp.getheaders():
-                    if k.lower() not in outer.HOP | {"content-length"}:
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="s3-proxy", daemon=True)
-        self._thread.start()
-
-    def hold_commits(self, folder: str, timeout: float = 60.0) -> None:
-        """Hold the next two commit-file puts under `folder` (a path part, e.g. "/run1/lake/scores/") until both
-        came; once armed, later calls change nothing (both racing runs may call it)."""
-        with self._lock:
-            if self._held is None:
-                self._held = (folder, threading.Barrier(2, timeout=timeout))
+    @property
+    def held_puts(self) -> list[int]:
+        """The statuses the store gave the held puts, in the order they were answered."""
+        return [int(x) for x in self.record.read_text().split()] if self.record.exists() else []
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc.stdout.close()
+
+
+HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "trailer", "upgrade"}
+
+
+def serve_proxy(upstream: int, hold: str, record: str, ignore_conditional_writes: bool) -> None:
+    """The proxy process (see CommitRaceProxy); prints its port, then serves until terminated."""
+    dropped = {"if-none-match"} if ignore_conditional_writes else set()
+    barrier = threading.Barrier(2, timeout=120)
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _forward(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            held = self.command == "PUT" and self.path.endswith(hold)
+            if held:
+                try:
+                    barrier.wait()
+                except threading.BrokenBarrierError:  # only one writer came: let it through
+                    pass
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped | HOP}
+            conn = http.client.HTTPConnection("127.0.0.1", upstream, timeout=60)
+            try:
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            finally:
+                conn.close()
+            if held:
+                with lock, open(record, "a") as f:
+                    f.write(f"{resp.status}\n")
+            self.send_response_only(resp.status, resp.reason)
+            head = self.command == "HEAD"  # its Content-Length is the object's size, with no body
+            for k, v in resp.getheaders():
+                if k.lower() not in HOP and (head or k.lower() != "content-length"):
+                    self.send_header(k, v)
+            if not head:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
 
 
 def upload_tree(local: Path, url: str, opts: dict) -> None:
@@ -218,3 +230,8 @@ def write_text(url: str, path: str, text: str, opts: dict) -> None:
         local.write_text(text, encoding="utf-8")
         pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=pafs.PyFileSystem(DeltaStorageHandler(url, opts)))
+
+
+if __name__ == "__main__":  # python tests/s3.py proxy <upstream port> <hold> <record> [--ignore-conditional-writes]
+    if len(sys.argv) >= 5 and sys.argv[1] == "proxy":
+        serve_proxy(int(sys.argv[2]), sys.argv[3], sys.argv[4], "--ignore-conditional-writes" in sys.argv[5:])

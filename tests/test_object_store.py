@@ -34,12 +34,15 @@ def set_rows(t: pa.Table, column: str, rows: list[int], value) -> pa.Table:
     return t.set_column(t.schema.get_field_index(column), column, pa.array(vals, t.schema.field(column).type))
 
 
-def new_lake(server, demo_root: Path, name: str, endpoint: str | None = None) -> tuple[str, dict]:
-    """The demo features copied onto the store (its Delta log as it is: versions 0…DAYS-1, one per day)."""
-    root = f"s3://{s3.BUCKET}/{name}-{uuid.uuid4().hex[:8]}/lake"
-    opts = s3.storage_options(endpoint or server.endpoint)
-    s3.upload_tree(demo_root / "lake" / "features", f"{root}/features", opts)
-    return root, opts
+def lake_root(name: str) -> str:
+    return f"s3://{s3.BUCKET}/{name}-{uuid.uuid4().hex[:8]}/lake"
+
+
+def new_lake(server, demo_root: Path, root: str, endpoint: str | None = None) -> tuple[str, dict]:
+    """The demo features copied onto the store (its Delta log as it is: versions 0…DAYS-1, one per day); the
+    storage options for reaching it at `endpoint` (default the server itself)."""
+    s3.upload_tree(demo_root / "lake" / "features", f"{root}/features", s3.storage_options(server.endpoint))
+    return root, s3.storage_options(endpoint or server.endpoint)
 
 
 def plant_bad_day(root: str, opts: dict) -> tuple[int, pa.Table]:
@@ -90,7 +93,7 @@ def test_validate_and_score_on_the_object_store_pinned_quarantined_reconciled_an
     from jobs.validate import main as validate_main
 
     request.getfixturevalue("ray_local" if engine == "ray" else "spark")
-    root, opts = new_lake(s3_server, demo_root, engine)
+    root, opts = new_lake(s3_server, demo_root, lake_root(engine))
     pinned, bad = plant_bad_day(root, opts)
     later = make_day(DAYS + 1, LATER_DAY, 500, 50, seed=22)[0]  # lands after the pin: the jobs must not read it
     write_deltalake(f"{root}/features", later, partition_by=["ds"], mode="append", storage_options=opts)
@@ -232,15 +235,16 @@ def test_two_concurrent_runs_of_one_unit_on_the_object_store_leave_one_copy(ray_
     """The barrier test of the commit protocol, on S3: both runs pass the "already done?" check, then commit."""
     from engine.score_job import Hooks
 
-    root, opts = new_lake(s3_server, demo_root, "race")
+    root, opts = new_lake(s3_server, demo_root, lake_root("race"))
     results = race_one_unit(root, opts, demo_root, lambda b: Hooks(after_check=lambda units: units and b.wait()))
     one_copy_of_the_unit(root, opts, results)
 
 
 @pytest.mark.parametrize("store", ["honest", "ignores-conditional-writes"])
 def test_commits_racing_at_the_store_keep_the_invariant_only_where_conditional_writes_hold(
-        ray_local, s3_server, demo_root, store):
-    """Both runs' commit puts are held at the store until both came, so both listed the log before either wrote.
+        ray_local, s3_server, demo_root, store, tmp_path):
+    """Both runs' commit puts meet at the store (a proxy holds the first until the second comes), so both listed the
+    log before either wrote.
 
     On the honest store one put gets PreconditionFailed and that run settles as "already done". On a store that
     ignores `If-None-Match` (the negative control) both puts succeed, both runs believe they committed, and the
@@ -248,24 +252,25 @@ def test_commits_racing_at_the_store_keep_the_invariant_only_where_conditional_w
     """
     from engine.score_job import Hooks
 
-    proxy = s3.CommitRaceProxy(s3_server.port, ignore_conditional_writes=store != "honest")
+    root = lake_root(f"race-{store}")
+    # scores: version 0 creates the table, 1 commits the first day, 2 is the version both racing runs write
+    race_commit = f"/{root.split('/', 3)[3]}/scores/_delta_log/{2:020d}.json"
+    proxy = s3.CommitRaceProxy(s3_server.port, race_commit, tmp_path / "held.txt",
+                               ignore_conditional_writes=store != "honest")
     try:
-        root, opts = new_lake(s3_server, demo_root, f"race-{store}", endpoint=proxy.endpoint)
-
-        def hooks(barrier):
-            def arm(unit):  # the first run to reach its commit arms the store; both then meet there
-                proxy.hold_commits(f"/{root.split('/', 3)[3]}/scores/_delta_log/")
-            return Hooks(after_check=lambda units: units and barrier.wait(), before_commit=arm)
-
-        results = race_one_unit(root, opts, demo_root, hooks)
+        root, opts = new_lake(s3_server, demo_root, root, endpoint=proxy.endpoint)
+        results = race_one_unit(root, opts, demo_root, lambda b: Hooks(after_check=lambda units: units and b.wait()))
     finally:
         proxy.stop()
-    assert len(proxy.held_puts) == 2, proxy.held_puts  # the two commits really met at the store
+    opts = s3.storage_options(s3_server.endpoint)  # checked on the store directly
     if store == "honest":
-        assert sorted(proxy.held_puts) == [200, 412]
+        assert sorted(proxy.held_puts) == [200, 412]  # the two commits really met at the store
         one_copy_of_the_unit(root, opts, results)
     else:
         assert proxy.held_puts == [200, 200]
         assert [r.committed for r in results] == [[RACE_DAY], [RACE_DAY]]  # both believe they won
+        rows = DeltaTable(f"{root}/scores", storage_options=opts).to_pyarrow_table(filters=[("ds", "=", RACE_DAY)])
+        lost = {r.run_id for r in results} - set(rows.column("run_id").to_pylist())
+        assert len(lost) == 1  # one run's commit was silently replaced: it reported rows that are nowhere
         with pytest.raises(AssertionError):
             one_copy_of_the_unit(root, opts, results)
