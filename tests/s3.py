@@ -35,6 +35,14 @@ SECRET = f"lakescore-planted-secret-{uuid.uuid4().hex}"
 ENV = {"AWS_ACCESS_KEY_ID": "lakescore-test-key-id", "AWS_SECRET_ACCESS_KEY": SECRET}
 
 
+# Runs argv[1:] bound to this process: Linux ends it (SIGTERM) when the test process dies, even killed before its
+# fixture could stop it; `stop()` is the normal way.
+_EXEC_BOUND = ("import ctypes, os, signal, sys\n"
+               "try:\n    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG\n"
+               "except (AttributeError, OSError):\n    pass\n"
+               "os.execv(sys.argv[1], sys.argv[1:])\n")
+
+
 def server_path() -> str:
     """moto_server: $LAKESCORE_MOTO_SERVER (set by the Makefile) or the tool venv's default place."""
     path = os.environ.get("LAKESCORE_MOTO_SERVER") or str(DEFAULT_SERVER)
@@ -72,7 +80,8 @@ class MotoServer:
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([server_path(), "-H", "127.0.0.1", "-p", str(self.port)], stdout=self._log,
+        cmd = [server_path(), "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen([sys.executable, "-c", _EXEC_BOUND, *cmd], stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             _wait_until_up(self.endpoint + "/", self.proc)
@@ -115,7 +124,8 @@ class CommitRaceProxy:
 
     def __init__(self, upstream_port: int, hold: str, record: Path, ignore_conditional_writes: bool = False):
         self.record = record
-        cmd = [sys.executable, __file__, "proxy", str(upstream_port), hold, str(record)]
+        cmd = [sys.executable, "-c", _EXEC_BOUND, sys.executable, __file__, "proxy", str(upstream_port), hold,
+               str(record)]
         self.proc = subprocess.Popen([*cmd, *(["--ignore-conditional-writes"] if ignore_conditional_writes else [])],
                                      stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, text=True)
         line = self.proc.stdout.readline().strip()

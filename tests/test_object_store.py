@@ -156,11 +156,21 @@ def test_validate_and_score_on_the_object_store_pinned_quarantined_reconciled_an
     assert {t: DeltaTable(f"{root}/{t}", storage_options=opts).version() for t in versions} == versions
 
     # Secrets: the access key in the environment is nowhere in what the jobs printed or wrote.
-    places = leak_places(root, opts, {"validate output": vlog, "score output": slog, "re-run output": alog})
+    outputs = {"validate output": vlog, "score output": slog, "re-run output": alog, **mlflow_texts(demo_root)}
+    places = leak_places(root, opts, outputs)
     assert places == [], f"the secret access key leaked into {places}"
     # Positive control: the same search finds the secret where we put it ourselves.
     s3.write_text(f"{root}/_reports", "control/planted.txt", f"control {s3.SECRET}\n", opts)
     assert leak_places(root, opts, {"score output": slog + s3.SECRET}) == ["report control/planted.txt", "score output"]
+
+
+def mlflow_texts(demo_root: Path) -> dict[str, str]:
+    """The MLflow store the jobs logged their reports to: the sqlite file (params, tags) and the report artifacts."""
+    texts = {"mlflow db": (demo_root / "mlruns.db").read_bytes().decode("latin-1")}
+    for p in (demo_root / "mlartifacts").rglob("*"):
+        if p.is_file() and p.suffix in (".json", ".txt", ".yaml", ".html"):
+            texts[f"mlflow artifact {p.name}"] = p.read_text(errors="replace")
+    return texts
 
 
 def leak_places(root: str, opts: dict, outputs: dict[str, str]) -> list[str]:
