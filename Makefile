@@ -8,10 +8,14 @@ PY := $(VENV)/bin/python
 DELTA_SPARK := $(shell sed -n 's/^delta[-_]spark==//p' requirements.lock)
 PYSPARK := $(shell sed -n 's/^pyspark==//p' requirements.lock)
 JARS_DIR ?= $(HOME)/.cache/lakescore/jars-delta-$(DELTA_SPARK)-spark-$(PYSPARK)
+# moto's S3 server for the object-store tests, in a tool venv of its own (its Flask/Werkzeug would clash with MLflow's pins).
+MOTO := $(shell sed -n 's/^moto==//p' tests/moto.lock)
+MOTO_VENV ?= $(HOME)/.cache/lakescore/moto-$(MOTO)
 
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
 export LAKESCORE_JARS_DIR := $(JARS_DIR)
+export LAKESCORE_MOTO_SERVER := $(MOTO_VENV)/bin/moto_server
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -33,7 +37,14 @@ $(JARS_DIR)/jars.txt: $(VENV)/.installed
 	@echo "== fetching the delta-spark $(DELTA_SPARK) jars for Spark $(PYSPARK) from Maven Central (once)"
 	$(PY) -m engine.spark.jars --dest $(JARS_DIR)
 
-setup: $(VENV)/.installed .make/editable $(JARS_DIR)/jars.txt
+$(MOTO_VENV)/.installed: tests/moto.lock
+	@echo "== creating $(MOTO_VENV) (moto's S3 server for the object-store tests) from tests/moto.lock"
+	$(PYTHON_BASE) -m venv $(MOTO_VENV)
+	$(MOTO_VENV)/bin/pip install -q --upgrade pip
+	$(MOTO_VENV)/bin/pip install -q -r tests/moto.lock
+	touch $@
+
+setup: $(VENV)/.installed .make/editable $(JARS_DIR)/jars.txt $(MOTO_VENV)/.installed
 
 demo: setup
 	$(PY) -m jobs.demo --config conf/demo.yaml

@@ -60,6 +60,15 @@ class LakeConfig(Model):
     # Non-secret storage options only (region, endpoint); credentials come from the environment.
     storage_options: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _as_strings(cls, v):
+        """Object stores take strings: `AWS_ALLOW_HTTP: true` (YAML's bool, in a file or an override) → "true"."""
+        if not isinstance(v, dict):
+            return v
+        return {k: (str(x).lower() if isinstance(x, bool) else str(x) if isinstance(x, (int, float)) else x)
+                for k, x in v.items()}
+
     @field_validator("storage_options")
     @classmethod
     def _no_secrets(cls, v: dict[str, str]) -> dict[str, str]:

@@ -12,9 +12,19 @@ import pyarrow.compute as pc  # noqa: E402
 from engine.config import ScoreConfig, load_config, resolve_paths, table_uri  # noqa: E402
 
 
-def _newest_report(root: str, job: str = "evaluate") -> str:
-    reports = sorted(Path(root, "_reports", job).glob("*/report.html"), key=lambda p: p.stat().st_mtime)
-    return str(reports[-1]) if reports else f"(none yet: python -m jobs.{job} --config conf/{job}.yaml)"
+def _newest_report(cfg: ScoreConfig, job: str = "evaluate") -> str:
+    """The newest `<lake>/_reports/<job>/<id>/report.html`, on the lake's filesystem (a local path or a URL)."""
+    import pyarrow.fs as pafs
+
+    from engine.reports import report_target
+
+    fs, folder, shown = report_target(cfg.lake.root, job, cfg.lake.storage_options)
+    found = [i for i in fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))
+             if i.path.endswith("/report.html")]
+    if not found:
+        return f"(none yet: python -m jobs.{job} --config conf/{job}.yaml)"
+    newest = max(found, key=lambda i: (i.mtime.timestamp() if i.mtime else 0, i.path))
+    return f"{shown}/{newest.path[len(folder):].lstrip('/')}"
 
 
 def explain_example(dt, key_column: str) -> str:
@@ -39,19 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = resolve_paths(load_config(ScoreConfig, args.config))
     scores, feats = table_uri(cfg.lake, cfg.output.table), table_uri(cfg.lake, cfg.input.table)
-    dt = DeltaTable(scores)
+    opts = cfg.lake.storage_options or None
+    dt = DeltaTable(scores, storage_options=opts)
     counts = pa.table(dt.to_pyarrow_dataset().to_table(columns=["model_name", "model_version"])) \
         .group_by(["model_name", "model_version"]).aggregate([("model_name", "count")]).to_pylist()
     print(f"""
 lakescore demo is ready.
-  input   {feats}  (Delta, version {DeltaTable(feats).version()}, partitioned by ds)
+  input   {feats}  (Delta, version {DeltaTable(feats, storage_options=opts).version()}, partitioned by ds)
   scores  {scores}  (Delta, version {dt.version()}, partitioned by ds, model_name, model_version)
   MLflow  {cfg.mlflow.tracking_uri}  (browse: mlflow ui --backend-store-uri {cfg.mlflow.tracking_uri})
   reports {cfg.lake.root}/_reports/  (data-contract reports of validate and score: JSON and text)
-  evaluation {_newest_report(cfg.lake.root)}
+  evaluation {_newest_report(cfg)}
            (champion vs challenger per slice with intervals, gates, drift; opens offline in a browser)
   eval_metrics {cfg.lake.root}/eval_metrics  (Delta: one row per model version, evaluation, slice and metric)
-  backtest {_newest_report(cfg.lake.root, "backtest")}
+  backtest {_newest_report(cfg, "backtest")}
            (the fold plan, metrics per fold beside the champion, calibration, the leakage guard's verdicts)
   backtest_metrics {cfg.lake.root}/backtest_metrics  (Delta: one row per backtest, fold, model, slice and metric)
   notebooks: notebooks/scores_analyst.ipynb, notebooks/evaluation.ipynb, notebooks/backtest.ipynb

@@ -56,13 +56,24 @@ def repo_changes(before: dict, after: dict) -> list[str]:
 @pytest.fixture(scope="session", autouse=True)
 def isolated_session(tmp_path_factory):
     """Run the session from a private cwd with a private default MLflow store; fail if the repo tree changed."""
+    import s3
+
     before = repo_files()
     work = tmp_path_factory.mktemp("cwd")
     old_cwd, old_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    # The object-store tests' credentials: in the environment before Ray or Spark starts, so that their workers
+    # inherit them like the driver (a lake on S3 takes credentials from each process's environment).
+    old_env = {k: os.environ.get(k) for k in s3.ENV}
+    os.environ.update(s3.ENV)
     os.chdir(work)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work}/mlruns.db"
     yield work
     os.chdir(old_cwd)
+    for k, v in old_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     if old_uri is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
@@ -101,6 +112,19 @@ def spark(tmp_path_factory):
                             extra_conf={**SESSION_CONF, "spark.sql.warehouse.dir": str(warehouse)})
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """moto's S3 server on a free port with the `lakescore` bucket, for the session; stopped by its pid."""
+    import s3
+
+    server = s3.MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        server.create_bucket()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,17 @@ def test_paths_resolve_to_absolute_and_relative_ones_are_reported(tmp_path):
     assert table_uri(r.lake, "s3://b/t") == "s3://b/t"
     s3 = resolve_paths(load_config(DemoConfig, None, ["lake.root=s3://bucket/lake"]), tmp_path)
     assert s3.lake.root == "s3://bucket/lake"
+    assert table_uri(s3.lake, "scores") == "s3://bucket/lake/scores"
+    art = resolve_paths(load_config(DemoConfig, None, ["mlflow.artifact_root=s3://bucket/mlartifacts"]), tmp_path)
+    assert art.mlflow.artifact_root == "s3://bucket/mlartifacts" and relative_paths(art) == []
+
+
+def test_storage_options_from_yaml_or_overrides_are_strings():
+    cfg = load_config(ScoreConfig, None, [MODEL, "lake.storage_options.AWS_ALLOW_HTTP=true",
+                                          "lake.storage_options.AWS_ENDPOINT_URL=http://127.0.0.1:9000",
+                                          "lake.storage_options.max_retries=3"])
+    assert cfg.lake.storage_options == {"AWS_ALLOW_HTTP": "true", "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
+                                        "max_retries": "3"}
 
 
 def test_credentials_in_config_are_refused():
