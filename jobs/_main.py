@@ -60,6 +60,18 @@ def _format_in(argv: list[str] | None) -> str:
     return "text"
 
 
+def day_arg(value: str) -> str:
+    """An argparse `type` for flags that take a day (`--since`): YYYY-MM-DD, else a one-line argument error."""
+    import datetime as dt
+
+    try:
+        if dt.date.fromisoformat(value).isoformat() == value:
+            return value
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD")
+
+
 class _ArgError(Exception):
     pass
 

@@ -10,7 +10,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import ScoreConfig  # noqa: E402
-from jobs._main import exit_now, run_job  # noqa: E402
+from jobs._main import day_arg, exit_now, run_job  # noqa: E402
 
 DOC = ("Deletion requests reach every derived table: remove, from every model's partitions of the scores (or "
        "quarantine) table, the rows whose key no longer exists in the current input day, without re-scoring.")
@@ -25,18 +25,11 @@ input is gone loses all its rows. The next score run of each model still re-scor
 
 
 def body(cfg: ScoreConfig, args) -> dict:
-    import datetime as dt
     import uuid
 
     from contracts.quarantine import encode_keys  # the quarantine table's JSON keys, used only for such a table
-    from engine.errors import ConfigError
     from engine.forget import forget
 
-    if args.since:
-        try:
-            dt.date.fromisoformat(args.since)
-        except ValueError:
-            raise ConfigError(f"--since {args.since!r} is not a date; use YYYY-MM-DD") from None
     run_id = uuid.uuid4().hex
     r = forget(cfg.lake, args.table, cfg.input.key_columns, cfg.input.table, run_id, args.dry_run,
                cfg.run.commit_retries, args.since, cfg.output.target_file_rows, encode_keys)
@@ -64,7 +57,7 @@ def render(r, dry_run: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     def extra(p):
         p.add_argument("--table", default="scores", help="scores or quarantine table (default scores)")
-        p.add_argument("--since", default=None, metavar="DATE", help="only days from DATE (YYYY-MM-DD) on")
+        p.add_argument("--since", default=None, metavar="DATE", type=day_arg, help="only days from DATE (YYYY-MM-DD) on")
         p.add_argument("--dry-run", action="store_true", help="count the rows to remove; change nothing")
         p.epilog = EXAMPLES
         p.formatter_class = argparse.RawDescriptionHelpFormatter

@@ -3,7 +3,6 @@ version, and what needs attention (unscored, stale, scored under another config,
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 from pathlib import Path
 
@@ -11,8 +10,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.config import ScoreConfig  # noqa: E402
-from engine.errors import ConfigError  # noqa: E402
-from jobs._main import run_job  # noqa: E402
+from jobs._main import day_arg, run_job  # noqa: E402
 
 DOC = "Per day and model version: what is scored, from which input version, and what needs attention."
 EXAMPLES = """examples:
@@ -26,11 +24,6 @@ removed: a score run or `lakescore forget` removes it); unscored; failed (in the
 def body(cfg: ScoreConfig, args) -> dict:
     from engine.status import as_dict, table_status
 
-    if args.since:
-        try:
-            dt.date.fromisoformat(args.since)
-        except ValueError:
-            raise ConfigError(f"--since {args.since!r} is not a date; use YYYY-MM-DD") from None
     states, head = table_status(cfg.lake, args.table, args.since, _day_changed(), list(cfg.input.key_columns))
     print(render(states, head), flush=True)
     return {**head, "attention": [as_dict(s) for s in states if s.state != "ok" or s.notes]}
@@ -66,7 +59,7 @@ def render(states, head: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     def extra(p):
         p.add_argument("--table", default="scores", help="the scores table (default scores)")
-        p.add_argument("--since", default=None, metavar="DATE", help="only days from DATE (YYYY-MM-DD) on")
+        p.add_argument("--since", default=None, metavar="DATE", type=day_arg, help="only days from DATE (YYYY-MM-DD) on")
         p.epilog = EXAMPLES
         p.formatter_class = argparse.RawDescriptionHelpFormatter
 

@@ -160,3 +160,25 @@ def score_config(lake: Path, demo_root: Path, *overrides: str) -> ScoreConfig:
             f"mlflow.artifact_root={demo_root}/mlartifacts", f"model.uri=models:/{XGB}@champion",
             "input.passthrough_columns=[event_ts]", "output.target_file_rows=2000"]
     return resolve_paths(load_config(ScoreConfig, None, [*base, *overrides]))
+
+
+def run_twice_concurrently(fn) -> list:
+    """`fn()` in two threads at once (tests of concurrent runs hold them at a barrier inside); their results, once
+    both ended; an exception in either fails the test."""
+    import threading
+
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(fn())
+        except Exception as e:  # surfaced by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    return results

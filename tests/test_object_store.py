@@ -17,7 +17,7 @@ import yaml
 from deltalake import DeltaTable, write_deltalake
 
 import s3
-from conftest import DAYS, ROOT, ROWS, XGB
+from conftest import DAYS, ROOT, ROWS, XGB, run_twice_concurrently
 from engine.demo.data import make_day
 
 pytestmark = pytest.mark.slow
@@ -209,21 +209,7 @@ def race_one_unit(root: str, opts: dict, demo_root: Path, hooks_for) -> list:
     assert run_score(first, executor(first.ray)).committed == ["2026-01-01"]  # the table exists before the race
     cfg = resolve_paths(load_config(ScoreConfig, None, [*overrides, f"input.ds={RACE_DAY}"]))
     barrier = threading.Barrier(2, timeout=120)
-    results, errors = [], []
-
-    def run():
-        try:
-            results.append(run_score(cfg, executor(cfg.ray), hooks=hooks_for(barrier)))
-        except Exception as e:  # surfaced by the assertion below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors
-    return results
+    return run_twice_concurrently(lambda: run_score(cfg, executor(cfg.ray), hooks=hooks_for(barrier)))
 
 
 def one_copy_of_the_unit(root: str, opts: dict, results: list) -> None:

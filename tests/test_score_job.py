@@ -9,7 +9,7 @@ import pytest
 import xgboost as xgb
 from deltalake import DeltaTable
 
-from conftest import DAYS, ROWS, XGB, score_config
+from conftest import DAYS, ROWS, XGB, run_twice_concurrently, score_config
 from engine.errors import ContractViolation, ModelRefused, UnitFailed
 from engine.models import fetch_bundle
 from engine.preprocess import to_matrix
@@ -161,20 +161,7 @@ def test_two_concurrent_runs_of_one_unit_leave_one_copy_and_both_succeed(ray_loc
 
     cfg = score_config(lake, demo_root, "input.ds=2026-01-04")
     barrier = threading.Barrier(2, timeout=120)
-    results, errors = [], []
-
-    def run():
-        try:
-            results.append(score(cfg, hooks=Hooks(after_check=lambda units: (units and barrier.wait()))))
-        except Exception as e:  # surfaced by the assertion below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(300)
-    assert not errors, errors
+    results = run_twice_concurrently(lambda: score(cfg, hooks=Hooks(after_check=lambda units: (units and barrier.wait()))))
     # both passed the "already done?" check; exactly one committed, the other found it done
     assert sorted((r.committed, r.already_done) for r in results) == [([], ["2026-01-04"]), (["2026-01-04"], [])]
     winner = next(r for r in results if r.committed)

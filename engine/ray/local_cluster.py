@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def signal_all(procs: list[psutil.Process], how: str = "kill") -> None:
+    """Send each process `how` ("kill" or "terminate"); those already gone are skipped."""
+    for p in procs:
+        try:
+            getattr(p, how)()
+        except psutil.NoSuchProcess:
+            continue
+
+
+def stop_all(procs: list[psutil.Process], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL whatever is left after `grace_s`."""
+    signal_all(procs, "terminate")
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    signal_all(alive, "kill")
+    psutil.wait_procs(alive, timeout=5)
 
 
 def auth_token() -> str | None:
@@ -151,11 +167,7 @@ class LocalRayCluster:
                 procs += p.children(recursive=True)
             except psutil.NoSuchProcess:
                 continue
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                continue
+        signal_all(procs)
         psutil.wait_procs(procs, timeout=10)
         return sorted({p.pid for p in procs})
 
@@ -225,19 +237,7 @@ class LocalRayCluster:
 
     def stop(self, grace_s: float = 10) -> None:
         """SIGTERM this cluster's processes, SIGKILL what is left after `grace_s`, remove the temp dir."""
-        procs = self.processes()
-        for p in procs:
-            try:
-                p.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                continue
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                continue
-        psutil.wait_procs(alive, timeout=5)
+        stop_all(self.processes(), grace_s)
         leftover = self.processes()
         if leftover:
             raise RuntimeError(f"ray cluster {self.temp_dir}: processes still alive after SIGKILL: "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from engine.ray.local_cluster import free_port
+from engine.ray.local_cluster import free_port, signal_all, stop_all
 
 MASTER = "org.apache.spark.deploy.master.Master"
 WORKER = "org.apache.spark.deploy.worker.Worker"
@@ -117,30 +117,14 @@ class StandaloneSpark:
             victims = [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
-        for p in victims:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                continue
+        signal_all(victims)
         psutil.wait_procs(victims, timeout=10)
         proc.wait(5)
         return sorted(p.pid for p in victims)
 
     def stop(self, grace_s: float = 20) -> None:
         """SIGTERM workers then the master (and their descendants), SIGKILL what is left after `grace_s`."""
-        procs = self.processes()
-        for p in reversed(procs):
-            try:
-                p.terminate()
-            except psutil.NoSuchProcess:
-                continue
-        _, alive = psutil.wait_procs(procs, timeout=grace_s)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                continue
-        psutil.wait_procs(alive, timeout=5)
+        stop_all(list(reversed(self.processes())), grace_s)
         for p in self.procs:
             try:
                 p.wait(5)
