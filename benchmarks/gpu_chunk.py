@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 
@@ -66,6 +67,8 @@ def write_inputs(folder: Path, rows: int, files: int, n_features: int) -> list[s
     per = rows // files
     for i in range(files):
         table = make_day(i, "2026-01-01", per, n_features, seed=17)[0]
+        ids = pc.add(table.column("entity_id"), i * 100_000_000)  # unique across files: runs compare in key order
+        table = table.set_column(table.schema.get_field_index("entity_id"), "entity_id", ids)
         name = f"part-{i:03d}.parquet"
         pq.write_table(table, folder / name, row_group_size=131_072)
         paths.append(name)
@@ -94,8 +97,9 @@ def score_files(bundle, in_dir: Path, files: list[str], out_dir: Path, device: s
     for i, f in enumerate(files):
         rows += score_chunk(unit, ChunkWork("bench", (f,), i), bundle).rows_out
     secs = time.perf_counter() - t0
-    scores = pa.concat_tables([pq.read_table(p, columns=["score"]) for p in sorted(out_dir.rglob("*.parquet"))])
-    return secs, rows, scores.column("score").to_numpy()
+    out = pa.concat_tables([pq.read_table(p, columns=["entity_id", "score"]) for p in out_dir.rglob("*.parquet")])
+    out = out.sort_by("entity_id")  # file names carry random ids: compare runs row by row in key order
+    return secs, rows, out.column("score").to_numpy()
 
 
 class GpuSampler:

@@ -149,6 +149,7 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
         _record_run(job, cfg, summary, started, argv, error_class)
     sys.stdout.flush()
     print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+    set_run_id(None)  # the run is over: later records in this process (tests run jobs in process) are not its
     return code
 
 

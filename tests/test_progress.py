@@ -115,6 +115,7 @@ def test_json_log_lines_carry_ts_level_logger_msg_and_the_run_id():
     buf = io.StringIO()
     try:
         configure_logging("json", buf)
+        set_run_id(None)  # whatever an earlier test's job in this process left
         log = logging.getLogger("lakescore")
         log.info("before %s", "run")
         set_run_id("r123")

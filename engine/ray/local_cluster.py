@@ -69,8 +69,9 @@ class LocalRayCluster:
         self.port, self.dash_port = free_port(), free_port()
         self.num_cpus = num_cpus
         self.log_path = Path(log_path) if log_path else Path(self.temp_dir) / "ray-start.log"
-        # Workers bind ports from a range of their own, so two clusters on one machine do not race for one.
-        self.min_worker_port = 20000 + self.port % 1000 * worker_ports
+        # Workers bind ports from a range of their own, so two clusters on one machine do not race for one; below
+        # Linux's ephemeral range (32768+), where free_port() picks the daemons' ports, so the two never collide.
+        self.min_worker_port = 10000 + self.port % 250 * 2 * worker_ports
         self.worker_ports = worker_ports
         self.pgid: int | None = None
         self.node_groups: list[int] = []  # process groups of nodes added with add_node
