@@ -79,7 +79,7 @@ Next steps, in a new shell:
   lakescore status --table scores             # what is scored per day and model version, what is stale or failed
   {explain_example(dt, cfg.input.key_columns[0])}
   lakescore --help                            # every command, with an example each
-  evaluation report: {_newest_report(cfg.lake.root)}
+  evaluation report: {_newest_report(cfg)}
 """)
     return 0
 

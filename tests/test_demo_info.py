@@ -28,3 +28,22 @@ def _empty(uri: str) -> DeltaTable:
     schema = pa.schema([("entity_id", pa.int64()), ("ds", pa.string()), ("score", pa.float64())])
     write_deltalake(uri, schema.empty_table(), partition_by=["ds"])
     return DeltaTable(uri)
+
+
+def test_demo_info_prints_where_things_are_and_the_next_steps(lake, demo_root, tmp_path, capsys):
+    import yaml
+
+    from conftest import score_config
+    from engine.score_job import LocalExecutor
+    from jobs.demo_info import main
+    from jobs.score import run_score
+
+    run_score(score_config(lake, demo_root), LocalExecutor())
+    conf = tmp_path / "score.yaml"
+    conf.write_text(yaml.safe_dump({"lake": {"root": str(lake)}, "mlflow": {"tracking_uri": f"sqlite:///{demo_root}/mlruns.db"},
+                                    "model": {"uri": "models:/t-xgb@champion"}}))
+    assert main(["--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "Next steps" in out and "lakescore status --table scores" in out
+    assert "lakescore explain --table scores --where \"entity_id = " in out
+    assert out.count("(none yet: python -m jobs.evaluate") == 2  # no evaluation in this lake: said, twice
