@@ -16,6 +16,7 @@ import json
 
 from engine.evaluation.report import CSS, READING_COLOURS, direction, plain, reading, report_json
 from engine.evaluation.svg import (
+    html_page,
     DASH, FONT, GRID, MODEL_COLOURS, Scale, count, domain, esc, finite, interval, mini_interval, nice_ticks,
     html_table, num, reliability_chart, tick_label,
 )
@@ -341,12 +342,7 @@ def render_html(report: dict) -> str:
                 "guard": _guard(rep), "runs": _resume(rep)}
     titles = {"plan": "Fold plan", "headline": "Per fold", "summary": "Summary", "deltas": "Recipe − baseline",
               "calibration": "Calibration", "sizes": "Sizes", "guard": "Leakage guard", "runs": "Resumed / failed"}
-    nav = "".join(f'<a href="#{k}">{esc(titles[k])}</a>' for k, v in sections.items() if v)
-    body = "\n".join([_header(rep), f"<nav>{nav}</nav>", *(v for v in sections.values() if v)])
-    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>lakescore backtest · {esc(rep['backtest_id'])}</title>\n<style>{CSS}{EXTRA_CSS}</style>\n"
-            f"</head>\n<body>\n{body}\n</body>\n</html>\n")
+    return html_page(f"lakescore backtest · {rep['backtest_id']}", _header(rep), sections, titles, CSS + EXTRA_CSS)
 
 
 def write_report(report: dict, folder: str, storage_options: dict | None = None) -> tuple[str, str]:

@@ -3,7 +3,6 @@ model, the run, the input table and version, the config hash, the code revision,
 command that reproduces it."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -56,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--where", required=True, help="SQL predicate, e.g. \"entity_id = 123 AND ds = '2026-01-05'\"")
         p.add_argument("--limit", type=int, default=10, help="rows to explain at most (default 10)")
         p.epilog = EXAMPLES
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
 
     return run_job("explain", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml", record=False)
 

@@ -2,7 +2,6 @@
 exists in the current input day, without re-scoring."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -60,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--since", default=None, metavar="DATE", type=day_arg, help="only days from DATE (YYYY-MM-DD) on")
         p.add_argument("--dry-run", action="store_true", help="count the rows to remove; change nothing")
         p.epilog = EXAMPLES
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
 
     return run_job("forget", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml")
 

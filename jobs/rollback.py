@@ -2,7 +2,6 @@
 print the commands that re-score the affected days."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -68,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--why", default="rollback", help="reason recorded with the move (default rollback)")
         p.add_argument("--table", default="scores", help="scores table to plan re-scoring for (default scores)")
         p.epilog = EXAMPLES
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
 
     return run_job("rollback", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml")
 

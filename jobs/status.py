@@ -2,7 +2,6 @@
 version, and what needs attention (unscored, stale, scored under another config, failed in the last run)."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -61,7 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--table", default="scores", help="the scores table (default scores)")
         p.add_argument("--since", default=None, metavar="DATE", type=day_arg, help="only days from DATE (YYYY-MM-DD) on")
         p.epilog = EXAMPLES
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
 
     return run_job("status", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml", record=False)
 

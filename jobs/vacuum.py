@@ -2,7 +2,6 @@
 current version or of a version that a recent run in the ledger pinned as its input."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -47,7 +46,6 @@ def main(argv: list[str] | None = None) -> int:
                             "last N days pinned")
         p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
         p.epilog = EXAMPLES
-        p.formatter_class = argparse.RawDescriptionHelpFormatter
 
     return run_job("vacuum", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml")
 

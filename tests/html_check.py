@@ -32,3 +32,13 @@ def parse(page: str) -> "Balance":
     p.close()
     assert p.stack == [], f"unclosed: {p.stack}"
     return p
+
+
+def assert_self_contained(page: str) -> "Balance":
+    """No script, no external URL, link, import or url(): the page opens offline as it is. Returns its parse."""
+    p = parse(page)
+    low = page.lower()
+    assert "http://" not in low and "https://" not in low and "<script" not in low
+    assert not [a for _, attrs in p.tags for k, a in attrs.items() if k in ("src", "href") and a and "//" in a]
+    assert "<link" not in low and "@import" not in low and "url(" not in low  # no external style either
+    return p

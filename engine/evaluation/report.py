@@ -14,6 +14,7 @@ import json
 import numbers
 
 from engine.evaluation.svg import (
+    html_page,
     DASH, MODEL_COLOURS, MUTED, IntervalRow, count, esc, finite, histogram_chart, interval, interval_chart,
     html_table, mini_interval, num, reliability_chart,
 )
@@ -291,12 +292,7 @@ def render_html(report: dict) -> str:
     titles = {"gates": "Gates", "slices": "Slices", "metrics": "Metrics", "reliability": "Reliability",
               "scores": "Score distributions", "deltas": "Champion vs challenger", "excluded": "Rows left out",
               "drift": "Drift"}
-    nav = "".join(f'<a href="#{k}">{esc(titles[k])}</a>' for k, v in sections.items() if v)
-    body = "\n".join([_header(rep), f"<nav>{nav}</nav>", *(v for v in sections.values() if v)])
-    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>lakescore evaluation · run {esc(rep['run_id'])}</title>\n<style>{CSS}</style>\n</head>\n"
-            f"<body>\n{body}\n</body>\n</html>\n")
+    return html_page(f"lakescore evaluation · run {rep['run_id']}", _header(rep), sections, titles, CSS)
 
 
 def report_json(report: dict) -> str:

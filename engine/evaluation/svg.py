@@ -251,3 +251,12 @@ def html_table(head: list[str], rows: list[tuple[str, list[str]]], numeric: set[
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
+
+
+def html_page(title: str, header: str, sections: dict[str, str], titles: dict[str, str], css: str) -> str:
+    """A self-contained report page: the header, a nav of the non-empty sections, the sections in order."""
+    nav = "".join(f'<a href="#{k}">{esc(titles[k])}</a>' for k, v in sections.items() if v)
+    body = "\n".join([header, f"<nav>{nav}</nav>", *(v for v in sections.values() if v)])
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f"<title>{esc(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
