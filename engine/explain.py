@@ -42,12 +42,11 @@ def find_rows(lake: LakeConfig, table: str, where: str, limit: int) -> tuple[pa.
     return rows.cast(cast), total
 
 
-def ledger_entry(lake: LakeConfig, run_id: str | None) -> dict | None:
-    if not run_id:
-        return None
+def ledger_entries(lake: LakeConfig, run_ids: set[str]) -> dict[str, dict]:
+    """The score runs' ledger rows by run id (the newest where a run id repeats), from one read of the ledger."""
     runs = ledger.read(lake, job="score")
-    found = [r for r in runs.filter(pc.equal(runs.column("run_id"), run_id)).to_pylist()]
-    return found[-1] if found else None
+    found = runs.filter(pc.is_in(runs.column("run_id"), pa.array(sorted(run_ids), pa.string())))
+    return {r["run_id"]: r for r in found.to_pylist()}
 
 
 def reproduce_command(entry: dict | None, row: dict, table: str) -> str:
@@ -64,8 +63,10 @@ def reproduce_command(entry: dict | None, row: dict, table: str) -> str:
 def explain(lake: LakeConfig, table: str, where: str, limit: int = 10) -> dict:
     rows, total = find_rows(lake, table, where, limit)
     explained = []
-    for row in rows.to_pylist():
-        entry = ledger_entry(lake, row.get("run_id"))
+    found = rows.to_pylist()
+    entries = ledger_entries(lake, {r["run_id"] for r in found if r.get("run_id")}) if found else {}
+    for row in found:
+        entry = entries.get(row.get("run_id"))
         values = {k: v for k, v in row.items() if k not in STAMPS and k not in PARTITION_COLUMNS}
         explained.append({
             "row": {k: str(v) for k, v in values.items()},
