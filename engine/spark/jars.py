@@ -1,4 +1,4 @@
-"""The delta-spark jars, resolved once from Maven Central at setup and used offline afterwards.
+"""The delta-spark jars (and Hadoop's S3A connector), resolved once from Maven Central and used offline afterwards.
 
 `python -m engine.spark.jars [--dest DIR]` (run by `make setup`) resolves
 `io.delta:delta-spark_<spark major.minor>_2.13:<delta version>` for the installed `pyspark` and
@@ -12,11 +12,17 @@ to `<DIR>/resolve.log` and is printed only when the resolution fails.
 Ivy settings name Maven Central only (`<DIR>/ivysettings.xml`): Spark's default chain tries `~/.m2`
 first, and a `~/.m2` that holds a pom without its jar (left by `mvn dependency:get -Dtransitive=false`,
 an IDE, …) makes the whole resolution fail with "NOT FOUND … local-m2-cache".
+
+`--s3a` does the same for Spark SQL over `s3a://` (analysts reading a lake on an object store):
+`org.apache.hadoop:hadoop-aws` at the Hadoop version pyspark ships (its `hadoop-client-api-<v>.jar`), with the AWS
+SDK bundle it depends on (~640 MB), into a manifest of its own, `<DIR>/s3a.txt`. It is kept apart from `jars.txt`
+because `spark-submit --jars` copies every listed jar to every executor: jobs that score never need it.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +33,7 @@ from engine.errors import ConfigError
 
 SCALA = "2.13"
 MANIFEST = "jars.txt"
+S3A_MANIFEST = "s3a.txt"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2/"
 _IVY_SETTINGS = f"""<ivysettings>
   <settings defaultResolver="central"/>
@@ -57,41 +64,73 @@ def default_dest() -> Path:
     return Path.home() / ".cache" / "lakescore" / f"jars-delta-{delta}-spark-{spark}"
 
 
-def _delta_jar_name() -> str:
-    _, artifact, ver = coordinate().split(":")
-    return f"io.delta_{artifact}-{ver}.jar"
+def hadoop_version() -> str:
+    """The Hadoop version of the installed pyspark, from the `hadoop-client-api-<v>.jar` it ships."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise ConfigError("python package pyspark is not installed; run make setup")
+    found = sorted(Path(spec.origin).parent.joinpath("jars").glob("hadoop-client-api-*.jar"))
+    if not found:
+        raise ConfigError(f"pyspark at {Path(spec.origin).parent} ships no hadoop-client-api jar; "
+                          "a pyspark built without Hadoop needs hadoop-aws chosen by hand")
+    return found[-1].name[len("hadoop-client-api-"):-len(".jar")]
 
 
-def _read_manifest(dest: Path) -> list[str] | None:
-    """The manifest's jars if it exists, every listed file exists, and it holds this delta-spark; else None."""
-    manifest = dest / MANIFEST
-    if not manifest.is_file():
-        return None
-    paths = [line.strip() for line in manifest.read_text().splitlines() if line.strip()]
-    if not paths or not all(Path(p).is_file() for p in paths):
-        return None
-    if not any(Path(p).name == _delta_jar_name() for p in paths):
-        return None
-    return paths
+def s3a_coordinate() -> str:
+    return f"org.apache.hadoop:hadoop-aws:{hadoop_version()}"
 
 
-def jar_paths(dest: str | os.PathLike | None = None) -> list[str]:
-    """Absolute paths of the delta-spark jars for this environment, from the manifest `resolve` wrote."""
+class _JarSet:
+    """One Maven coordinate resolved with its dependencies, and the manifest that lists the jars."""
+
+    def __init__(self, name: str, coord: str, manifest: str, setup_hint: str):
+        self.name, self.coord, self.manifest, self.setup_hint = name, coord, manifest, setup_hint
+        group, artifact, ver = coord.split(":")
+        self.main_jar = f"{group}_{artifact}-{ver}.jar"  # Ivy's file name for the artifact itself
+
+    def read(self, dest: Path) -> list[str] | None:
+        """The manifest's jars if it exists, every listed file exists, and it holds the main jar; else None."""
+        manifest = dest / self.manifest
+        if not manifest.is_file():
+            return None
+        paths = [line.strip() for line in manifest.read_text().splitlines() if line.strip()]
+        if not paths or not all(Path(p).is_file() for p in paths):
+            return None
+        if not any(Path(p).name == self.main_jar for p in paths):
+            return None
+        return paths
+
+
+def _delta() -> _JarSet:
+    return _JarSet("delta-spark", coordinate(), MANIFEST, "make setup")
+
+
+def _s3a() -> _JarSet:
+    return _JarSet("S3A connector", s3a_coordinate(), S3A_MANIFEST, "python -m engine.spark.jars --s3a (make setup-s3a)")
+
+
+def jar_paths(dest: str | os.PathLike | None = None, s3a: bool = False) -> list[str]:
+    """Absolute paths of the delta-spark jars for this environment, from the manifest `resolve` wrote; with `s3a`,
+    followed by hadoop-aws and the AWS SDK bundle (from `resolve(s3a=True)`)."""
     dest = Path(dest) if dest else default_dest()
-    paths = _read_manifest(dest)
-    if paths is None:
-        raise ConfigError(
-            f"delta-spark jars for {coordinate()} are missing or incomplete in {dest} ({MANIFEST}); run make setup"
-        )
+    sets = [_delta()] + ([_s3a()] if s3a else [])
+    paths: list[str] = []
+    for jar_set in sets:
+        found = jar_set.read(dest)
+        if found is None:
+            raise ConfigError(f"{jar_set.name} jars for {jar_set.coord} are missing or incomplete in {dest} "
+                              f"({jar_set.manifest}); run {jar_set.setup_hint}")
+        paths += [p for p in found if p not in paths]
     return paths
 
 
-def resolve(dest: str | os.PathLike | None = None) -> list[str]:
+def resolve(dest: str | os.PathLike | None = None, s3a: bool = False) -> list[str]:
     """Resolve the jars into `dest` with Spark's Ivy (network, once) and write the manifest; idempotent."""
     dest = (Path(dest) if dest else default_dest()).resolve()
-    existing = _read_manifest(dest)
+    jar_set = _s3a() if s3a else _delta()
+    existing = jar_set.read(dest)
     if existing is not None:
-        print(f"delta-spark jars already in {dest} ({len(existing)} jars, manifest {dest / MANIFEST})")
+        print(f"{jar_set.name} jars already in {dest} ({len(existing)} jars, manifest {dest / jar_set.manifest})")
         return existing
 
     from pyspark.sql import SparkSession
@@ -100,11 +139,12 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
     ivy.mkdir(parents=True, exist_ok=True)
     settings = dest / "ivysettings.xml"
     settings.write_text(_IVY_SETTINGS)
-    coord = coordinate()
+    coord = jar_set.coord
     print(f"resolving {coord} from Maven Central into {ivy} (once)", flush=True)
+    log = dest / f"resolve-{jar_set.manifest.removesuffix('.txt')}.log"
     # The resolution happens when spark-submit launches the JVM; the session itself is not used. Ivy's report
     # (every artifact, one a line) goes to a log file and is shown only if the resolution fails.
-    with quiet_output(dest / "resolve.log"):
+    with quiet_output(log):
         try:
             spark = (
                 SparkSession.builder.master("local[1]").appName("lakescore-jars")
@@ -117,21 +157,22 @@ def resolve(dest: str | os.PathLike | None = None) -> list[str]:
         except Exception as e:  # Ivy's report (printed by quiet_output) says which artifact failed
             raise ConfigError(
                 f"could not resolve {coord} from {MAVEN_CENTRAL} into {ivy} ({type(e).__name__}); "
-                f"check access to Maven Central and run make setup again (Ivy's log: {dest / 'resolve.log'})"
+                f"check access to Maven Central and run {jar_set.setup_hint} again (Ivy's log: {log})"
             ) from e
         try:
             # What spark-submit resolved and put on the classpath, in its order; not a glob of ivy/jars, which
-            # may still hold the jars of an earlier resolution (another delta-spark version).
+            # may still hold the jars of an earlier resolution (another version).
             resolved = spark.sparkContext.getConf().get("spark.jars", "")
         finally:
             spark.stop()
     paths = [unquote(urlparse(u).path) if u.startswith("file:") else u for u in resolved.split(",") if u]
-    if not any(Path(p).name == _delta_jar_name() for p in paths):
-        raise ConfigError(f"resolving {coord} gave no {_delta_jar_name()} (got {len(paths)} jars); run make setup again")
-    tmp = dest / (MANIFEST + ".tmp")
+    if not any(Path(p).name == jar_set.main_jar for p in paths):
+        raise ConfigError(f"resolving {coord} gave no {jar_set.main_jar} (got {len(paths)} jars); "
+                          f"run {jar_set.setup_hint} again")
+    tmp = dest / (jar_set.manifest + ".tmp")
     tmp.write_text("".join(p + "\n" for p in paths))
-    tmp.replace(dest / MANIFEST)
-    print(f"resolved {len(paths)} jars; manifest {dest / MANIFEST}")
+    tmp.replace(dest / jar_set.manifest)
+    print(f"resolved {len(paths)} jars; manifest {dest / jar_set.manifest}")
     return paths
 
 
@@ -168,12 +209,15 @@ def main(argv: list[str] | None = None) -> int:
                         "~/.cache/lakescore/jars-delta-<version>-spark-<version>)")
     parser.add_argument("--print-jars", action="store_true",
                         help="print the jars as one comma-separated line (for spark-submit --jars); resolve nothing")
+    parser.add_argument("--s3a", action="store_true",
+                        help="the S3A connector (hadoop-aws and the AWS SDK bundle, ~640 MB) for Spark SQL over s3a://; "
+                        "with --print-jars, the delta-spark jars followed by these")
     args = parser.parse_args(argv)
     try:
         if args.print_jars:
-            print(",".join(jar_paths(args.dest)))
+            print(",".join(jar_paths(args.dest, s3a=args.s3a)))
             return 0
-        resolve(args.dest)  # says where the manifest is; --print-jars lists the jars
+        resolve(args.dest, s3a=args.s3a)  # says where the manifest is; --print-jars lists the jars
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
