@@ -2,7 +2,9 @@
 
 `row_masks` gives one boolean mask per failing check (pandera's pyspark backend reports no failing rows, so row
 masks come from here on every engine). `CheckStats` accumulates counts, a few PII-free examples, key hashes for
-uniqueness and histograms for drift, per chunk; the driver merges chunks into a unit's verdict.
+uniqueness and histograms for drift, per chunk; the driver merges chunks into a unit's verdict. Key hashes never
+leave the worker: `seal` counts a one-chunk unit's duplicates there, or spills them for the per-bucket count of
+`contracts.unique`, so a chunk ships a count or a file name.
 """
 from __future__ import annotations
 
@@ -103,8 +105,10 @@ class CheckStats:
     bad_rows: int = 0
     failed: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[dict]] = field(default_factory=dict)
-    keys: list[np.ndarray] = field(default_factory=list)
+    keys: list[np.ndarray] = field(default_factory=list)  # this chunk's key hashes, until `seal`
     hist: dict[str, np.ndarray] = field(default_factory=dict)
+    duplicates: int = 0  # rows whose key repeats: counted in the chunk, or by contracts.unique's second stage
+    key_spills: list[str] = field(default_factory=list)  # spill files awaiting that stage (names in the unit's folder)
 
     def update(self, batch: pa.RecordBatch, masks: dict[str, np.ndarray], rc: ResolvedContract,
                edges: dict[str, np.ndarray]) -> np.ndarray:
@@ -144,30 +148,49 @@ class CheckStats:
         self.keys += other.keys
         for k, v in other.hist.items():
             self.hist[k] = self.hist.get(k, 0) + v
+        self.duplicates += other.duplicates
+        self.key_spills += other.key_spills
+        return self
+
+    def seal(self, spill_to: str = "", chunk_index: int = 0, buckets: int = 1,
+             storage_options: dict | None = None) -> "CheckStats":
+        """End of a chunk: count its duplicate keys here (`spill_to` empty: the unit is this one chunk), or spill the
+        hashes into the folder `spill_to` for the unit's per-bucket count; either way the hashes are dropped."""
+        from contracts import unique
+
+        if self.keys:
+            hashes = np.concatenate(self.keys)
+            if spill_to:
+                self.key_spills.append(unique.spill(hashes, spill_to, chunk_index, buckets, storage_options or {}))
+            else:
+                self.duplicates += unique.duplicate_rows(hashes)
+            self.keys = []
         return self
 
     def to_bytes(self) -> bytes:
-        """JSON header + raw uint64 key hashes (no pickle): ships through Spark rows and back."""
-        head = json.dumps({"rows": self.rows, "bad_rows": self.bad_rows, "failed": self.failed,
-                           "examples": self.examples, "hist": {k: np.asarray(v).tolist() for k, v in self.hist.items()}},
-                          default=str).encode()
-        keys = np.concatenate(self.keys).astype(np.uint64) if self.keys else np.empty(0, np.uint64)
-        return len(head).to_bytes(8, "little") + head + keys.tobytes()
+        """JSON (no pickle): ships through Spark rows and Ray Data columns and back. Call `seal` first: key hashes
+        are not shipped."""
+        if self.keys:
+            raise ValueError("CheckStats.to_bytes: seal() the chunk's statistics first (key hashes are not shipped)")
+        return json.dumps({"rows": self.rows, "bad_rows": self.bad_rows, "failed": self.failed,
+                           "examples": self.examples, "hist": {k: np.asarray(v).tolist() for k, v in self.hist.items()},
+                           "duplicates": self.duplicates, "key_spills": self.key_spills}, default=str).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "CheckStats":
-        n = int.from_bytes(data[:8], "little")
-        head = json.loads(data[8 : 8 + n])
-        keys = np.frombuffer(data[8 + n :], dtype=np.uint64)
-        return cls(head["rows"], head["bad_rows"], head["failed"], head["examples"], [keys] if len(keys) else [],
-                   {k: np.asarray(v, dtype=np.int64) for k, v in head["hist"].items()})
+        head = json.loads(data)
+        return cls(head["rows"], head["bad_rows"], head["failed"], head["examples"], [],
+                   {k: np.asarray(v, dtype=np.int64) for k, v in head["hist"].items()}, head["duplicates"],
+                   head["key_spills"])
 
     def duplicate_keys(self) -> int:
-        """Rows whose key appears more than once in the unit."""
-        if not self.keys:
-            return 0
-        _, counts = np.unique(np.concatenate(self.keys), return_counts=True)
-        return int(counts[counts > 1].sum())
+        """Rows whose key appears more than once in the unit (hashes not yet sealed are counted together)."""
+        if self.key_spills:
+            raise ValueError("CheckStats.duplicate_keys: the unit's spilled key hashes were not counted "
+                             "(contracts.unique.count_spilled)")
+        from contracts import unique
+
+        return self.duplicates + (unique.duplicate_rows(np.concatenate(self.keys)) if self.keys else 0)
 
 
 def _plain(scalar: pa.Scalar):

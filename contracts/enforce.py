@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from contracts import partition as pchecks
 from contracts import quarantine as qtable
+from contracts import unique
 from contracts.checks import CheckStats, row_masks
 from contracts.partition import Violation
 from contracts.spec import load_contract
@@ -56,6 +57,12 @@ class ContractCheck:
 
     def stats_from_bytes(self, data: bytes) -> CheckStats:
         return CheckStats.from_bytes(data)
+
+    def seal(self, stats: CheckStats, unit, chunk) -> CheckStats:
+        return stats.seal(unit.scratch_uri, chunk.index, unit.key_buckets, unit.storage_options)
+
+    def complete(self, stats: CheckStats, unit, run, deadline: float) -> None:
+        unique.count_spilled(run, unit.unit, unit.ds, unit.scratch_uri, stats, self, unit.storage_options, deadline)
 
 
 class Enforcer:

@@ -16,6 +16,7 @@ from engine.config import ValidateConfig, config_hash, table_uri
 from engine.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
 from engine.logs import set_run_id
+from engine import scratch as scratch_space
 from engine.progress import Progress
 from engine.scoring import plan_chunks
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
@@ -38,6 +39,9 @@ def check_chunk(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
             t = time.perf_counter()
             stats.update(batch, row_masks(batch, rc, unit.ds), rc, edges)
             timings["contract"] = timings.get("contract", 0.0) + time.perf_counter() - t
+    t = time.perf_counter()
+    stats = check.seal(stats, unit, chunk)
+    timings["contract"] = timings.get("contract", 0.0) + time.perf_counter() - t
     return ChunkResult(unit.unit, stats.rows, 0, [], stats, timings=timings)
 
 
@@ -70,17 +74,21 @@ def executor_gather(executor):
         row_check = enforcer.row_check()
         units: dict[str, UnitWork] = {}
         chunks: list[ChunkWork] = []
-        for d in days:
-            units[d] = UnitWork(d, d, snap.uri, snap.schema, check_chunk, cfg.read_batch_rows, dict(opts), row_check)
-            for chunk in plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows):
+        scratch_id = uuid.uuid4().hex  # this gather's scratch folder (spilled key hashes)
+        for i, d in enumerate(days):
+            planned = plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows)
+            units[d] = UnitWork(d, d, snap.uri, snap.schema, check_chunk, cfg.read_batch_rows, dict(opts), row_check,
+                                **scratch_space.unit_scratch(cfg.lake.root, scratch_id, i, planned, snap.rows(d)))
+            for chunk in planned:
                 chunks.append(ChunkWork(d, tuple(chunk), len(chunks)))
+        deadline = time.monotonic() + cfg.run.time_budget_s
         results: dict[int, CheckStats] = {}
         errors: dict[str, str] = {}
         timings: dict[str, float] = {}
         if chunks:
             executor.warm_up()
             bar = Progress(len(chunks), "chunks")
-            for item in executor.run(units, chunks, None, time.monotonic() + cfg.run.time_budget_s):
+            for item in executor.run(units, chunks, None, deadline):
                 bar.advance(rows=item.rows_in if isinstance(item, ChunkResult) else 0)
                 if isinstance(item, ChunkResult):
                     results[item.chunk] = item.checks
@@ -95,6 +103,13 @@ def executor_gather(executor):
         for c in chunks:
             if c.index in results:
                 merged[c.unit].merge(results[c.index])
+        for d in days:  # key uniqueness of the days read in several chunks: one task per key-hash bucket
+            try:
+                if d not in errors:
+                    row_check.complete(merged[d], units[d], executor.run, deadline)
+            except UnitFailed as e:
+                errors[d] = str(e)
+        scratch_space.remove_scratch(cfg.lake.root, scratch_id, opts)
         return merged, errors, timings
 
     return gather

@@ -25,6 +25,7 @@ from engine.config import ScoreConfig, config_hash, table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
 from engine.logs import set_run_id
 from engine.models import ModelBundle, fetch_bundle
+from engine import scratch as scratch_space
 from engine.progress import Progress
 from engine.scoring import PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk
@@ -48,6 +49,9 @@ class Executor(Protocol):
 
     def gpus(self) -> float:
         """GPUs the engine can give the chunks (0 without): `model.device: cuda` needs some."""
+
+    # Optional: `run_side(units, chunks, None, deadline)`, like `run`, for a row check's second stage (one short
+    # task per key-hash bucket, no model) while `run` may still hold the workers; without it `run` is used.
 
 
 class LocalExecutor:
@@ -176,7 +180,9 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
 
     stamps = Stamps(ref.name, ref.version, ref.run_id, cfg.input.table, snap.version, summary.run_id,
                     summary.config_hash, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
-    ctx = UnitContext(cfg, summary, snap, committer, stamps, hooks, enforcer, qcommitter)
+    side_run = getattr(executor, "run_side", executor.run)  # the row check's second stage (key-hash buckets)
+    ctx = UnitContext(cfg, summary, snap, committer, stamps, hooks, enforcer, qcommitter,
+                      lambda stats, work: work.row_check.complete(stats, work, side_run, deadline))
     for d, unit in retract.items():
         guarded(ctx, d, unit, [], lambda d=d, unit=unit: retract_unit(ctx, d, unit))
     row_check = enforcer.row_check() if enforcer is not None else None
@@ -192,8 +198,10 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
                         cfg.output.target_file_rows, cfg.output.compression, cfg.model.device,
                         cfg.model.micro_batch_rows, None, q_uri or "",
                         {"ds": d, "source_table": cfg.input.table} if q_uri else {})
+        scratch = {} if row_check is None else scratch_space.unit_scratch(cfg.lake.root, summary.run_id, len(works),
+                                                                         planned, snap.rows(d))
         works[unit.app_id] = UnitWork(unit.app_id, d, in_uri, snap.schema, score_chunk, cfg.output.read_batch_rows,
-                                      dict(opts), row_check, output)
+                                      dict(opts), row_check, output, **scratch)
         chunks += [ChunkWork(unit.app_id, tuple(c), len(chunks) + i) for i, c in enumerate(planned)]
     by_app = {u.app_id: (d, u) for d, u in units.items()}
     mark("plan")
@@ -215,7 +223,8 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             done.add(item.unit)
             rs = results[item.unit]
             t = time.monotonic()
-            guarded(ctx, d, unit, rs, lambda d=d, unit=unit, rs=rs: commit_unit(ctx, d, unit, rs))
+            work = works[item.unit]
+            guarded(ctx, d, unit, rs, lambda d=d, unit=unit, rs=rs, work=work: commit_unit(ctx, d, unit, rs, work))
             committing += time.monotonic() - t
             bar.advance(rows=sum(r.rows_in for r in rs))
     except UnitFailed as e:  # the executor gave up (time budget): the units not yet complete fail
@@ -233,6 +242,8 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             fail_unit(summary, d, [{"check": "schema", "rows": None, "message": err.error}])
         else:
             summary.failed.append(f"ds={d}: {err.error}")
+    if row_check is not None:
+        scratch_space.remove_scratch(cfg.lake.root, summary.run_id, opts)
     _measures(summary, [r for rs in results.values() for r in rs], committing, time.monotonic() - started)
     summary.finish()
     if enforcer is not None:

@@ -155,6 +155,10 @@ def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkR
         adds = writer.close()
         qadds = qwriter.close() if qwriter is not None else []
         timings["write"] = timings.get("write", 0.0) + clock() - t
+        if stats is not None:  # key hashes: counted here, or spilled for the unit's per-bucket count
+            t = clock()
+            stats = rc.seal(stats, unit, chunk)
+            timings["contract"] = timings.get("contract", 0.0) + clock() - t
     except BaseException:
         writer.abort()
         if qwriter is not None:

@@ -101,6 +101,7 @@ class UnitContext:
     hooks: object  # engine.score_job.Hooks
     enforcer: object | None = None
     qcommitter: protocol.Committer | None = None
+    complete: Callable | None = None  # (merged stats, UnitWork): the row check's second stage, before the verdict
 
 
 def guarded(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[ChunkResult], step: Callable[[], None]) -> None:
@@ -167,7 +168,7 @@ def _quarantine_unit(ctx: UnitContext, d: str, unit: protocol.Unit) -> protocol.
                          unit.input_table, unit.input_version)
 
 
-def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[ChunkResult]) -> None:
+def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[ChunkResult], work=None) -> None:
     cfg, summary, snap, enforcer, qcommitter = ctx.cfg, ctx.summary, ctx.snap, ctx.enforcer, ctx.qcommitter
     rows_in = sum(r.rows_in for r in results)
     rows_out = sum(r.rows_out for r in results)
@@ -199,6 +200,8 @@ def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[Chu
         stats = None
         for r in results:
             stats = r.checks if stats is None else stats.merge(r.checks)
+        if stats is not None and work is not None and ctx.complete is not None:
+            ctx.complete(stats, work)
         violations = [asdict(v) for v in enforcer.verdict(d, rows_in, stats)]
     bad_scores = sum(r.bad_scores for r in results)
     if bad_scores:  # the output's own contract: one finite score in [0, 1] per input row

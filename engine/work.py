@@ -50,6 +50,13 @@ class RowCheck(Protocol):
 
     def stats_from_bytes(self, data: bytes) -> MergeableStats: ...
 
+    def seal(self, stats: MergeableStats, unit: "UnitWork", chunk: "ChunkWork") -> MergeableStats:
+        """End of a chunk, in the worker: make `stats` ready to ship (it may leave files in `unit.scratch_uri`)."""
+
+    def complete(self, stats: MergeableStats, unit: "UnitWork", run: Callable, deadline: float) -> None:
+        """On the driver, the unit's chunks all in and merged: finish what needs every chunk (a second stage run with
+        `run`, an executor's `run`, over the files the chunks left), before the verdict."""
+
 
 @dataclass(frozen=True)
 class Output:
@@ -84,6 +91,10 @@ class UnitWork:
     storage_options: dict = field(default_factory=dict)
     row_check: RowCheck | None = None
     output: Output | None = None
+    # A unit of several chunks: a folder on shared storage (under the lake) where its chunks leave what the row
+    # check finishes on the driver's second stage (key hashes, in `key_buckets` buckets); "" for a one-chunk unit.
+    scratch_uri: str = ""
+    key_buckets: int = 1
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,7 @@ def test_validate_and_score_on_the_object_store_pinned_quarantined_reconciled_an
     assert {f"score/{s['run_id']}.json", f"validate/{vsum['run_id']}.json"} <= set(reports)
     assert json.loads(s3.read_text(f"{root}/_reports", f"score/{s['run_id']}.json", opts))["version"] == pinned
     assert local_traces(Path.cwd()) == [] and local_traces(tmp_path) == []
+    assert s3.list_files(f"{root}/_scratch", opts) == []  # the key hashes its 2-chunk days spilled are gone
 
     # A re-run is a no-op: every unit skipped, no table moved.
     versions = {t: DeltaTable(f"{root}/{t}", storage_options=opts).version() for t in ("scores", "quarantine")}

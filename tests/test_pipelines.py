@@ -156,7 +156,10 @@ def split_hostile_day() -> pa.Table:
     return put(put(t, "f03", [4, 2900], float("nan")), "f07", [1500], float("nan"))
 
 
-def test_a_day_split_over_chunks_reports_duplicate_keys_across_chunks(ray_local, lake, demo_root, pipeline):
+def test_a_day_split_over_chunks_reports_duplicate_keys_across_chunks(ray_local, lake, demo_root, pipeline, monkeypatch):
+    import engine.scratch
+
+    monkeypatch.setattr(engine.scratch, "ROWS_PER_BUCKET", 1000)  # the day's key hashes counted in 3 bucket tasks
     t = split_hostile_day()
     append(lake, t, files=3)
     snap = open_snapshot("features", str(lake / "features"))
@@ -168,6 +171,7 @@ def test_a_day_split_over_chunks_reports_duplicate_keys_across_chunks(ray_local,
     with pytest.raises(ContractViolation, match=NEW_DAY):
         run_score(cfg, executor(cfg.ray))
     assert table_rows(lake / "scores") == 0 and not orphans(lake / "scores")
+    assert not (lake / "_scratch").exists()  # the spilled key hashes are gone with the run
     (srep,) = reports(lake, "score")
     assert unit_checks(srep) == expected
 
@@ -179,6 +183,7 @@ def test_a_day_split_over_chunks_reports_duplicate_keys_across_chunks(ray_local,
     (vrep,) = reports(lake, "validate")
     assert unit_checks(vrep) == expected
     assert [u["rows"] for u in vrep["units"]] == [ROWS] * (DAYS + 1)
+    assert not (lake / "_scratch").exists()
 
 
 def test_actor_result_codec_rebuilds_the_chunk_result_whole():
@@ -192,6 +197,9 @@ def test_actor_result_codec_rebuilds_the_chunk_result_whole():
     stats = CheckStats()
     batch = t.to_batches()[0]
     stats.update(batch, row_masks(batch, rc, NEW_DAY), rc, {"f06": np.array([-1.0, 0.0, 1.0])})
+    with pytest.raises(ValueError, match="seal"):  # key hashes never leave the worker
+        stats.to_bytes()
+    stats.seal()  # a one-chunk unit: its duplicate keys are counted where it ran
     adds = [{"path": "ds=x/part-1.parquet", "size": 10, "partition_values": {"ds": "x"}, "stats": "{}"}]
     r = ChunkResult("u", 300, 297, adds, stats, 2, [{"path": "q.parquet"}], 3, 7)
     check = ContractCheck(rc, {})

@@ -58,8 +58,9 @@ def cluster_gpus() -> float:
 class RayTasksExecutor:
     gpus = staticmethod(cluster_gpus)
 
-    def __init__(self, cfg: RayConfig):
+    def __init__(self, cfg: RayConfig, num_cpus: float | None = None):
         self.cfg = cfg
+        self.num_cpus = cfg.num_cpus if num_cpus is None else num_cpus
         self._warming: list = []
 
     def _limit(self) -> int:
@@ -81,7 +82,7 @@ class RayTasksExecutor:
 
         limit = self._limit()
         task = ray.remote(_score_chunk_task).options(
-            num_cpus=self.cfg.num_cpus,
+            num_cpus=self.num_cpus,
             num_gpus=self.cfg.num_gpus if _gpu(units) else 0,
             max_retries=SYSTEM_RETRIES,
             retry_exceptions=False,
@@ -147,6 +148,12 @@ class RayDataActorsExecutor:
 
     def warm_up(self) -> None:
         """Nothing to do: the actor pool loads the model once per actor when the dataset starts."""
+
+    def run_side(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
+                 deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
+        """A second stage's short tasks (a key-hash bucket each, no model) as plain Ray tasks reserving no CPU: they
+        run while the pool's actors, which may hold every CPU, are still alive."""
+        return RayTasksExecutor(self.cfg, num_cpus=0).run(units, chunks, bundle, deadline)
 
     def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
             deadline: float) -> Iterator[ChunkResult | ChunkFailure]:

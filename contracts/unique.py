@@ -1,0 +1,128 @@
+"""Key uniqueness that scales with the day, not with the driver: hashes are counted per bucket in the workers.
+
+A unit read in one chunk counts its duplicate keys where it ran. A unit of several chunks cannot: a key may repeat
+across chunks. Each of its chunks then spills its 64-bit key hashes, grouped by hash bucket, to one scratch file
+under the lake (`<lake.root>/_scratch/<run_id>/keys/<unit>/<chunk>.keys`, shared storage, so any worker can read
+it), and ships only the file's name. When the unit's chunks are all in, the driver runs a second, small stage on
+the same executor: one task per bucket reads that bucket's slice of every chunk's file (a ranged read each),
+sorts it and counts the rows whose key repeats. The driver receives one integer per bucket and deletes the
+scratch files. Memory: a chunk holds its own hashes (8 bytes a row of the chunk), a bucket task one bucket's
+(`engine.scratch.ROWS_PER_BUCKET` × 8 bytes = 64 MB); the driver holds neither.
+
+File format (little-endian): magic `LSKEYS1\\0`, the bucket count n (uint64), n + 1 offsets (uint64, in hashes),
+then the hashes, bucket 0's first. Names are fixed by the chunk's plan position, so a retried or speculative
+attempt rewrites the same file with the same bytes.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+from engine.errors import LakescoreError, UnitFailed
+from engine.snapshot import filesystem
+from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork, one_line
+from engine.writer import delete_quietly
+
+MAGIC = b"LSKEYS1\0"
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: integer keys (hashed as themselves) spread evenly
+
+
+def duplicate_rows(hashes: np.ndarray) -> int:
+    """Rows whose hash appears more than once (sorts `hashes` in place)."""
+    if len(hashes) < 2:
+        return 0
+    hashes.sort()
+    same = hashes[1:] == hashes[:-1]
+    repeated = np.zeros(len(hashes), dtype=bool)
+    repeated[1:] |= same
+    repeated[:-1] |= same
+    return int(repeated.sum())
+
+
+def bucket_of(hashes: np.ndarray, buckets: int) -> np.ndarray:
+    return ((hashes * _MIX) >> np.uint64(32)) % np.uint64(buckets)
+
+
+def _at(base: str, name: str) -> str:
+    return f"{base}/{name}" if base else name
+
+
+def spill(hashes: np.ndarray, folder: str, chunk_index: int, buckets: int, storage_options: dict) -> str:
+    """Write a chunk's key hashes grouped by bucket into `folder`; returns the file's name there."""
+    fs, base = filesystem(folder, storage_options)
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    b = bucket_of(hashes, buckets)
+    order = np.argsort(b, kind="stable")
+    offsets = np.zeros(buckets + 1, dtype=np.uint64)
+    offsets[1:] = np.cumsum(np.bincount(b.astype(np.int64), minlength=buckets))
+    name = f"{chunk_index:06d}.keys"
+    if base:
+        fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(_at(base, name)) as f:
+        f.write(MAGIC + np.uint64(buckets).tobytes() + offsets.tobytes())
+        f.write(hashes[order].tobytes())
+    return name
+
+
+def _read_bucket(fs, path: str, bucket: int) -> np.ndarray:
+    with fs.open_input_file(path) as f:
+        head = f.read_at(16, 0)
+        if head[:8] != MAGIC:
+            raise UnitFailed(f"{path} is not a key-hash spill file (bad magic)")
+        n = int(np.frombuffer(head[8:16], dtype=np.uint64)[0])
+        start, end = np.frombuffer(f.read_at(16, 16 + 8 * bucket), dtype=np.uint64)
+        data_at = 16 + 8 * (n + 1)
+        return np.frombuffer(f.read_at(int(end - start) * 8, data_at + int(start) * 8), dtype=np.uint64)
+
+
+def count_bucket(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
+    """The second stage's task: duplicate rows in bucket `chunk.index` over the spill files `chunk.files` (names in
+    the folder `unit.input_uri`)."""
+    fs, base = filesystem(unit.input_uri, unit.storage_options)
+    t = time.perf_counter()
+    hashes = np.concatenate([_read_bucket(fs, _at(base, name), chunk.index) for name in chunk.files])
+    stats = unit.row_check.new_stats()
+    stats.duplicates = duplicate_rows(hashes)
+    return ChunkResult(unit.unit, 0, 0, [], stats, timings={"keys": time.perf_counter() - t})
+
+
+Run = Callable[[dict, list, object, float], Iterator[ChunkResult | ChunkFailure]]
+
+
+def count_spilled(run: Run, unit_name: str, ds: str, folder: str, stats, row_check, storage_options: dict,
+                  deadline: float) -> None:
+    """Run the second stage for one unit whose chunks spilled into `folder` (`stats.key_spills`): add its duplicate
+    rows to `stats.duplicates`, then delete the spill files. A failed bucket task fails the unit (UnitFailed)."""
+    spills = sorted(stats.key_spills)
+    if not spills:
+        return
+    fs, base = filesystem(folder, storage_options)
+    try:
+        with fs.open_input_file(_at(base, spills[0])) as f:
+            buckets = int(np.frombuffer(f.read_at(16, 0)[8:16], dtype=np.uint64)[0])
+        work = UnitWork(unit_name, ds, folder, None, count_bucket, storage_options=dict(storage_options),
+                        row_check=row_check)
+        chunks = [ChunkWork(unit_name, tuple(spills), b) for b in range(buckets)]
+        found, failure = 0, None
+        try:
+            for item in run({unit_name: work}, chunks, None, deadline):
+                if isinstance(item, ChunkFailure):
+                    failure = failure or f"bucket {item.chunk}: {item.error}"
+                else:
+                    found += item.checks.duplicates
+        except (LakescoreError, OSError) as e:  # an in-process executor raises what the task raised
+            failure = one_line(e)
+        if failure:
+            raise UnitFailed(f"ds={ds}: the key uniqueness check failed ({failure}); re-run the job")
+        stats.duplicates += found
+        stats.key_spills = []
+    finally:
+        for name in spills:
+            delete_quietly(fs, _at(base, name))
+        if base:  # a local folder (object stores have none to remove)
+            try:
+                fs.delete_dir(base)
+            except OSError:
+                pass

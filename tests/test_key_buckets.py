@@ -1,0 +1,86 @@
+"""Key uniqueness per key-hash bucket (contracts.unique): exact against a whole-day reference, nothing on the driver
+but counts and file names, scratch files removed, a broken bucket fails its unit clearly."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from conftest import ROOT
+from contracts.checks import CheckStats
+from contracts.enforce import ContractCheck
+from contracts.spec import load_contract
+from contracts.unique import count_spilled
+from engine.errors import UnitFailed
+from engine.score_job import LocalExecutor
+from engine.work import UnitWork
+
+CONTRACT = ROOT / "conf" / "contracts" / "features.yaml"
+DS = "2026-01-05"
+
+
+def row_check(schema: pa.Schema) -> ContractCheck:
+    return ContractCheck(load_contract(str(CONTRACT)).resolve(schema), {})
+
+
+def day_keys(rows: int, seed: int = 7) -> np.ndarray:
+    """Entity ids with repeats inside and across the thirds of the day (the chunks below)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(10**12, size=rows, replace=False).astype(np.int64)
+    picks = rng.integers(0, rows, size=(40, 2))
+    ids[picks[:, 1]] = ids[picks[:, 0]]  # 40 copies, some within a chunk, most across chunks
+    ids[5] = ids[6] = ids[rows - 1]  # a key three times
+    return ids
+
+
+def chunk_stats(ids: np.ndarray, check: ContractCheck) -> CheckStats:
+    batch = pa.RecordBatch.from_pydict({"entity_id": pa.array(ids)})
+    stats = check.new_stats()
+    stats.keys.append(ids.view(np.uint64))  # what CheckStats.update folds in for an integer key
+    stats.rows = batch.num_rows
+    return stats
+
+
+@pytest.mark.parametrize("buckets", [1, 3, 16])
+def test_bucketed_count_equals_the_whole_day_reference(tmp_path, buckets):
+    ids = day_keys(60_000)
+    reference = int(pd.Series(ids).duplicated(keep=False).sum())
+    assert reference > 40  # positive control: the day has repeats
+    check = row_check(pa.schema([("entity_id", pa.int64())]))
+    folder = str(tmp_path / "_scratch" / "run" / "keys" / "000000")
+    merged = CheckStats()
+    for i, part in enumerate(np.array_split(ids, 3)):
+        merged.merge(chunk_stats(part, check).seal(folder, i, buckets, {}))
+    assert merged.duplicates == 0 and len(merged.key_spills) == 3  # nothing counted yet: it needs every chunk
+    with pytest.raises(ValueError, match="count_spilled"):
+        merged.duplicate_keys()
+    unit = UnitWork("u", DS, "", None, None, row_check=check, scratch_uri=folder, key_buckets=buckets)
+    check.complete(merged, unit, LocalExecutor().run, float("inf"))
+    assert merged.duplicate_keys() == reference
+    assert not (tmp_path / "_scratch" / "run" / "keys" / "000000").exists()
+
+
+def test_a_sealed_chunk_ships_a_count_or_a_file_name_never_its_hashes(tmp_path):
+    check = row_check(pa.schema([("entity_id", pa.int64())]))
+    ids = day_keys(200_000)
+    whole = chunk_stats(ids, check).seal()  # a one-chunk unit: counted where it ran
+    assert whole.duplicates == int(pd.Series(ids).duplicated(keep=False).sum()) > 0
+    spilled = chunk_stats(ids, check).seal(str(tmp_path / "k"), 0, 4, {})
+    for stats in (whole, spilled):
+        assert len(stats.to_bytes()) < 1_000  # 1.6 MB of hashes stay in the worker (or the scratch file)
+        assert CheckStats.from_bytes(stats.to_bytes()).duplicates == stats.duplicates
+    assert (tmp_path / "k" / "000000.keys").stat().st_size == 16 + 8 * 5 + 8 * len(ids)
+
+
+def test_a_broken_spill_file_fails_the_unit_with_what_to_do(tmp_path):
+    check = row_check(pa.schema([("entity_id", pa.int64())]))
+    folder = str(tmp_path / "keys")
+    merged = CheckStats()
+    for i, part in enumerate(np.array_split(day_keys(3_000), 2)):
+        merged.merge(chunk_stats(part, check).seal(folder, i, 2, {}))
+    (tmp_path / "keys" / "000001.keys").write_bytes(b"not a spill file, just some bytes")
+    unit = UnitWork("u", DS, "", None, None, row_check=check, scratch_uri=folder, key_buckets=2)
+    with pytest.raises(UnitFailed, match=r"ds=2026-01-05: the key uniqueness check failed .*re-run the job"):
+        count_spilled(LocalExecutor().run, "u", DS, folder, merged, check, {}, float("inf"))
+    assert not list((tmp_path / "keys").glob("*.keys"))  # removed even so
