@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from conftest import ROOT
 from engine.demo.models import demo_spec
 from engine.errors import ModelRefused
 from engine.models import ARCH_FILE, PREPROCESS_KEY, ModelRef, build_scorer, load_bundle, mlp_from_arch
@@ -194,3 +195,27 @@ def test_model_width_must_equal_the_spec_width(tmp_path):
     mlflow.pytorch.save_model(mlp(), str(tmp_path / "pt2"), serialization_format="pt2", input_example=x, metadata=meta)
     with pytest.raises(ModelRefused, match="4 features.*5"):
         load_bundle(tmp_path / "pt2", REF)
+
+
+def test_xgboost_is_imported_for_scoring_without_scikit_learn_and_sklearn_still_imports_after():
+    """xgboost.compat's sklearn import is most of xgboost's import time; scoring never needs it (a fresh process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from engine.models import import_xgboost\n"
+        "xgb = import_xgboost()\n"
+        "assert 'sklearn' not in sys.modules and not xgb.compat.SKLEARN_INSTALLED\n"
+        "import numpy as np\n"
+        "b = xgb.train({'objective': 'binary:logistic'}, xgb.DMatrix(np.eye(4, 3), label=[0, 1, 0, 1]), 2)\n"
+        "assert b.inplace_predict(np.eye(4, 3)).shape == (4,)\n"
+        "import sklearn.metrics\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    # A process that imported sklearn first gets xgboost as usual (its sklearn wrappers work).
+    code = "import sklearn\nfrom engine.models import import_xgboost\nassert import_xgboost().compat.SKLEARN_INSTALLED\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -44,9 +44,12 @@ def _on_node(result: ChunkResult) -> ChunkResult:
 
 
 def _warm_task() -> None:
-    """Start a worker and import what scoring needs (xgboost alone is ~1 s), while the driver resolves the model."""
+    """Start a worker and import what scoring needs, while the driver resolves the model."""
     import pyarrow.parquet  # noqa: F401
-    import xgboost  # noqa: F401
+
+    from engine.models import import_xgboost
+
+    import_xgboost()
 
 
 def cluster_gpus() -> float:
