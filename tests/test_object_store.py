@@ -227,6 +227,50 @@ def one_copy_of_the_unit(root: str, opts: dict, results: list) -> None:
     assert on_store == set(dt.file_uris())  # the loser's files were dropped
 
 
+def test_mlflow_model_and_report_artifacts_on_the_object_store(ray_local, s3_server, demo_root, tmp_path, capfd,
+                                                               monkeypatch):
+    """MLflow's artifacts on the store too (boto3; MLFLOW_S3_ENDPOINT_URL for an S3-compatible one): the model is
+    registered there and the score job downloads it from there; the contract report is logged there."""
+    from mlflow.tracking import MlflowClient
+
+    from engine.demo import models
+    from jobs.score import main as score_main
+
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint)
+    root, opts = new_lake(s3_server, demo_root, lake_root("mlflow"))
+    artifacts = root.removesuffix("/lake") + "/mlartifacts"
+    tracking = f"sqlite:///{tmp_path}/mlruns.db"
+    feats = DeltaTable(f"{root}/features", storage_options=opts).to_pyarrow_table()
+    spec = models.demo_spec(50)
+    train = [("ds", "in", DAY_LIST[:2])]
+    x, y = models.training_set(DeltaTable(str(demo_root / "lake" / "features")).to_pyarrow_table(filters=train),
+                               DeltaTable(str(demo_root / "lake" / "labels")).to_pyarrow_table(filters=train), spec)
+    models.register(tracking, artifacts, spec, x, y, "s3-xgb", "s3-mlp", trees=5, depth=3, seed=3, champion="xgb")
+    client = MlflowClient(tracking)
+    version = client.get_model_version_by_alias("s3-xgb", "champion")
+    model_files = s3.list_files(artifacts, opts)
+    assert any(f.endswith("MLmodel") for f in model_files) and any(f.endswith(".ubj") for f in model_files), model_files
+
+    conf = write_config(tmp_path / "score.yaml", {
+        "engine": "ray", "lake": lake_section(root, opts),
+        "mlflow": {"tracking_uri": tracking, "artifact_root": artifacts},
+        "model": {"uri": "models:/s3-xgb@champion"}, "input": {"contract": str(CONTRACT)}})
+    code, s, out = run_main(score_main, conf, capfd)
+    assert code == 0, out[-3000:]
+    assert (s["model"], s["model_version"]) == ("s3-xgb", int(version.version))
+    scores = DeltaTable(f"{root}/scores", storage_options=opts).to_pyarrow_table(columns=["model_version", "score"])
+    assert scores.num_rows == feats.num_rows == DAYS * ROWS
+    assert set(scores.column("model_version").to_pylist()) == {int(version.version)}
+
+    (run,) = client.search_runs([client.get_experiment_by_name("lakescore-contract-reports").experiment_id])
+    assert run.info.artifact_uri.startswith(f"{artifacts}/")
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert logged == {f"{s['run_id']}.json", f"{s['run_id']}.txt"}
+    on_store = s3.list_files(run.info.artifact_uri, opts)
+    assert sorted(on_store) == sorted(logged)  # the report is on the store, read back directly
+    assert local_traces(Path.cwd()) == [] and not list(tmp_path.glob("mlartifacts*"))
+
+
 def test_two_concurrent_runs_of_one_unit_on_the_object_store_leave_one_copy(ray_local, s3_server, demo_root):
     """The barrier test of the commit protocol, on S3: both runs pass the "already done?" check, then commit."""
     from engine.score_job import Hooks
