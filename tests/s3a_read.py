@@ -3,7 +3,8 @@
 `python tests/s3a_read.py '<json>'` with {"root", "storage_options", "warehouse", "versions"}; prints one JSON line:
 for each of the `s3a://` and `s3://` spellings of `<root>/scores`, the rows (ds, entity_id, score) read with
 `spark.read.format("delta")`, the per-day counts from a Spark SQL query, and per-day counts at each version in
-`versions` (SQL `VERSION AS OF` and the reader's `versionAsOf`), plus the seconds the session took to start and read.
+`versions` (SQL `VERSION AS OF` and the reader's `versionAsOf`); the session's conf; the seconds it took to start and
+to read.
 A process of its own because the S3A jars go on the JVM's classpath when it starts: a test process that already
 has a Spark without them cannot load them.
 """
@@ -46,6 +47,7 @@ def main(arg: str) -> None:
         out["reads"][scheme] = {"rows": rows, "per_day_sql": sql, "versions": travel,
                                 "history": sorted(r["version"] for r in history),
                                 "read_s": round(time.monotonic() - t1, 1)}
+    out["conf"] = dict(spark.sparkContext.getConf().getAll())
     spark.stop()
     print(json.dumps(out))
 

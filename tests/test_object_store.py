@@ -281,11 +281,12 @@ def test_commits_racing_at_the_store_keep_the_invariant_only_where_conditional_w
 def test_analysts_read_the_scores_on_the_object_store_with_spark_sql_over_s3a(
         ray_local, spark, s3_server, demo_root, tmp_path, capfd):
     """The score job writes to `s3://`; Spark SQL through delta-spark and S3A (a fresh JVM with the S3A jars, in a
-    process of its own) reads the same rows, per-day counts and versions as `deltalake` does, by `s3a://` and `s3://`."""
+    process of its own) reads the same rows, per-day counts and versions as `deltalake` does, by `s3a://` and
+    `s3://`."""
     from engine.config import LakeConfig
     from engine.errors import ConfigError
     from engine.spark.jars import MANIFEST, default_dest, jar_paths
-    from engine.spark.session import spark_session
+    from engine.spark.session import s3a_conf, spark_session
     from jobs.score import main as score_main
 
     root, opts = new_lake(s3_server, demo_root, lake_root("s3a"))
@@ -301,14 +302,14 @@ def test_analysts_read_the_scores_on_the_object_store_with_spark_sql_over_s3a(
     versions = [1, latest - 1]
     ref = DeltaTable(uri, storage_options=opts).to_pyarrow_table(columns=["ds", "entity_id", "score"])
     ref_rows = sorted(zip(*(ref.column(c).to_pylist() for c in ("ds", "entity_id", "score"))))
-    ref_days = {d: ROWS for d in DAY_LIST}
 
     def days_at(v: int) -> dict[str, int]:
         t = DeltaTable(uri, version=v, storage_options=opts).to_pyarrow_table(columns=["ds"])
         counts = t.group_by("ds").aggregate([("ds", "count")])
         return dict(zip(counts.column("ds").to_pylist(), counts.column("ds_count").to_pylist()))
 
-    ref_travel = {str(v): days_at(v) for v in versions}
+    ref_days, ref_travel = days_at(latest), {str(v): days_at(v) for v in versions}
+    assert ref_days == {d: ROWS for d in DAY_LIST}
     assert len(ref_travel["1"]) == 1 and len(ref_travel[str(latest - 1)]) == DAYS - 1  # the versions differ
 
     proc = subprocess.run(
@@ -318,12 +319,16 @@ def test_analysts_read_the_scores_on_the_object_store_with_spark_sql_over_s3a(
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     assert proc.returncode == 0, proc.stderr[-4000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"s3a session start {got['start_s']}s, reads " + ", ".join(f"{k} {v['read_s']}s" for k, v in got["reads"].items()))
+    reads = ", ".join(f"{k} {v['read_s']}s" for k, v in got["reads"].items())
+    print(f"s3a session start {got['start_s']}s, reads {reads}")
     for scheme, read in got["reads"].items():
         assert sorted(map(tuple, read["rows"])) == ref_rows, scheme
         assert read["per_day_sql"] == ref_days, scheme
         assert read["versions"] == {v: {"sql": days, "reader": days} for v, days in ref_travel.items()}, scheme
         assert read["history"] == list(range(latest + 1)), scheme
+    # The session reached the store through the mapped settings alone; the credentials stayed in the environment.
+    assert s3a_conf(opts).items() <= got["conf"].items()
+    assert not [k for k in got["conf"] if "access.key" in k or "secret" in k or "session.token" in k]
     assert s3.SECRET not in proc.stdout + proc.stderr
 
     # Without the connector there is no reading: the jars' own check, and a JVM started without them (the shared
@@ -334,7 +339,7 @@ def test_analysts_read_the_scores_on_the_object_store_with_spark_sql_over_s3a(
     assert jar_paths(no_s3a) == jar_paths()
     with pytest.raises(ConfigError, match=r"S3A connector jars .* \(s3a.txt\); run .*make setup-s3a"):
         jar_paths(no_s3a, s3a=True)
-    with pytest.raises(Exception, match="s3a"):
+    with pytest.raises(Exception, match="Class org.apache.hadoop.fs.s3a.S3AFileSystem not found"):
         spark.read.format("delta").load(f"s3a://{uri.split('://', 1)[1]}").count()
     with pytest.raises(ConfigError, match="started without the S3A connector"):
         spark_session(lake=LakeConfig(root=root, storage_options=opts))

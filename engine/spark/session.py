@@ -72,9 +72,13 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
     With a `lake` on S3 the session can read it (`s3a://…` or `s3://…` paths): the S3A jars and `s3a_conf`.
     JVM-level settings (jars, driver memory, `spark.hadoop.*`) only take effect when this call starts the JVM.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     on_s3 = lake is not None and is_s3(lake.root)
+    running = SparkContext._active_spark_context
+    if on_s3 and running is not None:  # refused before its conf is touched
+        _require_s3a(running._jvm, lake.root)
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -102,17 +106,17 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
     for key, value in conf.items():
         builder = builder.config(key, str(value))
     session = builder.getOrCreate()
-    if on_s3:
-        _require_s3a(session, lake.root)
+    if on_s3 and running is None:  # spark-submit's JVM, started with whatever --jars it was given
+        _require_s3a(session._jvm, lake.root)
     return session
 
 
-def _require_s3a(session, root: str) -> None:
+def _require_s3a(jvm, root: str) -> None:
     """A JVM started earlier in this process (or by spark-submit) without hadoop-aws cannot read `root`: say so now,
-    not as "No FileSystem for scheme" at the first query."""
+    not as "ClassNotFoundException: Class org.apache.hadoop.fs.s3a.S3AFileSystem not found" at the first query."""
     from py4j.java_gateway import JavaClass
 
-    if not isinstance(session._jvm.org.apache.hadoop.fs.s3a.S3AFileSystem, JavaClass):
+    if not isinstance(jvm.org.apache.hadoop.fs.s3a.S3AFileSystem, JavaClass):
         raise ConfigError(
             f"the SparkSession in this process was started without the S3A connector (hadoop-aws), so it cannot read "
             f"{root}; open the lake's session first in a new Python process, or pass "
