@@ -19,7 +19,7 @@ export LAKESCORE_MOTO_SERVER := $(MOTO_VENV)/bin/moto_server
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo shell test bench lock clean-demo
+.PHONY: setup setup-s3a demo shell test bench lock clean-demo
 
 $(VENV)/.installed: requirements.lock
 	@echo "== creating $(VENV) from requirements.lock (first time only; torch is large)"
@@ -37,6 +37,12 @@ $(JARS_DIR)/jars.txt: $(VENV)/.installed
 	@echo "== fetching the delta-spark $(DELTA_SPARK) jars for Spark $(PYSPARK) from Maven Central (once)"
 	$(PY) -m engine.spark.jars --dest $(JARS_DIR)
 
+# Hadoop's S3A connector (hadoop-aws and the AWS SDK bundle, ~640 MB) for Spark SQL on a lake on S3: analysts and the
+# object-store tests need it, `make demo` does not.
+$(JARS_DIR)/s3a.txt: $(VENV)/.installed
+	@echo "== fetching Hadoop's S3A connector (hadoop-aws, AWS SDK bundle) for Spark $(PYSPARK) from Maven Central (once)"
+	$(PY) -m engine.spark.jars --dest $(JARS_DIR) --s3a
+
 $(MOTO_VENV)/.installed: tests/moto.lock
 	@echo "== creating $(MOTO_VENV) (moto's S3 server for the object-store tests) from tests/moto.lock"
 	$(PYTHON_BASE) -m venv $(MOTO_VENV)
@@ -45,6 +51,8 @@ $(MOTO_VENV)/.installed: tests/moto.lock
 	touch $@
 
 setup: $(VENV)/.installed .make/editable $(JARS_DIR)/jars.txt $(MOTO_VENV)/.installed
+
+setup-s3a: setup $(JARS_DIR)/s3a.txt
 
 demo: setup
 	$(PY) -m jobs.demo --config conf/demo.yaml
@@ -66,7 +74,7 @@ shell: setup
 	  echo '$(ACTIVATE)'; \
 	fi
 
-test: setup
+test: setup-s3a
 	$(PY) -m pytest tests
 
 bench: setup

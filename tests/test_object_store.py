@@ -7,6 +7,10 @@ directly with `deltalake`, never through the job's own code.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -314,3 +318,73 @@ def test_commits_racing_at_the_store_keep_the_invariant_only_where_conditional_w
         assert len(lost) == 1  # one run's commit was silently replaced: it reported rows that are nowhere
         with pytest.raises(AssertionError):
             one_copy_of_the_unit(root, opts, results)
+
+
+# ------------------------------------------------------------------------------ analysts: Spark SQL over s3a://
+
+
+def test_analysts_read_the_scores_on_the_object_store_with_spark_sql_over_s3a(
+        ray_local, spark, s3_server, demo_root, tmp_path, capfd):
+    """The score job writes to `s3://`; Spark SQL through delta-spark and S3A (a fresh JVM with the S3A jars, in a
+    process of its own) reads the same rows, per-day counts and versions as `deltalake` does, by `s3a://` and
+    `s3://`."""
+    from engine.config import LakeConfig
+    from engine.errors import ConfigError
+    from engine.spark.jars import MANIFEST, default_dest, jar_paths
+    from engine.spark.session import s3a_conf, spark_session
+    from jobs.score import main as score_main
+
+    root, opts = new_lake(s3_server, demo_root, lake_root("s3a"))
+    sconf = write_config(tmp_path / "score.yaml", {
+        "engine": "ray", "lake": lake_section(root, opts), "mlflow": mlflow_section(demo_root),
+        "model": {"uri": f"models:/{XGB}@champion"}})
+    code, s, slog = run_main(score_main, sconf, capfd)
+    assert code == 0 and sorted(s["committed"]) == DAY_LIST, slog[-3000:]
+
+    # The reference: the store read directly with deltalake, at the latest version and two earlier ones.
+    uri = f"{root}/scores"
+    latest = DeltaTable(uri, storage_options=opts).version()
+    versions = [1, latest - 1]
+    ref = DeltaTable(uri, storage_options=opts).to_pyarrow_table(columns=["ds", "entity_id", "score"])
+    ref_rows = sorted(zip(*(ref.column(c).to_pylist() for c in ("ds", "entity_id", "score"))))
+
+    def days_at(v: int) -> dict[str, int]:
+        t = DeltaTable(uri, version=v, storage_options=opts).to_pyarrow_table(columns=["ds"])
+        counts = t.group_by("ds").aggregate([("ds", "count")])
+        return dict(zip(counts.column("ds").to_pylist(), counts.column("ds_count").to_pylist()))
+
+    ref_days, ref_travel = days_at(latest), {str(v): days_at(v) for v in versions}
+    assert ref_days == {d: ROWS for d in DAY_LIST}
+    assert len(ref_travel["1"]) == 1 and len(ref_travel[str(latest - 1)]) == DAYS - 1  # the versions differ
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "s3a_read.py"),
+         json.dumps({"root": root, "storage_options": opts, "warehouse": str(tmp_path / "wh"), "versions": versions})],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    reads = ", ".join(f"{k} {v['read_s']}s" for k, v in got["reads"].items())
+    print(f"s3a session start {got['start_s']}s, reads {reads}")
+    for scheme, read in got["reads"].items():
+        assert sorted(map(tuple, read["rows"])) == ref_rows, scheme
+        assert read["per_day_sql"] == ref_days, scheme
+        assert read["versions"] == {v: {"sql": days, "reader": days} for v, days in ref_travel.items()}, scheme
+        assert read["history"] == list(range(latest + 1)), scheme
+    # The session reached the store through the mapped settings alone; the credentials stayed in the environment.
+    assert s3a_conf(opts).items() <= got["conf"].items()
+    assert not [k for k in got["conf"] if "access.key" in k or "secret" in k or "session.token" in k]
+    assert s3.SECRET not in proc.stdout + proc.stderr
+
+    # Without the connector there is no reading: the jars' own check, and a JVM started without them (the shared
+    # `spark`) fails at the first query and is refused up front by spark_session.
+    no_s3a = tmp_path / "jars"
+    no_s3a.mkdir()
+    shutil.copy(default_dest() / MANIFEST, no_s3a / MANIFEST)
+    assert jar_paths(no_s3a) == jar_paths()
+    with pytest.raises(ConfigError, match=r"S3A connector jars .* \(s3a.txt\); run .*make setup-s3a"):
+        jar_paths(no_s3a, s3a=True)
+    with pytest.raises(Exception, match="Class org.apache.hadoop.fs.s3a.S3AFileSystem not found"):
+        spark.read.format("delta").load(f"s3a://{uri.split('://', 1)[1]}").count()
+    with pytest.raises(ConfigError, match="started without the S3A connector"):
+        spark_session(lake=LakeConfig(root=root, storage_options=opts))

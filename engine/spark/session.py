@@ -1,4 +1,4 @@
-"""A SparkSession with delta-spark loaded from local jars.
+"""A SparkSession with delta-spark loaded from local jars, and, for a lake on S3, Hadoop's S3A connector.
 
 The jars are resolved from Maven Central once, at setup (`python -m engine.spark.jars`, run by
 `make setup`), and handed to Spark here as plain files through `spark.jars`. We do not use
@@ -6,23 +6,79 @@ The jars are resolved from Maven Central once, at setup (`python -m engine.spark
 through Ivy on every JVM start, needs the network, and fails or stalls on air-gapped workers and in CI.
 Under `spark-submit` the JVM is up before Python runs, so the jars must be on its command line
 (`--jars "$(python -m engine.spark.jars --print-jars)"`); this module then adds none of its own.
+
+A lake on S3 (`spark_session(lake=cfg.lake)`, root `s3://` or `s3a://`) is for analysts' Spark SQL: the session
+also loads hadoop-aws and the AWS SDK (`python -m engine.spark.jars --s3a`, `make setup-s3a`) and reaches the
+store that the lake's delta-rs storage options name (`s3a_conf`). Credentials are never put in the Spark conf:
+S3A's default provider chain reads them from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN) or an instance role, like delta-rs does.
 """
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from engine.config import LakeConfig
+from engine.errors import ConfigError
 from engine.spark.jars import jar_paths
 
+S3A_FS = "org.apache.hadoop.fs.s3a.S3AFileSystem"
+# object_store's names for each setting (case-insensitive, with or without the `aws_` prefix), as delta-rs takes them.
+_ENDPOINT = ("endpoint_url", "endpoint")
+_REGION = ("region", "default_region")
+_VIRTUAL_HOSTED = ("virtual_hosted_style_request",)
 
-def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_conf: dict | None = None):
+
+def is_s3(root: str) -> bool:
+    return root.startswith(("s3://", "s3a://"))
+
+
+def _option(opts: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    found = {k.lower().removeprefix("aws_"): v for k, v in opts.items()}
+    return next((found[n] for n in names if found.get(n) not in (None, "")), None)
+
+
+def s3a_conf(storage_options: Mapping[str, str]) -> dict[str, str]:
+    """Spark settings for Hadoop's S3A that reach the store a lake's delta-rs `storage_options` name.
+
+    `s3://` URIs go to S3A too (Hadoop has no other `s3` file system). A custom endpoint uses path-style requests,
+    as delta-rs does, unless AWS_VIRTUAL_HOSTED_STYLE_REQUEST is true; an `http://` endpoint (which delta-rs only
+    accepts with AWS_ALLOW_HTTP) turns SSL off. Options with no S3A counterpart (delta-rs' commit settings) do not
+    matter to a reader and are left out. No credentials: S3A's default chain reads them from the environment.
+    """
+    conf = {
+        "spark.hadoop.fs.s3.impl": S3A_FS,
+        "spark.hadoop.fs.AbstractFileSystem.s3.impl": "org.apache.hadoop.fs.s3a.S3A",
+    }
+    endpoint = _option(storage_options, _ENDPOINT)
+    if endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = endpoint
+        virtual = (_option(storage_options, _VIRTUAL_HOSTED) or "false").lower() == "true"
+        conf["spark.hadoop.fs.s3a.path.style.access"] = str(not virtual).lower()
+        if endpoint.lower().startswith("http://"):
+            conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = "false"
+    region = _option(storage_options, _REGION)
+    if region:
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = region
+    return conf
+
+
+def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_conf: dict | None = None,
+                  lake: LakeConfig | None = None):
     """Get or create the process's SparkSession, Delta-enabled; `extra_conf` overrides the defaults.
 
-    JVM-level settings (jars, driver memory) only take effect when this call starts the JVM.
+    With a `lake` on S3 the session can read it (`s3a://…` or `s3://…` paths): the S3A jars and `s3a_conf`.
+    JVM-level settings (jars, driver memory, `spark.hadoop.*`) only take effect when this call starts the JVM.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
+    on_s3 = lake is not None and is_s3(lake.root)
+    running = SparkContext._active_spark_context
+    if on_s3 and running is not None:  # refused before its conf is touched
+        _require_s3a(running._jvm, lake.root)
     conf = {
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
@@ -34,9 +90,10 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.driver.memory": "1g",
+        **(s3a_conf(lake.storage_options) if on_s3 else {}),
     }
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit / the pyspark shell)
-        conf["spark.jars"] = ",".join(jar_paths())
+        conf["spark.jars"] = ",".join(jar_paths(s3a=on_s3))
         # Python workers (mapInArrow) run this interpreter and import this project, not the system python3
         # (PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -48,4 +105,19 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
         builder = builder.master(master)
     for key, value in conf.items():
         builder = builder.config(key, str(value))
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    if on_s3 and running is None:  # spark-submit's JVM, started with whatever --jars it was given
+        _require_s3a(session._jvm, lake.root)
+    return session
+
+
+def _require_s3a(jvm, root: str) -> None:
+    """A JVM started earlier in this process (or by spark-submit) without hadoop-aws cannot read `root`: say so now,
+    not as "ClassNotFoundException: Class org.apache.hadoop.fs.s3a.S3AFileSystem not found" at the first query."""
+    from py4j.java_gateway import JavaClass
+
+    if not isinstance(jvm.org.apache.hadoop.fs.s3a.S3AFileSystem, JavaClass):
+        raise ConfigError(
+            f"the SparkSession in this process was started without the S3A connector (hadoop-aws), so it cannot read "
+            f"{root}; open the lake's session first in a new Python process, or pass "
+            f'--jars "$(python -m engine.spark.jars --s3a --print-jars)" to spark-submit')
