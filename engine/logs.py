@@ -38,12 +38,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is when a record comes (as logging's own last-resort handler), not
+    the stream it was at configuration: a job run under a replaced stderr (pytest's capture, a notebook) must not
+    leave the logger writing to that stream once it is closed."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(fmt: LogFormat = "text", stream=None) -> None:
     """Send the `lakescore` logger's records (INFO and up) to `stream` (default stderr) in `fmt`."""
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}; known: {', '.join(FORMATS)}")
     _state["format"] = fmt
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     ours = logging.getLogger("lakescore")
     ours.handlers[:] = [handler]

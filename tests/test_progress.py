@@ -137,6 +137,24 @@ def test_json_log_lines_carry_ts_level_logger_msg_and_the_run_id():
         configure_logging("xml")
 
 
+def test_the_log_follows_stderr_after_a_job_ran_under_a_replaced_one(capfd):
+    """A job run under pytest's capture (or a notebook's stderr) must not leave the logger on that closed stream."""
+    import sys
+
+    saved, captured = sys.stderr, io.StringIO()
+    sys.stderr = captured
+    try:
+        configure_logging("text")
+        logging.getLogger("lakescore").info("during the job")
+    finally:
+        sys.stderr = saved
+    assert "during the job" in captured.getvalue()
+    captured.close()
+    logging.getLogger("lakescore").info("after the job")
+    err = capfd.readouterr().err
+    assert "after the job" in err and "Logging error" not in err
+
+
 @pytest.mark.slow
 def test_the_score_job_counts_committed_units_and_their_rows(lake, demo_root, lines):
     from conftest import DAYS, ROWS, score_config
