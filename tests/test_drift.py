@@ -113,3 +113,19 @@ def test_evidently_page_is_self_contained_names_the_columns_and_refuses_pii(smal
     assert '"v"' in html and '"seg"' in html and "@x.org" not in html  # the sample's PII column never reached it
     with pytest.raises(ConfigError, match="pii"):
         evidently_report(ref, cur, ["v", "email"], str(tmp_path / "x.html"), pii=["email"])
+
+
+def test_bin_counts_equal_numpy_histogram_semantics_with_ties_and_non_finite_values():
+    """The comparison-per-edge counts against an independent reference: searchsorted + bincount on the finite values."""
+    from engine.drift import bin_counts
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        v = np.round(rng.normal(size=int(rng.integers(0, 3000))), 1)  # rounded: many values equal to an edge
+        if len(v) > 3:
+            v[rng.integers(0, len(v), 3)] = [np.nan, np.inf, -np.inf]
+        edges = np.unique(np.round(rng.normal(size=int(rng.integers(0, 12))), 1))
+        finite = v[np.isfinite(v)]
+        expected = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
+        got = bin_counts(v, edges)
+        assert np.array_equal(got, expected) and got.sum() == len(finite)
