@@ -103,7 +103,9 @@ def partition_dir(values: dict, columns: list[str] = PARTITION_COLUMNS) -> str:
 def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkResult:
     """Stream the chunk's input files through the model (and the unit's row check) into output data files."""
     out = unit.output
+    t = time.perf_counter()
     scorer = cached_scorer(bundle, out.device, out.micro_batch_rows, out.nthread)
+    load = time.perf_counter() - t  # the model's load: this worker's first chunk of it only
     in_fs, in_base = filesystem(unit.input_uri, unit.storage_options)
     out_fs, out_base = filesystem(out.uri, unit.storage_options)
     rc = unit.row_check
@@ -121,7 +123,7 @@ def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkR
                                        rc.quarantine_schema, out.quarantine_values, out.target_file_rows,
                                        out.compression, prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
     rows_in = bad_scores = 0
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {"load": load}
     latency: dict[str, int] = {}
     clock = time.perf_counter
     score_idx = out.schema.get_field_index(out.score_column)
