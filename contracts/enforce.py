@@ -62,7 +62,7 @@ class ContractCheck:
         return stats.seal(unit.scratch_uri, chunk.index, unit.key_buckets, unit.storage_options)
 
     def complete(self, stats: CheckStats, unit, run, deadline: float) -> None:
-        unique.count_spilled(run, unit.unit, unit.ds, unit.scratch_uri, stats, self, unit.storage_options, deadline)
+        unique.count_spilled(run, unit, stats, self, deadline)
 
 
 class Enforcer:

@@ -21,9 +21,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from engine.errors import LakescoreError, UnitFailed
+from engine.scratch import remove_folder
 from engine.snapshot import filesystem
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork, one_line
-from engine.writer import delete_quietly
 
 MAGIC = b"LSKEYS1\0"
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: integer keys (hashed as themselves) spread evenly
@@ -91,23 +91,20 @@ def count_bucket(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
 Run = Callable[[dict, list, object, float], Iterator[ChunkResult | ChunkFailure]]
 
 
-def count_spilled(run: Run, unit_name: str, ds: str, folder: str, stats, row_check, storage_options: dict,
-                  deadline: float) -> None:
-    """Run the second stage for one unit whose chunks spilled into `folder` (`stats.key_spills`): add its duplicate
-    rows to `stats.duplicates`, then delete the spill files. A failed bucket task fails the unit (UnitFailed)."""
-    spills = sorted(stats.key_spills)
+def count_spilled(run: Run, unit: UnitWork, stats, row_check, deadline: float) -> None:
+    """Run the second stage for a unit whose chunks spilled into `unit.scratch_uri` (`stats.key_spills`): add its
+    duplicate rows to `stats.duplicates`, then remove the spill folder. A failed bucket task fails the unit
+    (UnitFailed)."""
+    spills = tuple(sorted(stats.key_spills))
     if not spills:
         return
-    fs, base = filesystem(folder, storage_options)
     try:
-        with fs.open_input_file(_at(base, spills[0])) as f:
-            buckets = int(np.frombuffer(f.read_at(16, 0)[8:16], dtype=np.uint64)[0])
-        work = UnitWork(unit_name, ds, folder, None, count_bucket, storage_options=dict(storage_options),
-                        row_check=row_check)
-        chunks = [ChunkWork(unit_name, tuple(spills), b) for b in range(buckets)]
+        work = UnitWork(unit.unit, unit.ds, unit.scratch_uri, None, count_bucket,
+                        storage_options=dict(unit.storage_options), row_check=row_check)
+        chunks = [ChunkWork(unit.unit, spills, b) for b in range(unit.key_buckets)]
         found, failure = 0, None
         try:
-            for item in run({unit_name: work}, chunks, None, deadline):
+            for item in run({unit.unit: work}, chunks, None, deadline):
                 if isinstance(item, ChunkFailure):
                     failure = failure or f"bucket {item.chunk}: {item.error}"
                 else:
@@ -115,14 +112,8 @@ def count_spilled(run: Run, unit_name: str, ds: str, folder: str, stats, row_che
         except (LakescoreError, OSError) as e:  # an in-process executor raises what the task raised
             failure = one_line(e)
         if failure:
-            raise UnitFailed(f"ds={ds}: the key uniqueness check failed ({failure}); re-run the job")
+            raise UnitFailed(f"ds={unit.ds}: the key uniqueness check failed ({failure}); re-run the job")
         stats.duplicates += found
         stats.key_spills = []
     finally:
-        for name in spills:
-            delete_quietly(fs, _at(base, name))
-        if base:  # a local folder (object stores have none to remove)
-            try:
-                fs.delete_dir(base)
-            except OSError:
-                pass
+        remove_folder(unit.scratch_uri, unit.storage_options)

@@ -20,7 +20,7 @@ from engine import scratch as scratch_space
 from engine.progress import Progress
 from engine.scoring import plan_chunks
 from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
-from engine.work import ChunkResult, ChunkWork, UnitWork, timed
+from engine.work import ChunkResult, ChunkWork, UnitWork, side_run, timed
 
 log = logging.getLogger("lakescore")
 
@@ -106,7 +106,7 @@ def executor_gather(executor):
         for d in days:  # key uniqueness of the days read in several chunks: one task per key-hash bucket
             try:
                 if d not in errors:
-                    row_check.complete(merged[d], units[d], executor.run, deadline)
+                    row_check.complete(merged[d], units[d], side_run(executor), deadline)
             except UnitFailed as e:
                 errors[d] = str(e)
         scratch_space.remove_scratch(cfg.lake.root, scratch_id, opts)

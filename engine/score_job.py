@@ -28,7 +28,7 @@ from engine.models import ModelBundle, fetch_bundle
 from engine import scratch as scratch_space
 from engine.progress import Progress
 from engine.scoring import PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
-from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk
+from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk, side_run
 from engine.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
 from engine.delta_log import CommitLog
 from engine.snapshot import check_files_exist, open_snapshot, select_partitions
@@ -180,9 +180,9 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
 
     stamps = Stamps(ref.name, ref.version, ref.run_id, cfg.input.table, snap.version, summary.run_id,
                     summary.config_hash, dt.datetime.now(dt.timezone.utc).replace(microsecond=0))
-    side_run = getattr(executor, "run_side", executor.run)  # the row check's second stage (key-hash buckets)
+    second_stage = side_run(executor)  # the row check's second stage (key-hash buckets)
     ctx = UnitContext(cfg, summary, snap, committer, stamps, hooks, enforcer, qcommitter,
-                      lambda stats, work: work.row_check.complete(stats, work, side_run, deadline))
+                      lambda stats, work: work.row_check.complete(stats, work, second_stage, deadline))
     for d, unit in retract.items():
         guarded(ctx, d, unit, [], lambda d=d, unit=unit: retract_unit(ctx, d, unit))
     row_check = enforcer.row_check() if enforcer is not None else None

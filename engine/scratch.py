@@ -7,7 +7,6 @@ removed when the unit's second stage ends, and the run's folder when the run end
 from __future__ import annotations
 
 import math
-import posixpath
 
 import pyarrow.fs as pafs
 
@@ -34,19 +33,30 @@ def unit_scratch(lake_root: str, run_id: str, index: int, planned: list, rows: i
     return {"scratch_uri": scratch_dir(lake_root, run_id, index), "key_buckets": buckets_for(rows)}
 
 
-def remove_scratch(lake_root: str, run_id: str, storage_options: dict) -> None:
-    """Remove what the run's chunks spilled and no second stage removed (a unit that failed first); best effort."""
-    folder = f"{lake_root.rstrip('/')}/_scratch/{run_id}"
-    fs, base = filesystem(folder, storage_options)
+def remove_folder(uri: str, storage_options: dict) -> None:
+    """Delete a scratch folder and what it holds, on a local disk or an object store (which has no folders to
+    remove, only the files under the prefix); best effort: a leftover is never read again."""
+    fs, base = filesystem(uri, storage_options)
     try:
         if base:
             fs.delete_dir(base)
-            parent = posixpath.dirname(base)
-            if not fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True)):
-                fs.delete_dir(parent)
             return
         for info in fs.get_file_info(pafs.FileSelector("", allow_not_found=True, recursive=True)):
             if info.type == pafs.FileType.File:
                 delete_quietly(fs, info.path)
-    except (OSError, FileNotFoundError):
+    except OSError:
         pass
+
+
+def remove_scratch(lake_root: str, run_id: str, storage_options: dict) -> None:
+    """Remove what the run's chunks spilled and no second stage removed (a unit that failed first), and the local
+    `_scratch` folder once it is empty."""
+    scratch = f"{lake_root.rstrip('/')}/_scratch"
+    remove_folder(f"{scratch}/{run_id}", storage_options)
+    fs, base = filesystem(scratch, storage_options)
+    if base:
+        try:
+            if not fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+                fs.delete_dir(base)
+        except OSError:
+            pass

@@ -144,6 +144,12 @@ def timed(batches: Iterable, timings: dict, phase: str = "read") -> Iterator:
         yield item
 
 
+def side_run(executor) -> Callable:
+    """The executor's runner for a row check's second stage (short tasks, no model): its `run_side` where it has
+    one (the Ray actor pool, whose actors may hold every CPU), else its `run`."""
+    return getattr(executor, "run_side", executor.run)
+
+
 def run_chunk(unit: UnitWork, chunk: ChunkWork, bundle) -> ChunkResult:
     """What an executor runs per chunk: the unit's chunk function, tagged with the chunk's plan position."""
     result = unit.task(unit, chunk, bundle)

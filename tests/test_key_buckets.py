@@ -82,5 +82,5 @@ def test_a_broken_spill_file_fails_the_unit_with_what_to_do(tmp_path):
     (tmp_path / "keys" / "000001.keys").write_bytes(b"not a spill file, just some bytes")
     unit = UnitWork("u", DS, "", None, None, row_check=check, scratch_uri=folder, key_buckets=2)
     with pytest.raises(UnitFailed, match=r"ds=2026-01-05: the key uniqueness check failed .*re-run the job"):
-        count_spilled(LocalExecutor().run, "u", DS, folder, merged, check, {}, float("inf"))
+        count_spilled(LocalExecutor().run, unit, merged, check, float("inf"))
     assert not list((tmp_path / "keys").glob("*.keys"))  # removed even so
