@@ -216,10 +216,10 @@ def log_report(report_json: str, tracking_uri: str, artifact_root: str, params: 
     """Log a report (JSON and text) as artifacts of an MLflow run; returns the run id. Reports hold no PII."""
     from mlflow.tracking import MlflowClient
 
+    from engine.models import experiment_id
+
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(REPORT_EXPERIMENT)
-    location = artifact_root if "://" in artifact_root else "file://" + artifact_root
-    exp_id = exp.experiment_id if exp else client.create_experiment(REPORT_EXPERIMENT, artifact_location=location)
+    exp_id = experiment_id(client, REPORT_EXPERIMENT, artifact_root)
     run = client.create_run(exp_id, run_name=f"{params.get('job', 'job')}-{params.get('run_id', '')[:8]}")
     for k, v in params.items():
         client.log_param(run.info.run_id, k, str(v))

@@ -77,6 +77,16 @@ def resolve_model(uri: str, tracking_uri: str, registry_uri: str | None = None) 
     return ModelRef(name=name, version=int(mv.version), run_id=mv.run_id or "", source=mv.source, alias=alias)
 
 
+def experiment_id(client, name: str, artifact_root: str) -> str:
+    """The MLflow experiment `name` (an MlflowClient's), created with its artifacts under `artifact_root` (a local
+    path, or a URL such as s3://…) if it does not exist yet."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = artifact_root if "://" in artifact_root else "file://" + artifact_root
+    return client.create_experiment(name, artifact_location=location)
+
+
 def download_model(ref: ModelRef, tracking_uri: str, registry_uri: str | None, dst: str) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException

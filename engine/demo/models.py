@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 
 from engine.demo.data import CHANNELS, REGIONS, SEGMENTS, feature_names
-from engine.models import PREPROCESS_KEY
+from engine.models import PREPROCESS_KEY, experiment_id
 from engine.preprocess import Feature, PreprocessSpec, to_matrix
 
 EXPERIMENT = "lakescore-demo"
@@ -66,8 +66,7 @@ def register(tracking_uri: str, artifact_root: str, spec: PreprocessSpec, x: np.
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT, artifact_location=_file_uri(artifact_root))
+    exp_id = experiment_id(client, EXPERIMENT, artifact_root)
     meta = {PREPROCESS_KEY: spec.to_json()}
     versions = {}
     with mlflow.start_run(experiment_id=exp_id, run_name="demo-xgb"):
@@ -86,7 +85,3 @@ def register(tracking_uri: str, artifact_root: str, spec: PreprocessSpec, x: np.
     names = {"xgb": xgb_name, "torch": torch_name}
     client.set_registered_model_alias(names[champion], "champion", str(versions[champion]))
     return versions
-
-
-def _file_uri(path: str) -> str:
-    return path if "://" in path else "file://" + path

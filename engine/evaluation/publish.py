@@ -47,11 +47,10 @@ def log_to_mlflow(cfg, report: dict, metrics: list[dict], summary) -> str | None
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
+    from engine.models import experiment_id
+
     client = MlflowClient(cfg.mlflow.tracking_uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    root = cfg.mlflow.artifact_root
-    location = root if "://" in root else "file://" + root
-    exp_id = exp.experiment_id if exp else client.create_experiment(EXPERIMENT, artifact_location=location)
+    exp_id = experiment_id(client, EXPERIMENT, cfg.mlflow.artifact_root)
     run = client.create_run(exp_id, run_name=f"evaluate-{summary.run_id[:8]}",
                             tags={"lakescore.run_id": summary.run_id, "lakescore.verdict": summary.verdict})
     rid = run.info.run_id
