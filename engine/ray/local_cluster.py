@@ -231,14 +231,23 @@ class LocalRayCluster:
         out = []
         for pid in seen:
             try:
-                out.append(psutil.Process(pid))
+                proc = psutil.Process(pid)
+                if proc.status() != psutil.STATUS_ZOMBIE:  # dead, waiting for its parent to reap it
+                    out.append(proc)
             except psutil.NoSuchProcess:
                 continue
         return out
 
     def stop(self, grace_s: float = 10) -> None:
-        """SIGTERM this cluster's processes, SIGKILL what is left after `grace_s`, remove the temp dir."""
-        stop_all(self.processes(), grace_s)
+        """SIGTERM this cluster's processes, SIGKILL what is left after `grace_s`, remove the temp dir.
+
+        In rounds: a process that started while the others were stopping (a worker the raylet was launching) is not
+        in the first listing, and is stopped by the next round."""
+        for _ in range(3):
+            procs = self.processes()
+            if not procs:
+                break
+            stop_all(procs, grace_s)
         leftover = self.processes()
         if leftover:
             raise RuntimeError(f"ray cluster {self.temp_dir}: processes still alive after SIGKILL: "
