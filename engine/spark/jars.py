@@ -25,6 +25,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -35,6 +36,7 @@ SCALA = "2.13"
 MANIFEST = "jars.txt"
 S3A_MANIFEST = "s3a.txt"
 MAVEN_CENTRAL = "https://repo1.maven.org/maven2/"
+RESOLVE_ATTEMPTS = 3  # bounded: a broken-off download resumes; a refusal fails after the last
 _IVY_SETTINGS = f"""<ivysettings>
   <settings defaultResolver="central"/>
   <resolvers>
@@ -144,21 +146,32 @@ def resolve(dest: str | os.PathLike | None = None, s3a: bool = False) -> list[st
     log = dest / f"resolve-{jar_set.manifest.removesuffix('.txt')}.log"
     # The resolution happens when spark-submit launches the JVM; the session itself is not used. Ivy's report
     # (every artifact, one a line) goes to a log file and is shown only if the resolution fails.
-    with quiet_output(log):
+    # A download of the AWS SDK bundle (~640 MB) can break off on a busy machine; Ivy keeps the artifacts it
+    # completed, so a bounded retry resumes with the missing ones.
+    for attempt in range(1, RESOLVE_ATTEMPTS + 1):
         try:
-            spark = (
-                SparkSession.builder.master("local[1]").appName("lakescore-jars")
-                .config("spark.jars.packages", coord)
-                .config("spark.jars.ivy", str(ivy))
-                .config("spark.jars.ivySettings", str(settings))
-                .config("spark.ui.enabled", "false")
-                .getOrCreate()
-            )
+            with quiet_output(log):
+                spark = (
+                    SparkSession.builder.master("local[1]").appName("lakescore-jars")
+                    .config("spark.jars.packages", coord)
+                    .config("spark.jars.ivy", str(ivy))
+                    .config("spark.jars.ivySettings", str(settings))
+                    .config("spark.ui.enabled", "false")
+                    .getOrCreate()
+                )
+            break
         except Exception as e:  # Ivy's report (printed by quiet_output) says which artifact failed
+            if attempt < RESOLVE_ATTEMPTS:
+                print(f"resolution attempt {attempt} of {RESOLVE_ATTEMPTS} failed ({type(e).__name__}); retrying in "
+                      f"{5 * attempt} s", file=sys.stderr, flush=True)
+                time.sleep(5 * attempt)
+                continue
             raise ConfigError(
-                f"could not resolve {coord} from {MAVEN_CENTRAL} into {ivy} ({type(e).__name__}); "
-                f"check access to Maven Central and run {jar_set.setup_hint} again (Ivy's log: {log})"
+                f"could not resolve {coord} from {MAVEN_CENTRAL} into {ivy} after {RESOLVE_ATTEMPTS} attempts "
+                f"({type(e).__name__}); check access to Maven Central and run {jar_set.setup_hint} again "
+                f"(Ivy's log: {log})"
             ) from e
+    with quiet_output(log):
         try:
             # What spark-submit resolved and put on the classpath, in its order; not a glob of ivy/jars, which
             # may still hold the jars of an earlier resolution (another version).
