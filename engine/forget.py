@@ -214,8 +214,11 @@ def orphan_counts(lake: LakeConfig, table: str = "scores", key_columns: Sequence
 
 def forget(lake: LakeConfig, table: str, key_columns: Sequence[str], input_table: str, run_id: str,
            dry_run: bool = False, retries: int = 5, since: str | None = None, target_file_rows: int = 1_000_000,
-           encode_key: KeyEncoder | None = None) -> ForgetResult:
-    """Remove every orphan row of `table` (see the module docstring); one commit per partition holding any."""
+           encode_key: KeyEncoder | None = None,
+           before_rewrite: Callable[[Partition], None] | None = None) -> ForgetResult:
+    """Remove every orphan row of `table` (see the module docstring); one commit per partition holding any.
+
+    `before_rewrite(part)` runs before each attempt to rewrite a partition (tests hold a rival run there)."""
     scan = _Scan(lake, table, list(key_columns), input_table, encode_key)
     parts = scan.partitions(since)
     result = ForgetResult(table, len(parts))
@@ -231,12 +234,14 @@ def forget(lake: LakeConfig, table: str, key_columns: Sequence[str], input_table
         if dry_run:
             result.outcomes.append(Outcome(unit, "would-remove", rows.num_rows, rows.num_rows - n, version))
             continue
-        result.outcomes.append(_rewrite(scan, part, unit, run_id, retries, target_file_rows, version, jitter))
+        result.outcomes.append(_rewrite(scan, part, unit, run_id, retries, target_file_rows, version, jitter,
+                                        before_rewrite))
     return result
 
 
 def _rewrite(scan: _Scan, part: Partition, unit: str, run_id: str, retries: int, target_rows: int,
-             input_version: int, jitter: random.Random) -> Outcome:
+             input_version: int, jitter: random.Random,
+             before_rewrite: Callable[[Partition], None] | None = None) -> Outcome:
     """Overwrite the partition with its rows minus the orphans, re-read and re-decided after each conflict."""
     from deltalake import CommitProperties
     from deltalake.exceptions import CommitFailedError
@@ -247,6 +252,8 @@ def _rewrite(scan: _Scan, part: Partition, unit: str, run_id: str, retries: int,
     fs, base = filesystem(scan.uri, scan.opts)
     attempt = 0
     while True:
+        if before_rewrite is not None:
+            before_rewrite(part)
         scan.out.update_incremental()
         rows = scan.read(part)
         orphan = scan.orphans(part, rows)
