@@ -7,6 +7,7 @@ removed when the unit's second stage ends, and the run's folder when the run end
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import pyarrow.fs as pafs
 
@@ -48,15 +49,19 @@ def remove_folder(uri: str, storage_options: dict) -> None:
         pass
 
 
-def remove_scratch(lake_root: str, run_id: str, storage_options: dict) -> None:
+def remove_scratch(lake_root: str, run_id: str, storage_options: dict,
+                   before_root_removal: Callable[[], None] | None = None) -> None:
     """Remove what the run's chunks spilled and no second stage removed (a unit that failed first), and the local
-    `_scratch` folder once it is empty."""
+    `_scratch` folder once it is empty. `before_root_removal()` runs just before that folder is removed (tests hold
+    another run's spill there)."""
     scratch = f"{lake_root.rstrip('/')}/_scratch"
     remove_folder(f"{scratch}/{run_id}", storage_options)
     fs, base = filesystem(scratch, storage_options)
     if base:
         try:
             if not fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+                if before_root_removal is not None:
+                    before_root_removal()
                 fs.delete_dir(base)
         except OSError:
             pass

@@ -1,5 +1,6 @@
 """Key uniqueness per key-hash bucket (contracts.unique): exact against a whole-day reference, nothing on the driver
-but counts and file names, scratch files removed, a broken bucket fails its unit clearly."""
+but counts and file names, scratch files removed (one run's cleanup never another's), a broken bucket fails its unit
+clearly."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +14,7 @@ from contracts.enforce import ContractCheck
 from contracts.spec import load_contract
 from contracts.unique import count_spilled
 from engine.errors import UnitFailed
+from engine.scratch import remove_scratch, scratch_dir
 from engine.score_job import LocalExecutor
 from engine.work import UnitWork
 
@@ -84,3 +86,30 @@ def test_a_broken_spill_file_fails_the_unit_with_what_to_do(tmp_path):
     with pytest.raises(UnitFailed, match=r"ds=2026-01-05: the key uniqueness check failed .*re-run the job"):
         count_spilled(LocalExecutor().run, unit, merged, check, float("inf"))
     assert not list((tmp_path / "keys").glob("*.keys"))  # removed even so
+
+
+def test_one_runs_cleanup_never_removes_another_runs_spills(tmp_path):
+    """Run A ends and cleans up; run B spills its first key hashes between A's look at the empty `_scratch` folder and
+    A's removal of it. B's spills survive, and B's second stage still counts its duplicates exactly."""
+    lake = str(tmp_path / "lake")
+    check = row_check(pa.schema([("entity_id", pa.int64())]))
+    ids = day_keys(30_000)
+    reference = int(pd.Series(ids).duplicated(keep=False).sum())
+    mine = scratch_dir(lake, "run-a", 0)
+    chunk_stats(ids[:10], check).seal(mine, 0, 1, {})  # run A's own leftover spill
+    theirs = scratch_dir(lake, "run-b", 0)
+    merged = CheckStats()
+
+    def run_b_spills() -> None:
+        for i, part in enumerate(np.array_split(ids, 3)):
+            merged.merge(chunk_stats(part, check).seal(theirs, i, 2, {}))
+
+    remove_scratch(lake, "run-a", {}, before_root_removal=run_b_spills)
+    assert not (tmp_path / "lake" / "_scratch" / "run-a").exists()
+    assert sorted(p.name for p in (tmp_path / "lake" / "_scratch" / "run-b" / "keys" / "000000").iterdir()) == [
+        "000000.keys", "000001.keys", "000002.keys"]
+    unit = UnitWork("u", DS, "", None, None, row_check=check, scratch_uri=theirs, key_buckets=2)
+    check.complete(merged, unit, LocalExecutor().run, float("inf"))
+    assert merged.duplicate_keys() == reference > 0
+    remove_scratch(lake, "run-b", {})
+    assert not (tmp_path / "lake" / "_scratch").exists()  # the last run out removes the empty folder
