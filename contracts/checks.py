@@ -166,15 +166,17 @@ class CheckStats:
         return self
 
     def seal(self, spill_to: str = "", chunk_index: int = 0, buckets: int = 1,
-             storage_options: dict | None = None) -> "CheckStats":
+             storage_options: dict | None = None, key_salt: bytes = b"") -> "CheckStats":
         """End of a chunk: count its duplicate keys here (`spill_to` empty: the unit is this one chunk), or spill the
-        hashes into the folder `spill_to` for the unit's per-bucket count; either way the hashes are dropped."""
+        hashes, encrypted under the unit's `key_salt` (contracts.unique), into the folder `spill_to` for the unit's
+        per-bucket count; either way the hashes are dropped."""
         from contracts import unique
 
         if self.keys:
             hashes = np.concatenate(self.keys)
             if spill_to:
-                self.key_spills.append(unique.spill(hashes, spill_to, chunk_index, buckets, storage_options or {}))
+                self.key_spills.append(unique.spill(hashes, spill_to, chunk_index, buckets, storage_options or {},
+                                                    key_salt))
             else:
                 self.duplicates += unique.duplicate_rows(hashes)
             self.keys = []

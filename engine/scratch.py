@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 from typing import Callable
 
 import pyarrow.fs as pafs
@@ -36,10 +37,12 @@ def scratch_dir(lake_root: str, run_id: str, index: int) -> str:
 
 
 def unit_scratch(lake_root: str, run_id: str, index: int, planned: list, rows: int | None) -> dict:
-    """The UnitWork fields of a unit read in `planned` chunks: a spill folder and bucket count when it has several."""
+    """The UnitWork fields of a unit read in `planned` chunks: a spill folder, bucket count and the random key its
+    chunks encrypt their spilled key hashes under (contracts.unique), when it has several."""
     if len(planned) < 2:
         return {}
-    return {"scratch_uri": scratch_dir(lake_root, run_id, index), "key_buckets": buckets_for(rows)}
+    return {"scratch_uri": scratch_dir(lake_root, run_id, index), "key_buckets": buckets_for(rows),
+            "key_salt": secrets.token_bytes(16)}
 
 
 def remove_folder(uri: str, storage_options: dict) -> None:

@@ -382,7 +382,7 @@ def test_null_keys_are_not_null_failures_never_duplicates(tmp_path, typ, nullabl
         whole = check.seal(whole, UnitWork("u", NEW_DAY, "", None, None, row_check=check), ChunkWork("u", ()))
         assert whole.failed == {"not_null:id": want_null} and whole.duplicate_keys() == want_dups
         unit = UnitWork("u", NEW_DAY, "", None, None, row_check=check, scratch_uri=str(tmp_path / "keys"),
-                        key_buckets=2)
+                        key_buckets=2, key_salt=bytes(range(16)))
         merged = check.new_stats()
         for i, part in enumerate([batch.slice(0, 4), batch.slice(4)]):
             stats = check.new_stats()
