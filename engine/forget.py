@@ -32,8 +32,9 @@ day as changed and re-scores it (the same scores for the rows that remain, plus 
 work, never a wrong "up to date". Rows kept are not touched: their stamps still name the run and input version
 that produced them.
 
-Cost: the key columns of every partition of the table and of each input day are read (one day at a time); the
-full rows only of partitions that hold orphans.
+Cost: the key columns (and the input-version stamp) of every partition of the table and of each input day are read
+(one day at a time); the full rows only of partitions that hold orphans; an input's log and day keys once more when
+a partition records a newer version of it than the one read.
 """
 from __future__ import annotations
 
