@@ -3,20 +3,23 @@ but counts and file names, hashes spilled encrypted under the unit's key (Speck6
 test vector), scratch files removed (one run's cleanup never another's), a broken bucket fails its unit clearly."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, ROWS, score_config
 from contracts.checks import CheckStats
 from contracts.enforce import ContractCheck
 from contracts.spec import load_contract
 from contracts.unique import count_spilled, keyed
-from engine.errors import UnitFailed
+from engine.errors import ContractViolation, UnitFailed
 from engine.scratch import remove_scratch, scratch_dir
 from engine.score_job import LocalExecutor
 from engine.work import UnitWork
+from test_contracts import NEW_DAY, fresh_day, reports, score, set_rows
 
 CONTRACT = ROOT / "conf" / "contracts" / "features.yaml"
 DS = "2026-01-05"
@@ -150,3 +153,46 @@ def test_the_same_day_spilled_under_two_keys_counts_the_same_duplicates_from_oth
         counts.append(merged.duplicate_keys())
     assert counts[0] == counts[1] == int(pd.Series(ids).duplicated(keep=False).sum()) > 0
     assert files[0] != files[1]
+
+
+PLANTED_KEY = 734_501_928_374_615  # the demo's entity ids are about 10**6: this one is distinctive
+
+
+def test_spilled_key_hashes_hold_no_raw_key_value_and_still_count_duplicates_exactly(ray_local, lake, demo_root,
+                                                                                       monkeypatch):
+    """A day of three files (three chunks) whose integer key repeats across them spills its key hashes to the lake.
+    The spill files, captured just before the second stage removes them, hold neither the planted key's bytes nor any
+    of the day's raw keys, and the duplicate count is exact (pandas reference)."""
+    from contracts import unique
+    from test_pipelines import append
+
+    t = set_rows(fresh_day(), "entity_id", [0, 1500, 2999], PLANTED_KEY)  # one row in each file
+    ids = np.asarray(t.column("entity_id").to_pylist(), dtype=np.int64)
+    expected = int(pd.Series(ids).duplicated(keep=False).sum())
+    assert expected == 3
+    append(lake, t, files=3)
+    captured: dict[str, bytes] = {}
+    remove = unique.remove_folder
+
+    def capture_then_remove(uri: str, storage_options: dict) -> None:
+        for p in Path(uri).rglob("*.keys"):
+            captured[p.name] = p.read_bytes()
+        remove(uri, storage_options)
+
+    monkeypatch.setattr(unique, "remove_folder", capture_then_remove)
+    with pytest.raises(ContractViolation):
+        score(score_config(lake, demo_root, f"input.contract={CONTRACT}", f"input.ds={NEW_DAY}",
+                           "output.target_file_rows=1000"))
+    (unit,) = [u for u in reports(lake)[-1]["units"] if u["ds"] == NEW_DAY]
+    assert {v["check"]: v["rows"] for v in unit["violations"]} == {"unique_key": expected}
+    assert sorted(captured) == ["000000.keys", "000001.keys", "000002.keys"]  # three chunks spilled
+    words = []
+    for data in captured.values():
+        n = int(np.frombuffer(data[8:16], dtype=np.uint64)[0])
+        words.append(np.frombuffer(data[16 + 8 * (n + 1):], dtype=np.uint64))
+    spilled = np.concatenate(words)
+    assert len(spilled) == ROWS  # every row's key hash is there
+    for raw in (np.int64(PLANTED_KEY).tobytes(), np.array(PLANTED_KEY, ">i8").tobytes(), str(PLANTED_KEY).encode()):
+        assert not [name for name, data in captured.items() if raw in data]
+    assert not set(spilled.tolist()) & set(ids.view(np.uint64).tolist())  # no raw key of the day, at any position
+    assert not (lake / "_scratch").exists()
