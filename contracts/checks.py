@@ -5,6 +5,11 @@ masks come from here on every engine). `CheckStats` accumulates counts, a few PI
 uniqueness and histograms for drift, per chunk; the driver merges chunks into a unit's verdict. Key hashes never
 leave the worker: `seal` counts a one-chunk unit's duplicates there, or spills them for the per-bucket count of
 `contracts.unique`, so a chunk ships a count or a file name.
+
+Null keys: a row whose key holds a null identifies nothing, so it is a `not_null` failure of its key column (a key
+column is never nullable, whatever the contract says of it: `ResolvedContract.allows_null`) and is left out of the
+key hashes. Hashing it would count every null key as a duplicate of every other (an integer null read as NaN and
+cast, a string null as the text "None"), reporting one problem twice and a wrong duplicate count.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ def row_masks(batch: pa.RecordBatch, rc: ResolvedContract, ds: str) -> dict[str,
         if name not in names:
             continue
         col = batch.column(name)
-        if not spec.nullable:
+        if not rc.allows_null(name):  # a key column never: a null key is a not_null failure, not a duplicate
             put("not_null", name, pc.is_null(col))
         if spec.pii:
             continue  # no value check on PII: its message or example could quote the value
@@ -84,7 +89,15 @@ def row_masks(batch: pa.RecordBatch, rc: ResolvedContract, ds: str) -> dict[str,
 
 
 def key_hashes(batch: pa.RecordBatch, key: list[str]) -> np.ndarray:
-    """64-bit hashes of the key (exact for one integer key column)."""
+    """64-bit hashes of the key (exact for one integer key column) of the rows whose key holds no null: a null key is
+    `row_masks`' not_null failure, never a duplicate of another null key (nor of the text "None")."""
+    valid = None
+    for k in key:
+        if batch.column(k).null_count:
+            ok = pc.is_valid(batch.column(k))
+            valid = ok if valid is None else pc.and_(valid, ok)
+    if valid is not None:
+        batch = batch.filter(valid)
     if len(key) == 1 and pa.types.is_integer(batch.column(key[0]).type):
         return batch.column(key[0]).to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
     h = np.full(batch.num_rows, 1469598103934665603, dtype=np.uint64)
@@ -153,15 +166,17 @@ class CheckStats:
         return self
 
     def seal(self, spill_to: str = "", chunk_index: int = 0, buckets: int = 1,
-             storage_options: dict | None = None) -> "CheckStats":
+             storage_options: dict | None = None, key_salt: bytes = b"") -> "CheckStats":
         """End of a chunk: count its duplicate keys here (`spill_to` empty: the unit is this one chunk), or spill the
-        hashes into the folder `spill_to` for the unit's per-bucket count; either way the hashes are dropped."""
+        hashes, encrypted under the unit's `key_salt` (contracts.unique), into the folder `spill_to` for the unit's
+        per-bucket count; either way the hashes are dropped."""
         from contracts import unique
 
         if self.keys:
             hashes = np.concatenate(self.keys)
             if spill_to:
-                self.key_spills.append(unique.spill(hashes, spill_to, chunk_index, buckets, storage_options or {}))
+                self.key_spills.append(unique.spill(hashes, spill_to, chunk_index, buckets, storage_options or {},
+                                                    key_salt))
             else:
                 self.duplicates += unique.duplicate_rows(hashes)
             self.keys = []

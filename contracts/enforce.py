@@ -59,7 +59,7 @@ class ContractCheck:
         return CheckStats.from_bytes(data)
 
     def seal(self, stats: CheckStats, unit, chunk) -> CheckStats:
-        return stats.seal(unit.scratch_uri, chunk.index, unit.key_buckets, unit.storage_options)
+        return stats.seal(unit.scratch_uri, chunk.index, unit.key_buckets, unit.storage_options, unit.key_salt)
 
     def complete(self, stats: CheckStats, unit, run, deadline: float) -> None:
         unique.count_spilled(run, unit, stats, self, deadline)

@@ -57,7 +57,7 @@ def pandas_schema(rc: ResolvedContract):
     import pandera.pandas as pap
 
     c = rc.contract
-    cols = {name: pap.Column(checks=_pandas_checks(spec), nullable=spec.nullable, required=True)
+    cols = {name: pap.Column(checks=_pandas_checks(spec), nullable=rc.allows_null(name), required=True)
             for name, spec in rc.columns.items()}
     return pap.DataFrameSchema(cols, unique=c.key or None, strict=not c.allow_extra_columns, name=c.table,
                                coerce=False)
@@ -89,7 +89,7 @@ def pyspark_schema(rc: ResolvedContract, spark_schema):
                 checks.append(pas.Check.le(spec.max))
             if spec.categories is not None:
                 checks.append(pas.Check.isin(list(spec.categories)))
-        cols[name] = pas.Column(dtype, checks=checks, nullable=spec.nullable)
+        cols[name] = pas.Column(dtype, checks=checks, nullable=rc.allows_null(name))
     return pas.DataFrameSchema(cols, name=rc.contract.table, strict=not rc.contract.allow_extra_columns)
 
 

@@ -147,6 +147,11 @@ class ResolvedContract:
     def pii(self) -> set[str]:
         return {n for n, s in self.columns.items() if s.pii}
 
+    def allows_null(self, name: str) -> bool:
+        """Whether the column may hold nulls: never a key column (a null key identifies no row: a not_null failure,
+        never a duplicate), else as declared."""
+        return self.columns[name].nullable and name not in self.contract.key
+
     def check_columns(self) -> list[str]:
         """Columns the row checks read (PII never: no check on a PII column may quote its value)."""
         return [n for n, s in self.columns.items() if not s.pii or not s.nullable]

@@ -12,6 +12,17 @@ scratch files. Memory: a chunk holds its own hashes (8 bytes a row of the chunk)
 File format (little-endian): magic `LSKEYS1\\0`, the bucket count n (uint64), n + 1 offsets (uint64, in hashes),
 then the hashes, bucket 0's first. Names are fixed by the chunk's plan position, so a retried or speculative
 attempt rewrites the same file with the same bytes.
+
+What is spilled is keyed: a single integer key's "hash" is the key itself (exact), and a string key's is an unkeyed
+64-bit blake2b anyone can recompute for a guessed value, while the spill sits on shared storage, a killed run's
+until someone removes it, where `forget` never reaches, and a key may be tagged pii. So every hash is encrypted with
+Speck64/128 (a published 64-bit block cipher, vectorised here in numpy, checked against its test vector) under
+the unit's `key_salt` before it is written. We chose a keyed permutation over a keyed hash: distinct keys stay
+distinct, so the count stays exact, and the same key gives the same word in every chunk of the unit, so the second
+stage needs no key at all. The salt is 16 random bytes drawn per unit when the run plans it
+(`engine.scratch.unit_scratch`) and shipped only in the unit's work (the Ray object store, a Spark broadcast), never
+derived from the run id (which names the spill folder) nor written to the lake; a retried or speculative attempt
+gets the same work, hence the same bytes. Spilling without a salt is refused (a ValueError: a bug, never data).
 """
 from __future__ import annotations
 
@@ -26,7 +37,7 @@ from engine.snapshot import filesystem
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork, one_line
 
 MAGIC = b"LSKEYS1\0"
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: integer keys (hashed as themselves) spread evenly
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: whatever words it gets spread evenly over the buckets
 
 
 def duplicate_rows(hashes: np.ndarray) -> int:
@@ -49,10 +60,47 @@ def _at(base: str, name: str) -> str:
     return f"{base}/{name}" if base else name
 
 
-def spill(hashes: np.ndarray, folder: str, chunk_index: int, buckets: int, storage_options: dict) -> str:
-    """Write a chunk's key hashes grouped by bucket into `folder`; returns the file's name there."""
+SALT_BYTES = 16  # Speck64/128's key
+
+
+def _round_keys(salt: bytes) -> list[np.uint32]:
+    """Speck64/128's 27 round keys from a 16-byte key (words k0, l0, l1, l2, little-endian)."""
+    if len(salt) != SALT_BYTES:
+        raise ValueError(f"refusing to spill key hashes without a {SALT_BYTES}-byte key_salt (got {len(salt)} bytes)")
+    words = [int.from_bytes(salt[i:i + 4], "little") for i in range(0, SALT_BYTES, 4)]
+    k, ls = [words[0]], words[1:]
+    for i in range(26):
+        ls.append(((k[i] + ((ls[i] >> 8) | (ls[i] << 24))) & 0xFFFFFFFF) ^ i)
+        k.append((((k[i] << 3) | (k[i] >> 29)) & 0xFFFFFFFF) ^ ls[i + 3])
+    return [np.uint32(v) for v in k]
+
+
+def keyed(hashes: np.ndarray, salt: bytes) -> np.ndarray:
+    """Each 64-bit word encrypted with Speck64/128 under `salt` (high half x, low half y): a permutation of the
+    64-bit words, so equal inputs stay equal and distinct ones distinct."""
+    h = np.ascontiguousarray(hashes, dtype=np.uint64)
+    x = (h >> np.uint64(32)).astype(np.uint32)
+    y = h.astype(np.uint32)
+    t = np.empty_like(x)
+    for k in _round_keys(salt):
+        np.right_shift(x, np.uint32(8), out=t)
+        np.left_shift(x, np.uint32(24), out=x)
+        x |= t
+        x += y
+        x ^= k
+        np.right_shift(y, np.uint32(29), out=t)
+        np.left_shift(y, np.uint32(3), out=y)
+        y |= t
+        y ^= x
+    return (x.astype(np.uint64) << np.uint64(32)) | y.astype(np.uint64)
+
+
+def spill(hashes: np.ndarray, folder: str, chunk_index: int, buckets: int, storage_options: dict,
+          salt: bytes) -> str:
+    """Write a chunk's key hashes, encrypted under the unit's `salt`, grouped by bucket into `folder`; returns the
+    file's name there."""
+    hashes = keyed(hashes, salt)
     fs, base = filesystem(folder, storage_options)
-    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
     b = bucket_of(hashes, buckets)
     order = np.argsort(b, kind="stable")
     offsets = np.zeros(buckets + 1, dtype=np.uint64)

@@ -10,6 +10,20 @@ id, rows before and after and rows removed. A conflicting commit (a score run re
 makes ours fail; the partition is then read again and re-decided, a bounded number of times. A day whose input is
 gone entirely loses all its rows.
 
+Keys never older than the rows they judge. A score run may re-score a day from a newer input version after forget
+read that day's keys and before it rewrites the partition (its commit lands first, so ours does not conflict). The
+new rows (an entity added since) are absent from the keys forget read, and judging them by those keys would remove
+valid scores, while the partition's application transaction, recording the newer input, would tell every later
+score run that the day is up to date. So each time a partition is judged, the newest input version it records is
+read from the partition itself: the highest of its rows' stamps (`input_version`; the quarantine's
+`source_version`) and of the score unit's `#input=` application transaction (`engine.commit.recorded_input_version`).
+Newer than the snapshot whose keys forget holds → that input table's snapshot is opened again at its latest
+version and the day's keys are re-read before any row is judged. We chose re-reading over skipping the partition:
+it keeps the new rows, still removes what was deleted since, and needs no second forget; judging by the latest
+input is what forget promises anyway. The stamps count as well as the transaction because after a `RESTORE` the
+rows are the evidence (a transaction version can outlive the rows it described); re-reading more often than needed
+costs one day's key read, never a row.
+
 The unit's application transactions are left as they are, on purpose. They record the input fingerprint and version
 the partition was *scored* from; forget computed nothing from the new input, it only dropped rows. Recording the
 new fingerprint would claim the partition is up to date with the current day, and if the same input change also
@@ -18,8 +32,9 @@ day as changed and re-scores it (the same scores for the rows that remain, plus 
 work, never a wrong "up to date". Rows kept are not touched: their stamps still name the run and input version
 that produced them.
 
-Cost: the key columns of every partition of the table and of each input day are read (one day at a time); the
-full rows only of partitions that hold orphans.
+Cost: the key columns (and the input-version stamp) of every partition of the table and of each input day are read
+(one day at a time); the full rows only of partitions that hold orphans; an input's log and day keys once more when
+a partition records a newer version of it than the one read.
 """
 from __future__ import annotations
 
@@ -103,6 +118,9 @@ class _Scan:
                               "package's key encoder (lakescore forget does)")
         self.schema = pa.schema(self.out.schema().to_arrow())
         self.keys = ["key"] if self.quarantine else list(key_columns)
+        stamp = "source_version" if self.quarantine else "input_version"  # the input version each row came from
+        self.stamp = stamp if stamp in self.schema.names else None
+        self.judged = [*self.keys, *([self.stamp] if self.stamp else [])]  # what judging a partition reads
         missing = [k for k in self.keys if k not in self.schema.names]
         if missing:
             raise ConfigError(f"key column(s) {missing} not in table {table!r} (columns: "
@@ -124,16 +142,37 @@ class _Scan:
         return [Partition(p["values"], p["input"] or self.default_input, p["rows"])
                 for k, p in sorted(parts.items()) if since is None or str(k[0]) >= since]
 
-    def snapshot(self, name: str) -> Snapshot:
+    def snapshot(self, name: str, at_least: int | None = None) -> Snapshot:
+        """The input table's snapshot read by this run; opened again at the latest version (and its day keys read
+        again) when a partition records an input version newer than the one held (`at_least`)."""
+        if name in self.snaps and at_least is not None and self.snaps[name].version < at_least:
+            log.info("forget %s: a partition was scored from %s version %d, newer than the version %d read; "
+                     "reading that table's keys again", self.table, name, at_least, self.snaps[name].version)
+            del self.snaps[name]
+            self.day_keys = {k: v for k, v in self.day_keys.items() if k[0] != name}
         if name not in self.snaps:
             self.snaps[name] = open_snapshot(name, table_uri(self.lake, name), "latest", self.opts)
         return self.snaps[name]
 
-    def input_keys(self, part: Partition, key_names: list[str]) -> pa.Table | None:
-        """The keys of the partition's input day in the current snapshot; None if the day is gone."""
+    def recorded_input(self, part: Partition, rows: pa.Table) -> int | None:
+        """The newest input version `rows` (the partition as just read) were computed from: their stamps and, for a
+        scores partition, the score unit's `#input=` application transaction."""
+        found = []
+        if self.stamp and self.stamp in rows.column_names and rows.num_rows:
+            found.append(pc.max(rows.column(self.stamp)).as_py())
+        if not self.quarantine:
+            unit = protocol.Unit(protocol.app_id("score", part.values, self.columns), part.values, "",
+                                 part.input_table)
+            found.append(protocol.recorded_input_version(self.out, unit))
+        found = [v for v in found if v is not None]
+        return max(found) if found else None
+
+    def input_keys(self, part: Partition, key_names: list[str], at_least: int | None = None) -> pa.Table | None:
+        """The keys of the partition's input day in the current snapshot (at version `at_least` or later); None if
+        the day is gone."""
         from deltalake import DeltaTable
 
-        snap = self.snapshot(part.input_table)
+        snap = self.snapshot(part.input_table, at_least)
         ds = str(part.values["ds"])
         cache = (part.input_table, ds, tuple(key_names))
         if cache not in self.day_keys:
@@ -163,15 +202,16 @@ class _Scan:
         return self.out.to_pyarrow_table(columns=columns, filters=typed)
 
     def orphans(self, part: Partition, rows: pa.Table) -> np.ndarray:
-        """Mask of `rows` (of `part`) whose key is absent from the current input day. A row whose key holds a null
-        cannot be matched and is kept."""
+        """Mask of `rows` (of `part`, read with at least `judged`) whose key is absent from the current input day,
+        judged by keys no older than the input the rows record. A row whose key holds a null cannot be matched and
+        is kept."""
         names = self.keys
         if self.quarantine:
             first = next((k for k in rows.column("key").to_pylist() if k), None)
             if first is None:
                 return np.zeros(rows.num_rows, bool)
             names = sorted(json.loads(first))
-        day = self.input_keys(part, names)
+        day = self.input_keys(part, names, self.recorded_input(part, rows))
         if day is None:
             return np.ones(rows.num_rows, bool)
         mine = rows.select(self.keys)
@@ -205,7 +245,7 @@ def orphan_counts(lake: LakeConfig, table: str = "scores", key_columns: Sequence
     for part in scan.partitions(since):
         if only is not None and part.key not in only:
             continue
-        rows = scan.read(part, scan.keys)
+        rows = scan.read(part, scan.judged)
         n = int(scan.orphans(part, rows).sum())
         if n:
             counts[part.key] = n
@@ -214,30 +254,36 @@ def orphan_counts(lake: LakeConfig, table: str = "scores", key_columns: Sequence
 
 def forget(lake: LakeConfig, table: str, key_columns: Sequence[str], input_table: str, run_id: str,
            dry_run: bool = False, retries: int = 5, since: str | None = None, target_file_rows: int = 1_000_000,
-           encode_key: KeyEncoder | None = None) -> ForgetResult:
-    """Remove every orphan row of `table` (see the module docstring); one commit per partition holding any."""
+           encode_key: KeyEncoder | None = None,
+           before_rewrite: Callable[[Partition], None] | None = None) -> ForgetResult:
+    """Remove every orphan row of `table` (see the module docstring); one commit per partition holding any.
+
+    `before_rewrite(part)` runs before each attempt to rewrite a partition (tests hold a rival run there)."""
     scan = _Scan(lake, table, list(key_columns), input_table, encode_key)
     parts = scan.partitions(since)
     result = ForgetResult(table, len(parts))
     jitter = random.Random(run_id)
     for part in parts:
-        rows = scan.read(part, scan.keys)
+        rows = scan.read(part, scan.judged)
         n = int(scan.orphans(part, rows).sum())
         version = scan.snapshot(part.input_table).version
-        result.inputs[part.input_table] = version
+        result.inputs[part.input_table] = max(version, result.inputs.get(part.input_table, version))
         unit = partition_dir(part.values, scan.columns)
         if not n:
             continue
         if dry_run:
             result.outcomes.append(Outcome(unit, "would-remove", rows.num_rows, rows.num_rows - n, version))
             continue
-        result.outcomes.append(_rewrite(scan, part, unit, run_id, retries, target_file_rows, version, jitter))
+        outcome = _rewrite(scan, part, unit, run_id, retries, target_file_rows, jitter, before_rewrite)
+        result.outcomes.append(outcome)
+        result.inputs[part.input_table] = max(outcome.input_version, result.inputs[part.input_table])
     return result
 
 
 def _rewrite(scan: _Scan, part: Partition, unit: str, run_id: str, retries: int, target_rows: int,
-             input_version: int, jitter: random.Random) -> Outcome:
-    """Overwrite the partition with its rows minus the orphans, re-read and re-decided after each conflict."""
+             jitter: random.Random, before_rewrite: Callable[[Partition], None] | None = None) -> Outcome:
+    """Overwrite the partition with its rows minus the orphans, re-read and re-decided after each conflict (each
+    time by keys at least as new as the input its rows record)."""
     from deltalake import CommitProperties
     from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import AddAction
@@ -247,9 +293,12 @@ def _rewrite(scan: _Scan, part: Partition, unit: str, run_id: str, retries: int,
     fs, base = filesystem(scan.uri, scan.opts)
     attempt = 0
     while True:
+        if before_rewrite is not None:
+            before_rewrite(part)
         scan.out.update_incremental()
         rows = scan.read(part)
         orphan = scan.orphans(part, rows)
+        input_version = scan.snapshot(part.input_table).version
         if not orphan.any():
             return Outcome(unit, "clean", rows.num_rows, rows.num_rows, input_version,
                            "a concurrent commit already removed them")

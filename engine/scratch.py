@@ -3,10 +3,20 @@
 `<lake.root>/_scratch/<run_id>/keys/<unit position>/` holds the key hashes a unit of several chunks spills for the
 contract's per-bucket uniqueness count (contracts.unique). Shared storage, so any worker reads what another wrote;
 removed when the unit's second stage ends, and the run's folder when the run ends.
+
+`_scratch` itself is shared by every run on the lake. A run's cleanup removes only its own folder recursively; the
+shared folder it removes with `os.rmdir`, which the file system refuses while anything is inside. A listing ("empty")
+followed by a recursive delete would take the spills of a run that created its folder in between, and that run's
+day would fail its uniqueness check. We chose the atomic non-recursive removal over leaving the folder: the lake
+is left as it was found when no other run is active, and a run that is active keeps its folder. On an object store
+there are no folders, only the run's own files, which `remove_folder` deletes.
 """
 from __future__ import annotations
 
 import math
+import os
+import secrets
+from typing import Callable
 
 import pyarrow.fs as pafs
 
@@ -27,10 +37,12 @@ def scratch_dir(lake_root: str, run_id: str, index: int) -> str:
 
 
 def unit_scratch(lake_root: str, run_id: str, index: int, planned: list, rows: int | None) -> dict:
-    """The UnitWork fields of a unit read in `planned` chunks: a spill folder and bucket count when it has several."""
+    """The UnitWork fields of a unit read in `planned` chunks: a spill folder, bucket count and the random key its
+    chunks encrypt their spilled key hashes under (contracts.unique), when it has several."""
     if len(planned) < 2:
         return {}
-    return {"scratch_uri": scratch_dir(lake_root, run_id, index), "key_buckets": buckets_for(rows)}
+    return {"scratch_uri": scratch_dir(lake_root, run_id, index), "key_buckets": buckets_for(rows),
+            "key_salt": secrets.token_bytes(16)}
 
 
 def remove_folder(uri: str, storage_options: dict) -> None:
@@ -48,15 +60,18 @@ def remove_folder(uri: str, storage_options: dict) -> None:
         pass
 
 
-def remove_scratch(lake_root: str, run_id: str, storage_options: dict) -> None:
+def remove_scratch(lake_root: str, run_id: str, storage_options: dict,
+                   before_root_removal: Callable[[], None] | None = None) -> None:
     """Remove what the run's chunks spilled and no second stage removed (a unit that failed first), and the local
-    `_scratch` folder once it is empty."""
+    `_scratch` folder once it is empty. `before_root_removal()` runs just before that folder is removed (tests hold
+    another run's spill there)."""
     scratch = f"{lake_root.rstrip('/')}/_scratch"
     remove_folder(f"{scratch}/{run_id}", storage_options)
-    fs, base = filesystem(scratch, storage_options)
-    if base:
+    _fs, base = filesystem(scratch, storage_options)
+    if base:  # a local disk (an object store has no folder to remove)
+        if before_root_removal is not None:
+            before_root_removal()
         try:
-            if not fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
-                fs.delete_dir(base)
+            os.rmdir(base)  # only while empty, checked atomically: never a recursive delete of other runs' folders
         except OSError:
-            pass
+            pass  # not empty (another run is spilling) or already gone: left to the last run out

@@ -95,6 +95,7 @@ class UnitWork:
     # check finishes on the driver's second stage (key hashes, in `key_buckets` buckets); "" for a one-chunk unit.
     scratch_uri: str = ""
     key_buckets: int = 1
+    key_salt: bytes = b""  # the key under which those hashes are spilled (random per unit, never on the lake)
 
 
 @dataclass(frozen=True)

@@ -342,3 +342,63 @@ def test_stale_newest_partition_fails_freshness_and_writes_nothing(ray_local, la
     assert not (lake / "scores").exists() or DeltaTable(str(lake / "scores")).to_pyarrow_table().num_rows == 0
     (rep,) = reports(lake)
     assert [v["check"] for v in rep["units"][0]["violations"]] == ["freshness"]
+
+
+# --------------------------------------------------------------------------- issue 18, 13: null keys
+
+
+def key_contract(typ: str, nullable: bool) -> Contract:
+    return Contract.model_validate({"table": "t", "key": ["id"], "columns": {"id": {"type": typ, "nullable": nullable},
+                                                                             "v": {"type": "float"}}})
+
+
+NULL_KEYS = {"int": [1, None, 2, None, None, 3, 3, 4], "string": ["a", None, "None", None, None, "c", "c", "d"]}
+
+
+@pytest.mark.parametrize("nullable", [False, True])
+@pytest.mark.parametrize("typ", ["int", "string"])
+def test_null_keys_are_not_null_failures_never_duplicates(tmp_path, typ, nullable):
+    """Three null keys, two rows sharing a real key (and, for strings, the text "None"): 3 not_null failures and 2
+    duplicate rows, in one chunk and spilled over two, with no RuntimeWarning (an int key was cast from NaN)."""
+    import warnings
+
+    import pandas as pd
+
+    from contracts.enforce import ContractCheck
+    from engine.score_job import LocalExecutor
+    from engine.work import ChunkWork, UnitWork
+
+    ids = NULL_KEYS[typ]
+    batch = pa.record_batch({"id": pa.array(ids, pa.int64() if typ == "int" else pa.string()),
+                             "v": pa.array(np.arange(len(ids), dtype=np.float64))})
+    ref = pd.Series(ids, dtype=object)
+    want_null, want_dups = int(ref.isna().sum()), int(ref.dropna().duplicated(keep=False).sum())
+    assert (want_null, want_dups) == (3, 2)  # the reference, with pandas
+    check = ContractCheck(key_contract(typ, nullable).resolve(batch.schema), {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = check.new_stats()
+        check.check(batch, NEW_DAY, whole)
+        whole = check.seal(whole, UnitWork("u", NEW_DAY, "", None, None, row_check=check), ChunkWork("u", ()))
+        assert whole.failed == {"not_null:id": want_null} and whole.duplicate_keys() == want_dups
+        unit = UnitWork("u", NEW_DAY, "", None, None, row_check=check, scratch_uri=str(tmp_path / "keys"),
+                        key_buckets=2, key_salt=bytes(range(16)))
+        merged = check.new_stats()
+        for i, part in enumerate([batch.slice(0, 4), batch.slice(4)]):
+            stats = check.new_stats()
+            check.check(part, NEW_DAY, stats)
+            merged.merge(check.seal(stats, unit, ChunkWork("u", (), i)))
+        check.complete(merged, unit, LocalExecutor().run, float("inf"))
+        assert merged.failed == {"not_null:id": want_null} and merged.duplicate_keys() == want_dups
+
+
+def test_a_day_with_null_keys_fails_not_null_and_reports_no_duplicates(ray_local, lake, demo_root):
+    append_day(lake, set_rows(fresh_day(), "entity_id", [1, 5, 9], None))
+    with pytest.raises(ContractViolation) as e:
+        score(score_config(lake, demo_root, f"input.contract={CONTRACT}", f"input.ds={NEW_DAY}"))
+    assert e.value.exit_code == 3
+    (unit,) = [u for u in reports(lake)[-1]["units"] if u["ds"] == NEW_DAY]
+    assert {v["check"]: v["rows"] for v in unit["violations"]} == {"not_null:entity_id": 3}
+    scores = lake / "scores"
+    assert not scores.exists() or DeltaTable(str(scores)).to_pyarrow_table(columns=["ds"]).num_rows == 0
+

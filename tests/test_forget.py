@@ -1,23 +1,30 @@
 """`lakescore forget`: entities deleted from an input day disappear from every model's partitions of that day, a day
 whose input is gone loses all its rows, every other row stays exactly as it was (compared row for row with the table
-read before, directly with deltalake), a second forget is a no-op, and the ledger records what was removed."""
+read before, directly with deltalake), a second forget is a no-op, and the ledger records what was removed. A key is
+every key column (one entity's two events are two keys), and a score run that commits while forget works keeps its
+rows."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 
+from deltalake import write_deltalake
+
 from conftest import DAYS, MLP, ROOT, ROWS, XGB
 from engine import ledger
 from engine.config import LakeConfig
-from engine.forget import orphan_counts
-from test_contracts import NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
+from engine.forget import forget, orphan_counts
+from test_contracts import CONTRACT, NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
 from test_ledger import run_score
 
 DAY = "2026-01-02"
 GONE = "2026-01-04"
+RACE_DAY = "2026-01-04"  # outside the contract's drift reference window: a change there rescores that day only
 KEYS = ["entity_id", "event_ts"]
 
 
@@ -127,3 +134,90 @@ def test_unknown_table_or_key_column_is_exit_2(lake, demo_root, capsys):
     assert code == 2 and "table 'nosuch' not found" in s["error"]
     code, s, _ = run_forget(lake, demo_root, "--table", "features", capsys=capsys)
     assert code == 2 and "partitioned by ['ds']" in s["error"]
+
+
+def input_rows(lake) -> Counter:
+    t = DeltaTable(str(lake / "features")).to_pyarrow_table(columns=["ds", *KEYS])
+    return Counter(zip(*(t.column(c).to_pylist() for c in ["ds", *KEYS])))
+
+
+def scored_rows(lake, model: str) -> Counter:
+    t = DeltaTable(str(lake / "scores")).to_pyarrow_table(columns=["ds", *KEYS], filters=[("model_name", "=", model)])
+    return Counter(zip(*(t.column(c).to_pylist() for c in ["ds", *KEYS])))
+
+
+def day_table(lake, ds: str) -> pa.Table:
+    return DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "=", ds)])
+
+
+def copy_row(day: pa.Table, entity_id: int, event_ts: dt.datetime) -> pa.Table:
+    """The day's first row under another key."""
+    row = day.slice(0, 1)
+    row = row.set_column(row.schema.get_field_index("entity_id"), "entity_id", pa.array([entity_id], pa.int64()))
+    return row.set_column(row.schema.get_field_index("event_ts"), "event_ts",
+                          pa.array([event_ts], row.schema.field("event_ts").type))
+
+
+def replace_day(lake, ds: str, day: pa.Table) -> None:
+    write_deltalake(str(lake / "features"), day, partition_by=["ds"], mode="overwrite", predicate=f"ds = '{ds}'")
+
+
+def test_a_score_run_that_commits_while_forget_works_keeps_its_rows(ray_local, lake, demo_root, capsys):
+    """Forget reads the day's keys, then a score run re-scores the day from a newer input (one entity deleted, a new
+    one added) before forget rewrites the partition: forget must not judge the new rows by the keys it read before
+    them. After a plain score run, every input row has exactly one score (direct deltalake reads)."""
+    code, s = run_score(lake, demo_root, capsys=capsys)
+    assert code == 0, s.get("error")
+    day = day_table(lake, RACE_DAY)
+    ids = day.column("entity_id").to_pylist()
+    victim, newcomer = ids[7], 42  # make_day's ids start at 1_000_000
+    assert newcomer not in ids
+    replace_day(lake, RACE_DAY, day.filter(pc.not_equal(day.column("entity_id"), victim)))
+    newer = pc.max(day.column("event_ts")).as_py()
+    rival = []
+
+    def score_meanwhile(part) -> None:
+        if rival:
+            return
+        append_day(lake, copy_row(day, newcomer, newer))
+        rival.append(run_score(lake, demo_root, capsys=capsys))
+
+    r = forget(LakeConfig(root=str(lake)), "scores", KEYS, "features", "forget-race", before_rewrite=score_meanwhile)
+    assert rival and rival[0][0] == 0, rival
+    assert [(o.unit, o.rows_in) for o in r.outcomes] == [(f"ds={RACE_DAY}/model_name={XGB}/model_version=1", ROWS)]
+    mine = scored_rows(lake, XGB)
+    assert (RACE_DAY, newcomer, newer) in mine and not [k for k in mine if k[:2] == (RACE_DAY, victim)]
+    code, s = run_score(lake, demo_root, capsys=capsys)
+    assert code == 0, s.get("error")
+    assert scored_rows(lake, XGB) == input_rows(lake)
+    assert set(input_rows(lake).values()) == {1}
+    assert r.inputs["features"] == rival[0][1]["input_version"]  # forget read the keys again, at the rival's version
+
+
+def test_forget_matches_every_key_column_one_entitys_two_events_are_two_keys(ray_local, lake, demo_root, capsys,
+                                                                              tmp_path):
+    """An entity with two events in one day; one event is deleted from the input: exactly that row goes, from every
+    model. A forget keyed on entity_id alone keeps it (the entity still has an event that day)."""
+    contract = tmp_path / "two-events.yaml"
+    contract.write_text(open(CONTRACT).read().replace("key: [entity_id]", "key: [entity_id, event_ts]"))
+    day = day_table(lake, DAY)
+    twin_id = day.column("entity_id")[0].as_py()
+    first = day.column("event_ts")[0].as_py()
+    replace_day(lake, DAY, pa.concat_tables([day, copy_row(day, twin_id, first + dt.timedelta(minutes=1))]))
+    for uri in (f"models:/{XGB}@champion", f"models:/{MLP}/1"):
+        code, s = run_score(lake, demo_root, f"model.uri={uri}", f"input.contract={contract}", capsys=capsys)
+        assert code == 0, s.get("error")
+    before = scores(lake)
+    events = before.filter(pc.and_(pc.equal(before.column("ds"), DAY), pc.equal(before.column("entity_id"), twin_id)))
+    assert events.num_rows == 4  # positive control: both events scored by both models
+    day = day_table(lake, DAY)
+    ts = pa.scalar(first, day.schema.field("event_ts").type)
+    gone = pc.and_(pc.equal(day.column("entity_id"), twin_id), pc.equal(day.column("event_ts"), ts))
+    replace_day(lake, DAY, day.filter(pc.invert(gone)))
+
+    code, s, _ = run_forget(lake, demo_root, capsys=capsys)
+    assert code == 0, s.get("error")
+    assert s["rows_removed"] == 2
+    removed = pc.and_(pc.and_(pc.equal(before.column("ds"), DAY), pc.equal(before.column("entity_id"), twin_id)),
+                      pc.equal(before.column("event_ts"), ts))
+    assert scores(lake).equals(before.filter(pc.invert(removed)))
