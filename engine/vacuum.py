@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from engine import ledger
 from engine.config import LakeConfig, table_uri
-from engine.errors import ConfigError, UnitFailed, short_list
+from engine.errors import ConfigError, InputUnavailable, UnitFailed, short_list
 from engine.snapshot import file_path, filesystem
 
 ORPHAN_MIN_AGE_HOURS = 7 * 24  # never-committed files younger than this may belong to a job still writing
@@ -64,17 +64,49 @@ def _open(lake: LakeConfig, table: str):
                           "(e.g. scores, features, runs)") from None
 
 
-def _files_of(uri: str, version: int, opts: dict | None) -> set[str] | None:
-    """The data files of `version` (relative paths as in the log), or None when that version cannot be loaded."""
+def _files_of(table: str, uri: str, version: int, opts: dict | None) -> set[str] | None:
+    """The data files of `version` (relative paths as in the log), or None when its log has expired.
+
+    Only an expired log drops a pin (`_log_reaches` says the commits that version needs are gone). Any other
+    failure to load a pinned version (a storage timeout, a permission, a corrupt file) is InputUnavailable: the
+    vacuum stops before removing anything, since the version may be perfectly readable a moment later."""
     import pyarrow as pa
-    from deltalake import DeltaTable
+    import deltalake
     from deltalake.exceptions import DeltaError
 
     try:
-        t = DeltaTable(uri, version=version, storage_options=opts)
-    except (DeltaError, OSError):
-        return None
-    return set(pa.table(t.get_add_actions(flatten=False)).column("path").to_pylist())
+        t = deltalake.DeltaTable(uri, version=version, storage_options=opts)
+        return set(pa.table(t.get_add_actions(flatten=False)).column("path").to_pylist())
+    except (DeltaError, OSError) as e:
+        cause = e
+    try:
+        if not _log_reaches(uri, version, opts):
+            return None
+    except OSError as e:
+        cause = e
+    raise InputUnavailable(
+        f"vacuum of {table}: pinned version {version} cannot be loaded ({type(cause).__name__}: "
+        f"{' '.join(str(cause).split())[:200]}) although its log has not expired; nothing removed; retry once the "
+        f"storage answers, or repair {uri}/_delta_log") from cause
+
+
+def _log_reaches(uri: str, version: int, opts: dict | None) -> bool:
+    """Whether `_delta_log` still holds what `version` is built from: the newest checkpoint at or before it (or
+    commit 0) and every commit after that checkpoint up to `version`. OSError when the log cannot be listed."""
+    import pyarrow.fs as pafs
+
+    fs, base = filesystem(uri, opts)
+    commits, checkpoints = set(), set()
+    for info in fs.get_file_info(pafs.FileSelector(file_path(base, "_delta_log"))):
+        stem, _, rest = info.base_name.partition(".")
+        if not (len(stem) == 20 and stem.isdigit()):
+            continue
+        if rest == "json":
+            commits.add(int(stem))
+        elif rest.startswith("checkpoint."):
+            checkpoints.add(int(stem))
+    start = max((c for c in checkpoints if c <= version), default=-1)
+    return all(v in commits for v in range(start + 1, version + 1))
 
 
 def _present(uri: str, files: list[str], opts: dict | None) -> dict[str, int | None]:
@@ -103,7 +135,7 @@ def vacuum(lake: LakeConfig, table: str, retain_days: int, dry_run: bool, run_id
     unreadable: dict[int, list[str]] = {}
     protected: set[str] = set()
     for v in sorted({current, *pins}):
-        files = _files_of(uri, v, opts) if v <= current else None
+        files = _files_of(table, uri, v, opts) if v <= current else None
         if files is None:
             unreadable[v] = sorted(set(pins.get(v, [])))
             continue

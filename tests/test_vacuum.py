@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -125,3 +126,102 @@ def test_unknown_table_or_bad_days_is_exit_2_naming_it(tmp_path, capsys, args, n
     overwritten_table(lake, 1)
     code, summary, _ = run_vacuum(lake, *args, capsys=capsys)
     assert code == 2 and needle in summary["error"]
+
+
+def backdate_tombstones(uri: str, days: int) -> None:
+    """Move every remove action of the log `days` back, as if the overwrites had happened then (delta-rs reads a
+    tombstone's age from its `deletionTimestamp`, not from the file's mtime)."""
+    for p in sorted((Path(uri) / "_delta_log").glob("*.json")):
+        actions = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        for a in actions:
+            if "remove" in a:
+                a["remove"]["deletionTimestamp"] -= days * 86_400_000
+        p.write_text("".join(json.dumps(a) + "\n" for a in actions))
+
+
+def parquet_files(lake) -> set:
+    return {p for p in (lake / "feats").rglob("*.parquet")}
+
+
+def test_retain_days_keeps_a_pin_inside_the_window_and_drops_an_older_one(tmp_path, capsys):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri, held = overwritten_table(lake)  # v0..v4
+    backdate_tombstones(uri, 5)  # every old version's files were tombstoned 5 days ago
+    now = dt.datetime.now(UTC)
+    pin(lake, uri, 1, "run-two-days-ago", now - dt.timedelta(days=2))  # inside a 3-day window: kept
+    pin(lake, uri, 2, "run-four-days-ago", now - dt.timedelta(days=4))  # before it: no longer protects
+    current = DeltaTable(uri).version()
+
+    code, dry, _ = run_vacuum(lake, "--table", "feats", "--retain-days", "6", "--dry-run", capsys=capsys)
+    assert code == 0 and dry["files_to_remove"] == 0  # tombstoned 5 days ago: inside a 6-day retention
+
+    code, done, text = run_vacuum(lake, "--table", "feats", "--retain-days", "3", capsys=capsys)
+    assert code == 0, done.get("error")
+    assert {k["version"] for k in done["kept_versions"]} == {current, 1}
+    assert "run-four-days-ago"[:12] not in text
+    for v, content in held.items():
+        got = readable(uri, v)
+        if v in (1, current):
+            assert got is not None and got.equals(content), f"version {v} lost files"
+        else:
+            assert got is None, f"version {v} is still readable"
+
+
+def test_a_planned_removal_of_a_kept_versions_file_stops_the_vacuum(tmp_path, capsys, monkeypatch):
+    """The safety stop: were delta-rs to ignore `keep_versions` (injected here), nothing is removed, exit 1."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri, held = overwritten_table(lake)
+    pin(lake, uri, 1, "run-recent-pin", dt.datetime.now(UTC))
+    real_vacuum = DeltaTable.vacuum
+    monkeypatch.setattr(DeltaTable, "vacuum",
+                        lambda self, *a, **kw: real_vacuum(self, *a, **{**kw, "keep_versions": None}))
+    before = parquet_files(lake)
+    code, summary, _ = run_vacuum(lake, "--table", "feats", "--retain-days", "0", capsys=capsys)
+    assert code == 1 and "would remove" in summary["error"] and "of kept versions" in summary["error"]
+    assert parquet_files(lake) == before
+    assert readable(uri, 1).equals(held[1])
+
+
+def test_a_pinned_version_that_fails_to_load_for_a_transient_reason_stops_the_vacuum(tmp_path, capsys, monkeypatch):
+    """Only an expired log drops a pin: a storage error while loading a pinned version is exit 5, nothing removed."""
+    import deltalake
+
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri, held = overwritten_table(lake)
+    pin(lake, uri, 1, "run-recent-pin", dt.datetime.now(UTC))
+    real = deltalake.DeltaTable
+
+    class FlakyStore(real):  # the real opener, with the store timing out on the pinned version only
+        def __init__(self, table_uri, version=None, *a, **kw):
+            if version == 1 and str(table_uri).rstrip("/") == uri:
+                raise OSError("injected: connection reset while reading _delta_log/00000000000000000001.json")
+            super().__init__(table_uri, version, *a, **kw)
+
+    monkeypatch.setattr(deltalake, "DeltaTable", FlakyStore)
+    before = parquet_files(lake)
+    code, summary, _ = run_vacuum(lake, "--table", "feats", "--retain-days", "0", capsys=capsys)
+    assert code == 5, summary
+    assert "pinned version 1" in summary["error"] and "nothing removed" in summary["error"]
+    assert parquet_files(lake) == before
+    monkeypatch.setattr(deltalake, "DeltaTable", real)
+    assert readable(uri, 1).equals(held[1])
+
+
+def test_a_pin_whose_log_expired_no_longer_protects(tmp_path, capsys):
+    """The positive control of the test above: a version whose log is gone (cleaned up after a checkpoint) is the
+    one case where a pin is dropped; it is reported as unreadable and the vacuum goes on."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri, held = overwritten_table(lake)
+    pin(lake, uri, 1, "run-recent-pin", dt.datetime.now(UTC))
+    DeltaTable(uri).create_checkpoint()
+    for v in (0, 1):  # what log cleanup does once a checkpoint covers them
+        (Path(uri) / "_delta_log" / f"{v:020d}.json").unlink()
+    code, done, text = run_vacuum(lake, "--table", "feats", "--retain-days", "0", capsys=capsys)
+    assert code == 0, done.get("error")
+    assert done["unreadable_pins"] == {"1": ["run-recent-pin"]} and "already unreadable" in text
+    assert DeltaTable(uri).to_pyarrow_table().sort_by("entity_id").equals(held[max(held)])
+    assert readable(uri, max(held)).equals(held[max(held)])
