@@ -56,3 +56,46 @@ def test_a_version_whose_files_were_vacuumed_is_refused_before_work(table):
     with pytest.raises(InputUnavailable, match="vacuumed") as e:
         check_files_exist(snap, ["2026-01-01"])
     assert e.value.exit_code == 5
+
+
+class DeletesAFileAsWorkStarts:
+    """The real Ray executor, with one input file deleted after the run checked its files and before any chunk
+    reads it (what a concurrent `vacuum` or a manual delete does to a running job)."""
+
+    def __init__(self, inner, path: str):
+        self.inner, self.path = inner, path
+
+    def warm_up(self):
+        self.inner.warm_up()
+
+    def gpus(self):
+        return self.inner.gpus()
+
+    def run(self, units, chunks, bundle, deadline):
+        os.remove(self.path)
+        yield from self.inner.run(units, chunks, bundle, deadline)
+
+
+def test_a_data_file_that_vanishes_mid_run_is_input_unavailable_naming_it(ray_local, lake, demo_root):
+    from conftest import score_config
+    from engine.ray.score import executor
+    from jobs.score import run_score
+
+    feats = str(lake / "features")
+    version = DeltaTable(feats).version()
+    victim = sorted(p for p in DeltaTable(feats).file_uris() if "ds=2026-01-02" in p)[0]
+    cfg = score_config(lake, demo_root)
+    with pytest.raises(InputUnavailable) as e:
+        run_score(cfg, DeletesAFileAsWorkStarts(executor(cfg.ray), victim))
+    msg = str(e.value)
+    assert e.value.exit_code == 5 and "\n" not in msg
+    assert f"features@v{version}" in msg and os.path.basename(victim) in msg and "ds=2026-01-02" in msg
+    assert "input.version" in msg and "restore" in msg
+    # The other days were read and committed: their rows match the input.
+    scores = DeltaTable(str(lake / "scores")).to_pyarrow_table()
+    inp = DeltaTable(feats).to_pyarrow_table()
+    for d in ("2026-01-01", "2026-01-03", "2026-01-04"):
+        got = sorted(r for r, ds in zip(scores.column("entity_id").to_pylist(), scores.column("ds").to_pylist()) if ds == d)
+        want = sorted(r for r, ds in zip(inp.column("entity_id").to_pylist(), inp.column("ds").to_pylist()) if ds == d)
+        assert got == want and got, d
+    assert "2026-01-02" not in set(scores.column("ds").to_pylist())

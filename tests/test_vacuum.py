@@ -225,3 +225,122 @@ def test_a_pin_whose_log_expired_no_longer_protects(tmp_path, capsys):
     assert done["unreadable_pins"] == {"1": ["run-recent-pin"]} and "already unreadable" in text
     assert DeltaTable(uri).to_pyarrow_table().sort_by("entity_id").equals(held[max(held)])
     assert readable(uri, max(held)).equals(held[max(held)])
+
+
+# ------------------------------------------------------------------ running runs and backtests (DESIGN: Operator commands)
+
+
+def rewrite_features(lake) -> int:
+    """Rewrite the features table with the same rows under new files (a compaction would do the same): every
+    file of the versions before it is tombstoned now. Returns the last version before the rewrite."""
+    uri = str(lake / "features")
+    old = DeltaTable(uri).version()
+    write_deltalake(uri, DeltaTable(uri).to_pyarrow_table(), mode="overwrite", partition_by=["ds"])
+    return old
+
+
+def test_a_running_score_run_keeps_its_pinned_version_through_a_vacuum(ray_local, lake, demo_root, capsys):
+    """A backfill pinned to an older input version is held after it pinned (and recorded its start) and before it
+    reads; `vacuum --retain-days 0` of its input runs then. The version's files stay and the run scores every row."""
+    from conftest import score_config
+    from engine.ray.score import executor
+    from engine.score_job import Hooks
+    from jobs.score import run_score
+
+    feats = str(lake / "features")
+    old = rewrite_features(lake)
+    expected = DeltaTable(feats, version=old).to_pyarrow_table()
+    vacuumed = {}
+
+    def vacuum_while_running(units):
+        vacuumed["result"] = run_vacuum(lake, "--table", "features", "--retain-days", "0", capsys=capsys)
+
+    cfg = score_config(lake, demo_root, f"input.version={old}")
+    s = run_score(cfg, executor(cfg.ray), hooks=Hooks(after_check=vacuum_while_running))
+    code, vac, text = vacuumed["result"]
+    assert code == 0, vac.get("error")
+    assert {k["version"] for k in vac["kept_versions"]} == {old, old + 1}
+    assert s.run_id in {r for k in vac["kept_versions"] for r in k["run_ids"]} and s.run_id[:12] in text
+    assert s.units_failed == 0 and s.input_version == old
+    scores = DeltaTable(str(lake / "scores")).to_pyarrow_table()
+    assert scores.num_rows == expected.num_rows
+    assert sorted(zip(scores.column("ds").to_pylist(), scores.column("entity_id").to_pylist())) == sorted(
+        zip(expected.column("ds").to_pylist(), expected.column("entity_id").to_pylist()))
+    assert set(scores.column("input_version").to_pylist()) == {old}
+    assert DeltaTable(feats, version=old).to_pyarrow_table().num_rows == expected.num_rows  # still readable
+
+
+def running(lake, uri: str, version: int, run_id: str, started: dt.datetime, budget_s: int) -> ScoreConfig:
+    """A run that recorded its start (and pinned `uri` at `version`) and has not ended."""
+    cfg = ScoreConfig(lake=LakeConfig(root=str(lake)), model={"uri": "models:/x/1"},
+                      input={"table": "feats"}, run={"time_budget_s": budget_s})
+    assert ledger.record_start(cfg.lake, "score", cfg, run_id, [("input", "feats", version)], started)
+    return cfg
+
+
+def test_vacuum_refuses_a_retention_shorter_than_a_running_runs_age_unless_forced(tmp_path, capsys):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri, held = overwritten_table(lake)
+    now = dt.datetime.now(UTC)
+    running(lake, uri, 1, "run-still-going", now - dt.timedelta(days=2), budget_s=3 * 86400)
+    before = parquet_files(lake)
+    code, summary, _ = run_vacuum(lake, "--table", "feats", "--retain-days", "1", capsys=capsys)
+    assert code == 2 and "run-still-going" in summary["error"] and "--force" in summary["error"]
+    assert "--retain-days 2" in summary["error"] and parquet_files(lake) == before
+
+    code, done, _ = run_vacuum(lake, "--table", "feats", "--retain-days", "0", "--force", capsys=capsys)
+    assert code == 0, done.get("error")
+    kept = {k["version"]: k["run_ids"] for k in done["kept_versions"]}
+    assert kept[1] == ["run-still-going"]  # forced: the running run's pin still stays
+    assert readable(uri, 1).equals(held[1]) and readable(uri, 2) is None
+
+
+def test_a_running_row_stops_protecting_once_its_run_ended_or_its_lease_expired(tmp_path, capsys):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri, held = overwritten_table(lake)
+    now = dt.datetime.now(UTC)
+    ended = running(lake, uri, 1, "run-ended", now - dt.timedelta(days=2), budget_s=3 * 86400)
+    final = ledger.row("score", ended, {"run_id": "run-ended", "status": "ok", "exit_code": 0}, now - dt.timedelta(days=2),
+                       now - dt.timedelta(days=1), "score")
+    final["inputs"] = [{"role": "input", "table": "feats", "uri": uri, "version": 1}]
+    assert ledger.append(ended.lake, final)
+    running(lake, uri, 2, "run-killed", now - dt.timedelta(days=2), budget_s=3600)  # lease long expired
+    code, done, _ = run_vacuum(lake, "--table", "feats", "--retain-days", "0", capsys=capsys)
+    assert code == 0, done.get("error")
+    assert [k["version"] for k in done["kept_versions"]] == [DeltaTable(uri).version() - 2]  # current only
+    assert readable(uri, 1) is None and readable(uri, 2) is None
+
+
+def test_every_features_version_a_backtest_read_is_a_pin(ray_local, lake, demo_root, capsys):
+    """With `features_at_cutoff`, each fold trains on the features version current at its cutoff: those versions
+    are in the backtest's ledger row (and its running row) and a vacuum keeps them readable."""
+    from conftest import XGB
+    from jobs.backtest import main
+
+    feats = str(lake / "features")
+    rewrite_features(lake)
+    code = main(["--config", str(ROOT / "conf" / "backtest.yaml"), f"lake.root={lake}",
+                 f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
+                 f"baseline.model=models:/{XGB}@champion", "folds.train_days=2", "folds.n_folds=2", "recipe.trees=5",
+                 "recipe.depth=2", "metrics.bootstrap=10", "min_support=50", "features_at_cutoff=true"])
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and s["folds_committed"] == [0, 1], s.get("error")
+    # The demo lake commits one day per version (version i holds days 0..i), so the version current at a fold's
+    # cutoff is the one before the cutoff day's; the two folds' cutoffs are the third and fourth days.
+    days = sorted(set(DeltaTable(feats).to_pyarrow_table(columns=["ds"]).column("ds").to_pylist()))
+    fold_versions = {days.index(c) - 1 for c in days[2:4]}
+    assert fold_versions == {1, 2} and DeltaTable(feats).version() == len(days)
+    lk = LakeConfig(root=str(lake))
+    (final,) = ledger.read(lk, job="backtest").to_pylist()
+    assert fold_versions <= {i["version"] for i in final["inputs"] if i["table"] == "features"}, final["inputs"]
+    (start,) = [r for r in ledger.read(lk, job="backtest", running=True).to_pylist() if r["status"] == "running"]
+    assert start["run_id"] == final["run_id"] == s["run_id"]
+    assert fold_versions <= {i["version"] for i in start["inputs"] if i["table"] == "features"}, start["inputs"]
+
+    code, done, _ = run_vacuum(lake, "--table", "features", "--retain-days", "0", capsys=capsys)
+    assert code == 0, done.get("error")
+    assert fold_versions <= {k["version"] for k in done["kept_versions"]}
+    for v in fold_versions:
+        assert DeltaTable(feats, version=v).to_pyarrow_table().num_rows > 0  # its files are all there
