@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+from engine import ledger
 from engine.config import EvaluateConfig, config_hash, table_uri
 from engine.errors import ConfigError, GateFailed, UnitFailed
 from engine.drift import Histograms
@@ -118,6 +119,8 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
         "features": open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts),
     }
     summary.versions = {k: s.version for k, s in snaps.items()}
+    ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
+                        [(k, getattr(cfg, k).table, s.version) for k, s in snaps.items()])
     _check_columns(cfg, snaps)
     as_of = inputs.resolve_as_of(cfg.as_of, snaps["labels"], cfg.labels.label_ts_column, opts)
     summary.as_of = as_of.isoformat()

@@ -1,8 +1,17 @@
 """`lakescore vacuum`: remove a table's files that no version worth reading still needs.
 
-Kept, whatever their age: the files of the current version, and of every version that a run in the ledger pinned
-as its input when that run started inside the retention window, so reproducing a recent run keeps working. The
-window counts whole UTC days, today included: `--retain-days 0` still keeps what today's runs pinned.
+Kept, whatever their age: the files of the current version, of every version that a run in the ledger pinned
+as its input when that run started inside the retention window, so reproducing a recent run keeps working, and of
+every version a running run pinned (its running row, engine.ledger: written once it pinned them, before it reads;
+a backtest's per-fold features versions among them). The window counts whole UTC days, today included:
+`--retain-days 0` still keeps what today's runs pinned. A window that starts after a running run started is
+refused (exit 2, naming the run) unless `--force`: the run may read versions it had no reason to record yet;
+forced, its recorded pins stay protected all the same.
+
+A pinned version loses its protection only when its log has expired (the commits it is built from are gone from
+`_delta_log`): it is then listed as unreadable. Any other failure to load it (a storage timeout, a permission, a
+corrupt log file) stops the vacuum before anything is removed (exit 5): that version may be readable a moment
+later, and guessing otherwise would delete the files of a version someone still reads.
 
 Removed: files that the log tombstoned more than N days ago (delta-rs' "lite" vacuum, with the kept versions passed
 as `keep_versions`, verified to keep those versions readable), and files that no version ever referenced (a crashed
@@ -122,15 +131,35 @@ def _present(uri: str, files: list[str], opts: dict | None) -> dict[str, int | N
     return {f: i.size for f, i in zip(files, infos) if i.type != pafs.FileType.NotFound}
 
 
+def check_running(lake: LakeConfig, retain_days: int, force: bool, now: dt.datetime | None = None) -> list[dict]:
+    """The live running runs (ledger.running_runs); a ConfigError (exit 2) naming the oldest when it started before
+    the retention window, unless `force`: the window must cover every running run, whatever table it reads."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    live = ledger.running_runs(lake, now)
+    start = window_start(retain_days, now)
+    early = [r for r in live if r["started_at"] < start]
+    if early and not force:
+        r = min(early, key=lambda x: x["started_at"])
+        need = (now.astimezone(dt.timezone.utc).date() - r["started_at"].astimezone(dt.timezone.utc).date()).days
+        raise ConfigError(
+            f"run {r['run_id']} ({r['job']}, started {r['started_at']:%Y-%m-%d %H:%M} UTC, lease until "
+            f"{r['lease_until']:%Y-%m-%d %H:%M} UTC) is still running and started before the {retain_days}-day "
+            f"retention window; pass --retain-days {need} or more, or --force if that run is known to be dead "
+            "(its pinned versions stay protected either way)")
+    return live
+
+
 def vacuum(lake: LakeConfig, table: str, retain_days: int, dry_run: bool, run_id: str,
-           now: dt.datetime | None = None) -> VacuumResult:
+           now: dt.datetime | None = None, force: bool = False) -> VacuumResult:
     """Plan (and unless `dry_run`, run) the vacuum of `table`; see the module docstring for what stays."""
     if retain_days < 0:
         raise ConfigError(f"--retain-days {retain_days} is negative; pass 0 or more days")
     opts = lake.storage_options or None
     uri, t = _open(lake, table)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    check_running(lake, retain_days, force, now)
     current = t.version()
-    pins = ledger.pinned_versions(lake, uri, window_start(retain_days, now))
+    pins = ledger.pinned_versions(lake, uri, window_start(retain_days, now), now)
     keep = {current: Kept(current, "current")}
     unreadable: dict[int, list[str]] = {}
     protected: set[str] = set()

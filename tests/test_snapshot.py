@@ -84,6 +84,7 @@ def test_a_data_file_that_vanishes_mid_run_is_input_unavailable_naming_it(ray_lo
     feats = str(lake / "features")
     version = DeltaTable(feats).version()
     victim = sorted(p for p in DeltaTable(feats).file_uris() if "ds=2026-01-02" in p)[0]
+    inp = DeltaTable(feats).to_pyarrow_table()  # the reference, read while every file is there
     cfg = score_config(lake, demo_root)
     with pytest.raises(InputUnavailable) as e:
         run_score(cfg, DeletesAFileAsWorkStarts(executor(cfg.ray), victim))
@@ -93,7 +94,6 @@ def test_a_data_file_that_vanishes_mid_run_is_input_unavailable_naming_it(ray_lo
     assert "input.version" in msg and "restore" in msg
     # The other days were read and committed: their rows match the input.
     scores = DeltaTable(str(lake / "scores")).to_pyarrow_table()
-    inp = DeltaTable(feats).to_pyarrow_table()
     for d in ("2026-01-01", "2026-01-03", "2026-01-04"):
         got = sorted(r for r, ds in zip(scores.column("entity_id").to_pylist(), scores.column("ds").to_pylist()) if ds == d)
         want = sorted(r for r, ds in zip(inp.column("entity_id").to_pylist(), inp.column("ds").to_pylist()) if ds == d)
