@@ -17,7 +17,8 @@ Removed: files that the log tombstoned more than N days ago (delta-rs' "lite" va
 as `keep_versions`, verified to keep those versions readable), and files that no version ever referenced (a crashed
 writer's leftovers, delta-rs' "full" vacuum) once they are at least a week old. That floor is there because a job
 writing to the table right now has files that look exactly like leftovers until it commits: deleting them would
-leave its commit pointing at missing files. Before deleting, the candidates are checked against the kept versions'
+leave its commit pointing at missing files. Also removed (engine.sweep): the `_scratch` folders of runs that ended or
+were killed, and, when the table is `drift_reference`, references no run can reuse. Before deleting, the candidates are checked against the kept versions'
 files read from their logs; any overlap stops the vacuum (exit 1) rather than trusting `keep_versions` blindly.
 """
 from __future__ import annotations
@@ -28,8 +29,10 @@ from dataclasses import dataclass, field
 
 from engine import ledger
 from engine.config import LakeConfig, table_uri
+from engine.drift_reference import TABLE
 from engine.errors import ConfigError, InputUnavailable, UnitFailed, short_list
 from engine.snapshot import file_path, filesystem
+from engine.sweep import ReferenceSweep, prune_references, sweep_scratch
 
 ORPHAN_MIN_AGE_HOURS = 7 * 24  # never-committed files younger than this may belong to a job still writing
 
@@ -52,6 +55,8 @@ class VacuumResult:
     bytes: int | None
     kept: list[Kept]
     unreadable_pins: dict[int, list[str]]  # pinned versions already unreadable before this vacuum: version → runs
+    scratch_removed: list[str] = field(default_factory=list)  # run ids whose `_scratch` folder went (engine.sweep)
+    references: ReferenceSweep = field(default_factory=ReferenceSweep)  # drift references pruned (engine.sweep)
 
 
 def window_start(retain_days: int, now: dt.datetime | None = None) -> dt.datetime:
@@ -158,6 +163,10 @@ def vacuum(lake: LakeConfig, table: str, retain_days: int, dry_run: bool, run_id
     uri, t = _open(lake, table)
     now = now or dt.datetime.now(dt.timezone.utc)
     check_running(lake, retain_days, force, now)
+    references = ReferenceSweep()
+    if table == TABLE:  # references no run can reuse go first: their files then go like any removed file
+        references = prune_references(lake, uri, window_start(retain_days, now), now, dry_run, run_id)
+        t = _open(lake, table)[1]
     current = t.version()
     pins = ledger.pinned_versions(lake, uri, window_start(retain_days, now), now)
     keep = {current: Kept(current, "current")}
@@ -204,8 +213,9 @@ def vacuum(lake: LakeConfig, table: str, retain_days: int, dry_run: bool, run_id
         done = run(False, [p for p in passes if set(per_pass[p]) & found.keys()])
         listed = {f for fs in done.values() for f in fs}
         removed = sorted(listed & found.keys())
+    scratch = sweep_scratch(lake, dry_run, ORPHAN_MIN_AGE_HOURS, now)
     return VacuumResult(table, uri, current, retain_days, dry_run, removed, size, sorted(keep.values(),
-                        key=lambda k: -k.version), unreadable)
+                        key=lambda k: -k.version), unreadable, scratch, references)
 
 
 def render(r: VacuumResult) -> str:
@@ -226,6 +236,14 @@ def render(r: VacuumResult) -> str:
     if r.dry_run and r.files:
         lines.append(f"{verb}:")
         lines += [f"  {f}" for f in r.files]
+    if r.scratch_removed:
+        lines.append(f"{verb} the _scratch folders of {len(r.scratch_removed)} run(s) no longer running: "
+                     f"{', '.join(x[:12] for x in r.scratch_removed)}")
+    if r.references.removed:
+        lines.append(f"{verb} {len(r.references.removed)} drift reference(s) no run can reuse: "
+                     f"{', '.join(r.references.removed)}")
+    for src, why in sorted(r.references.kept_unsure.items()):
+        lines.append(f"  kept every drift reference of {src}: cannot tell whether a run reuses them ({why})")
     return "\n".join(lines)
 
 

@@ -37,7 +37,10 @@ def body(cfg: ScoreConfig, args) -> dict:
             "files_to_remove": len(r.files) if r.dry_run else 0, "bytes": r.bytes, "files": listed,
             "files_listed": len(listed),
             "kept_versions": [{"version": k.version, "why": k.why, "run_ids": k.run_ids} for k in r.kept],
-            "unreadable_pins": {str(v): runs for v, runs in r.unreadable_pins.items()}}
+            "unreadable_pins": {str(v): runs for v, runs in r.unreadable_pins.items()},
+            "scratch_removed" if not r.dry_run else "scratch_to_remove": r.scratch_removed,
+            "references_removed" if not r.dry_run else "references_to_remove": r.references.removed,
+            "references_kept_unsure": r.references.kept_unsure}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -344,3 +345,90 @@ def test_every_features_version_a_backtest_read_is_a_pin(ray_local, lake, demo_r
     assert fold_versions <= {k["version"] for k in done["kept_versions"]}
     for v in fold_versions:
         assert DeltaTable(feats, version=v).to_pyarrow_table().num_rows > 0  # its files are all there
+
+
+# ------------------------------------------------------------------ dead runs' scratch, unused drift references
+
+
+def scratch_folder(lake, run_id: str, age_days: float = 0) -> Path:
+    f = lake / "_scratch" / run_id / "keys" / "000000" / "bucket-0000.arrow"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"key hashes")
+    if age_days:
+        t = dt.datetime.now().timestamp() - age_days * 86400
+        os.utime(f, (t, t))
+    return lake / "_scratch" / run_id
+
+
+def test_vacuum_removes_the_scratch_of_runs_no_longer_running_and_keeps_the_rest(tmp_path, capsys):
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri, _held = overwritten_table(lake, 2)
+    now = dt.datetime.now(UTC)
+    pin(lake, uri, 0, "run-ended", now)  # a final row: the run is over
+    running(lake, uri, 0, "run-killed", now - dt.timedelta(hours=3), budget_s=60)  # lease over, no final row
+    running(lake, uri, 0, "run-live", now, budget_s=3600)
+    folders = {r: scratch_folder(lake, r) for r in ("run-ended", "run-killed", "run-live", "run-unknown")}
+    folders["run-unknown-old"] = scratch_folder(lake, "run-unknown-old", age_days=8)  # no ledger row, a week old
+
+    code, dry, text = run_vacuum(lake, "--table", "feats", "--retain-days", "0", "--dry-run", capsys=capsys)
+    assert code == 0, dry.get("error")
+    assert dry["scratch_to_remove"] == ["run-ended", "run-killed", "run-unknown-old"]
+    assert all(f.exists() for f in folders.values())  # a dry run removes nothing
+
+    code, done, text = run_vacuum(lake, "--table", "feats", "--retain-days", "0", capsys=capsys)
+    assert code == 0, done.get("error")
+    assert done["scratch_removed"] == ["run-ended", "run-killed", "run-unknown-old"] and "_scratch" in text
+    assert {r for r, f in folders.items() if f.exists()} == {"run-live", "run-unknown"}
+    assert (folders["run-live"] / "keys" / "000000" / "bucket-0000.arrow").read_bytes() == b"key hashes"
+
+
+def test_vacuum_of_drift_reference_removes_only_references_no_run_can_reuse(tmp_path, capsys):
+    import numpy as np
+
+    from engine.drift_reference import reference_key, store
+    from engine.snapshot import open_snapshot
+
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    uri = str(lake / "feats")
+    for ds in ("2026-01-01", "2026-01-02"):
+        write_deltalake(uri, pa.table({"entity_id": [1, 2], "x": [0.1, 0.9], "ds": [ds, ds]}), mode="append",
+                        partition_by=["ds"])
+    gone_uri = str(lake / "gone")
+    write_deltalake(gone_uri, pa.table({"entity_id": [1], "x": [0.5], "ds": ["2026-01-01"]}), partition_by=["ds"])
+    ref_uri = str(lake / "drift_reference")
+    edges, hist = {"x": np.array([0.5])}, {"x": np.array([1, 1])}
+
+    def reference(table_uri: str, name: str, days: list[str]) -> str:
+        snap = open_snapshot(name, table_uri)
+        key = reference_key(snap, f"{days[0]}..{days[-1]}", days, ["x"], 2)
+        store(ref_uri, key, snap.version, edges, hist, None, "run-builder")
+        return f"{name}/{key.reference_id}"
+
+    day1 = reference(uri, "feats", ["2026-01-01"])
+    day2 = reference(uri, "feats", ["2026-01-02"])
+    unsure = reference(gone_uri, "gone", ["2026-01-01"])
+    built_at = DeltaTable(uri).version()
+    # Day 1 is rewritten upstream: a run reading the current version builds another reference for it.
+    write_deltalake(uri, pa.table({"entity_id": [1, 2, 3], "x": [0.2, 0.3, 0.4], "ds": ["2026-01-01"] * 3}),
+                    mode="overwrite", predicate="ds = '2026-01-01'", partition_by=["ds"])
+    shutil.rmtree(gone_uri)  # a table that cannot be opened: its references stay (fail closed)
+    now = dt.datetime.now(UTC)
+    pin(lake, uri, built_at, "run-two-days-ago", now - dt.timedelta(days=2))  # read the version day1 was built at
+
+    def stored() -> set[str]:
+        t = DeltaTable(ref_uri).to_pyarrow_table(columns=["table", "reference_id"])
+        return {f"{a}/{b}" for a, b in zip(t.column("table").to_pylist(), t.column("reference_id").to_pylist())}
+
+    assert stored() == {day1, day2, unsure}
+    code, done, text = run_vacuum(lake, "--table", "drift_reference", "--retain-days", "3", capsys=capsys)
+    assert code == 0, done.get("error")
+    assert done["references_removed"] == [] and stored() == {day1, day2, unsure}  # the pinned version reuses day1
+    assert list(done["references_kept_unsure"]) == [gone_uri] and "gone" in text
+
+    code, dry, _ = run_vacuum(lake, "--table", "drift_reference", "--retain-days", "1", "--dry-run", capsys=capsys)
+    assert code == 0 and dry["references_to_remove"] == [day1] and stored() == {day1, day2, unsure}
+    code, done, text = run_vacuum(lake, "--table", "drift_reference", "--retain-days", "1", capsys=capsys)
+    assert code == 0, done.get("error")
+    assert done["references_removed"] == [day1] and stored() == {day2, unsure}
