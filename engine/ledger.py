@@ -293,8 +293,9 @@ def running_runs(lake: LakeConfig, now: dt.datetime | None = None) -> list[dict]
     for r in rows:
         if r["status"] != RUNNING or r["run_id"] in ended:
             continue
-        lease = dt.datetime.fromisoformat(json.loads(r["summary"] or "{}").get("lease_until") or "1970-01-01T00:00:00+00:00")
-        if lease > now:
+        until = json.loads(r["summary"] or "{}").get("lease_until")
+        lease = dt.datetime.fromisoformat(until) if until else None  # a row without a lease protects nothing
+        if lease is not None and lease > now:
             live.append({**{k: r[k] for k in ("run_id", "job", "started_at", "inputs")}, "lease_until": lease})
     return live
 

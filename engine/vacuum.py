@@ -17,9 +17,11 @@ Removed: files that the log tombstoned more than N days ago (delta-rs' "lite" va
 as `keep_versions`, verified to keep those versions readable), and files that no version ever referenced (a crashed
 writer's leftovers, delta-rs' "full" vacuum) once they are at least a week old. That floor is there because a job
 writing to the table right now has files that look exactly like leftovers until it commits: deleting them would
-leave its commit pointing at missing files. Also removed (engine.sweep): the `_scratch` folders of runs that ended or
-were killed, and, when the table is `drift_reference`, references no run can reuse. Before deleting, the candidates are checked against the kept versions'
+leave its commit pointing at missing files. Before deleting, the candidates are checked against the kept versions'
 files read from their logs; any overlap stops the vacuum (exit 1) rather than trusting `keep_versions` blindly.
+
+Also removed (engine.sweep): the `_scratch` folders of runs that ended or were killed, and, when the table is
+`drift_reference`, the references no run can reuse.
 """
 from __future__ import annotations
 

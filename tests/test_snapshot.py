@@ -95,7 +95,7 @@ def test_a_data_file_that_vanishes_mid_run_is_input_unavailable_naming_it(ray_lo
     # The other days were read and committed: their rows match the input.
     scores = DeltaTable(str(lake / "scores")).to_pyarrow_table()
     for d in ("2026-01-01", "2026-01-03", "2026-01-04"):
-        got = sorted(r for r, ds in zip(scores.column("entity_id").to_pylist(), scores.column("ds").to_pylist()) if ds == d)
-        want = sorted(r for r, ds in zip(inp.column("entity_id").to_pylist(), inp.column("ds").to_pylist()) if ds == d)
+        got = sorted(e for e, ds in zip(scores["entity_id"].to_pylist(), scores["ds"].to_pylist()) if ds == d)
+        want = sorted(e for e, ds in zip(inp["entity_id"].to_pylist(), inp["ds"].to_pylist()) if ds == d)
         assert got == want and got, d
     assert "2026-01-02" not in set(scores.column("ds").to_pylist())

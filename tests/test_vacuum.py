@@ -228,7 +228,7 @@ def test_a_pin_whose_log_expired_no_longer_protects(tmp_path, capsys):
     assert readable(uri, max(held)).equals(held[max(held)])
 
 
-# ------------------------------------------------------------------ running runs and backtests (DESIGN: Operator commands)
+# ---------------------------------------------------- running runs and backtests (DESIGN: Operator commands)
 
 
 def rewrite_features(lake) -> int:
@@ -303,8 +303,8 @@ def test_a_running_row_stops_protecting_once_its_run_ended_or_its_lease_expired(
     uri, held = overwritten_table(lake)
     now = dt.datetime.now(UTC)
     ended = running(lake, uri, 1, "run-ended", now - dt.timedelta(days=2), budget_s=3 * 86400)
-    final = ledger.row("score", ended, {"run_id": "run-ended", "status": "ok", "exit_code": 0}, now - dt.timedelta(days=2),
-                       now - dt.timedelta(days=1), "score")
+    final = ledger.row("score", ended, {"run_id": "run-ended", "status": "ok", "exit_code": 0},
+                       now - dt.timedelta(days=2), now - dt.timedelta(days=1), "score")
     final["inputs"] = [{"role": "input", "table": "feats", "uri": uri, "version": 1}]
     assert ledger.append(ended.lake, final)
     running(lake, uri, 2, "run-killed", now - dt.timedelta(days=2), budget_s=3600)  # lease long expired
@@ -323,8 +323,9 @@ def test_every_features_version_a_backtest_read_is_a_pin(ray_local, lake, demo_r
     feats = str(lake / "features")
     rewrite_features(lake)
     code = main(["--config", str(ROOT / "conf" / "backtest.yaml"), f"lake.root={lake}",
-                 f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
-                 f"baseline.model=models:/{XGB}@champion", "folds.train_days=2", "folds.n_folds=2", "recipe.trees=5",
+                 f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+                 f"mlflow.artifact_root={demo_root}/mlartifacts", f"baseline.model=models:/{XGB}@champion",
+                 "folds.train_days=2", "folds.n_folds=2", "recipe.trees=5",
                  "recipe.depth=2", "metrics.bootstrap=10", "min_support=50", "features_at_cutoff=true"])
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and s["folds_committed"] == [0, 1], s.get("error")
