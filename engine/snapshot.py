@@ -235,16 +235,18 @@ def check_files_exist(snapshot: Snapshot, days: list[str], storage_options: dict
         )
 
 
-def check_files_stayed(snapshot: Snapshot, days: list[str], storage_options: dict | None = None) -> None:
-    """After units of `days` failed mid-run: a data file that vanished while the run read it (a vacuum, a manual
-    delete) is input unavailable (exit 5) naming it, never a crash of the day; no-op when every file is there."""
+def check_files_stayed(snapshot: Snapshot, days: list[str], storage_options: dict | None = None,
+                       pin_key: str = "input.version") -> None:
+    """After work on `days` failed mid-run: a data file that vanished while the run read it (a vacuum, a manual
+    delete) is input unavailable (exit 5) naming it, never a crash of the day; no-op when every file is there.
+    `pin_key` is the config key that pins this input (named in the message)."""
     missing = missing_files(snapshot, days, storage_options)
     if missing:
         d, p = missing[0]
         raise InputUnavailable(
             f"input {snapshot.where(d)}: data file {p} vanished while this run read it ({len(missing)} file(s) gone "
             f"from {len({x for x, _ in missing})} day(s): vacuumed or deleted); the days read before it are "
-            "committed; re-run with a newer input.version, or restore the file from a backup"
+            f"committed; re-run with a newer {pin_key}, or restore the file from a backup"
         )
 
 
