@@ -28,6 +28,7 @@ from backtests import plan as fold_plan
 from backtests import guard
 from backtests.fold_run import FoldPlan, fold_seed, plan_json, run_group
 from backtests import results as bt_results
+from engine import ledger
 from engine.config import BacktestConfig, config_hash, table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
@@ -66,6 +67,7 @@ class BacktestSummary:
     config_hash: str
     backtest_id: str = ""
     versions: dict = field(default_factory=dict)
+    pins: list[dict] = field(default_factory=list)  # further versions read (features_at_cutoff), for the ledger
     folds: int = 0
     folds_committed: list[int] = field(default_factory=list)
     folds_resumed: list[int] = field(default_factory=list)  # completed by an earlier run of the same backtest
@@ -123,6 +125,11 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
             v = guard.features_version_at(feats.uri, fold.cutoff, opts)
             guard.check_version(fold, feats.uri, v, opts)
             train_versions[str(fold.index)] = v
+    summary.pins = [{"role": "features_at_cutoff", "table": cfg.features.table, "version": v}
+                    for v in sorted(set(train_versions.values()))]  # read too: pins in the ledger (vacuum keeps them)
+    ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
+                        [("features", cfg.features.table, feats.version), ("labels", cfg.labels.table, labels.version),
+                         *((p["role"], p["table"], p["version"]) for p in summary.pins)])
     sample = _first_training_day(cfg, feats, folds[0])
     spec = recipe_spec(cfg, feats.schema, sample)
     baseline = None

@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+from engine import ledger
 from engine.config import EvaluateConfig, config_hash, table_uri
 from engine.errors import ConfigError, GateFailed, UnitFailed
 from engine.drift import Histograms
@@ -34,7 +35,7 @@ from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
 from engine.logs import set_run_id
 from engine.progress import Progress
-from engine.snapshot import check_files_exist, open_snapshot, select_partitions
+from engine.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
 JOB = "evaluate"
@@ -118,6 +119,8 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
         "features": open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts),
     }
     summary.versions = {k: s.version for k, s in snaps.items()}
+    ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
+                        [(k, getattr(cfg, k).table, s.version) for k, s in snaps.items()])
     _check_columns(cfg, snaps)
     as_of = inputs.resolve_as_of(cfg.as_of, snaps["labels"], cfg.labels.label_ts_column, opts)
     summary.as_of = as_of.isoformat()
@@ -148,11 +151,17 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
     results: dict[int, tuple[dict, bytes]] = {}
     t_tasks = time.monotonic()
     bar = Progress(len(plan_days.chunks), "tasks")
-    for counts_json, stats_bytes in executor.run(plan.to_json(), [c.to_json() for c in plan_days.chunks], schemas,
-                                                 deadline):
-        counts = json.loads(counts_json)
-        results[counts["index"]] = (counts, stats_bytes)
-        bar.advance(rows=counts["rows_evaluated"])
+    try:
+        for counts_json, stats_bytes in executor.run(plan.to_json(), [c.to_json() for c in plan_days.chunks],
+                                                     schemas, deadline):
+            counts = json.loads(counts_json)
+            results[counts["index"]] = (counts, stats_bytes)
+            bar.advance(rows=counts["rows_evaluated"])
+    except Exception:  # a task's read error: a file that vanished meanwhile is exit 5 naming it; else as it is
+        bar.close()
+        for name, snap in snaps.items():
+            check_files_stayed(snap, [d for d in plan_days.days if d in snap.files], opts, f"{name}.version")
+        raise
     bar.close()
     log.info("evaluate: %d task(s) done in %.1fs", len(results), time.monotonic() - t_tasks)
     if len(results) != len(plan_days.chunks):

@@ -8,6 +8,17 @@ scored / quarantined, one outcome per unit), how long each phase took, per-batch
 The table is partitioned by `job` and `date` (the run's UTC start day). A run's row is appended once: its commit
 carries the application transaction `lakescore/runs/<run_id>`, so writing the same run twice is a no-op, and the
 run's stamps as `userMetadata` like every lakescore commit. Appends of concurrent runs never conflict.
+
+Running rows (the protection `vacuum` reads, DESIGN: Operator commands): a job that pins input versions appends a
+second kind of row as soon as it has pinned them and before it reads any data: status `running`, the same run id,
+its inputs and versions, and its lease in `summary` (`{"lease_until": …}`), under its own application transaction
+`lakescore/runs/<run_id>#start`, distinct from the final row's, so neither write masks the other. We chose a
+running row with a lease over a heartbeat: the lease ends at the run's start + `run.time_budget_s` +
+LEASE_GRACE_S, past which the job has stopped itself (its executor gives up at the budget). A running row protects
+while its run is live: no final row with its run id yet, and its lease not expired. A run killed without a final
+row stops protecting when its lease ends; a run that outlived its own budget by more than the grace would too,
+which is why the grace is generous. `read()` leaves running rows out unless asked (`running=True`), so `status`,
+`explain` and every other reader see finished runs only, as before.
 """
 from __future__ import annotations
 
@@ -27,13 +38,15 @@ log = logging.getLogger("lakescore")
 
 TABLE = "runs"
 PARTITION_COLUMNS = ["job", "date"]
+RUNNING = "running"
+LEASE_GRACE_S = 3600  # past its time budget, a run still publishes (reports, MLflow): its pins stay protected
 PHASES = ("resolve", "plan", "read", "contract", "score", "write", "commit")
 _INPUT = pa.struct([("role", pa.string()), ("table", pa.string()), ("uri", pa.string()), ("version", pa.int64())])
 _OUTCOME = pa.struct([("unit", pa.string()), ("outcome", pa.string()), ("rows_in", pa.int64()),
                       ("rows_out", pa.int64()), ("input_version", pa.int64()), ("message", pa.string())])
 FIELDS = [
     pa.field("run_id", pa.string()),
-    pa.field("status", pa.string()),  # ok | error
+    pa.field("status", pa.string()),  # ok | error | running (written at start; see the module docstring)
     pa.field("exit_code", pa.int32()),
     pa.field("error_class", pa.string()),
     pa.field("error", pa.string()),
@@ -112,6 +125,8 @@ def inputs_of(cfg, summary: dict) -> list[dict]:
         ref = getattr(cfg, role, None)
         if ref is not None and hasattr(ref, "table"):
             found.append((role, ref.table, versions.get(role)))
+    for extra in summary.get("pins") or []:  # further versions the run read (a backtest's per-fold features)
+        found.append((extra["role"], extra["table"], extra["version"]))
     return [{"role": role, "table": t, "uri": table_uri(cfg.lake, t), "version": None if v is None else int(v)}
             for role, t, v in found]
 
@@ -185,14 +200,14 @@ def writable(lake: LakeConfig) -> bool:
 
 
 def append(lake: LakeConfig, entry: dict) -> bool:
-    """Append one run's row; False if this run is already in the ledger (a repeated write is a no-op)."""
+    """Append one run's row (final or running); False if it is already in the ledger (a repeated write is a no-op)."""
     from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
     from engine.commit import open_or_create
 
     uri, opts = ledger_uri(lake), lake.storage_options or None
-    app = f"lakescore/{TABLE}/{entry['run_id']}"
+    app = f"lakescore/{TABLE}/{entry['run_id']}" + ("#start" if entry["status"] == RUNNING else "")
     try:
         if DeltaTable(uri, storage_options=opts).transaction_version(app) is not None:
             return False
@@ -209,8 +224,10 @@ def append(lake: LakeConfig, entry: dict) -> bool:
     return True
 
 
-def read(lake: LakeConfig, job: str | None = None, since: str | None = None) -> pa.Table:
-    """The ledger's rows (optionally one job's, from day `since` on), oldest first; empty if there is none yet."""
+def read(lake: LakeConfig, job: str | None = None, since: str | None = None, running: bool = False) -> pa.Table:
+    """The ledger's rows (optionally one job's, from day `since` on), oldest first; empty if there is none yet.
+
+    Finished runs only, unless `running`: then the running rows written at start come too."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -224,18 +241,77 @@ def read(lake: LakeConfig, job: str | None = None, since: str | None = None) -> 
     if since:
         filters.append(("date", ">=", since))
     data = table.to_pyarrow_table(filters=filters or None)
+    if not running:
+        import pyarrow.compute as pc
+
+        data = data.filter(pc.fill_null(pc.not_equal(data.column("status"), RUNNING), True))
     return data.sort_by([("started_at", "ascending"), ("run_id", "ascending")])
 
 
-def pinned_versions(lake: LakeConfig, uri: str, since: dt.datetime) -> dict[int, list[str]]:
-    """Versions of the table at `uri` that runs started at or after `since` read as input: version → run ids."""
+def start_row(job: str, cfg, run_id: str, inputs: list[tuple[str, str, int]], started: dt.datetime) -> dict:
+    """The running row of a run that pinned `inputs` ((role, table, version) each) and has not ended yet."""
+    from engine.config import config_hash
+
+    pkg, commit = code_revision()
+    run = getattr(cfg, "run", None)
+    lease = started + dt.timedelta(seconds=getattr(run, "time_budget_s", 6 * 3600) + LEASE_GRACE_S)
+    entry: dict = {f.name: None for f in SCHEMA}
+    entry.update(
+        run_id=run_id, status=RUNNING, engine=getattr(cfg, "engine", None), started_at=started,
+        config_hash=config_hash(cfg), config=cfg.model_dump_json(), code_version=pkg, code_commit=commit,
+        inputs=[{"role": role, "table": t, "uri": table_uri(cfg.lake, t), "version": int(v)} for role, t, v in inputs],
+        output_table=_output_table(cfg), job=job, date=started.astimezone(dt.timezone.utc).strftime("%Y-%m-%d"),
+        summary=json.dumps({"run_id": run_id, "status": RUNNING, "lease_until": lease.isoformat()}, sort_keys=True))
+    return entry
+
+
+def record_start(lake: LakeConfig, job: str, cfg, run_id: str, inputs: list[tuple[str, str, int]],
+                 started: dt.datetime | None = None) -> bool:
+    """Append the run's running row once it pinned `inputs` and before it reads them, so that `vacuum` keeps those
+    versions while it runs. A ledger that cannot be written is a warning, as for the final row: the run goes on,
+    and the warning says that a vacuum cannot see its pins. True when the row was written."""
+    started = started or dt.datetime.now(dt.timezone.utc)
+    if not writable(lake):
+        log.warning("run ledger not written: lake.root %s does not exist", lake.root)
+        return False
+    try:
+        return append(lake, start_row(job, cfg, run_id, inputs, started))
+    except Exception as e:  # noqa: BLE001 - like the final row: the ledger must not fail the run
+        log.warning("running row of run %s not written to %s (%s: %s): a vacuum now cannot see the versions it "
+                    "pinned", run_id, ledger_uri(lake), type(e).__name__, " ".join(str(e).split())[:200])
+        return False
+
+
+def running_runs(lake: LakeConfig, now: dt.datetime | None = None) -> list[dict]:
+    """The runs still running: a running row, no final row with its run id, and a lease not yet expired.
+
+    Each: run_id, job, started_at, lease_until, inputs; oldest first."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    rows = read(lake, running=True).select(["run_id", "job", "status", "started_at", "inputs", "summary"]).to_pylist()
+    ended = {r["run_id"] for r in rows if r["status"] != RUNNING}
+    live = []
+    for r in rows:
+        if r["status"] != RUNNING or r["run_id"] in ended:
+            continue
+        until = json.loads(r["summary"] or "{}").get("lease_until")
+        lease = dt.datetime.fromisoformat(until) if until else None  # a row without a lease protects nothing
+        if lease is not None and lease > now:
+            live.append({**{k: r[k] for k in ("run_id", "job", "started_at", "inputs")}, "lease_until": lease})
+    return live
+
+
+def pinned_versions(lake: LakeConfig, uri: str, since: dt.datetime, now: dt.datetime | None = None
+                    ) -> dict[int, list[str]]:
+    """Versions of the table at `uri` that runs read as input: version → run ids. Finished runs count when they
+    started at or after `since`; running runs (`running_runs`) count whenever they started."""
     runs = read(lake, since=since.astimezone(dt.timezone.utc).strftime("%Y-%m-%d"))
+    found = [r for r in runs.select(["run_id", "started_at", "inputs"]).to_pylist() if r["started_at"] >= since]
     pins: dict[int, list[str]] = {}
     want = uri.rstrip("/")
-    for r in runs.select(["run_id", "started_at", "inputs"]).to_pylist():
-        if r["started_at"] < since:
-            continue
+    for r in [*found, *running_runs(lake, now)]:
         for i in r["inputs"] or []:
             if i["version"] is not None and (i["uri"] or "").rstrip("/") == want:
-                pins.setdefault(int(i["version"]), []).append(r["run_id"])
+                pins.setdefault(int(i["version"]), [])
+                if r["run_id"] not in pins[int(i["version"])]:
+                    pins[int(i["version"])].append(r["run_id"])
     return pins

@@ -1,6 +1,7 @@
 """The scoring job's plan-check-score-commit loop, independent of the engine that computes the chunks.
 
 1. resolve the model (registry → version → validated bundle) and the input snapshot (latest → N);
+   and record the run's start with that version in the ledger (a running row: `vacuum` keeps it while we run);
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint;
 3. skip units whose recorded fingerprint matches, or whose input day was only rewritten (compacted) since the
    input version it was scored from (unless forced);
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Protocol
 
 from engine import commit as protocol
+from engine import ledger
 from engine.config import ScoreConfig, config_hash, table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
 from engine.logs import set_run_id
@@ -31,7 +33,7 @@ from engine.scoring import PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, 
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk, side_run
 from engine.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
 from engine.delta_log import CommitLog
-from engine.snapshot import check_files_exist, open_snapshot, select_partitions
+from engine.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
 
@@ -122,6 +124,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     in_uri = table_uri(cfg.lake, cfg.input.table)
     snap = open_snapshot(cfg.input.table, in_uri, cfg.input.version, opts)
     summary.input_table, summary.input_version = cfg.input.table, snap.version
+    ledger.record_start(cfg.lake, JOB, cfg, summary.run_id, [("input", cfg.input.table, snap.version)])
     days, absent = select_partitions(snap, cfg.input.ds)
     enforcer = None
     if cfg.input.contract:
@@ -231,6 +234,10 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
         for app in expected:
             if app not in done and app not in errors:
                 errors[app] = ChunkFailure(app, str(e))
+    except OSError:  # an in-process executor raises a chunk's read error as it is: a vanished file is exit 5
+        bar.close()
+        check_files_stayed(snap, pending, opts)
+        raise
     bar.close()
     for app, err in errors.items():
         d, _unit = by_app[app]
@@ -259,6 +266,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             "units that passed were committed; "
             f"report {summary.report or '(no contract file: see the summary line)'}"
         )
+    check_files_stayed(snap, [by_app[app][0] for app in errors if not errors[app].contract], opts)
     if summary.failed:
         raise UnitFailed(f"{len(summary.failed)} unit(s) failed: {summary.failed[0]}; units that passed were "
                          "committed; a re-run redoes only the failed ones")

@@ -75,3 +75,21 @@ def remove_scratch(lake_root: str, run_id: str, storage_options: dict,
             os.rmdir(base)  # only while empty, checked atomically: never a recursive delete of other runs' folders
         except OSError:
             pass  # not empty (another run is spilling) or already gone: left to the last run out
+
+
+def run_folders(lake_root: str, storage_options: dict) -> dict[str, float | None]:
+    """The run ids that have a folder under `<lake.root>/_scratch`, each with the newest modification time of what it
+    holds (seconds since the epoch; None when the store gives none or the folder is empty)."""
+    scratch = f"{lake_root.rstrip('/')}/_scratch"
+    fs, base = filesystem(scratch, storage_options)
+    found: dict[str, float | None] = {}
+    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True)):
+        run = info.path[len(base):].lstrip("/").split("/", 1)[0] if base else info.path.split("/", 1)[0]
+        if not run:
+            continue
+        found.setdefault(run, None)
+        if info.type == pafs.FileType.File and info.mtime is not None:
+            t = info.mtime.timestamp()
+            found[run] = t if found[run] is None else max(found[run], t)
+    return found
+

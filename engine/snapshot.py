@@ -217,15 +217,36 @@ def file_path(base: str, path: str) -> str:
     return f"{base}/{path}" if base else path
 
 
+def missing_files(snapshot: Snapshot, days: list[str], storage_options: dict | None = None) -> list[tuple[str, str]]:
+    """(ds, path as in the log) of each data file of `days` that storage no longer holds."""
+    fs, base = filesystem(snapshot.uri, storage_options)
+    listed = [(d, f.path) for d in days for f in snapshot.files[d]]
+    infos = fs.get_file_info([file_path(base, p) for _d, p in listed])
+    return [dp for dp, info in zip(listed, infos) if info.type == pafs.FileType.NotFound]
+
+
 def check_files_exist(snapshot: Snapshot, days: list[str], storage_options: dict | None = None) -> None:
     """A vacuumed snapshot still has a log but lost files: refuse it (exit 5) before any work."""
-    fs, base = filesystem(snapshot.uri, storage_options)
-    paths = [file_path(base, f.path) for d in days for f in snapshot.files[d]]
-    missing = [p for p, info in zip(paths, fs.get_file_info(paths)) if info.type == pafs.FileType.NotFound]
+    missing = missing_files(snapshot, days, storage_options)
     if missing:
         raise InputUnavailable(
             f"input {snapshot.where()}: {len(missing)} data file(s) are gone (vacuumed?) e.g. "
-            f"{short_list(os.path.basename(m) for m in missing)}; pin a newer input.version"
+            f"{short_list(os.path.basename(p) for _d, p in missing)}; pin a newer input.version"
+        )
+
+
+def check_files_stayed(snapshot: Snapshot, days: list[str], storage_options: dict | None = None,
+                       pin_key: str = "input.version") -> None:
+    """After work on `days` failed mid-run: a data file that vanished while the run read it (a vacuum, a manual
+    delete) is input unavailable (exit 5) naming it, never a crash of the day; no-op when every file is there.
+    `pin_key` is the config key that pins this input (named in the message)."""
+    missing = missing_files(snapshot, days, storage_options)
+    if missing:
+        d, p = missing[0]
+        raise InputUnavailable(
+            f"input {snapshot.where(d)}: data file {p} vanished while this run read it ({len(missing)} file(s) gone "
+            f"from {len({x for x, _ in missing})} day(s): vacuumed or deleted); the days read before it are "
+            f"committed; re-run with a newer {pin_key}, or restore the file from a backup"
         )
 
 

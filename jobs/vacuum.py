@@ -18,7 +18,9 @@ EXAMPLES = """examples:
   lakescore vacuum --table features --retain-days 7
   lakescore vacuum --table scores --retain-days 30 lake.root=/data/lake
 The window counts whole UTC days, today included (--retain-days 0 keeps what today's runs pinned). Files never
-committed are only removed once a week old: a job writing right now has such files until it commits."""
+committed are only removed once a week old: a job writing right now has such files until it commits. Versions that
+running runs pinned (their running rows in the ledger) are always kept; a window shorter than the oldest running
+run's age is refused (exit 2) unless --force."""
 
 
 def body(cfg: ScoreConfig, args) -> dict:
@@ -27,7 +29,7 @@ def body(cfg: ScoreConfig, args) -> dict:
     from engine.vacuum import render, vacuum
 
     run_id = uuid.uuid4().hex
-    r = vacuum(cfg.lake, args.table, args.retain_days, args.dry_run, run_id)
+    r = vacuum(cfg.lake, args.table, args.retain_days, args.dry_run, run_id, force=args.force)
     print(render(r), flush=True)
     listed = r.files[:1000]
     return {"run_id": run_id, "output_table": r.table, "table_version": r.version, "retain_days": r.retain_days,
@@ -35,7 +37,10 @@ def body(cfg: ScoreConfig, args) -> dict:
             "files_to_remove": len(r.files) if r.dry_run else 0, "bytes": r.bytes, "files": listed,
             "files_listed": len(listed),
             "kept_versions": [{"version": k.version, "why": k.why, "run_ids": k.run_ids} for k in r.kept],
-            "unreadable_pins": {str(v): runs for v, runs in r.unreadable_pins.items()}}
+            "unreadable_pins": {str(v): runs for v, runs in r.unreadable_pins.items()},
+            "scratch_removed" if not r.dry_run else "scratch_to_remove": r.scratch_removed,
+            "references_removed" if not r.dry_run else "references_to_remove": r.references.removed,
+            "references_kept_unsure": r.references.kept_unsure}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="keep files removed from the log less than N days ago, and the versions runs of the "
                             "last N days pinned")
         p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+        p.add_argument("--force", action="store_true",
+                       help="vacuum even though a run still running started before the retention window (its "
+                            "pinned versions stay protected)")
         p.epilog = EXAMPLES
 
     return run_job("vacuum", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml")

@@ -172,3 +172,32 @@ def test_validate_runs_are_in_the_ledger_with_their_days(ray_local, lake, demo_r
     outcomes = {o["unit"]: o["outcome"] for o in entry["unit_outcomes"]}
     assert outcomes == {**{d: "passed" for d in ALL_DAYS}, NEW_DAY: "failed"}
     assert entry["read_s"] > 0 and entry["contract_s"] > 0 and entry["rows_scored"] is None
+
+
+def test_a_run_records_its_start_under_its_own_app_transaction_and_readers_see_finished_runs(ray_local, lake,
+                                                                                           demo_root, capsys):
+    import datetime as dt
+
+    code, summary = run_score(lake, demo_root, "run.time_budget_s=600", capsys=capsys)
+    assert code == 0, summary["error"]
+    lk = LakeConfig(root=str(lake))
+    (final,) = runs(lake)  # readers (status, explain) see the finished run only
+    both = ledger.read(lk, running=True).to_pylist()
+    assert sorted(r["status"] for r in both) == ["ok", "running"]
+    (start,) = [r for r in both if r["status"] == "running"]
+    assert start["run_id"] == final["run_id"] == summary["run_id"]
+    assert start["inputs"] == final["inputs"] and start["job"] == "score" and start["exit_code"] is None
+    lease = dt.datetime.fromisoformat(json.loads(start["summary"])["lease_until"])
+    assert lease == start["started_at"] + dt.timedelta(seconds=600 + ledger.LEASE_GRACE_S)
+    assert ledger.running_runs(lk) == []  # the final row ended it
+    # Read from the log: the running row was committed first, each row under its own application transaction.
+    apps = [json.loads(h["userMetadata"])["app_id"] for h in reversed(DeltaTable(str(lake / "runs")).history())
+            if h.get("userMetadata")]
+    assert apps == [f"lakescore/runs/{final['run_id']}#start", f"lakescore/runs/{final['run_id']}"]
+    # A running row without a final row is a running run (as a vacuum sees it) until its lease ends.
+    again = dict(start, run_id="r-still-running")
+    assert ledger.append(lk, again) and ledger.append(lk, again) is False
+    assert [r["run_id"] for r in ledger.running_runs(lk, start["started_at"] + dt.timedelta(seconds=1))] == [
+        "r-still-running"]
+    assert ledger.running_runs(lk, lease + dt.timedelta(seconds=1)) == []  # its lease is over
+    assert [r["run_id"] for r in runs(lake)] == [final["run_id"]]
