@@ -7,10 +7,11 @@ so. Checked against direct `deltalake` reads of the input: every input row score
 """
 from __future__ import annotations
 
-import pyarrow as pa
+import shutil
+
 import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from conftest import DAYS, ROOT, score_config
 from engine.demo.data import make_day
@@ -99,3 +100,30 @@ def test_a_restore_to_rows_of_another_contract_is_rescored(ray_local, lake, demo
     assert set(run_ids.to_pylist()) == {again.run_id}  # the day's rows are this run's, not the restored ones
     assert again.committed == [FIRST] and again.restored == [FIRST]
     assert score(score_config(lake, demo_root, day, f"input.contract={changed}")).committed == []
+
+
+def test_a_table_written_before_the_stamp_is_migrated_and_redone_once(ray_local, lake, demo_root, tmp_path):
+    """An earlier release's `scores` (no input_fingerprint column, transactions recorded) stays usable: the column
+    is added, and since no file carries a stamp, nothing is trusted: every unit is redone once, then skipped."""
+    first = score(score_config(lake, demo_root))
+    assert len(first.committed) == DAYS
+    uri = str(lake / "scores")
+    t = DeltaTable(uri)
+    rows = t.to_pyarrow_table().drop_columns(["input_fingerprint"])
+    txns = []
+    for d in first.committed:
+        app = f"lakescore/score/{d}/t-xgb/1"
+        txns += [Transaction(a, t.transaction_version(a)) for a in (app, f"{app}#input=features", f"{app}#context")]
+    old = str(tmp_path / "old_scores")
+    write_deltalake(old, rows, partition_by=["ds", "model_name", "model_version"],
+                    commit_properties=CommitProperties(app_transactions=txns))
+    shutil.rmtree(uri)
+    shutil.copytree(old, uri)
+    assert "input_fingerprint" not in DeltaTable(uri).schema().to_arrow().names
+
+    again = score(score_config(lake, demo_root))
+    assert "input_fingerprint" in DeltaTable(uri).schema().to_arrow().names
+    assert_scores_match_input(lake)
+    assert sorted(again.committed) == sorted(again.restored) == sorted(first.committed)
+    assert score(score_config(lake, demo_root)).committed == []
+    assert_scores_match_input(lake)
