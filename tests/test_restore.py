@@ -7,16 +7,20 @@ so. Checked against direct `deltalake` reads of the input: every input row score
 """
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+from backtests.runner import LocalBacktestExecutor, run_backtest
 from conftest import DAYS, ROOT, score_config
 from engine.demo.data import make_day
 from engine.ray.score import executor
 from jobs.score import run_score
+from test_backtest import bt_config
 
 pytestmark = pytest.mark.slow
 FIRST = "2026-01-01"
@@ -127,3 +131,34 @@ def test_a_table_written_before_the_stamp_is_migrated_and_redone_once(ray_local,
     assert sorted(again.committed) == sorted(again.restored) == sorted(first.committed)
     assert score(score_config(lake, demo_root)).committed == []
     assert_scores_match_input(lake)
+
+
+def test_a_restored_backtest_metrics_table_redoes_the_missing_fold(lake, demo_root):
+    """`backtest_metrics` rolled back to after its first fold's commit: the fold committed after it is gone though
+    its transaction stays. A re-run of the same backtest must redo it (not report it resumed) and say so."""
+    cfg = bt_config(lake, demo_root, "baseline.kind=base_rate", "mlflow.log_reports=false")
+    first = run_backtest(cfg, LocalBacktestExecutor())
+    assert first.folds_committed == [0, 1]
+    uri = str(lake / "backtest_metrics")
+    want = metric_rows(uri)
+    assert sorted(want) == [0, 1]
+    history = [h for h in DeltaTable(uri).history() if h.get("operation") != "CREATE TABLE"]
+    assert len(history) == 2
+    DeltaTable(uri).restore(min(h["version"] for h in history))
+    gone = sorted(set(want) - set(metric_rows(uri)))
+    assert len(gone) == 1
+
+    again = run_backtest(cfg, LocalBacktestExecutor())
+    assert metric_rows(uri) == want  # every fold's rows, once each, as the first run computed them
+    assert again.folds_committed == gone and again.folds_restored == gone
+    assert again.folds_resumed == sorted(set(want) - set(gone))
+    assert [f["fold"] for f in json.loads(Path(again.report).with_name("report.json").read_text())["folds"]] == [0, 1]
+
+
+def metric_rows(uri: str) -> dict[int, list[tuple]]:
+    """fold → its rows (without the run's own id and time), sorted: duplicates stay visible."""
+    t = DeltaTable(uri).to_pyarrow_table().drop_columns(["run_id", "created_at", "fold_info"])
+    out: dict[int, list[tuple]] = {}
+    for r in t.to_pylist():
+        out.setdefault(r["fold"], []).append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return {f: sorted(v) for f, v in out.items()}
