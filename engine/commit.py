@@ -14,9 +14,12 @@ The transactions are trusted only as far as the table's files back them (`Backin
 version of every application transaction, so a transaction can name a fingerprint the partition no longer holds.
 Before a transaction lets a unit be skipped (up to date, superseded, rewritten only), the partition's current files
 must say the same: every file's min and max statistics of the table's fingerprint stamp column (read from the
-log's add actions, no data read) equal the recorded fingerprint. Anything else (older stamps, no files for a unit
-that writes rows, a file without the statistics, a table written before the stamp existed) is not evidence: the
-unit is redone. The choice fails towards redoing work, never towards skipping it.
+log's add actions, no data read) equal the recorded fingerprint. A partition without files backs only a commit
+recorded as writing none (a fourth transaction, `app_id#rows`, records the rows each commit wrote). Anything else
+(older stamps, no files where rows were written, a file without the statistics, a table written before the stamp
+existed) is not evidence: the unit is redone. The choice fails towards redoing work, never towards skipping it; the
+one exception keeps deleted data deleted: in a table written before `#rows` existed, an empty partition whose
+record is from a newer input version (a day retracted since) is not refilled by a run of an older version.
 """
 from __future__ import annotations
 
@@ -68,6 +71,12 @@ class Unit:
         a unit was committed from a newer version of its input without reading data or history.
         """
         return f"{self.app_id}#input={self.input_table}"
+
+    @property
+    def rows_app_id(self) -> str:
+        """A fourth transaction: its version is the number of rows the unit's commit wrote, so that a partition
+        without files can be told apart: emptied on purpose (0: a retracted day) or restored to before its commit."""
+        return f"{self.app_id}#rows"
 
     @property
     def context_app_id(self) -> str:
@@ -139,10 +148,19 @@ class Evidence:
         return self._held.get(tuple(str(unit.partition_values[c]) for c in self.partition_columns), set())
 
     def backs(self, unit: Unit) -> bool:
-        """Whether the unit's partition holds what its recorded transaction says it holds."""
+        """Whether the unit's partition holds what its recorded transaction says it holds.
+
+        A partition without files backs a commit recorded as writing no rows (`#rows` 0). Where no row count was
+        recorded (a table written before it was), it backs a unit that writes none, or a record from a newer input
+        version (a day retracted since: never brought back by a run of an older version)."""
         held = self.held(unit)
-        if not held or self.backing.column is None:
-            return bool(held) != unit.empty
+        if not held:
+            rows = self.table.transaction_version(unit.rows_app_id)
+            if rows is not None:
+                return rows == 0
+            return unit.empty or superseded(self.table, unit) is not None
+        if self.backing.column is None:
+            return True
         return held == {recorded_version(self.table, unit)}
 
 
@@ -263,6 +281,9 @@ class Committer:
             txns.append(Transaction(unit.input_app_id, unit.input_version, now))
         if unit.context is not None:
             txns.append(Transaction(unit.context_app_id, unit.context_version, now))
+        rows = _rows_written(adds)
+        if rows is not None:
+            txns.append(Transaction(unit.rows_app_id, rows, now))
         props = CommitProperties(
             custom_metadata={"userMetadata": json.dumps({**metadata, "run_id": self.run_id}, sort_keys=True)},
             app_transactions=txns,
@@ -372,6 +393,17 @@ class Committer:
             if meta.get("app_id") == unit.app_id:
                 return meta.get("run_id") == self.run_id
         return False
+
+
+def _rows_written(adds: list[dict]) -> int | None:
+    """The rows of a commit's files from their statistics; None when a file has none."""
+    total = 0
+    for a in adds:
+        try:
+            total += int(json.loads(a.get("stats") or "{}")["numRecords"])
+        except (KeyError, TypeError, ValueError):
+            return None
+    return total
 
 
 def discard(uri: str, adds: list[dict], storage_options: dict | None = None) -> None:
