@@ -18,9 +18,11 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from backtests.runner import LocalBacktestExecutor, run_backtest
 from conftest import DAYS, ROOT, score_config
 from engine.demo.data import make_day
+from engine.evaluate_job import LocalEvalExecutor, run_evaluate
 from engine.ray.score import executor
 from jobs.score import run_score
 from test_backtest import bt_config
+from test_evaluate import eval_config, scored  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 FIRST = "2026-01-01"
@@ -162,3 +164,32 @@ def metric_rows(uri: str) -> dict[int, list[tuple]]:
     for r in t.to_pylist():
         out.setdefault(r["fold"], []).append(tuple(sorted((k, str(v)) for k, v in r.items())))
     return {f: sorted(v) for f, v in out.items()}
+
+
+def test_a_restored_eval_metrics_table_redoes_the_unit_restored_away(scored, demo_root, tmp_path):
+    """`eval_metrics` rolled back to after the first model's unit: the second model's unit is gone though its
+    transaction stays. Re-running the same evaluation must commit it again (not call it already done)."""
+    lake = tmp_path / "lake"
+    shutil.copytree(scored, lake)
+    cfg = eval_config(lake, demo_root)
+    first = run_evaluate(cfg, LocalEvalExecutor())
+    assert len(first.units_committed) == 2
+    uri = str(lake / "eval_metrics")
+    want = eval_rows(uri)
+    DeltaTable(uri).restore(1)  # version 0 created the table, 1 and 2 committed one model's unit each
+    assert len(eval_rows(uri)) == 1
+
+    again = run_evaluate(cfg, LocalEvalExecutor())
+    assert eval_rows(uri) == want  # both models' rows, once each, as the first run computed them
+    gone = sorted(set(first.units_committed) - set(again.units_already_done))
+    assert len(gone) == 1 and again.units_committed == gone and again.units_restored == gone
+
+
+def eval_rows(uri: str) -> dict[str, list[tuple]]:
+    """model → its rows (without the run's own id and time), sorted: duplicates stay visible."""
+    t = DeltaTable(uri).to_pyarrow_table().drop_columns(["run_id", "evaluated_at"])
+    out: dict[str, list[tuple]] = {}
+    for r in t.to_pylist():
+        r.pop("input_fingerprint", None)
+        out.setdefault(f"{r['model_name']}/{r['model_version']}", []).append(tuple(sorted((k, str(v)) for k, v in r.items())))
+    return {m: sorted(v) for m, v in out.items()}
