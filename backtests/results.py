@@ -3,7 +3,11 @@ training and test ranges, the model that scored it, the interval and the support
 
 Partitioned by `backtest_id` and `fold`: one backtest is one partition prune, and each fold is its own unit of the
 commit protocol (engine.commit), committed once; a re-run of the same backtest (same config and table versions,
-hence the same id) finds its completed folds from their application transactions and resumes after them.
+hence the same id) finds its completed folds from their application transactions and resumes after them. A
+transaction counts only where the fold's partition still holds files (engine.commit.Backing): a RESTORE of the table
+to an earlier version keeps the transactions of folds committed after it but not their rows, so such a fold is
+redone (listed as restored). The partition key (backtest id, fold) fixes what a fold holds (the id hashes the config
+and the table versions), so rows present there are that fold's: no stamp column is needed.
 Each row also carries the fold's facts as JSON (`fold_info`: sizes, seed, guard verdicts, reliability bins), so
 the report can be rebuilt from the table alone.
 """
@@ -43,16 +47,20 @@ class Store:
     def __init__(self, uri: str, summary, storage_options: dict | None, retries: int):
         self.uri, self.summary, self.opts = uri, summary, storage_options or {}
         protocol.open_or_create(uri, TABLE_SCHEMA, PARTITION_COLUMNS, self.opts)
-        self.committer = protocol.Committer(uri, TABLE_SCHEMA, PARTITION_COLUMNS, summary.run_id, retries, self.opts)
+        self.committer = protocol.Committer(uri, TABLE_SCHEMA, PARTITION_COLUMNS, summary.run_id, retries, self.opts,
+                                            backing=protocol.Backing())
 
     def unit(self, fold: int) -> protocol.Unit:
         pv = {"backtest_id": self.summary.backtest_id, "fold": fold}
         fp = hashlib.sha256(f"{self.summary.backtest_id}|{fold}".encode()).hexdigest()
         return protocol.Unit(protocol.app_id("backtest", pv, PARTITION_COLUMNS), pv, fp)
 
-    def completed(self, folds) -> set[int]:
+    def completed(self, folds) -> tuple[set[int], list[int]]:
+        """The folds committed earlier whose rows are in the table, and those whose rows are not (restored away)."""
         table = self.committer.latest()
-        return {f.index for f in folds if protocol.recorded_version(table, self.unit(f.index)) == self.unit(f.index).txn_version}
+        recorded = [f.index for f in folds if protocol.recorded_version(table, self.unit(f.index)) == self.unit(f.index).txn_version]
+        done = {i for i in recorded if self.committer.backed(table, self.unit(i))}
+        return done, sorted(set(recorded) - done)
 
     def commit(self, r: dict) -> str:
         unit = self.unit(r["fold"])

@@ -71,6 +71,7 @@ class BacktestSummary:
     folds: int = 0
     folds_committed: list[int] = field(default_factory=list)
     folds_resumed: list[int] = field(default_factory=list)  # completed by an earlier run of the same backtest
+    folds_restored: list[int] = field(default_factory=list)  # redone: committed earlier, rows gone (a RESTORE)
     folds_failed: list[str] = field(default_factory=list)
     report: str | None = None
     mlflow_run_id: str | None = None
@@ -146,8 +147,11 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
                     cfg.recipe.model_dump(), spec.to_json(), metrics_spec, cfg.seed,
                     int(as_of.timestamp() * 1_000_000), base_name, train_versions, dict(opts))
     store = bt_results.Store(table_uri(cfg.lake, cfg.output_table), summary, opts, cfg.run.commit_retries)
-    done = store.completed(folds)
+    done, summary.folds_restored = store.completed(folds)
     summary.folds_resumed = sorted(done)
+    if summary.folds_restored:
+        log.warning("backtest %s: fold(s) %s were committed earlier but %s no longer holds their rows (restored to an "
+                    "earlier version?); redoing them", summary.backtest_id, summary.folds_restored, cfg.output_table)
     if done:
         log.info("backtest %s: resuming: fold(s) %s are already complete (an earlier run of the same backtest)",
                  summary.backtest_id, sorted(done))

@@ -82,6 +82,7 @@ class EvalSummary:
     gates_failed: list[str] = field(default_factory=list)
     units_committed: list[str] = field(default_factory=list)
     units_already_done: list[str] = field(default_factory=list)
+    units_restored: list[str] = field(default_factory=list)  # recorded done, but the table no longer held it
     report: str | None = None
     mlflow_run_id: str | None = None
     promoted: str | None = None
@@ -260,7 +261,7 @@ def _commit(cfg, summary, as_of, metrics, deltas, snaps, files, days, models) ->
     uri = table_uri(cfg.lake, cfg.output.table)
     evtable.open_table(uri, opts)
     committer = protocol.Committer(uri, evtable.TABLE_SCHEMA, evtable.PARTITION_COLUMNS, summary.run_id,
-                                   cfg.run.commit_retries, opts)
+                                   cfg.run.commit_retries, opts, backing=evtable.BACKING)
     key = evtable.evaluation_key(days[0], days[-1], as_of)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     common = {"window_start": days[0], "window_end": days[-1], "as_of": as_of, "confidence": cfg.metrics.confidence,
@@ -274,10 +275,14 @@ def _commit(cfg, summary, as_of, metrics, deltas, snaps, files, days, models) ->
         fp = inputs.inputs_fingerprint(days, files, snaps["labels"], snaps["features"], model,
                                        f"{as_of.isoformat()}|{summary.config_hash}|{','.join(models)}")
         unit = evtable.unit(pv, fp, cfg.scores.table, snaps["scores"].version)
-        if protocol.recorded_version(committer.latest(), unit) == unit.txn_version:
-            summary.units_already_done.append(unit.app_id)
-            continue
-        adds = evtable.write_unit(uri, evtable.rows_batch(rows, common), pv, summary.run_id, opts)
+        table = committer.latest()
+        if protocol.recorded_version(table, unit) == unit.txn_version:
+            if committer.backed(table, unit):
+                summary.units_already_done.append(unit.app_id)
+                continue
+            summary.units_restored.append(unit.app_id)  # its rows are not in the table (restored away): redone
+        adds = evtable.write_unit(uri, evtable.rows_batch(rows, {**common, "input_fingerprint": fp}), pv,
+                                  summary.run_id, opts)
         meta = {"app_id": unit.app_id, "job": JOB, "model": model, "window": f"{days[0]}..{days[-1]}",
                 "as_of": as_of.isoformat(), "config_hash": summary.config_hash, "versions": summary.versions,
                 "rows": len(rows)}

@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 from engine import ledger
 from engine.config import LakeConfig
 from engine.errors import ConfigError
-from engine.scoring import PARTITION_COLUMNS, STAMP_FIELDS
+from engine.scoring import FINGERPRINT, PARTITION_COLUMNS, STAMP_FIELDS
 from engine.status import open_output
 
-STAMPS = [f.name for f in STAMP_FIELDS]
+STAMPS = [f.name for f in STAMP_FIELDS] + [FINGERPRINT.name]
 PINNED = ("input.version", "input.ds", "model.uri", "output.table", "output.quarantine_table")
 
 

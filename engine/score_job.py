@@ -4,7 +4,10 @@
    and record the run's start with that version in the ledger (a running row: `vacuum` keeps it while we run);
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint;
 3. skip units whose recorded fingerprint matches, or whose input day was only rewritten (compacted) since the
-   input version it was scored from (unless forced);
+   input version it was scored from (unless forced), but only where the partition's files back that record:
+   their fingerprint stamps (engine.scoring.FINGERPRINT, read from the log's statistics) equal the recorded
+   fingerprint. A unit whose files do not (the table was RESTOREd to an earlier version, which keeps the newest
+   transactions; files written before the stamp existed) is redone and listed as `restored`;
 4. hand the other units (one `UnitWork` each) and their chunks to an executor (Ray, Spark, local), which writes
    data files;
 5. commit each unit once all its chunks are in, atomically, with the unit's application transaction.
@@ -14,6 +17,7 @@ A data contract arrives as an enforcer built by the caller (`enforcer_factory`: 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -29,7 +33,7 @@ from engine.logs import set_run_id
 from engine.models import ModelBundle, fetch_bundle
 from engine import scratch as scratch_space
 from engine.progress import Progress
-from engine.scoring import PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
+from engine.scoring import FINGERPRINT, PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk, side_run
 from engine.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
 from engine.delta_log import CommitLog
@@ -138,9 +142,10 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     tschema = table_schema(fschema)
     out_uri = table_uri(cfg.lake, cfg.output.table)
     summary.output_table = cfg.output.table
-    out = protocol.open_or_create(out_uri, tschema, PARTITION_COLUMNS, opts)
+    out = protocol.open_or_create(out_uri, tschema, PARTITION_COLUMNS, opts, added=(FINGERPRINT.name,))
+    backing = protocol.Backing(FINGERPRINT.name)
     committer = protocol.Committer(out_uri, tschema, PARTITION_COLUMNS, summary.run_id, cfg.run.commit_retries, opts,
-                                   force)
+                                   force, backing)
     qcommitter = q_uri = None
     if enforcer is not None and enforcer.quarantines:
         q_uri = table_uri(cfg.lake, cfg.output.quarantine_table)
@@ -158,7 +163,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     units = {d: unit_of(d) for d in days}
     # Output days of this model whose input day is gone (retracted upstream): replaced with nothing.
     gone = [d for d in _scored_days(out, ref.name, ref.version) if d not in snap.files and _selected(d, cfg.input.ds)]
-    retract = {d: unit_of(d) for d in gone}
+    retract = {d: dataclasses.replace(unit_of(d), empty=True) for d in gone}
     summary.units_planned = len(units) + len(set(absent) | set(gone))
     for d in absent:
         if d in retract:
@@ -169,8 +174,9 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
             continue
         fail_unit(summary, d, [{"check": "volume", "rows": 0, "message": f"no rows in {snap.where()} (empty or missing partition)"}])
     inputs = CommitLog(in_uri, opts)
-    pending = [d for d in units if not _up_to_date(out, units[d], force, summary, inputs)]
-    retract = {d: u for d, u in retract.items() if not _up_to_date(out, u, force, summary)}
+    evidence = protocol.Evidence(out, PARTITION_COLUMNS, backing)
+    pending = [d for d in units if not _up_to_date(out, units[d], force, summary, evidence, inputs)]
+    retract = {d: u for d, u in retract.items() if not _up_to_date(out, u, force, summary, evidence)}
     log.info("input %s: %d unit(s) planned, %d up to date or superseded, %d to score, %d to retract%s", snap.where(),
              summary.units_planned, len(summary.skipped), len(pending), len(retract), " (forced)" if force else "")
     hooks.after_check([units[d] for d in pending] + list(retract.values()))
@@ -200,7 +206,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
                         tuple(cfg.input.passthrough_columns), cfg.output.score_column, stamps, fschema,
                         cfg.output.target_file_rows, cfg.output.compression, cfg.model.device,
                         cfg.model.micro_batch_rows, None, q_uri or "",
-                        {"ds": d, "source_table": cfg.input.table} if q_uri else {})
+                        {"ds": d, "source_table": cfg.input.table} if q_uri else {}, unit.fingerprint)
         scratch = {} if row_check is None else scratch_space.unit_scratch(cfg.lake.root, summary.run_id, len(works),
                                                                          planned, snap.rows(d))
         works[unit.app_id] = UnitWork(unit.app_id, d, in_uri, snap.schema, score_chunk, cfg.output.read_batch_rows,
@@ -316,32 +322,38 @@ def _scored_days(out, model_name: str, model_version: int) -> list[str]:
     return sorted({p["ds"] for p in parts})
 
 
-def _up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary, inputs: CommitLog | None = None) -> bool:
+def _up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary, evidence: protocol.Evidence,
+                inputs: CommitLog | None = None) -> bool:
     """Skip a unit whose recorded input fingerprint is this one, that was committed from a newer input version, or
-    (given the input's `inputs` log) whose input day was only rewritten since the version it was scored from."""
+    (given the input's `inputs` log) whose input day was only rewritten since the version it was scored from; each
+    only where the partition's files back the record (`evidence`), else the unit is redone and listed restored."""
     d = unit.partition_values["ds"]
     if force:
         return False
     recorded = protocol.recorded_version(out, unit)
-    if recorded == unit.txn_version:
-        summary.skipped.append(d)
-        return True
-    newer = protocol.superseded(out, unit)
+    newer = None if recorded == unit.txn_version else protocol.superseded(out, unit)
+    since = None
+    if recorded is not None and recorded != unit.txn_version and newer is None and inputs is not None:
+        since = _rewritten_since(out, unit, inputs)
+    if recorded != unit.txn_version and newer is None and since is None:
+        return False
+    if not evidence.backs(unit):
+        summary.restored.append(d)
+        log.warning("unit %s: its transaction records input fingerprint %s but the partition's files do not carry it "
+                    "(%s: the table was restored to an earlier version, or written before the stamp); redoing it",
+                    unit.app_id, recorded, sorted(map(str, evidence.held(unit))) or "no files")
+        return False
+    summary.skipped.append(d)
     if newer is not None:
-        summary.skipped.append(d)
         summary.superseded.append(f"ds={d}: committed from {unit.input_table} input version {newer}, newer than this "
                                   f"run's {unit.input_version}; not replaced (--force replaces it)")
-        return True
-    since = _rewritten_since(out, unit, inputs) if recorded is not None and inputs is not None else None
-    if since is not None:
-        summary.skipped.append(d)
+    elif since is not None:
         summary.unchanged.append(f"ds={d}: {unit.input_table} versions {since + 1}..{unit.input_version} only "
                                  f"rewrote its files without a data change (compaction); scores of input version "
                                  f"{since} kept")
         log.info("unit %s: input files rewritten without a data change since %s version %d; up to date",
                  unit.app_id, unit.input_table, since)
-        return True
-    return False
+    return True
 
 
 def _require_device(cfg: ScoreConfig, executor: Executor) -> None:

@@ -53,13 +53,18 @@ STAMP_FIELDS = [
     pa.field("config_hash", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
 ]
+# Per unit, not per run: the unit's input fingerprint (engine.commit), so that the log's min/max statistics of the
+# partition's files say which input the rows were scored from (what a RESTORE brought back), without reading data.
+FINGERPRINT = pa.field("input_fingerprint", pa.string())
 PARTITION_FIELDS = [pa.field("ds", pa.string()), pa.field("model_name", pa.string()), pa.field("model_version", pa.int64())]
 
 
-def file_schema(input_schema: pa.Schema, keys: list[str], passthrough: list[str], score_column: str) -> pa.Schema:
-    """Schema of the Parquet files written (partition columns live in the Delta log, not in files)."""
+def file_schema(input_schema: pa.Schema, keys: list[str], passthrough: list[str], score_column: str,
+                unit_stamp: bool = True) -> pa.Schema:
+    """Schema of the Parquet files written (partition columns live in the Delta log, not in files); `unit_stamp`:
+    with the input fingerprint column (the score job's; a DataFrame scored outside it has no unit)."""
     fields = [input_schema.field(c) for c in [*keys, *passthrough]]
-    return pa.schema([*fields, pa.field(score_column, pa.float32()), *STAMP_FIELDS])
+    return pa.schema([*fields, pa.field(score_column, pa.float32()), *STAMP_FIELDS, *([FINGERPRINT] if unit_stamp else [])])
 
 
 def table_schema(file_schema_: pa.Schema) -> pa.Schema:
@@ -83,15 +88,19 @@ def predict_batch(batch: pa.RecordBatch | pa.Table, scorer: Scorer) -> np.ndarra
 
 
 def score_batch(
-    batch: pa.RecordBatch, scorer: Scorer, schema: pa.Schema, keys: list[str], passthrough: list[str], stamps: Stamps
+    batch: pa.RecordBatch, scorer: Scorer, schema: pa.Schema, keys: list[str], passthrough: list[str], stamps: Stamps,
+    fingerprint: str | None = None,
 ) -> pa.RecordBatch:
-    """Input rows → stamped scores, same row order, one output row per input row."""
+    """Input rows → stamped scores, same row order, one output row per input row (with the unit's `fingerprint`
+    where `schema` has its column)."""
     scores = predict_batch(batch, scorer)
     n = batch.num_rows
     cols = [batch.column(c) for c in [*keys, *passthrough]]
     cols.append(pa.array(scores, pa.float32()))
     for f in STAMP_FIELDS:
         cols.append(_constant(getattr(stamps, f.name), f.type, n))
+    if FINGERPRINT.name in schema.names:
+        cols.append(_constant(fingerprint, FINGERPRINT.type, n) if fingerprint else pa.nulls(n, FINGERPRINT.type))
     return pa.RecordBatch.from_arrays(cols, names=schema.names)
 
 
@@ -144,7 +153,7 @@ def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkR
                 if batch.num_rows == 0:
                     timings["contract"] = timings.get("contract", 0.0) + t1 - t0
                     continue
-                scored = score_batch(batch, scorer, out.schema, keys, passthrough, out.stamps)
+                scored = score_batch(batch, scorer, out.schema, keys, passthrough, out.stamps, out.fingerprint)
                 s = scored.column(score_idx).to_numpy(zero_copy_only=False)
                 bad_scores += int((~np.isfinite(s) | (s < 0) | (s > 1)).sum())
                 t2 = clock()

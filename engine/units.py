@@ -47,6 +47,7 @@ class Summary:
     superseded: list[str] = field(default_factory=list)  # why: committed from a newer input version
     unchanged: list[str] = field(default_factory=list)  # why: input files only rewritten (compacted) since scored
     retracted: list[str] = field(default_factory=list)  # input day gone: its output replaced with nothing
+    restored: list[str] = field(default_factory=list)  # why redone: its files did not back its transaction (RESTORE)
     violations: list[dict] = field(default_factory=list)  # {ds, check, rows, message}: contract failures
     rows_quarantined: int = 0
     report: str | None = None
@@ -71,9 +72,12 @@ class Summary:
                               ("already_done", self.already_done), ("retracted", self.retracted)):
             for d in days:
                 r_in, r_out = rows.get(d, (None, None))
+                redone = d in self.restored and outcome in ("committed", "retracted")
                 outcomes.append({"unit": d, "outcome": outcome, "rows_in": r_in, "rows_out": r_out,
                                  "input_version": self.input_version if outcome == "committed" else None,
-                                 "message": None})
+                                 "restored": redone,
+                                 "message": "redone: the partition's files did not hold the input its transaction "
+                                            "records (restored to an earlier version)" if redone else None})
         for f in self.failed:
             d, _, msg = f.partition(": ")
             outcomes.append({"unit": d.removeprefix("ds="), "outcome": "failed", "rows_in": None, "rows_out": None,

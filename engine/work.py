@@ -76,6 +76,7 @@ class Output:
     nthread: int | None = None
     quarantine_uri: str = ""  # set in quarantine mode: bad rows go there instead of being scored
     quarantine_values: dict = field(default_factory=dict)  # its partition: ds, source_table
+    fingerprint: str = ""  # the unit's input fingerprint, stamped on every row (engine.scoring.FINGERPRINT)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,9 @@ FILE_FIELDS = [
     pa.field("run_id", pa.string()),
     pa.field("config_hash", pa.string()),
     pa.field("evaluated_at", pa.timestamp("us", tz="UTC")),
+    # The unit's input fingerprint on every row: what its files' statistics say they hold, checked against the
+    # unit's transaction before it counts as done (engine.commit.Evidence: a RESTORE keeps newer transactions).
+    pa.field("input_fingerprint", pa.string()),
 ]
 FILE_SCHEMA = pa.schema(FILE_FIELDS)
 TABLE_SCHEMA = pa.schema([*FILE_FIELDS, pa.field("model_name", pa.string()), pa.field("model_version", pa.int64()),
@@ -84,5 +87,8 @@ def unit(partition_values: dict, fingerprint: str, scores_table: str, scores_ver
                          fingerprint, scores_table, scores_version)
 
 
+BACKING = protocol.Backing("input_fingerprint")
+
+
 def open_table(uri: str, storage_options: dict | None):
-    return protocol.open_or_create(uri, TABLE_SCHEMA, PARTITION_COLUMNS, storage_options)
+    return protocol.open_or_create(uri, TABLE_SCHEMA, PARTITION_COLUMNS, storage_options, added=("input_fingerprint",))

@@ -81,7 +81,7 @@ def batch_function(shipped, keys: list[str], passthrough: list[str], score_colum
             if scorer is None:
                 bundle: ModelBundle = shipped.value
                 scorer = cached_scorer(bundle, device, micro_batch_rows, nthread)
-            schema = file_schema(batch.schema, keys, passthrough, score_column)
+            schema = file_schema(batch.schema, keys, passthrough, score_column, unit_stamp=False)
             out = score_batch(batch, scorer, schema, keys, passthrough, stamps)
             n = out.num_rows
             # score_batch dictionary-encodes constant strings (cheap in Parquet); Spark's Arrow reader wants them plain.
