@@ -18,16 +18,19 @@ from sklearn.metrics import roc_auc_score
 
 from backtests.fold_run import fold_seed
 from backtests.runner import STARTED, LocalBacktestExecutor, run_backtest
-from conftest import XGB
+from conftest import DAYS, ROWS, XGB
 from engine.config import BacktestConfig, load_config, resolve_paths
 from engine.errors import ContractViolation
+
+
+CONTRACT = Path(__file__).resolve().parent.parent / "conf" / "contracts" / "features.yaml"
 
 
 def bt_config(lake: Path, demo_root: Path, *overrides: str) -> BacktestConfig:
     base = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
             f"mlflow.artifact_root={demo_root}/mlartifacts", f"baseline.model=models:/{XGB}@champion",
             "folds.train_days=2", "folds.n_folds=2", "recipe.trees=20", "recipe.depth=3", "metrics.bootstrap=30",
-            "min_support=50"]
+            "min_support=50", f"features.contract={CONTRACT}"]
     return resolve_paths(load_config(BacktestConfig, None, [*base, *overrides]))
 
 
@@ -136,20 +139,34 @@ def test_a_failed_fold_fails_the_backtest_and_a_rerun_resumes(lake, demo_root):
     assert base["value"] == pytest.approx(0.5)  # a constant score ranks nothing
 
 
+def add_fifth_day(lake: Path) -> None:
+    """2026-01-05 appended to the features and labels (the demo generator's next day): room for 3 folds after 2
+    training days."""
+    from engine.demo.data import make_day
+
+    feats, labels = make_day(DAYS, "2026-01-05", ROWS, 50, seed=11)
+    write_deltalake(str(lake / "features"), feats, partition_by=["ds"], mode="append")
+    write_deltalake(str(lake / "labels"), labels, partition_by=["ds"], mode="append")
+
+
 def test_refit_every_k_reuses_the_model_and_says_which(lake, demo_root):
     # every=2 over 3 folds: folds 0 and 1 share the model trained on fold 0's past; fold 2 gets its own.
-    cfg = bt_config(lake, demo_root, "refit.every=2", "folds.train_days=1", "folds.n_folds=3", "baseline.kind=base_rate",
+    add_fifth_day(lake)
+    cfg = bt_config(lake, demo_root, "refit.every=2", "folds.n_folds=3", "baseline.kind=base_rate",
                     "mlflow.log_reports=false")
     rep = report_of(run_backtest(cfg, LocalBacktestExecutor()))
     f0, f1, f2 = rep["folds"]
-    assert [f["cutoff"] for f in rep["folds"]] == ["2026-01-02", "2026-01-03", "2026-01-04"]
+    assert [f["cutoff"] for f in rep["folds"]] == ["2026-01-03", "2026-01-04", "2026-01-05"]
     assert [f["trained_on"] for f in rep["folds"]] == [0, 0, 2]
-    assert (f1["train_start"], f1["train_end"]) == (f0["train_start"], f0["train_end"]) == ("2026-01-01", "2026-01-01")
+    assert (f1["train_start"], f1["train_end"]) == (f0["train_start"], f0["train_end"]) == ("2026-01-01", "2026-01-02")
     # Fold 1 is scored by fold 0's model: the AUC of a model trained independently on fold 0's past, on fold 1's
-    # test day. A retrained fold 1 (trained on 2026-01-02) scores differently.
-    want = independent_fold_auc(lake, cfg, "2026-01-02", ["2026-01-01"], ["2026-01-03"], fold_seed(cfg.seed, 0))
+    # test day. A model retrained for fold 1 (on 2026-01-01..03, labels known by 01-04) scores differently.
+    want = independent_fold_auc(lake, cfg, "2026-01-03", ["2026-01-01", "2026-01-02"], ["2026-01-04"],
+                                fold_seed(cfg.seed, 0))
     assert abs(overall(f1, "recipe") - want) < 1e-4
-    own = independent_fold_auc(lake, cfg, "2026-01-04", ["2026-01-03"], ["2026-01-04"], fold_seed(cfg.seed, 2))
+    assert (f2["train_start"], f2["train_end"]) == ("2026-01-01", "2026-01-04")  # expanding: its own, longer past
+    own = independent_fold_auc(lake, cfg, "2026-01-05", ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"],
+                               ["2026-01-05"], fold_seed(cfg.seed, 2))
     assert abs(overall(f2, "recipe") - own) < 1e-4
 
 
@@ -162,11 +179,16 @@ class LogLines(logging.Handler):
         self.lines.append(record.getMessage())
 
     def __enter__(self):
-        logging.getLogger("lakescore").addHandler(self)
+        ours = logging.getLogger("lakescore")
+        self.level = ours.level
+        ours.setLevel(logging.INFO)
+        ours.addHandler(self)
         return self
 
     def __exit__(self, *_exc):
-        logging.getLogger("lakescore").removeHandler(self)
+        ours = logging.getLogger("lakescore")
+        ours.removeHandler(self)
+        ours.setLevel(self.level)
 
 
 def start_done_order(lines: list[str]) -> list[str]:
@@ -189,8 +211,9 @@ def test_a_resumed_backtest_logs_only_the_folds_it_ran_and_says_when_each_starts
 
     from backtests import results
 
+    add_fifth_day(lake)
     tracking = f"sqlite:///{tmp_path}/mlruns.db"
-    cfg = bt_config(lake, demo_root, "refit.every=2", "folds.train_days=1", "folds.n_folds=3", "baseline.kind=base_rate",
+    cfg = bt_config(lake, demo_root, "refit.every=2", "folds.n_folds=3", "baseline.kind=base_rate",
                     f"mlflow.tracking_uri={tracking}", f"mlflow.artifact_root={tmp_path}/mlart")
     real_commit = results.Store.commit
 
@@ -245,7 +268,7 @@ def test_the_job_runs_its_folds_as_ray_tasks(ray_local, lake, demo_root, capsys)
     args = ["--config", str(Path(__file__).parent.parent / "conf" / "backtest.yaml"), f"lake.root={lake}",
             f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
             f"baseline.model=models:/{XGB}@champion", "folds.train_days=2", "folds.n_folds=2", "recipe.trees=20",
-            "metrics.bootstrap=30", "min_support=50", "ray.num_cpus=2"]
+            "metrics.bootstrap=30", "min_support=50", "ray.num_cpus=2", f"features.contract={CONTRACT}"]
     assert main(args) == 0
     out, err = capsys.readouterr()
     s = json.loads(out.strip().splitlines()[-1])

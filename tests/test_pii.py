@@ -196,8 +196,10 @@ def evaluate_and_backtest(lake: Path, demo_root: Path, tmp_path: Path, contract:
     ml = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlruns.db",
           f"mlflow.registry_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={tmp_path}/mlart",
           f"features.contract={contract or 'null'}"]
-    handler = LogText()
-    logging.getLogger("lakescore").addHandler(handler)
+    handler, ours = LogText(), logging.getLogger("lakescore")
+    level = ours.level
+    ours.setLevel(logging.INFO)
+    ours.addHandler(handler)
     try:
         run_evaluate(resolve_paths(load_config(EvaluateConfig, None, [
             *ml, f"models.champion=models:/{XGB}@champion", f"models.challengers=[models:/{MLP}/1]",
@@ -208,7 +210,8 @@ def evaluate_and_backtest(lake: Path, demo_root: Path, tmp_path: Path, contract:
             "recipe.depth=3", "metrics.bootstrap=20", "min_support=50", "recipe.features=[f*, inc*]", *bt_extra])),
             LocalBacktestExecutor())
     finally:
-        logging.getLogger("lakescore").removeHandler(handler)
+        ours.removeHandler(handler)
+        ours.setLevel(level)
     return "\n".join(handler.lines)
 
 
