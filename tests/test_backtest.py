@@ -17,7 +17,7 @@ from deltalake import DeltaTable, write_deltalake
 from sklearn.metrics import roc_auc_score
 
 from backtests.fold_run import fold_seed
-from backtests.runner import STARTED, LocalBacktestExecutor, run_backtest
+from backtests.runner import LocalBacktestExecutor, run_backtest
 from conftest import DAYS, ROWS, XGB
 from engine.config import BacktestConfig, load_config, resolve_paths
 from engine.errors import ContractViolation
@@ -114,7 +114,7 @@ class FailOnce(LocalBacktestExecutor):
 
     def run(self, plan_json_, groups, baseline, deadline):
         for i, out in super().run(plan_json_, groups, baseline, deadline):
-            if i == 1 and not self.failed and out != STARTED:
+            if i == 1 and not self.failed and not isinstance(out, str):  # a result, not the start signal
                 self.failed = True
                 from engine.errors import UnitFailed
 
