@@ -56,11 +56,11 @@ def reference_matrix(df: pd.DataFrame, categories: dict[str, list[str]], clip: f
     return np.ascontiguousarray(np.column_stack(cols), dtype=np.float32)
 
 
-def independent_fold_auc(lake: Path, cfg: BacktestConfig, cutoff: str, train_days: list[str], test_days: list[str],
-                         seed: int) -> float:
+def independent_fold(lake: Path, cfg: BacktestConfig, cutoff: str, train_days: list[str], test_days: list[str],
+                     seed: int) -> tuple[float, np.ndarray, np.ndarray]:
     """Train one fold's model and score a test window with pandas, xgboost and sklearn only: the training rows are
     the train days' features with the labels known at the cutoff, in event order; categories come from the first
-    training day (sorted), as the recipe declares."""
+    training day (sorted), as the recipe declares. (test AUC, test matrix, test predictions)."""
     import xgboost as xgb
 
     feats = DeltaTable(str(lake / "features")).to_pandas()
@@ -76,8 +76,13 @@ def independent_fold_auc(lake: Path, cfg: BacktestConfig, cutoff: str, train_day
     booster = xgb.train(params, xgb.DMatrix(reference_matrix(train, categories, cfg.recipe.clip),
                                             label=train.label.to_numpy(np.float32)), num_boost_round=cfg.recipe.trees)
     test = feats[feats.ds.isin(test_days)].merge(labels[["entity_id", "event_ts", "label"]], on=["entity_id", "event_ts"])
-    p = booster.predict(xgb.DMatrix(reference_matrix(test, categories, cfg.recipe.clip)))
-    return roc_auc_score(test.label, p)
+    x = reference_matrix(test, categories, cfg.recipe.clip)
+    p = booster.predict(xgb.DMatrix(x))
+    return roc_auc_score(test.label, p), x, p
+
+
+def independent_fold_auc(*args) -> float:
+    return independent_fold(*args)[0]
 
 
 def test_folds_match_an_independent_implementation_and_rerun_identically(lake, demo_root, tmp_path):
@@ -87,9 +92,19 @@ def test_folds_match_an_independent_implementation_and_rerun_identically(lake, d
     assert [f["cutoff"] for f in rep["folds"]] == ["2026-01-03", "2026-01-04"] and s.folds_committed == [0, 1]
     f0 = rep["folds"][0]
     assert (f0["train_start"], f0["train_end"]) == ("2026-01-01", "2026-01-02")
-    want = independent_fold_auc(lake, cfg, "2026-01-03", ["2026-01-01", "2026-01-02"], ["2026-01-03"],
-                                fold_seed(cfg.seed, 0))
-    assert abs(overall(f0, "recipe") - want) < 1e-4
+    want, x, p = independent_fold(lake, cfg, "2026-01-03", ["2026-01-01", "2026-01-02"], ["2026-01-03"],
+                                  fold_seed(cfg.seed, 0))
+    assert abs(overall(f0, "recipe") - want) < 1e-4  # the AUC from the job's histograms: within their resolution
+    # The fold's model as logged: the same booster as the reference (its predictions on the reference matrix), which
+    # a preprocessing bug shared by training and scoring would change however little it moves the AUC.
+    import xgboost as xgb
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    (child,) = client.search_runs([client.get_run(s.mlflow_run_id).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{s.mlflow_run_id}' and tags.`lakescore.fold` = '0'")
+    logged = xgb.Booster(model_file=client.download_artifacts(child.info.run_id, "model/model.ubj", str(tmp_path / "m")))
+    assert np.abs(logged.predict(xgb.DMatrix(x)) - p).max() < 1e-6
     assert f0["train_rows_label_unknown_at_cutoff"] > 0  # labels arrive 1-6 days late: some were not known yet
     assert all(v["passed"] for f in rep["folds"] for v in f["guard"])
     assert any(m["model"].startswith(f"baseline:{XGB}/") for m in f0["metrics"])
