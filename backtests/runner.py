@@ -10,6 +10,10 @@
    says so; a failed fold fails the backtest with its error, after the folds that finished are committed;
 5. MLflow: a parent run (config, plan, versions) and a nested run per fold (metrics, the model without pickle);
    a self-contained HTML report.
+
+Columns that `features.contract` tags `pii` are never read (engine.pii): a `recipe.categorical` or slice column
+that is one is exit 2 before any data is read (its values would land in the model spec logged to MLflow), and
+`recipe.features` patterns leave them out (a tree's split values would carry them into the model).
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ from engine.evaluation.inputs import resolve_as_of
 from engine.evaluation.spec import spec_from_config, spec_to_dict
 from engine.logs import set_run_id
 from engine.models import ModelBundle, fetch_bundle
+from engine.pii import pii_columns, refuse_named, without_pii
 from engine.preprocess import Feature, PreprocessSpec
 from engine.progress import Progress
 from engine.snapshot import open_snapshot
@@ -43,10 +48,14 @@ log = logging.getLogger("lakescore")
 JOB = "backtest"
 
 
+STARTED = "started"  # what an executor yields for a group when it starts on a worker (engine.ray.backtest too)
+
+
 class BacktestExecutor(Protocol):
     def run(self, plan_json: str, groups: list[list[str]], baseline: ModelBundle | None, deadline: float
-            ) -> Iterator[tuple[int, list[dict] | BaseException]]:
-        """Run `run_group` per group; yield (group index, its fold results or the error) as each ends."""
+            ) -> Iterator[tuple[int, list[dict] | BaseException | str]]:
+        """Run `run_group` per group; yield (group index, STARTED) when a group starts on a worker, and (group
+        index, its fold results or the error) as each ends."""
 
 
 class LocalBacktestExecutor:
@@ -54,6 +63,7 @@ class LocalBacktestExecutor:
         for i, g in enumerate(groups):
             if time.monotonic() > deadline:
                 raise UnitFailed("time budget exhausted; raise run.time_budget_s")
+            yield i, STARTED
             try:
                 yield i, run_group(plan_json_, g, baseline)
             except LakescoreError as e:
@@ -77,12 +87,15 @@ class BacktestSummary:
     mlflow_run_id: str | None = None
 
 
-def recipe_spec(cfg: BacktestConfig, schema: pa.Schema, train_sample: pa.Table | None = None) -> PreprocessSpec:
-    """The recipe's preprocessing: numeric features matching `recipe.features` (clipped, nulls → 0), and the
-    categorical columns with their categories from the table's first training days (sorted: deterministic)."""
+def recipe_spec(cfg: BacktestConfig, schema: pa.Schema, train_sample: pa.Table | None = None,
+                pii: frozenset[str] = frozenset()) -> PreprocessSpec:
+    """The recipe's preprocessing: numeric features matching `recipe.features` (clipped, nulls → 0; never a PII
+    column), and the categorical columns with their categories from the table's first training days (sorted:
+    deterministic)."""
     r = cfg.recipe
-    nums = [f.name for f in schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
-            and f.name not in cfg.key_columns and any(fnmatch.fnmatchcase(f.name, p) for p in r.features)]
+    nums = without_pii([f.name for f in schema if (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+                        and f.name not in cfg.key_columns and any(fnmatch.fnmatchcase(f.name, p) for p in r.features)],
+                       set(pii))
     if not nums:
         raise ConfigError(f"recipe.features {r.features} match no numeric column of the features table")
     feats = [Feature(n, fill=0.0, clip=(-r.clip, r.clip)) for n in nums]
@@ -111,6 +124,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     labels = open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts)
     summary.versions = {"features": feats.version, "labels": labels.version}
     summary.backtest_id = hashlib.sha256(f"{summary.config_hash}|{feats.version}|{labels.version}".encode()).hexdigest()[:16]
+    pii = _pii(cfg, feats)
     days = feats.partitions
     f = cfg.folds
     spec_f = fold_plan.FoldSpec(window=f.window, train_days=f.train_days, gap_days=f.gap_days,
@@ -132,7 +146,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
                         [("features", cfg.features.table, feats.version), ("labels", cfg.labels.table, labels.version),
                          *((p["role"], p["table"], p["version"]) for p in summary.pins)])
     sample = _first_training_day(cfg, feats, folds[0])
-    spec = recipe_spec(cfg, feats.schema, sample)
+    spec = recipe_spec(cfg, feats.schema, sample, pii)
     baseline = None
     if cfg.baseline.kind == "champion":
         baseline = fetch_bundle(cfg.baseline.model, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, False)
@@ -160,12 +174,14 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     results: list[dict] = []
     errors: list[str] = []
     deadline = started + cfg.run.time_budget_s
-    for g in todo:
-        log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,
-                 [fo.index for fo in g], g[0].index, fold_seed(cfg.seed, g[0].index))
     first_error: LakescoreError | None = None
     bar = Progress(sum(fo.index not in done for g in todo for fo in g), "folds")
     for gi, out in executor.run(plan_json(plan), [[json.dumps(asdict(fo)) for fo in g] for g in todo], baseline, deadline):
+        if isinstance(out, str) and out == STARTED:  # printed when the group starts on a worker, not at submission
+            g = todo[gi]
+            log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,
+                     [fo.index for fo in g], g[0].index, fold_seed(cfg.seed, g[0].index))
+            continue
         bar.advance(sum(fo.index not in done for fo in todo[gi]))
         if isinstance(out, BaseException):
             errors.append(f"fold(s) {[fo.index for fo in todo[gi]]}: {out}")
@@ -182,7 +198,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
                             and x["metric"] == _headline(cfg)), None)
             log.info("backtest %s: fold %d done: %d train rows, %d test rows, %s %s", summary.backtest_id, r["fold"],
                      r["train_rows"], r["test_rows"], _headline(cfg), "—" if overall is None else f"{overall:.4f}")
-        results += out
+        results += _fresh(out, done)
     bar.close()
     summary.folds_committed.sort()
     all_results = store.read_all(folds)
@@ -200,6 +216,17 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     return summary
 
 
+def _fresh(out: list[dict], done: set[int]) -> list[dict]:
+    """A group's folds that this run committed, the ones it logs to MLflow (an earlier run of the same backtest
+    committed the others and logged them, unless it died first). The group's model rides on its first fold; if an
+    earlier run committed that fold, it moves to the first fresh one, so the model that scored them is logged."""
+    fresh = [r for r in out if r["fold"] not in done]
+    model = {k: out[0][k] for k in ("model_payload", "model_kind", "model_arch") if k in out[0]}
+    if fresh and model and out[0]["fold"] in done:
+        fresh[0] = {**fresh[0], **model}
+    return fresh
+
+
 def _headline(cfg: BacktestConfig) -> str:
     return "roc_auc" if cfg.metrics.task == "binary" else "rmse"
 
@@ -209,6 +236,16 @@ def _groups(folds: list, every: int) -> list[list]:
     if every == 0:
         return [list(folds)]
     return [list(folds[i:i + every]) for i in range(0, len(folds), every)]
+
+
+def _pii(cfg: BacktestConfig, feats) -> frozenset[str]:
+    """The features' PII columns under `features.contract`; naming one as a categorical or slice column is exit 2."""
+    from contracts.spec import pii_columns as contract_pii
+
+    pii = frozenset(pii_columns(cfg.features.contract, feats.schema, contract_pii, JOB))
+    refuse_named(pii, {"recipe.categorical": cfg.recipe.categorical, "slices": [c for s in cfg.slices for c in s],
+                       "recipe.features": cfg.recipe.features}, cfg.features.contract, feats.where())
+    return pii
 
 
 def _first_training_day(cfg: BacktestConfig, feats, fold) -> pa.Table:

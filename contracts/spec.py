@@ -160,3 +160,8 @@ class ResolvedContract:
 def load_contract(path: str | Path, key: str = "input.contract") -> Contract:
     """A contract file → Contract; a bad or missing file is a ConfigError (exit 2) naming `key`, which gave the path."""
     return load_config(Contract, path, key=key)
+
+
+def pii_columns(path: str | Path, schema: pa.Schema, key: str = "features.contract") -> set[str]:
+    """The columns of `schema` that the contract at `path` tags pii (engine.pii's reader for evaluate and backtest)."""
+    return load_contract(path, key).resolve(schema).pii

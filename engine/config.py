@@ -190,8 +190,14 @@ class EvalLabelsConfig(TableRef):
     label_ts_column: str = "label_ts"  # when the label became known: it counts only at or before `as_of`
 
 
-class EvalFeaturesConfig(TableRef):
+class FeaturesRef(TableRef):
     table: str = "features"
+    # The table's contract (the file the score job's input.contract names): its PII columns never leave the
+    # scoring input, so evaluate and backtest refuse to name them and leave them out of their defaults.
+    contract: str | None = None
+
+
+class EvalFeaturesConfig(FeaturesRef):
     slice_columns: list[str] = Field(default_factory=lambda: ["region", "segment", "channel"])
 
 
@@ -343,7 +349,7 @@ class BacktestConfig(Model):
     engine: Literal["ray"] = "ray"
     lake: LakeConfig = LakeConfig()
     mlflow: MlflowConfig = MlflowConfig()
-    features: TableRef = TableRef(table="features")
+    features: FeaturesRef = FeaturesRef()
     features_at_cutoff: bool = False  # read each fold's training features at the version current at its cutoff
     labels: EvalLabelsConfig = EvalLabelsConfig()
     key_columns: list[str] = Field(default_factory=lambda: ["entity_id", "event_ts"])

@@ -10,6 +10,8 @@
    and, when the gates pass and the config asks, move the champion alias.
 
 A failed gate is exit 4 after the metrics and the report are written: they are the evidence.
+Columns the features' contract (`features.contract`, read through the caller's `contract_pii`) tags `pii` are
+never read (engine.pii): naming one as a slice or drift column is exit 2, and default drift columns leave them out.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from engine.evaluation.metrics import compare, compute_metrics, reliability, sco
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
 from engine.logs import set_run_id
+from engine.pii import PiiReader, pii_columns, refuse_named
 from engine.progress import Progress
 from engine.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
 
@@ -88,19 +91,20 @@ class EvalSummary:
     promoted: str | None = None
 
 
-def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor) -> EvalSummary:
-    """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error."""
+def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor, contract_pii: PiiReader | None = None) -> EvalSummary:
+    """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error. `contract_pii` reads
+    `features.contract`'s PII columns (jobs.evaluate wires contracts.spec.pii_columns)."""
     summary = EvalSummary(JOB, uuid.uuid4().hex, config_hash(cfg), engine=cfg.engine)
     set_run_id(summary.run_id)
     try:
-        return _run(cfg, executor, summary)
+        return _run(cfg, executor, summary, contract_pii)
     except Exception as e:
         if getattr(e, "exit_code", None) is not None:
             e.summary = summary
         raise
 
 
-def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> EvalSummary:
+def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, contract_pii: PiiReader | None) -> EvalSummary:
     started = time.monotonic()
     deadline = started + cfg.run.time_budget_s
     opts = cfg.lake.storage_options
@@ -120,6 +124,9 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
         "features": open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts),
     }
     summary.versions = {k: s.version for k, s in snaps.items()}
+    pii = frozenset(pii_columns(cfg.features.contract, snaps["features"].schema, contract_pii, JOB))
+    refuse_named(pii, {"features.slice_columns": cfg.features.slice_columns, "drift.columns": cfg.drift.columns},
+                 cfg.features.contract, snaps["features"].where())
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
                         [(k, getattr(cfg, k).table, s.version) for k, s in snaps.items()])
     _check_columns(cfg, snaps)
@@ -142,7 +149,7 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary) -> E
              len(plan_days.days), len(plan_days.chunks), summary.as_of,
              ", ".join(s.where() for s in snaps.values()))
 
-    ref = drift.reference(cfg, snaps, files, models, summary.run_id) if cfg.drift.reference else None
+    ref = drift.reference(cfg, snaps, files, models, summary.run_id, pii) if cfg.drift.reference else None
     plan = EvalPlan(snaps["scores"].uri, snaps["labels"].uri, snaps["features"].uri, tuple(cfg.key_columns),
                     cfg.score_column, cfg.labels.label_column, cfg.labels.label_ts_column,
                     tuple(cfg.features.slice_columns), tuple(models), int(as_of.timestamp() * 1_000_000),

@@ -19,9 +19,15 @@ EXAMPLES = (
 )
 
 
-def body(cfg: EvaluateConfig, args):
-    from engine.evaluate_job import run_evaluate
+def run_evaluate(cfg: EvaluateConfig, executor):
+    """The evaluate job's wiring: the engine's job core with the contracts package's PII reader."""
+    from contracts.spec import pii_columns
+    from engine.evaluate_job import run_evaluate as core
 
+    return core(cfg, executor, contract_pii=pii_columns)
+
+
+def body(cfg: EvaluateConfig, args):
     if cfg.engine == "spark":
         from engine.spark.evaluate import SparkEvalExecutor
         from engine.spark.session import spark_session

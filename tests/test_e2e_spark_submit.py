@@ -33,7 +33,7 @@ def submit(master: str, env: dict, *args: str, job: str = "validate") -> subproc
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
            "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / f"{job}.py"), "--config",
            str(ROOT / "conf" / f"{job}.yaml"), "engine=spark",
-           *([f"input.contract={ROOT / 'conf/contracts/features.yaml'}"] if job != "evaluate" else []), *args]
+           f"{'features' if job == 'evaluate' else 'input'}.contract={ROOT / 'conf/contracts/features.yaml'}", *args]
     # Run from the isolated cwd (tests/conftest.py): whatever Spark or the job writes relative to it stays there.
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
 

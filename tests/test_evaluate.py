@@ -214,6 +214,7 @@ def test_gates_fail_closed(scored, demo_root, tmp_path):
             f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
             f"models.champion=models:/{XGB}@champion", f"models.challengers=[models:/{MLP}/1]", f"window={WINDOW}",
             "drift.reference=null", "engine=ray", "metrics.bootstrap=20",
+            f"features.contract={Path(__file__).parent.parent / 'conf' / 'contracts' / 'features.yaml'}",
             "gates.thresholds=[{metric: roc_auc, min: 0.999}]"]
     assert main(args) == 4
     # The failed run is in the ledger, with the versions it pinned.

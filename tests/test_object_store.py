@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import yaml
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 import s3
 from conftest import DAYS, ROOT, ROWS, XGB, run_twice_concurrently
@@ -163,9 +163,18 @@ def test_validate_and_score_on_the_object_store_pinned_quarantined_reconciled_an
     outputs = {"validate output": vlog, "score output": slog, "re-run output": alog, **mlflow_texts(demo_root)}
     places = leak_places(root, opts, outputs)
     assert places == [], f"the secret access key leaked into {places}"
-    # Positive control: the same search finds the secret where we put it ourselves.
+    # Positive control: the same search finds the secret where we put it ourselves: in a report file, in the output
+    # text, in a row of a table on the store and in a commit's userMetadata there.
     s3.write_text(f"{root}/_reports", "control/planted.txt", f"control {s3.SECRET}\n", opts)
-    assert leak_places(root, opts, {"score output": slog + s3.SECRET}) == ["report control/planted.txt", "score output"]
+    row = DeltaTable(f"{root}/quarantine", storage_options=opts).to_pyarrow_table().slice(0, 1)
+    row = row.set_column(row.schema.get_field_index("run_id"), "run_id", pa.array([s3.SECRET], pa.string()))
+    write_deltalake(f"{root}/quarantine", row, mode="append", partition_by=["ds", "source_table"], storage_options=opts)
+    copy = DeltaTable(f"{root}/scores", storage_options=opts).to_pyarrow_table().slice(0, 1)  # a row as it is
+    write_deltalake(f"{root}/scores", copy, mode="append", partition_by=["ds", "model_name", "model_version"],
+                    storage_options=opts, commit_properties=CommitProperties(custom_metadata={"note": f"control {s3.SECRET}"}))
+    assert s3.SECRET in json.dumps(commits(f"{root}/scores", opts)[0])  # the planted commit, on the store
+    assert leak_places(root, opts, {"score output": slog + s3.SECRET}) == [
+        "quarantine rows", "report control/planted.txt", "score output", "scores commits"]
 
 
 def mlflow_texts(demo_root: Path) -> dict[str, str]:

@@ -3,6 +3,7 @@ job run left something (output tables, quarantine values, report examples, logs,
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -117,3 +118,166 @@ def _mlflow_params(uri: str) -> str:
     client = MlflowClient(uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     return json.dumps([r.data.params for r in runs] + [r.data.tags for r in runs])
+
+
+# ------------------------------------------------------------------------------ evaluate and backtest (issue 18/11)
+
+INCOME = 987654.25  # planted in a float PII column (exactly representable: it prints the same everywhere)
+CITY = "pii-canary-city-7731"  # planted in a string PII column
+EVAL_DAYS, REF_DAYS = "2026-01-03..2026-01-04", "2026-01-01..2026-01-02"
+
+
+def plant_pii_columns(lake: Path) -> None:
+    """Two PII columns added to every day of the features table: `income` (float, the canary in 40 % of the rows, so
+    it is a quantile edge of any histogram of it) and `home_city` (string, the canary in 30 %)."""
+    import numpy as np
+
+    t = DeltaTable(str(lake / "features")).to_pyarrow_table()
+    rng = np.random.default_rng(5)
+    income = rng.normal(50_000, 5_000, t.num_rows).round(2)
+    income[rng.random(t.num_rows) < 0.4] = INCOME
+    city = np.where(rng.random(t.num_rows) < 0.3, CITY, rng.choice(["springfield", "shelbyville"], t.num_rows))
+    t = t.append_column("income", pa.array(income, pa.float64())).append_column("home_city", pa.array(city.tolist()))
+    write_deltalake(str(lake / "features"), t, partition_by=["ds"], mode="overwrite", schema_mode="overwrite")
+
+
+def income_contract(tmp_path: Path) -> Path:
+    """The demo contract with the two planted columns declared pii."""
+    line = "  phone: {type: string, pii: true}\n"
+    text = (ROOT / "conf" / "contracts" / "features.yaml").read_text()
+    assert line in text
+    p = tmp_path / "features-pii.yaml"
+    p.write_text(text.replace(line, line + "  income: {type: float, pii: true}\n  home_city: {type: string, pii: true}\n"))
+    return p
+
+
+def canaries_in(text: str) -> bool:
+    return str(INCOME) in text or CITY in text
+
+
+def places_with_canaries(lake: Path, tmp_path: Path, logs: str) -> list[str]:
+    """Every place a job run leaves something, where a canary shows: each table the jobs wrote (rows and commit
+    metadata), report files, MLflow artifacts, params and tags, and the log lines."""
+    places = {"logs": logs}
+    for d in sorted(p for p in lake.iterdir() if p.is_dir() and p.name not in ("features", "labels")):
+        if (d / "_delta_log").exists():
+            table = DeltaTable(str(d))
+            places[f"{d.name} rows"] = json.dumps(table.to_pyarrow_table().to_pylist(), default=str)
+            places[f"{d.name} commits"] = json.dumps(table.history(), default=str)
+        else:
+            places[f"files under {d.name}"] = text_under(d)
+    places["mlflow artifacts"] = text_under(tmp_path / "mlart") if (tmp_path / "mlart").exists() else ""
+    places["mlflow params and tags"] = _mlflow_params(f"sqlite:///{tmp_path}/mlruns.db")
+    return sorted(where for where, text in places.items() if canaries_in(text))
+
+
+class LogText(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def evaluate_and_backtest(lake: Path, demo_root: Path, tmp_path: Path, contract: Path | None, *bt_extra: str):
+    """Score the planted lake with both models, evaluate (default drift columns, an Evidently page, MLflow on) and
+    backtest (income matched by a recipe pattern); the log lines they wrote."""
+    from backtests.runner import LocalBacktestExecutor, run_backtest
+    from conftest import MLP, XGB, score_config
+    from engine.config import BacktestConfig, EvaluateConfig, load_config, resolve_paths
+    from engine.evaluate_job import LocalEvalExecutor
+    from engine.score_job import LocalExecutor
+    from jobs.evaluate import run_evaluate
+    from jobs.score import run_score
+
+    for uri in (f"models:/{XGB}@champion", f"models:/{MLP}/1"):
+        run_score(score_config(lake, demo_root, f"model.uri={uri}"), LocalExecutor())
+    ml = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlruns.db",
+          f"mlflow.registry_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={tmp_path}/mlart",
+          f"features.contract={contract or 'null'}"]
+    handler, ours = LogText(), logging.getLogger("lakescore")
+    level = ours.level
+    ours.setLevel(logging.INFO)
+    ours.addHandler(handler)
+    try:
+        run_evaluate(resolve_paths(load_config(EvaluateConfig, None, [
+            *ml, f"models.champion=models:/{XGB}@champion", f"models.challengers=[models:/{MLP}/1]",
+            f"window={EVAL_DAYS}", f"drift.reference={REF_DAYS}", "drift.sample_rows=400", "min_support=50",
+            "gates.min_support=50", "gates.max_immature_fraction=1", "metrics.bootstrap=20"])), LocalEvalExecutor())
+        run_backtest(resolve_paths(load_config(BacktestConfig, None, [
+            *ml, "baseline.kind=base_rate", "folds.train_days=2", "folds.n_folds=1", "recipe.trees=10",
+            "recipe.depth=3", "metrics.bootstrap=20", "min_support=50", "recipe.features=[f*, inc*]", *bt_extra])),
+            LocalBacktestExecutor())
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(level)
+    return "\n".join(handler.lines)
+
+
+def test_evaluate_and_backtest_never_read_pii_columns_of_the_contract(lake, demo_root, tmp_path):
+    plant_pii_columns(lake)
+    contract = income_contract(tmp_path)
+    # Positive control on the input: both canaries are in the features table the jobs read.
+    feats = DeltaTable(str(lake / "features")).to_pyarrow_table()
+    assert canaries_in(json.dumps(feats.column("income").to_pylist()))
+    assert canaries_in(json.dumps(feats.column("home_city").to_pylist()))
+    assert load_contract(contract).resolve(feats.schema).pii == {"email", "phone", "income", "home_city"}
+
+    logs = evaluate_and_backtest(lake, demo_root, tmp_path, contract)
+    assert places_with_canaries(lake, tmp_path, logs) == []
+    # The jobs did run and log: the evaluation's drift covers the non-PII floats, the backtest trained on them.
+    (ref,) = [json.loads(p.read_text()) for p in (lake / "_reports" / "evaluate").rglob("report.json")]
+    drifted = {p["column"] for p in ref["drift"]["psi"]}
+    assert "f00" in drifted and "income" not in drifted and ref["drift"]["evidently_html"] == "drift.html"
+    assert "f00" in text_under(tmp_path / "mlart") and "region" in text_under(tmp_path / "mlart")
+
+
+def test_without_the_contract_the_same_scan_finds_both_canaries(lake, demo_root, tmp_path):
+    """The scan's positive control on the outputs: with no contract (main's behaviour) the float canary reaches the
+    drift reference and the reports, and a categorical PII column's canary the model spec logged to MLflow."""
+    plant_pii_columns(lake)
+    logs = evaluate_and_backtest(lake, demo_root, tmp_path, None,
+                                 "recipe.categorical=[region, segment, channel, home_city]")
+    found = places_with_canaries(lake, tmp_path, logs)
+    assert found == ["drift_reference rows", "files under _reports", "mlflow artifacts"], found
+    assert str(INCOME) in json.dumps(DeltaTable(str(lake / "drift_reference")).to_pyarrow_table().to_pylist(), default=str)
+    assert CITY in text_under(tmp_path / "mlart")  # the backtest's preprocess_spec.json
+
+
+@pytest.mark.parametrize("job, override, key, column", [
+    ("evaluate", "drift.columns=[f00, income]", "drift.columns", "income"),
+    ("evaluate", "features.slice_columns=[region, home_city]|slices=[[home_city]]", "features.slice_columns", "home_city"),
+    ("backtest", "recipe.categorical=[region, home_city]", "recipe.categorical", "home_city"),
+    ("backtest", "slices=[[home_city]]", "slices", "home_city"),
+])
+def test_a_config_naming_a_pii_column_is_exit_2_and_writes_nothing(ray_local, lake, demo_root, tmp_path, capfd, job,
+                                                                    override, key, column):
+    from conftest import XGB
+    from jobs.backtest import main as backtest_main
+    from jobs.evaluate import main as evaluate_main
+
+    plant_pii_columns(lake)
+    contract = income_contract(tmp_path)
+    if job == "evaluate":
+        from conftest import score_config
+        from engine.score_job import LocalExecutor
+        from jobs.score import run_score
+
+        run_score(score_config(lake, demo_root), LocalExecutor())
+    before = sorted(p.name for p in lake.iterdir())
+    args = ["--config", str(ROOT / "conf" / f"{job}.yaml"), f"lake.root={lake}",
+            f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlruns.db", f"mlflow.registry_uri=sqlite:///{demo_root}/mlruns.db",
+            f"mlflow.artifact_root={tmp_path}/mlart", f"features.contract={contract}", *override.split("|")]
+    if job == "evaluate":
+        code = evaluate_main([*args, f"models.champion=models:/{XGB}@champion", "models.challengers=[]",
+                              "window=all", "drift.reference=2026-01-01..2026-01-02", "engine=ray"])
+    else:
+        code = backtest_main([*args, "baseline.kind=base_rate"])
+    out, err = capfd.readouterr()
+    assert code == 2, err[-2000:]
+    (line,) = [x for x in err.splitlines() if "tags pii" in x] or [err[-2000:]]
+    assert f"{key} names column {column!r}" in line and str(contract) in line
+    assert json.loads(out.strip().splitlines()[-1])["status"] != "ok"
+    assert sorted(p.name for p in lake.iterdir() if p.name != "runs") == before  # no output table, no report
+    assert not canaries_in(out + err)

@@ -7,6 +7,9 @@
   statistics (no second pass over the window, nothing on the driver).
 - PSI per column (engine.drift.feature_drift), and an Evidently `DataDriftPreset` page on a bounded, seeded sample
   of both windows (no PII column ever reaches it: only float features and the slice columns).
+
+Columns the features' contract tags `pii` are never drift columns (engine.pii): a pattern or the default leaves
+them out, and naming one is a ConfigError checked by the job before anything is read.
 """
 from __future__ import annotations
 
@@ -23,22 +26,25 @@ from engine import drift_reference
 from engine.config import table_uri
 from engine.errors import ConfigError
 from engine.evaluation.join import SCORE_PREFIX
+from engine.pii import without_pii
 from engine.snapshot import file_path, filesystem, iter_file_batches, select_partitions
 
 log = logging.getLogger("lakescore")
 
 
-def drift_columns(cfg, schema: pa.Schema) -> list[str]:
-    """The float feature columns matching `drift.columns` (every float feature when empty)."""
-    floats = [f.name for f in schema if pa.types.is_floating(f.type) and f.name not in cfg.key_columns]
+def drift_columns(cfg, schema: pa.Schema, pii: frozenset[str] = frozenset()) -> list[str]:
+    """The float feature columns matching `drift.columns` (every float feature when empty), never a PII column."""
+    floats = without_pii([f.name for f in schema if pa.types.is_floating(f.type) and f.name not in cfg.key_columns],
+                         set(pii))
     pats = cfg.drift.columns
     cols = [c for c in floats if not pats or any(fnmatch.fnmatchcase(c, p) for p in pats)]
     if pats and not cols:
-        raise ConfigError(f"drift.columns {pats} match no float column of the features table; fix drift.columns")
+        raise ConfigError(f"drift.columns {pats} match no non-PII float column of the features table; fix drift.columns")
     return cols
 
 
-def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str) -> dict[str, np.ndarray]:
+def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str,
+              pii: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
     """Edges of every drift column ("score:<model>" for scores) and the reference histograms, from
     `drift_reference` (built and stored on first use). Returns {"edges": …, "hist": …, "reused": […]}."""
     opts = cfg.lake.storage_options
@@ -47,7 +53,7 @@ def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str) -> 
     if not days:
         raise ConfigError(f"drift.reference {cfg.drift.reference} has no partitions in {feats.where()}; fix it")
     uri = table_uri(cfg.lake, "drift_reference")
-    cols = drift_columns(cfg, feats.schema)
+    cols = drift_columns(cfg, feats.schema, pii)
     edges, hist, reused = {}, {}, []
 
     def read(snap, paths, columns, rename=None):
@@ -78,7 +84,7 @@ def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str) -> 
                 read(scores, spaths, [cfg.score_column], [name]), [name], cfg.drift.bins), opts, run_id)
         edges.update(e), hist.update(h)
         reused += [name] if r else []
-    return {"edges": edges, "hist": hist, "reused": reused, "days": days, "columns": cols}
+    return {"edges": edges, "hist": hist, "reused": reused, "days": days, "columns": cols, "pii": sorted(pii)}
 
 
 def section(cfg, snaps: dict, ref: dict, current: drift_core.Histograms | None, eval_days: list[str], models: list[str],
@@ -98,7 +104,7 @@ def section(cfg, snaps: dict, ref: dict, current: drift_core.Histograms | None, 
         current_sample = drift_core.sample_rows(feats, eval_days, cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
         with tempfile.TemporaryDirectory(prefix="lakescore-drift-") as tmp:
             out = os.path.join(tmp, "drift.html")
-            drift_core.evidently_report(reference_sample, current_sample, cols, out,
+            drift_core.evidently_report(reference_sample, current_sample, cols, out, pii=ref["pii"],
                                         title=f"lakescore drift: {feats.name} {cfg.drift.reference} vs {eval_days[0]}..{eval_days[-1]}")
             with open(out, encoding="utf-8") as f:
                 report_files["drift.html"] = f.read()
