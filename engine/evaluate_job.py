@@ -2,14 +2,18 @@
 
 1. resolve the models (the champion alias and the challengers → versions) and pin `scores`, `labels` and
    `features` to Delta versions (recorded); resolve the as-of time (default: the newest `label_ts` pinned);
-2. plan one task per day of the window that every model scored (key-hash buckets for a large day);
+2. plan one task per day of the window that every model scored (key-hash buckets for a large day); a window day
+   that an input holds but some model did not score is a failed coverage gate (engine.evaluation.gates);
 3. an executor (Ray tasks, Spark tasks, or this process) runs `engine.evaluation.join.run_chunk_json` per task:
    the join and the statistics stay on the workers, the driver merges statistics in plan order;
 4. metrics per slice with bootstrap intervals, challenger − champion differences, drift, gates;
 5. commit one `eval_metrics` unit per model version (idempotent), write the HTML and JSON report, log to MLflow,
-   and, when the gates pass and the config asks, move the champion alias.
+   and, when the gates pass and the config asks, move the champion alias if it still names the version judged
+   (compare-and-set, engine.evaluation.publish).
 
-A failed gate is exit 4 after the metrics and the report are written: they are the evidence.
+A failed gate is exit 4 after the metrics and the report are written: they are the evidence; so is a promotion
+refused because the alias moved meanwhile (the report is rewritten with that reason). Duplicate keys in scores or
+features are exit 3 before anything is written (the join would count each copy again).
 """
 from __future__ import annotations
 

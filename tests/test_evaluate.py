@@ -472,11 +472,22 @@ def plant_duplicates(lake: Path, table: str, ds: str, n: int, **filters) -> None
     write_deltalake(str(lake / table), rows.cast(pa.schema(t.schema().to_arrow())), mode="append", partition_by=parts)
 
 
-@pytest.mark.parametrize("table", ["scores", "features"])
-def test_duplicate_keys_in_scores_or_features_are_a_contract_violation(scored, demo_root, tmp_path, ray_local,
-                                                                       table):
-    from engine.ray.evaluate import RayEvalExecutor
+def executor_for(engine: str, cfg: EvaluateConfig, request):
+    """The engine's evaluate executor on the session's local cluster."""
+    if engine == "ray":
+        from engine.ray.evaluate import RayEvalExecutor
 
+        request.getfixturevalue("ray_local")
+        return RayEvalExecutor(cfg.ray)
+    from engine.spark.evaluate import SparkEvalExecutor
+
+    return SparkEvalExecutor(request.getfixturevalue("spark"))
+
+
+@pytest.mark.parametrize("table,engine", [("scores", "ray"), ("features", "ray"), ("features", "spark")])
+def test_duplicate_keys_in_scores_or_features_are_a_contract_violation(scored, demo_root, tmp_path, request,
+                                                                       table, engine):
+    """The check runs in the shared task function (engine.evaluation.join) and on the driver: every engine."""
     lake = inputs_copy(scored, tmp_path / "lake")
     filters = {"model_name": XGB} if table == "scores" else {}
     plant_duplicates(lake, table, "2026-01-03", 7, **filters)
@@ -488,7 +499,7 @@ def test_duplicate_keys_in_scores_or_features_are_a_contract_violation(scored, d
     cfg = eval_config(lake, demo_root, "max_rows_per_task=1000")  # buckets: every copy of a key meets in one task
     what = f"{table}@v{version} ds=2026-01-03" + (f" model {XGB}/1" if table == "scores" else "")
     with pytest.raises(ContractViolation, match=f"^{what} has 7 duplicate key row") as e:
-        run_evaluate(cfg, RayEvalExecutor(cfg.ray))
+        run_evaluate(cfg, executor_for(engine, cfg, request))
     assert e.value.exit_code == 3
     assert not (lake / "eval_metrics").exists() and not (lake / "_reports").exists()  # nothing written
 
