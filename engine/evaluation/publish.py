@@ -120,11 +120,13 @@ def promote(cfg, champ, challenger, summary) -> str:
     if before_alias_check is not None:
         before_alias_check()
     try:
-        holder = str(client.get_model_version_by_alias(champ.name, alias).version)
+        holder = f"version {client.get_model_version_by_alias(champ.name, alias).version}"
     except MlflowException as e:
-        holder = f"nothing ({e.error_code})"
-    if holder != str(champ.version):
-        raise AliasMoved(f"not promoted: {champ.name}@{alias} now names version {holder}, not version {champ.version} "
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # sqlite: the latter
+            raise
+        holder = "no version (the alias was removed)"
+    if holder != f"version {champ.version}":
+        raise AliasMoved(f"not promoted: {champ.name}@{alias} now names {holder}, not version {champ.version} "
                          f"that challenger version {challenger.version} was judged against (another promotion or a "
                          f"rollback moved it during the evaluation); the alias is left as it is: re-run the "
                          f"evaluation against the current champion")
