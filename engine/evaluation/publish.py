@@ -122,8 +122,8 @@ def promote(cfg, champ, challenger, summary) -> str:
     try:
         holder = f"version {client.get_model_version_by_alias(champ.name, alias).version}"
     except MlflowException as e:
-        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # sqlite: the latter
-            raise
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # the latter from sqlite
+            raise  # not an answer about the alias (e.g. the registry is unreachable): exit 1, nothing moved
         holder = "no version (the alias was removed)"
     if holder != f"version {champ.version}":
         raise AliasMoved(f"not promoted: {champ.name}@{alias} now names {holder}, not version {champ.version} "
