@@ -2,14 +2,18 @@
 
 1. resolve the models (the champion alias and the challengers → versions) and pin `scores`, `labels` and
    `features` to Delta versions (recorded); resolve the as-of time (default: the newest `label_ts` pinned);
-2. plan one task per day of the window that every model scored (key-hash buckets for a large day);
+2. plan one task per day of the window that every model scored (key-hash buckets for a large day); a window day
+   that an input holds but some model did not score is a failed coverage gate (engine.evaluation.gates);
 3. an executor (Ray tasks, Spark tasks, or this process) runs `engine.evaluation.join.run_chunk_json` per task:
    the join and the statistics stay on the workers, the driver merges statistics in plan order;
 4. metrics per slice with bootstrap intervals, challenger − champion differences, drift, gates;
 5. commit one `eval_metrics` unit per model version (idempotent), write the HTML and JSON report, log to MLflow,
-   and, when the gates pass and the config asks, move the champion alias.
+   and, when the gates pass and the config asks, move the champion alias if it still names the version judged
+   (compare-and-set, engine.evaluation.publish).
 
-A failed gate is exit 4 after the metrics and the report are written: they are the evidence.
+A failed gate is exit 4 after the metrics and the report are written: they are the evidence; so is a promotion
+refused because the alias moved meanwhile (the report is rewritten with that reason). Duplicate keys in scores or
+features are exit 3 before anything is written (the join would count each copy again).
 Columns the features' contract (`features.contract`, read through the caller's `contract_pii`) tags `pii` are
 never read (engine.pii): naming one as a slice or drift column is exit 2, and default drift columns leave them out.
 """
@@ -25,7 +29,7 @@ from typing import Iterator, Protocol
 
 from engine import ledger
 from engine.config import EvaluateConfig, config_hash, table_uri
-from engine.errors import ConfigError, GateFailed, UnitFailed
+from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed, short_list
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
@@ -132,14 +136,15 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, cont
     _check_columns(cfg, snaps)
     as_of = inputs.resolve_as_of(cfg.as_of, snaps["labels"], cfg.labels.label_ts_column, opts)
     summary.as_of = as_of.isoformat()
-    window_days, _absent = select_partitions(snaps["scores"], cfg.window)
+    window_days = _window_days(snaps, cfg.window)
     files = inputs.scores_files(snaps["scores"], [champ, *challengers], opts)
     plan_days = inputs.plan_days(window_days, files, snaps["labels"], snaps["features"], models, cfg.max_rows_per_task)
     summary.days, summary.tasks, summary.missing_scores = plan_days.days, len(plan_days.chunks), plan_days.missing
     summary.window = f"{plan_days.days[0]}..{plan_days.days[-1]}" if plan_days.days else cfg.window
     if not window_days:
-        raise GateFailed(f"window {cfg.window} has no scored days in {snaps['scores'].where()}; the evaluation fails "
-                         "closed: score the window first or fix window")
+        raise GateFailed(f"window {cfg.window} has no days in {snaps['scores'].where()}, {snaps['features'].where()} "
+                         f"or {snaps['labels'].where()} (no scored days); the evaluation fails closed: score the "
+                         "window first or fix window")
     if not plan_days.days:
         raise GateFailed(f"no day of window {cfg.window} in {snaps['scores'].where()} has scores from every model "
                          f"({models}); first day lacking: {next(iter(plan_days.missing.items()))}; score them first")
@@ -174,6 +179,7 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, cont
     log.info("evaluate: %d task(s) done in %.1fs", len(results), time.monotonic() - t_tasks)
     if len(results) != len(plan_days.chunks):
         raise UnitFailed(f"{len(plan_days.chunks) - len(results)} evaluation task(s) returned nothing; re-run")
+    _check_unique_keys(cfg, snaps, [counts for counts, _ in results.values()])
     stats = EvalStats(spec, models)
     current = None
     per_day: dict[str, dict] = {}
@@ -207,7 +213,7 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, cont
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
         _commit(cfg, summary, as_of, metrics, deltas, snaps, files, plan_days.days, models)
-    from engine.evaluation.publish import log_to_mlflow, promote, write_report
+    from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, write_report
 
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
     summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary)
@@ -215,9 +221,52 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, cont
         raise GateFailed(f"evaluation of {', '.join(models)} on {summary.window} failed {len(summary.gates_failed)} "
                          f"gate(s): {summary.gates_failed[0]}; report {summary.report}")
     if cfg.gates.promote and summary.verdict == "pass":
-        summary.promoted = promote(cfg, champ, challengers[0], summary)
+        try:
+            summary.promoted = promote(cfg, champ, challengers[0], summary)
+        except AliasMoved as e:
+            _record_refused_promotion(cfg, summary, report, extra_files, str(e))
+            raise
     log.info("evaluate run %s finished in %.1fs: %s", summary.run_id, time.monotonic() - started, summary.verdict)
     return summary
+
+
+def _window_days(snaps: dict, window: str) -> list[str]:
+    """The window's days present in any input: a day with features or labels but no scores is a day the evaluation
+    must cover (plan_days lists it as missing for every model, a failed coverage gate), never a day that vanishes."""
+    days: set[str] = set()
+    for name in ("scores", "features", "labels"):
+        days.update(select_partitions(snaps[name], window)[0])
+    return sorted(days)
+
+
+def _check_unique_keys(cfg: EvaluateConfig, snaps: dict, counts: list[dict]) -> None:
+    """Duplicate keys in scores or features (counted by the tasks) break the join: exit 3, nothing written."""
+    found: dict[tuple[str, str], int] = {}
+    for c in counts:
+        for table, n in c.get("duplicate_keys", {}).items():
+            found[(table, c["ds"])] = found.get((table, c["ds"]), 0) + n
+    if found:
+        (table, ds), n = min(found.items())
+        name, _, model = table.partition(":")
+        others = [f"{t} ds={d}: {k}" for (t, d), k in sorted(found.items())][1:]
+        raise ContractViolation(
+            f"{snaps[name].where(ds)}{f' model {model}' if model else ''} has {n} duplicate key row(s): key columns "
+            f"{list(cfg.key_columns)} must be unique per day, or each copy counts again in the evaluation"
+            + (f"; also {short_list(others)}" if others else "")
+            + "; fix the table (re-score the day with --force, or deduplicate the features) and re-run")
+
+
+def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_files: dict, reason: str) -> None:
+    """The gates passed but the alias moved under the evaluation: the verdict becomes fail, with the reason in the
+    summary, the report (rewritten in place) and the MLflow run."""
+    from engine.evaluation.publish import mark_failed, write_report
+
+    row = gating.promotion_refused(summary.champion, summary.models[1], reason)
+    report["gates"] = [*report["gates"], row]
+    summary.verdict = report["verdict"] = "fail"
+    summary.gates_failed.append(f"{row['gate']} [{row['model']} {row['slice']}]: {reason}")
+    summary.report = write_report(cfg, report, summary.run_id, extra_files)
+    mark_failed(cfg, summary.mlflow_run_id)
 
 
 def _metric_names(spec: MetricsSpec) -> list[str]:
@@ -269,7 +318,7 @@ def _commit(cfg, summary, as_of, metrics, deltas, snaps, files, days, models) ->
     evtable.open_table(uri, opts)
     committer = protocol.Committer(uri, evtable.TABLE_SCHEMA, evtable.PARTITION_COLUMNS, summary.run_id,
                                    cfg.run.commit_retries, opts, backing=evtable.BACKING)
-    key = evtable.evaluation_key(days[0], days[-1], as_of)
+    key = evtable.evaluation_key(days[0], days[-1], as_of, models)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     common = {"window_start": days[0], "window_end": days[-1], "as_of": as_of, "confidence": cfg.metrics.confidence,
               "scores_version": snaps["scores"].version, "labels_version": snaps["labels"].version,

@@ -223,23 +223,44 @@ def test_row_key_hash_depends_on_values_not_on_types_chunks_or_batches():
     assert buckets.max() < 20  # ~4 per bucket: spread, not clustered
 
 
+def binormal_auc_se(mu: float, n_pos: int, n_neg: int) -> tuple[float, float]:
+    """True AUC and its standard error for binormal scores (negatives N(0,1), positives N(mu,1)).
+
+    Hanley & McNeil's variance of the Mann-Whitney AUC, (A(1-A) + (n1-1)(Q1-A²) + (n0-1)(Q2-A²)) / (n1·n0), with
+    Q1 = P(two positives both outrank one negative) and Q2 = P(one positive outranks two negatives) taken exactly for
+    this model (each a bivariate normal orthant probability with correlation 1/2) rather than from Hanley-McNeil's
+    exponential approximation, which is 8 % off for binormal scores at this AUC."""
+    from scipy.stats import multivariate_normal
+
+    auc = NormalDist().cdf(mu / math.sqrt(2))
+    q = float(multivariate_normal(mean=[0, 0], cov=[[1, 0.5], [0.5, 1]]).cdf([mu / math.sqrt(2)] * 2))
+    var = (auc * (1 - auc) + (n_pos - 1) * (q - auc**2) + (n_neg - 1) * (q - auc**2)) / (n_pos * n_neg)
+    return auc, math.sqrt(var)
+
+
 def test_bootstrap_intervals_cover_known_true_values_at_nominal_rate():
     """Binormal scores (negatives N(0,1), positives N(mu,1), through a sigmoid): true AUC = Φ(mu/√2); base rate
-    0.3 by construction; true Brier score from 4M draws (its error ~1e-4 ≪ the intervals' half-width ~0.015).
-    200 datasets of 2000 rows, 95 % intervals from 200 replicates: coverage has binomial sd 1.5 %, so the band
-    0.88–0.99 fails a method that is off by more than ~4 sd and passes a correct one almost surely."""
-    mu, pi, n, sims = 1.0, 0.3, 2000, 200
-    true_auc = NormalDist().cdf(mu / math.sqrt(2))
+    0.3 by construction; true Brier score from 4M draws (its error ~1e-4 ≪ the intervals' half-width ~0.02).
+
+    600 datasets of 1000 rows, 95 % intervals from 200 replicates: coverage has binomial sd 0.9 %, so the band
+    0.92–0.975 passes a correct method and fails 90 % or 99 % intervals labelled 95 % (≥ 2.5 sd outside). The mean
+    half-width must also be 1.96 analytic standard errors within ±15 % (Hanley-McNeil for the AUC, binomial for the
+    base rate): this catches intervals of the right coverage by luck but the wrong width (e.g. 93 % or 98 %
+    intervals, which the coverage band alone cannot tell from 95 % at this many datasets)."""
+    mu, pi, n, sims = 1.0, 0.3, 1000, 600
     rng = np.random.default_rng(123)
     yb = rng.random(4_000_000) < pi
     sb = 1 / (1 + np.exp(-(rng.standard_normal(len(yb)) + mu * yb)))
     true_brier = float(np.mean((sb - yb) ** 2))
     keys = pa.table({"id": pa.array(np.arange(n))})
     hits = {"roc_auc": 0, "base_rate": 0, "brier": 0}
+    half = {m: [] for m in hits}
+    se = {"roc_auc": [], "base_rate": []}
+    true_auc = NormalDist().cdf(mu / math.sqrt(2))
     truth = {"roc_auc": true_auc, "base_rate": pi, "brier": true_brier}
     for i in range(sims):
         # The seed is part of the method (it picks buckets and weights): each dataset gets its own.
-        spec = MetricsSpec(bootstrap=200, seed=i)
+        spec = MetricsSpec(bootstrap=200, seed=i, thresholds=(), top_k_pct=())
         key_hash = row_key_hash(keys, ["id"], spec.seed)
         y = (rng.random(n) < pi).astype(np.int64)
         s = 1 / (1 + np.exp(-(rng.standard_normal(n) + mu * y)))
@@ -248,9 +269,15 @@ def test_bootstrap_intervals_cover_known_true_values_at_nominal_rate():
         got = by(compute_metrics(st), slice="overall")
         for m in hits:
             hits[m] += got[m]["ci_low"] <= truth[m] <= got[m]["ci_high"]
+            half[m].append((got[m]["ci_high"] - got[m]["ci_low"]) / 2)
+        se["roc_auc"].append(binormal_auc_se(mu, int(y.sum()), n - int(y.sum()))[1])
+        se["base_rate"].append(math.sqrt(pi * (1 - pi) / n))
     coverage = {m: h / sims for m, h in hits.items()}
-    print("coverage", coverage)
-    assert all(0.88 <= c <= 0.99 for c in coverage.values()), coverage
+    z = NormalDist().inv_cdf(0.975)
+    width = {m: float(np.mean(half[m]) / (z * np.mean(se[m]))) for m in se}
+    print("coverage", coverage, "half-width / analytic", width)
+    assert all(0.92 <= c <= 0.975 for c in coverage.values()), coverage
+    assert all(0.85 <= w <= 1.15 for w in width.values()), width
 
 
 def test_compare_identical_challenger_is_zero_and_a_better_one_is_above_zero():

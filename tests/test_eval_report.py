@@ -7,7 +7,6 @@ import json
 import math
 import re
 
-import pyarrow.fs as pafs
 import pytest
 from html_check import assert_self_contained, parse
 
@@ -218,24 +217,30 @@ def test_write_report_local_folder(tmp_path):
     assert math.isnan(rep["metrics"][0]["ci_low"])  # the caller's dict is left as it was
 
 
-def test_write_report_on_an_object_store_url(tmp_path, monkeypatch):
-    """memory:// is delta-rs's in-memory object store: the same handler as s3:// and gs://, without a network."""
+def test_write_report_on_an_object_store_url(s3_server, tmp_path, monkeypatch):
+    """On moto's S3 server (the same delta-rs object-store handler as s3:// in production): both files land under the
+    URL, read back with plain HTTP GETs to the server, independent of the code that wrote them."""
+    import urllib.request
+    import uuid
+
+    import s3
+
     monkeypatch.chdir(tmp_path)
     rep = sample_report()
-    json_path, html_path = write_report(rep, "memory:///lake/_reports/evaluate/run1/")
-    assert json_path == "memory:///lake/_reports/evaluate/run1/report.json"
-    assert html_path.endswith("run1/report.html")
+    prefix = f"report-{uuid.uuid4().hex[:8]}/lake/_reports/evaluate/run1"
+    url = f"s3://{s3.BUCKET}/{prefix}"
+    json_path, html_path = write_report(rep, url + "/", s3.storage_options(s3_server.endpoint))
+    assert (json_path, html_path) == (f"{url}/report.json", f"{url}/report.html")
     assert list(tmp_path.iterdir()) == []  # nothing written locally
-    # Each memory:// handler is a new store: read back through the filesystem that wrote
-    from engine.reports import folder_target, write_report_files
 
-    fs, path, shown = folder_target("memory:///lake/_reports/evaluate/run1")
-    assert not isinstance(fs, pafs.LocalFileSystem) and path == "" and shown == "memory:///lake/_reports/evaluate/run1"
-    write_report_files(fs, path, {"report.json": report_json(rep), "report.html": render_html(rep)})
-    with fs.open_input_stream("report.json") as f:
-        assert json.loads(f.read())["run_id"] == rep["run_id"]
-    with fs.open_input_stream("report.html") as f:
-        assert f.read().decode("utf-8") == render_html(rep)
+    def get(name: str) -> str:
+        with urllib.request.urlopen(f"{s3_server.endpoint}/{s3.BUCKET}/{prefix}/{name}", timeout=30) as r:
+            return r.read().decode("utf-8")
+
+    text = get("report.json")
+    assert json.loads(text) == json.loads(report_json(rep)) and text == report_json(rep)
+    assert json.loads(text)["run_id"] == rep["run_id"]
+    assert get("report.html") == render_html(rep)
 
 
 def test_write_report_on_a_file_url(tmp_path):

@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from conftest import MLP, XGB, score_config
 from engine.config import EvaluateConfig, load_config, resolve_paths
-from engine.errors import ConfigError, GateFailed
+from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed
 from engine.evaluate_job import LocalEvalExecutor, run_evaluate
 from engine.score_job import LocalExecutor
 from jobs.score import run_score
@@ -176,10 +176,23 @@ def test_engines_give_identical_metrics(scored, demo_root, ray_local, spark):
     spark_rep = report_of(run_evaluate(cfg, SparkEvalExecutor(spark)))
     assert local["metrics"] == ray_rep["metrics"] == spark_rep["metrics"]
     assert local["deltas"] == ray_rep["deltas"] == spark_rep["deltas"]
+    assert len(local["metrics"]) > 0 and len(local["deltas"]) > 0
+
+
+def test_key_hash_buckets_give_the_same_metrics_as_whole_days(scored, demo_root):
+    """Split into key-hash buckets or not: the same rows, slices and numbers (a run that dropped trailing slices or
+    metrics would pass a plain zip, which stops at the shorter list)."""
+    cfg = eval_config(scored, demo_root, "mlflow.log_reports=false", "max_rows_per_task=1500")
+    split = run_evaluate(cfg, LocalEvalExecutor())
+    assert split.tasks == 3 * 2  # 3000 rows a day, 1500 per task
+    bucketed = report_of(split)
     whole = report_of(run_evaluate(eval_config(scored, demo_root, "mlflow.log_reports=false"), LocalEvalExecutor()))
-    for a, b in zip(whole["metrics"], local["metrics"]):  # split into key-hash buckets or not: the same numbers
-        assert a["metric"] == b["metric"] and a["support"] == b["support"]
-        assert a["value"] == pytest.approx(b["value"], rel=1e-9, abs=1e-12) or a["value"] is b["value"] is None
+    for part in ("metrics", "deltas"):
+        assert len(whole[part]) == len(bucketed[part]) > 0, part
+        for a, b in zip(whole[part], bucketed[part], strict=True):
+            assert (a["model"], a["slice"], a["metric"], a["support"]) == (b["model"], b["slice"], b["metric"],
+                                                                           b["support"])
+            assert a["value"] == pytest.approx(b["value"], rel=1e-9, abs=1e-12) or a["value"] is b["value"] is None
 
 
 def test_gates_fail_closed(scored, demo_root, tmp_path):
@@ -258,3 +271,264 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
     record = json.loads(client.get_model_version("t-promo", "2").tags["lakescore.promotion"])
     assert record["from_version"] == 1 and record["to_version"] == 2 and s.run_id in record["why"]
     assert record["by"]
+
+
+# ------------------------------------------------------------------ promotion, coverage, keys, duplicates, budget
+GATE_MODEL = "t-gate"  # a private model name: 1 the champion, 2 a much weaker version, 3 a good challenger
+
+
+def inputs_copy(src: Path, dst: Path) -> Path:
+    """A private copy of a lake's inputs and scores, without the evaluations other tests wrote into it."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("eval_metrics", "_reports", "runs"))
+    return dst
+
+
+def register_xgb_version(demo_root: Path, lake: Path, name: str, trees: int, depth: int, seed: int) -> int:
+    """One more XGBoost version of `name` in the shared registry, trained on day 1 with the demo spec."""
+    import mlflow
+
+    from engine.demo import models as demo_models
+    from engine.models import PREPROCESS_KEY, experiment_id
+
+    spec = demo_models.demo_spec(50)
+    ft = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "in", ["2026-01-01"])])
+    lt = DeltaTable(str(lake / "labels")).to_pyarrow_table(filters=[("ds", "in", ["2026-01-01"])])
+    x, y = demo_models.training_set(ft, lt, spec)
+    tracking = f"sqlite:///{demo_root}/mlruns.db"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        exp = experiment_id(MlflowClient(tracking), "lakescore-tests-gates", str(demo_root / "mlartifacts"))
+        with mlflow.start_run(experiment_id=exp):
+            info = mlflow.xgboost.log_model(demo_models.train_xgb(x, y, trees, depth, seed), name="model",
+                                            metadata={PREPROCESS_KEY: spec.to_json()}, model_format="ubj",
+                                            registered_model_name=name)
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    return int(info.registered_model_version)
+
+
+@pytest.fixture(scope="module")
+def gated(scored, demo_root, tmp_path_factory) -> Path:
+    """`scored` plus three versions of GATE_MODEL, every day scored: 1 (the champion), 2 (one stump: much weaker),
+    3 (as strong as 1, another seed)."""
+    lake = inputs_copy(scored, tmp_path_factory.mktemp("gatelake") / "lake")
+    for trees, depth, seed in ((30, 4, 3), (1, 1, 5), (30, 4, 7)):
+        version = register_xgb_version(demo_root, lake, GATE_MODEL, trees, depth, seed)
+        run_score(score_config(lake, demo_root, f"model.uri=models:/{GATE_MODEL}/{version}"), LocalExecutor())
+    assert version == 3
+    return lake
+
+
+def champion_alias(demo_root: Path, version: int | None = None) -> int:
+    """Set GATE_MODEL@champion to `version` (if given) with a client of its own; the version it names."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{demo_root}/mlruns.db")
+    if version is not None:
+        client.set_registered_model_alias(GATE_MODEL, "champion", str(version))
+    return int(client.get_model_version_by_alias(GATE_MODEL, "champion").version)
+
+
+def promotion_tags(demo_root: Path) -> tuple[dict, dict]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{demo_root}/mlruns.db")
+    return (client.get_registered_model(GATE_MODEL).tags,
+            {v: client.get_model_version(GATE_MODEL, str(v)).tags for v in (1, 2, 3)})
+
+
+@pytest.mark.parametrize("use_interval", [False, True], ids=["point", "interval"])
+def test_a_weaker_challenger_fails_max_regression_and_is_not_promoted(gated, demo_root, tmp_path, use_interval):
+    """max_drop 0 with promote: true: the stump (version 2) is worse than the champion, so exit 4 and the alias
+    unchanged. Catches a regression gate that always passes, a flipped sign, and a promotion before the verdict."""
+    lake = inputs_copy(gated, tmp_path / "lake")
+    champion_alias(demo_root, 1)
+    tags_before = promotion_tags(demo_root)
+    # The premise, from the tables alone: the challenger ranks worse than the champion on the window.
+    champ, weak = reference_frame(lake, GATE_MODEL, 1), reference_frame(lake, GATE_MODEL, 2)
+    assert roc_auc_score(weak.label, weak.score) < roc_auc_score(champ.label, champ.score) - 0.05
+    gate = f"{{metric: roc_auc, slices: [overall], max_drop: 0, use_interval: {str(use_interval).lower()}}}"
+    cfg = eval_config(lake, demo_root, f"models.champion=models:/{GATE_MODEL}@champion",
+                      f"models.challengers=[models:/{GATE_MODEL}/2]", "gates.promote=true",
+                      f"gates.max_regression=[{gate}]", "mlflow.log_reports=false")
+    with pytest.raises(GateFailed, match="max_regression roc_auc") as e:
+        run_evaluate(cfg, LocalEvalExecutor())
+    assert e.value.exit_code == 4 and e.value.summary.verdict == "fail" and e.value.summary.promoted is None
+    assert champion_alias(demo_root) == 1 and promotion_tags(demo_root) == tags_before
+    (row,) = [g for g in report_of(e.value.summary)["gates"] if g["gate"].startswith("max_regression")]
+    assert not row["passed"] and row["model"] == f"{GATE_MODEL}/2" and row["value"] < 0
+
+
+@pytest.mark.parametrize("moved_at", ["after the report", "just before the move"])
+def test_promotion_refuses_an_alias_moved_during_the_evaluation(gated, demo_root, tmp_path, monkeypatch, moved_at):
+    """Compare-and-set: the challenger (3) was judged against version 1; a second registry client moves the alias to
+    version 2 meanwhile (another promotion, a rollback). Exit 4, the alias stays on 2, nothing recorded as moved,
+    and the reason is in the summary and report.json."""
+    from mlflow.tracking import MlflowClient
+
+    from engine.evaluation import publish
+
+    lake = inputs_copy(gated, tmp_path / "lake")
+    champion_alias(demo_root, 1)
+    tags_before = promotion_tags(demo_root)
+    other = MlflowClient(f"sqlite:///{demo_root}/mlruns.db")  # the concurrent operator's own client
+    moves = []
+
+    def move():
+        other.set_registered_model_alias(GATE_MODEL, "champion", "2")
+        moves.append(moved_at)
+
+    if moved_at == "after the report":
+        logged = publish.log_to_mlflow
+
+        def log_then_move(*args):
+            out = logged(*args)
+            move()
+            return out
+
+        monkeypatch.setattr(publish, "log_to_mlflow", log_then_move)
+    else:
+        monkeypatch.setattr(publish, "before_alias_check", move, raising=False)
+    cfg = eval_config(lake, demo_root, f"models.champion=models:/{GATE_MODEL}@champion",
+                      f"models.challengers=[models:/{GATE_MODEL}/3]", "gates.promote=true",
+                      "gates.thresholds=[{metric: roc_auc, min: 0.6}]")
+    with pytest.raises(GateFailed, match="now names version 2") as e:
+        run_evaluate(cfg, LocalEvalExecutor())
+    assert moves == [moved_at]
+    assert e.value.exit_code == 4 and champion_alias(demo_root) == 2 and promotion_tags(demo_root) == tags_before
+    s = e.value.summary
+    assert s.verdict == "fail" and s.promoted is None and any("now names version 2" in g for g in s.gates_failed)
+    rep = report_of(s)
+    assert rep["verdict"] == "fail"
+    assert [g["gate"] for g in rep["gates"] if not g["passed"]] == ["promotion"]
+    assert other.get_run(s.mlflow_run_id).data.tags["lakescore.verdict"] == "fail"
+
+
+def test_window_days_that_no_model_scored_fail_coverage(scored, demo_root, tmp_path):
+    """The score job failed on the window's last two days for every model: those days are in features and labels,
+    so each is a failed coverage gate, listed per day, with gates or without."""
+    lake = inputs_copy(scored, tmp_path / "lake")
+    DeltaTable(str(lake / "scores")).delete("ds >= '2026-01-03'")
+    cfg = eval_config(lake, demo_root, "gates.thresholds=[{metric: roc_auc, min: 0.5}]")
+    with pytest.raises(GateFailed) as e:
+        run_evaluate(cfg, LocalEvalExecutor())
+    both = [f"{XGB}/1", f"{MLP}/1"]
+    s = e.value.summary
+    assert s.missing_scores == {"2026-01-03": both, "2026-01-04": both} and s.verdict == "fail"
+    assert s.days == ["2026-01-02"]
+    assert [g for g in s.gates_failed if "coverage" in g] == [
+        f"coverage [{','.join(both)} overall]: no evaluated model has scores for ds={d}, a day of the window that "
+        "the inputs hold; score it first (jobs.score) or narrow the window" for d in ("2026-01-03", "2026-01-04")]
+    rep = report_of(s)
+    assert rep["missing_scores"] == {"2026-01-03": both, "2026-01-04": both}
+    assert sorted(g["reason"].split("ds=")[1][:10] for g in rep["gates"] if g["gate"] == "coverage") == [
+        "2026-01-03", "2026-01-04"]
+    # Without gates the report would cover a third of what it says: still a failure.
+    with pytest.raises(GateFailed, match="coverage"):
+        run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalEvalExecutor())
+
+
+def test_eval_metrics_keys_keep_evaluations_apart(gated, demo_root, tmp_path):
+    """Two evaluations a moment apart, and one challenger against two champions: four evaluations, all kept, none
+    reported already done; re-runs of each are already done. The key stays readable and one path segment."""
+    lake = inputs_copy(gated, tmp_path / "lake")
+    more = ["gates.max_immature_fraction=1", "mlflow.log_reports=false"]
+    t1, t2 = "2026-01-07T00:00:00.100000+00:00", "2026-01-07T00:00:00.900000+00:00"
+    runs = {
+        "xgb@t1": eval_config(lake, demo_root, f"as_of={t1}", *more),
+        "xgb@t2": eval_config(lake, demo_root, f"as_of={t2}", *more),
+        "gate@t1": eval_config(lake, demo_root, f"as_of={t1}", f"models.champion=models:/{GATE_MODEL}/1", *more),
+    }
+    for name, cfg in runs.items():
+        s = run_evaluate(cfg, LocalEvalExecutor())
+        assert len(s.units_committed) == 2 and s.units_already_done == [], name
+    em = DeltaTable(str(lake / "eval_metrics")).to_pandas()
+    evals = em.groupby(["model_name", "model_version", "evaluation"]).as_of.first()
+    mlp = em[em.model_name == MLP]
+    assert mlp.evaluation.nunique() == 3 and len(evals) == 6
+    assert sorted(mlp[mlp.kind == "delta"].groupby("evaluation").baseline.first()) == [f"{GATE_MODEL}/1", f"{XGB}/1",
+                                                                                       f"{XGB}/1"]
+    assert sorted(str(t) for t in mlp.as_of.unique()) == ["2026-01-07 00:00:00.100000+00:00",
+                                                          "2026-01-07 00:00:00.900000+00:00"]
+    for key in em.evaluation.unique():
+        assert key.startswith("2026-01-02..2026-01-04@2026-01-07T00:00:00.") and "/" not in key and " " not in key
+    assert (lake / "eval_metrics" / f"model_name={MLP}" / "model_version=1").is_dir()
+    for name, cfg in runs.items():
+        again = run_evaluate(cfg, LocalEvalExecutor())
+        assert again.units_committed == [] and len(again.units_already_done) == 2, name
+
+
+def plant_duplicates(lake: Path, table: str, ds: str, n: int, **filters) -> None:
+    """Append `n` rows of `table`'s day `ds` again (same keys): duplicates the evaluation must refuse."""
+    t = DeltaTable(str(lake / table))
+    rows = t.to_pyarrow_table(filters=[("ds", "=", ds), *((k, "=", v) for k, v in filters.items())]).slice(100, n)
+    parts = ["ds", "model_name", "model_version"] if table == "scores" else ["ds"]
+    write_deltalake(str(lake / table), rows.cast(pa.schema(t.schema().to_arrow())), mode="append", partition_by=parts)
+
+
+def executor_for(engine: str, cfg: EvaluateConfig, request):
+    """The engine's evaluate executor on the session's local cluster."""
+    if engine == "ray":
+        from engine.ray.evaluate import RayEvalExecutor
+
+        request.getfixturevalue("ray_local")
+        return RayEvalExecutor(cfg.ray)
+    from engine.spark.evaluate import SparkEvalExecutor
+
+    return SparkEvalExecutor(request.getfixturevalue("spark"))
+
+
+@pytest.mark.parametrize("table,engine", [("scores", "ray"), ("features", "ray"), ("features", "spark")])
+def test_duplicate_keys_in_scores_or_features_are_a_contract_violation(scored, demo_root, tmp_path, request,
+                                                                       table, engine):
+    """The check runs in the shared task function (engine.evaluation.join) and on the driver: every engine."""
+    lake = inputs_copy(scored, tmp_path / "lake")
+    filters = {"model_name": XGB} if table == "scores" else {}
+    plant_duplicates(lake, table, "2026-01-03", 7, **filters)
+    # The reference: deltalake says the day now holds 7 keys twice.
+    day = DeltaTable(str(lake / table)).to_pandas(filters=[("ds", "=", "2026-01-03"),
+                                                           *((k, "=", v) for k, v in filters.items())])
+    assert day.duplicated(["entity_id", "event_ts"]).sum() == 7
+    version = DeltaTable(str(lake / table)).version()
+    cfg = eval_config(lake, demo_root, "max_rows_per_task=1000")  # buckets: every copy of a key meets in one task
+    what = f"{table}@v{version} ds=2026-01-03" + (f" model {XGB}/1" if table == "scores" else "")
+    with pytest.raises(ContractViolation, match=f"^{what} has 7 duplicate key row") as e:
+        run_evaluate(cfg, executor_for(engine, cfg, request))
+    assert e.value.exit_code == 3
+    assert not (lake / "eval_metrics").exists() and not (lake / "_reports").exists()  # nothing written
+
+
+def test_time_budget_binds_the_same_on_ray_and_spark(scored, demo_root, ray_local, spark):
+    """A budget that runs out while the tasks run: both engines stop and fail the same way (UnitFailed, exit 1),
+    Spark cancelling its job rather than finishing it."""
+    import time
+
+    from engine.ray.evaluate import RayEvalExecutor
+    from engine.spark.evaluate import SparkEvalExecutor
+
+    class ShortBudget:
+        """The real executor, handed a deadline 50 ms ahead when its tasks start (the job's budget would also count
+        the planning, which varies on a shared machine); nine tasks that each read and join a third of a day take
+        longer on either engine."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, plan_json, chunks_json, schemas, deadline):
+            self.started = time.monotonic()
+            yield from self.inner.run(plan_json, chunks_json, schemas, self.started + 0.05)
+
+    cfg = eval_config(scored, demo_root, "max_rows_per_task=1000", "mlflow.log_reports=false")  # 9 tasks
+    outcomes = {}
+    for name, inner in (("ray", RayEvalExecutor(cfg.ray)), ("spark", SparkEvalExecutor(spark))):
+        executor = ShortBudget(inner)
+        with pytest.raises(UnitFailed) as e:
+            run_evaluate(cfg, executor)
+        outcomes[name] = (type(e.value), e.value.exit_code, str(e.value).split(" with ")[0])
+        assert time.monotonic() - executor.started < 30, name  # stopped at the deadline, not after every task
+    assert outcomes["ray"] == outcomes["spark"] == (UnitFailed, 1, "time budget exhausted")

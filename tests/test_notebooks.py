@@ -155,7 +155,7 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
     for (name, version, ev), g in metrics.groupby(["model_name", "model_version", "evaluation"]):
         r = g.iloc[0]
         assert g[["window_start", "as_of", "scores_version", "run_id"]].nunique().max() == 1, ev
-        assert ev == f"{r.window_start}..{r.window_end}@{r.as_of:{STAMP}}"
+        assert ev.startswith(f"{r.window_start}..{r.window_end}@{r.as_of:%Y-%m-%dT%H:%M:%S.%fZ}~vs-{XGB}.1~"), ev
         want_evals[(name, version, r.window_start, r.window_end, f"{r.as_of:{STAMP}}")] = (
             r.scores_version, r.labels_version, r.features_version, g.slice.nunique(), r.run_id)
     got = [m.groups() for ln in lines if (m := EVALUATION.match(ln))]

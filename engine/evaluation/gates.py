@@ -3,6 +3,11 @@
 Fail closed: a missing metric, an undefined value, a gated slice under its minimum support, a champion without
 scores on the window, an empty or immature window: each is a failed gate with its reason, never a pass.
 
+Coverage: every day of the window that an input holds (scores, features or labels) and that some evaluated model
+did not score is a failed `coverage` gate, one per day, gates configured or not. A day no model scored (the score
+job failed that day) is the same failure as a day one model missed: left out silently, it would let a verdict pass
+on a fraction of the window.
+
 - `thresholds`: an absolute bound on a metric of a slice, for the challengers (the champion when there are none)
   or for every model.
 - `max_regression`: how far each challenger may fall behind the champion on a metric, per slice (every slice of
@@ -56,13 +61,21 @@ def judge(gates: GatesConfig, metrics: list[dict], deltas: list[dict], champion:
     """Every gate's verdict (one row per gate, model and slice); `window` carries the window-level facts:
     rows_evaluated, rows_excluded, missing (ds → models without scores).
 
-    An empty window fails even without gates (there is nothing to report on); the immaturity and coverage checks
-    belong to the gates and apply when any gate is configured.
+    An empty window and a window day without scores fail even without gates (the report would cover less than it
+    says); the immaturity check belongs to the gates and applies when any gate is configured.
     """
     out = []
     if window["rows_evaluated"] == 0:
         out.append(_fail("window", "", "overall", "support", 1, 0,
                          "no row of the window has a score from every model and a label known by as_of"))
+    for ds, models in sorted(window["missing"].items()):
+        if len(models) == 1 + len(challengers):
+            what = "no evaluated model has scores"
+        else:
+            what = f"{'the champion' if champion in models else ', '.join(models)} has no scores"
+        out.append(_fail("coverage", ",".join(models), "overall", "scored_days", None, None,
+                         f"{what} for ds={ds}, a day of the window that the inputs hold; score it first (jobs.score) "
+                         "or narrow the window"))
     if not configured(gates):
         return out
     scored = window["rows_evaluated"] + window["rows_excluded"]
@@ -71,10 +84,6 @@ def judge(gates: GatesConfig, metrics: list[dict], deltas: list[dict], champion:
         out.append(_fail("immature", "", "overall", "unlabelled_fraction", gates.max_immature_fraction, round(frac, 6),
                          f"{frac:.1%} of the window's scored rows have no label known by as_of (allowed "
                          f"{gates.max_immature_fraction:.0%}); evaluate an older window or a later as_of"))
-    for ds, models in sorted(window["missing"].items()):
-        what = "the champion" if champion in models else ", ".join(models)
-        out.append(_fail("coverage", ",".join(models), "overall", "scored_days", None, None,
-                         f"{what} has no scores for ds={ds}; score it first (jobs.score) or narrow the window"))
     rows = {(m["model"], m["slice"], m["metric"]): m for m in metrics}
     for g in gates.thresholds:
         targets = challengers if (g.model == "challengers" and challengers) else [champion, *challengers]
@@ -137,6 +146,11 @@ def _regression(g, model: str, slice_: str, row: dict | None, min_support: int) 
                      f"{g.metric} is {drop:.4f} worse than the champion on {slice_} (allowed {g.max_drop})")
     return {"gate": name, "model": model, "slice": slice_, "metric": g.metric, "threshold": g.max_drop,
             "value": value, "passed": True, "reason": "ok"}
+
+
+def promotion_refused(champion: str, challenger: str, reason: str) -> dict:
+    """The gate row of a promotion refused after the gates passed (the champion alias moved meanwhile)."""
+    return _fail("promotion", challenger, "overall", "champion_alias", champion, None, reason)
 
 
 def verdict(results: list[dict], gates: GatesConfig) -> str:

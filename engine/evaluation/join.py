@@ -12,6 +12,11 @@ pyarrow's Acero inside the worker and folds the joined rows into mergeable stati
 - Labels: a label counts only if its `label_ts` is at or before `as_of`; when a key has several labels known by
   then, the newest one counts. A row whose label is missing, or known only after `as_of`, is excluded and
   counted per day (never a 0).
+- Keys are unique on each side: a key twice in one model's scores or in the features of a day would multiply rows
+  in the join (and push the unmatched counts below zero). Such duplicates are counted per table in the task's
+  counts (`duplicate_keys`), and the driver fails the evaluation as a contract violation (exit 3) naming the table,
+  day and count; nothing is written. Labels may hold several revisions of a key by design (the newest counts).
+  Buckets split a day by key hash, so every copy of a key meets in one task: per task is per day.
 
 The plan and its chunks travel as JSON (no pickle); the result is JSON counts plus the statistics' bytes.
 """
@@ -126,13 +131,14 @@ def _key_types_equal(plan: EvalPlan, tables: list[pa.Table]) -> list[pa.Table]:
 def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schema]) -> tuple[dict, EvalStats]:
     """Join one chunk's rows and fold them into statistics; returns (counts, stats)."""
     keys = list(plan.keys)
-    counts: dict = {"ds": chunk.ds, "bucket": chunk.bucket, "rows_scored": {}}
+    counts: dict = {"ds": chunk.ds, "bucket": chunk.bucket, "rows_scored": {}, "duplicate_keys": {}}
     # Scores: one column per model, on the rows that every model scored.
     scored = None
     for model in plan.models:
         t = _read(plan, plan.scores_uri, chunk.scores.get(model, ()), keys + [plan.score_column], chunk,
                   schemas["scores"])
         counts["rows_scored"][model] = t.num_rows
+        _count_duplicates(counts, f"scores:{model}", t, keys)
         t = t.rename_columns(keys + [model])
         if scored is None:
             scored = t
@@ -144,6 +150,7 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
     drift_cols = [c for c in plan.drift_edges if not c.startswith(SCORE_PREFIX)]
     feats = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns) + drift_cols, chunk,
                   schemas["features"])
+    _count_duplicates(counts, "features", feats, keys)
     if plan.drift_edges:
         hist = Histograms({c: np.asarray(e) for c, e in plan.drift_edges.items()})
         hist.update(feats)
@@ -181,6 +188,15 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
         slices = {c: rows.column(c).combine_chunks() for c in plan.slice_columns}
         stats.update(row_key_hash(rows, keys, plan.spec.get("seed", 0)), label, scores, slices)
     return counts, stats
+
+
+def _count_duplicates(counts: dict, table: str, t: pa.Table, keys: list[str]) -> None:
+    """Rows beyond the first of each key in `t` into counts["duplicate_keys"][table] ("features", or "scores:<model>"
+    for one model's scores)."""
+    if t.num_rows:
+        extra = t.num_rows - t.select(keys).group_by(keys, use_threads=False).aggregate([]).num_rows
+        if extra:
+            counts["duplicate_keys"][table] = extra
 
 
 def newest_per_key(labels: pa.Table, keys: list[str]) -> pa.Table:

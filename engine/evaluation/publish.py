@@ -1,6 +1,14 @@
 """Where an evaluation's results go besides `eval_metrics`: the report files under the lake, an MLflow run with
 every metric, the report and the config, and (gates passed, config asking) the champion alias moved, recorded so
 that it can be undone.
+
+The move is a compare-and-set: the alias moves only if it still names the version the challenger was judged
+against. Another promotion or a `lakescore rollback` may have moved it while the evaluation ran; moving it anyway
+would replace a version nobody compared the challenger with, and record the wrong previous holder (a later rollback
+would restore that wrong version). So the alias is re-read just before the move, and a moved alias fails closed:
+`AliasMoved` (exit 4, a failed gate), the alias and its tags left as they are, the reason in the report. The MLflow
+registry has no conditional write, so what is left is the moment between that re-read and the move (one sqlite or
+REST round trip), not the whole evaluation.
 """
 from __future__ import annotations
 
@@ -11,14 +19,22 @@ import logging
 import os
 import re
 import tempfile
+from typing import Callable
 
 from engine.config import to_json
+from engine.errors import GateFailed
 from engine.evaluation.report import render_html, report_json
 from engine.reports import report_target, write_report_files
 
 log = logging.getLogger("lakescore")
 EXPERIMENT = "lakescore-evaluate"
 PROMOTION_TAG = "lakescore.promotion"  # on the promoted version: who, when, why, and the previous holder
+# Called by `promote` after the gates passed and before it re-reads the alias (tests force a concurrent move here).
+before_alias_check: Callable[[], None] | None = None
+
+
+class AliasMoved(GateFailed):
+    """The champion alias no longer names the version the challenger was judged against: no promotion (exit 4)."""
 
 
 def write_report(cfg, report: dict, run_id: str, extra: dict[str, str] | None = None) -> str:
@@ -81,13 +97,39 @@ def log_to_mlflow(cfg, report: dict, metrics: list[dict], summary) -> str | None
     return rid
 
 
+def mark_failed(cfg, mlflow_run_id: str | None) -> None:
+    """An evaluation's MLflow run whose verdict turned to fail after it was logged (a refused promotion)."""
+    if mlflow_run_id is None:
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    client.set_tag(mlflow_run_id, "lakescore.verdict", "fail")
+    client.set_terminated(mlflow_run_id, "FAILED")
+
+
 def promote(cfg, champ, challenger, summary) -> str:
-    """Move the champion's alias to the challenger; the move is recorded as a tag on the challenger's version and
-    on the registered model (who, when, why, previous holder), so `lakescore rollback` can undo it."""
+    """Move the champion's alias to the challenger if it still names `champ` (else `AliasMoved`, nothing changed);
+    the move is recorded as a tag on the challenger's version and on the registered model (who, when, why, previous
+    holder), so `lakescore rollback` can undo it."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     alias = cfg.models.champion.split("@", 1)[1]
     client = MlflowClient(tracking_uri=cfg.mlflow.tracking_uri, registry_uri=cfg.mlflow.registry_uri or cfg.mlflow.tracking_uri)
+    if before_alias_check is not None:
+        before_alias_check()
+    try:
+        holder = f"version {client.get_model_version_by_alias(champ.name, alias).version}"
+    except MlflowException as e:
+        if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # the latter from sqlite
+            raise  # not an answer about the alias (e.g. the registry is unreachable): exit 1, nothing moved
+        holder = "no version (the alias was removed)"
+    if holder != f"version {champ.version}":
+        raise AliasMoved(f"not promoted: {champ.name}@{alias} now names {holder}, not version {champ.version} "
+                         f"that challenger version {challenger.version} was judged against (another promotion or a "
+                         f"rollback moved it during the evaluation); the alias is left as it is: re-run the "
+                         f"evaluation against the current champion")
     record = json.dumps({"alias": alias, "from_version": champ.version, "to_version": challenger.version,
                          "by": os.environ.get("LAKESCORE_USER") or getpass.getuser(),
                          "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

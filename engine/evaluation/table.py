@@ -1,14 +1,19 @@
 """The `eval_metrics` Delta table: one row per (model version, slice, metric) of an evaluation, with its interval,
 support, window, as-of time, the pinned versions of its inputs, run id and config hash.
 
-Partitioned by `model_name`, `model_version` and `evaluation` (the window and as-of time, e.g.
-`2026-01-04..2026-01-06@2026-01-14T00:00:00Z`): one model's history is one partition prune, and each evaluation is
-its own unit of the commit protocol (engine.commit): committed once, idempotent on a re-run with the same inputs,
-and a new window or as-of time is a new partition that never overwrites an earlier one.
+Partitioned by `model_name`, `model_version` and `evaluation` (see `evaluation_key`: the window, the as-of time to
+the microsecond and the model set the deltas were computed against, e.g.
+`2026-01-04..2026-01-06@2026-01-14T00:00:00.000000Z~vs-lakescore-demo-xgb.1~3f09c2a1b7`): one model's history is one
+partition prune, and each evaluation is its own unit of the commit protocol (engine.commit): committed once,
+idempotent on a re-run with the same inputs, and a new window, as-of time or model set is a new partition that never
+overwrites an earlier one (two evaluations a moment apart, or of one challenger against two champions, are kept
+apart: a key that merged them would let the later overwrite the earlier, or report it already done).
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import re
 
 import pyarrow as pa
 
@@ -48,8 +53,19 @@ TABLE_SCHEMA = pa.schema([*FILE_FIELDS, pa.field("model_name", pa.string()), pa.
                           pa.field("evaluation", pa.string())])
 
 
-def evaluation_key(window_start: str, window_end: str, as_of: dt.datetime) -> str:
-    return f"{window_start}..{window_end}@{as_of.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+def evaluation_key(window_start: str, window_end: str, as_of: dt.datetime, models: list[str]) -> str:
+    """One evaluation's partition value: `<start>..<end>@<as_of, UTC, microseconds>Z~vs-<champion>~<models hash>`.
+
+    `models` is the model set in report order (champion first, "name/version"): the deltas depend on it, so it is
+    part of the key. The champion is spelled out (characters outside `A-Za-z0-9._-` as `_`) so that a reader sees
+    what the deltas were taken against; a hash of the full set tells apart evaluations whose champion names only
+    differ in such characters, or that add other challengers. The value stays one path segment (no `/`); its `:`
+    is escaped in the folder name (`_escape`), while the log keeps the value as it is.
+    """
+    when = as_of.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    champion = re.sub(r"[^A-Za-z0-9._-]", "_", models[0].replace("/", "."))
+    digest = hashlib.sha256("\n".join(models).encode()).hexdigest()[:10]
+    return f"{window_start}..{window_end}@{when}~vs-{champion}~{digest}"
 
 
 def rows_batch(rows: list[dict], common: dict) -> pa.RecordBatch:
