@@ -326,7 +326,8 @@ def test_every_features_version_a_backtest_read_is_a_pin(ray_local, lake, demo_r
                  f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
                  f"mlflow.artifact_root={demo_root}/mlartifacts", f"baseline.model=models:/{XGB}@champion",
                  "folds.train_days=2", "folds.n_folds=2", "recipe.trees=5",
-                 "recipe.depth=2", "metrics.bootstrap=10", "min_support=50", "features_at_cutoff=true"])
+                 "recipe.depth=2", "metrics.bootstrap=10", "min_support=50", "features_at_cutoff=true",
+                 f"features.contract={ROOT / 'conf' / 'contracts' / 'features.yaml'}"])
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and s["folds_committed"] == [0, 1], s.get("error")
     # The demo lake commits one day per version (version i holds days 0..i), so the version current at a fold's
