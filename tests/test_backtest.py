@@ -127,8 +127,8 @@ class FailOnce(LocalBacktestExecutor):
     def __init__(self):
         self.failed = False
 
-    def run(self, plan_json_, groups, baseline, deadline):
-        for i, out in super().run(plan_json_, groups, baseline, deadline):
+    def run(self, group_fn, plan_json_, groups, baseline, deadline):
+        for i, out in super().run(group_fn, plan_json_, groups, baseline, deadline):
             if i == 1 and not self.failed and not isinstance(out, str):  # a result, not the start signal
                 self.failed = True
                 from engine.errors import UnitFailed
@@ -353,3 +353,23 @@ def test_the_torch_mlp_recipe_trains_and_scores_without_pickle(lake, demo_root, 
     with torch.no_grad():
         p = net.eval()(torch.from_numpy(x)).numpy().ravel()
     assert abs(roc_auc_score(test.label, p) - auc) < 1e-4
+
+
+def test_ray_worker_error_keeps_its_class(ray_local):
+    """A group function that raises ModelRefused on a Ray worker reaches the driver as ModelRefused (exit 5, as
+    InputUnavailable: the exit code alone cannot tell them apart), with its message; the group function is data
+    handed to the executor, so engine/ray never imports backtests."""
+    import time
+
+    from engine.config import RayConfig
+    from engine.errors import ModelRefused
+    from engine.ray.backtest import STARTED, RayBacktestExecutor
+
+    def refuse(plan_json, folds_json, baseline):
+        raise ModelRefused(f"model for {folds_json[0]} is a pickle; refused")
+
+    outs = list(RayBacktestExecutor(RayConfig(num_cpus=1)).run(refuse, "{}", [["fold-7"]], None,
+                                                                 time.monotonic() + 120))
+    assert outs[0] == (0, STARTED)
+    (gi, err), = outs[1:]
+    assert gi == 0 and type(err) is ModelRefused and str(err) == "model for fold-7 is a pickle; refused"
