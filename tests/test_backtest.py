@@ -365,11 +365,17 @@ def test_ray_worker_error_keeps_its_class(ray_local):
     from engine.errors import ModelRefused
     from engine.ray.backtest import STARTED, RayBacktestExecutor
 
+    from backtests.guard import LeakageDetected
+
     def refuse(plan_json, folds_json, baseline):
+        if folds_json[0] == "fold-8":  # a class engine.errors does not hold arrives as its base there
+            raise LeakageDetected("fold 8 reads a day at its cutoff", [])
         raise ModelRefused(f"model for {folds_json[0]} is a pickle; refused")
 
-    outs = list(RayBacktestExecutor(RayConfig(num_cpus=1)).run(refuse, "{}", [["fold-7"]], None,
-                                                                 time.monotonic() + 120))
-    assert outs[0] == (0, STARTED)
-    (gi, err), = outs[1:]
-    assert gi == 0 and type(err) is ModelRefused and str(err) == "model for fold-7 is a pickle; refused"
+    outs = list(RayBacktestExecutor(RayConfig(num_cpus=0.5)).run(refuse, "{}", [["fold-7"], ["fold-8"]], None,
+                                                                   time.monotonic() + 120))
+    assert sorted(o for o in outs if o[1] == STARTED) == [(0, STARTED), (1, STARTED)]
+    errs = dict(o for o in outs if o[1] != STARTED)
+    assert type(errs[0]) is ModelRefused and str(errs[0]) == "model for fold-7 is a pickle; refused"
+    assert type(errs[1]) is ContractViolation and errs[1].exit_code == 3
+    assert str(errs[1]) == "fold 8 reads a day at its cutoff"

@@ -4,9 +4,9 @@ Each task runs the group function the backtest runner hands in as data (`backtes
 once, score and evaluate each fold; the same function the local executor runs), so this module never imports
 backtests (engine sits below it; tests/test_layering.py checks). Fractional CPUs by default so small machines keep
 room for the driver. A fold that fails comes back as its error (its group's folds fail; the others go on and are
-committed); a worker's LakescoreError crosses as its class name and message (no pickle) and is raised again on the
-driver as that class from engine.errors (ModelRefused and InputUnavailable share exit code 5, so the code alone
-would not tell them apart); a name engine.errors does not hold becomes UnitFailed.
+committed). A worker's LakescoreError crosses as its class names (its own and its bases') and message, no
+pickle, and is raised again on the driver as the first of those that engine.errors holds: ModelRefused and
+InputUnavailable share exit code 5, so the code alone would not tell them apart; none held becomes UnitFailed.
 
 A task is a streaming generator: its first item, "started" (backtests.runner.STARTED), reaches the driver when the
 task starts on a worker, so the job prints a group's start line then, not when it was submitted (a group may wait
@@ -30,13 +30,18 @@ def _task(group_fn, plan_json: str, folds_json: list[str], baseline):
     try:
         yield group_fn(plan_json, folds_json, baseline)
     except LakescoreError as e:  # a data problem (the leakage guard): returned, not retried
-        yield {"error": type(e).__name__, "message": str(e), "exit_code": e.exit_code}
+        yield {"error": type(e).__name__, "classes": [c.__name__ for c in type(e).__mro__], "message": str(e),
+               "exit_code": e.exit_code}
 
 
-def _error_class(name: str) -> type[LakescoreError]:
-    """The engine.errors class a worker's error was raised as; UnitFailed for a name it does not hold."""
-    cls = getattr(errors, name, None)
-    return cls if isinstance(cls, type) and issubclass(cls, LakescoreError) else UnitFailed
+def _error_class(class_names: list[str]) -> type[LakescoreError]:
+    """The engine.errors class a worker's error was raised as, or its nearest base there (backtests.guard's
+    LeakageDetected is a ContractViolation: exit 3); UnitFailed when none is."""
+    for name in class_names:
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, LakescoreError):
+            return cls
+    return UnitFailed
 
 
 class RayBacktestExecutor:
@@ -69,7 +74,7 @@ class RayBacktestExecutor:
                         yield refs[ref], STARTED
                         continue
                     if isinstance(out, dict) and "error" in out:
-                        yield refs[ref], _error_class(out["error"])(out["message"])
+                        yield refs[ref], _error_class(out["classes"])(out["message"])
                     else:
                         yield refs[ref], out
         finally:
