@@ -6,7 +6,9 @@ Rules (issue 19):
 - `engine` never imports `contracts`, `backtests` or `jobs` (those sit above it and wire it);
 - `engine/spark` never imports `engine/ray`, nor the reverse (twins: what both need lives below both);
 - only `tests` and `benchmarks` import `engine/testing` (the local cluster harness is not product code);
-- `benchmarks` never imports `tests`.
+- `benchmarks` never imports `tests`;
+- only `jobs`, `tests` and `benchmarks` import `engine/demo` (demo data and models: real backtests must not train
+  with demo code; their recipes are backtests/recipes.py).
 """
 from __future__ import annotations
 
@@ -58,6 +60,9 @@ def broken_rule(importer: str, imported: str) -> str | None:
         return "only tests and benchmarks import engine/testing"
     if under(importer, "benchmarks") and under(imported, "tests"):
         return "benchmarks imports tests"
+    if under(imported, "engine.demo") and not any(under(importer, p) for p in ("engine.demo", "jobs", "tests",
+                                                                                "benchmarks")):
+        return "only jobs, tests and benchmarks import engine/demo"
     return None
 
 
@@ -85,11 +90,15 @@ def test_rules_catch_each_kind_of_break():
     assert broken_rule("jobs.submit", "engine.testing.ray_cluster")
     assert broken_rule("engine.ray.score", "engine.testing.processes")
     assert broken_rule("benchmarks.bench", "tests.conftest")
+    assert broken_rule("backtests.fold_run", "engine.demo.models.train_xgb")
+    assert broken_rule("engine.score_job", "engine.demo.data")
     assert not broken_rule("backtests.runner", "engine.ray.backtest")
     assert not broken_rule("tests.test_multinode", "engine.testing.ray_cluster")
     assert not broken_rule("benchmarks.bench", "engine.testing.spark_cluster")
     assert not broken_rule("engine.testing.spark_cluster", "engine.testing.processes")
     assert not broken_rule("jobs.backtest", "backtests.runner")
+    assert not broken_rule("jobs.demo", "engine.demo.models")
+    assert not broken_rule("benchmarks.workload", "engine.demo.data")
 
 
 def test_imports_found_inside_functions_and_relative(tmp_path):
