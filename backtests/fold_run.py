@@ -89,7 +89,7 @@ def _labelled(plan: FoldPlan, feats: pa.Table, days: list[str], known_by_us: int
 
 
 def _train(plan: FoldPlan, rows: pa.Table, seed: int) -> ModelBundle:
-    from engine.demo.models import train_mlp, train_xgb
+    from backtests.recipes import train_mlp, train_xgb
 
     spec = PreprocessSpec.from_json(plan.spec, "backtest recipe")
     x = to_matrix(rows, spec, "backtest training set")

@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import pyarrow as pa
 
@@ -52,20 +52,20 @@ STARTED = "started"  # what an executor yields for a group when it starts on a w
 
 
 class BacktestExecutor(Protocol):
-    def run(self, plan_json: str, groups: list[list[str]], baseline: ModelBundle | None, deadline: float
-            ) -> Iterator[tuple[int, list[dict] | BaseException | str]]:
-        """Run `run_group` per group; yield (group index, STARTED) when a group starts on a worker, and (group
-        index, its fold results or the error) as each ends."""
+    def run(self, group_fn: Callable, plan_json: str, groups: list[list[str]], baseline: ModelBundle | None,
+            deadline: float) -> Iterator[tuple[int, list[dict] | BaseException | str]]:
+        """Run `group_fn` (the runner hands in `fold_run.run_group`, as data) per group; yield (group index,
+        STARTED) when a group starts on a worker, and (group index, its fold results or the error) as each ends."""
 
 
 class LocalBacktestExecutor:
-    def run(self, plan_json_, groups, baseline, deadline):
+    def run(self, group_fn, plan_json_, groups, baseline, deadline):
         for i, g in enumerate(groups):
             if time.monotonic() > deadline:
                 raise UnitFailed("time budget exhausted; raise run.time_budget_s")
             yield i, STARTED
             try:
-                yield i, run_group(plan_json_, g, baseline)
+                yield i, group_fn(plan_json_, g, baseline)
             except LakescoreError as e:
                 yield i, e
 
@@ -176,7 +176,8 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     deadline = started + cfg.run.time_budget_s
     first_error: LakescoreError | None = None
     bar = Progress(sum(fo.index not in done for g in todo for fo in g), "folds")
-    for gi, out in executor.run(plan_json(plan), [[json.dumps(asdict(fo)) for fo in g] for g in todo], baseline, deadline):
+    groups_json = [[json.dumps(asdict(fo)) for fo in g] for g in todo]
+    for gi, out in executor.run(run_group, plan_json(plan), groups_json, baseline, deadline):
         if isinstance(out, str) and out == STARTED:  # printed when the group starts on a worker, not at submission
             g = todo[gi]
             log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,

@@ -10,7 +10,7 @@
 (c′) spark_udf tuned: Arrow batch size, one XGBoost thread per task, partitions per core (benchmarks/peers.py)
 (c″) score_dataframe: lakescore's DataFrame path (engine/spark/dataframe.py) with (c′)'s settings
 (d)  spark_job:  `spark-submit jobs/score.py --config conf/score.yaml engine=spark` to an already running standalone
-                 master and worker (engine/spark/standalone.py): whole job, steady state, fixed cost, model loads
+                 master and worker (engine/testing/spark_cluster.py): whole job, steady state, fixed cost, model loads
 Every output is joined to (a)'s on entity_id: a missing, extra or repeated key, or a score more than 1e-6 away,
 stops the bench with exit 1. Each throughput part runs --repeat times; all runs are listed, the median reported.
 Peak RSS of (b) at two sizes (benchmarks/monitor.py). Prints a human table, then ONE JSON line (the last line on
@@ -33,9 +33,9 @@ import psutil  # noqa: E402
 
 import verify  # noqa: E402
 from chunk_profile import profile_chunk, profile_driver  # noqa: E402
-from engine.ray.local_cluster import LocalRayCluster  # noqa: E402
+from engine.testing.ray_cluster import LocalRayCluster  # noqa: E402
 from engine.spark.jars import jar_paths  # noqa: E402
-from engine.spark.standalone import StandaloneSpark  # noqa: E402
+from engine.testing.spark_cluster import StandaloneSpark  # noqa: E402
 from job import run_lakescore  # noqa: E402
 from monitor import ForeignLoad  # noqa: E402
 from peers import run_spark, run_spark_dataframe, spark_dataframe_out  # noqa: E402

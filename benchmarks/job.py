@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.ray.local_cluster import LocalRayCluster
+from engine.testing.ray_cluster import LocalRayCluster
 from monitor import MemorySampler
 from workload import ALIAS, MODEL_NAME, Workdir, log
 

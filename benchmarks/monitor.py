@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from engine.ray.local_cluster import LocalRayCluster
+from engine.testing.ray_cluster import LocalRayCluster
 
 
 class ForeignLoad:

@@ -1,5 +1,5 @@
 """(d) the score job on Spark: `spark-submit jobs/score.py --config conf/score.yaml engine=spark` to an already
-running standalone master and worker (engine/spark/standalone.py), timed from launching spark-submit until it
+running standalone master and worker (engine/testing/spark_cluster.py), timed from launching spark-submit until it
 exits, and split with the job's own log lines:
 
 - whole job: spark-submit's wall time (JVM and driver start-up, config, model and snapshot, the Spark jobs, the

@@ -24,6 +24,7 @@ def body(cfg: DemoConfig, args) -> dict:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from backtests import recipes
     from engine.config import table_uri
     from engine.demo import data, models
 
@@ -53,7 +54,8 @@ def body(cfg: DemoConfig, args) -> dict:
     x, y = models.training_set(ft, lt, spec)
     m = cfg.models
     versions = models.register(cfg.mlflow.tracking_uri, cfg.mlflow.artifact_root, spec, x, y, m.xgb_name, m.torch_name,
-                               m.xgb_trees, m.xgb_depth, d.seed, m.champion)
+                               m.xgb_trees, m.xgb_depth, d.seed, m.champion, train_xgb=recipes.train_xgb,
+                               train_mlp=recipes.train_mlp)
     out["models"] = {m.xgb_name: versions["xgb"], m.torch_name: versions["torch"], "champion": m.champion}
     out["train_rows"] = int(len(y))
     return out

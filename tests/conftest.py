@@ -132,6 +132,7 @@ def demo_root(tmp_path_factory):
     """A small demo lake (DAYS days × ROWS rows, one Delta version per day) and both demo models registered."""
     from deltalake import DeltaTable
 
+    from backtests import recipes
     from engine.demo import data, models
 
     root = tmp_path_factory.mktemp("demo")
@@ -143,7 +144,8 @@ def demo_root(tmp_path_factory):
     lt = DeltaTable(str(lake / "labels")).to_pyarrow_table(filters=[("ds", "in", train)])
     x, y = models.training_set(ft, lt, spec)
     tracking = f"sqlite:///{root}/mlruns.db"
-    models.register(tracking, str(root / "mlartifacts"), spec, x, y, XGB, MLP, trees=30, depth=4, seed=3, champion="xgb")
+    models.register(tracking, str(root / "mlartifacts"), spec, x, y, XGB, MLP, trees=30, depth=4, seed=3, champion="xgb",
+                    train_xgb=recipes.train_xgb, train_mlp=recipes.train_mlp)
     return root
 
 

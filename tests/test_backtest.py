@@ -127,8 +127,8 @@ class FailOnce(LocalBacktestExecutor):
     def __init__(self):
         self.failed = False
 
-    def run(self, plan_json_, groups, baseline, deadline):
-        for i, out in super().run(plan_json_, groups, baseline, deadline):
+    def run(self, group_fn, plan_json_, groups, baseline, deadline):
+        for i, out in super().run(group_fn, plan_json_, groups, baseline, deadline):
             if i == 1 and not self.failed and not isinstance(out, str):  # a result, not the start signal
                 self.failed = True
                 from engine.errors import UnitFailed
@@ -353,3 +353,29 @@ def test_the_torch_mlp_recipe_trains_and_scores_without_pickle(lake, demo_root, 
     with torch.no_grad():
         p = net.eval()(torch.from_numpy(x)).numpy().ravel()
     assert abs(roc_auc_score(test.label, p) - auc) < 1e-4
+
+
+def test_ray_worker_error_keeps_its_class(ray_local):
+    """A group function that raises ModelRefused on a Ray worker reaches the driver as ModelRefused (exit 5, as
+    InputUnavailable: the exit code alone cannot tell them apart), with its message; the group function is data
+    handed to the executor, so engine/ray never imports backtests."""
+    import time
+
+    from engine.config import RayConfig
+    from engine.errors import ModelRefused
+    from engine.ray.backtest import STARTED, RayBacktestExecutor
+
+    from backtests.guard import LeakageDetected
+
+    def refuse(plan_json, folds_json, baseline):
+        if folds_json[0] == "fold-8":  # a class engine.errors does not hold arrives as its base there
+            raise LeakageDetected("fold 8 reads a day at its cutoff", [])
+        raise ModelRefused(f"model for {folds_json[0]} is a pickle; refused")
+
+    outs = list(RayBacktestExecutor(RayConfig(num_cpus=0.5)).run(refuse, "{}", [["fold-7"], ["fold-8"]], None,
+                                                                   time.monotonic() + 120))
+    assert sorted(o for o in outs if o[1] == STARTED) == [(0, STARTED), (1, STARTED)]
+    errs = dict(o for o in outs if o[1] != STARTED)
+    assert type(errs[0]) is ModelRefused and str(errs[0]) == "model for fold-7 is a pickle; refused"
+    assert type(errs[1]) is ContractViolation and errs[1].exit_code == 3
+    assert str(errs[1]) == "fold 8 reads a day at its cutoff"

@@ -10,7 +10,7 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import DAYS, ROOT, ROWS, XGB
-from engine.ray.local_cluster import LocalRayCluster
+from engine.testing.ray_cluster import LocalRayCluster
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ from deltalake import write_deltalake
 
 from conftest import DAYS, ROOT, ROWS, XGB
 from engine.demo.data import make_day
-from engine.spark.standalone import StandaloneSpark
+from engine.testing.spark_cluster import StandaloneSpark
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -21,7 +21,7 @@ PLANTED = "pii.canary.spark@example.com"
 
 @pytest.fixture(scope="module")
 def spark_cluster(tmp_path_factory):
-    """Standalone master + two workers on loopback (engine.spark.standalone), stopped by their own pids."""
+    """Standalone master + two workers on loopback (engine.testing.spark_cluster), stopped by their own pids."""
     with StandaloneSpark(tmp_path_factory.mktemp("spark-standalone"), workers=2, cores=1, memory="1500m") as cluster:
         yield cluster.master_url, {**cluster.env, "PYTHONPATH": str(ROOT)}, cluster
 

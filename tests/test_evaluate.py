@@ -245,6 +245,7 @@ def test_gates_fail_closed(scored, demo_root, tmp_path):
 def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo_root, tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from backtests import recipes
     from engine.demo import models as demo_models
 
     lake = tmp_path / "lake"
@@ -258,7 +259,8 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
     x, y = demo_models.training_set(ft, lt, spec)
     for seed in (1, 2):
         demo_models.register(tracking, str(demo_root / "mlartifacts"), spec, x, y, "t-promo", "t-promo-mlp",
-                             trees=10 * seed, depth=3, seed=seed, champion="xgb")
+                             trees=10 * seed, depth=3, seed=seed, champion="xgb", train_xgb=recipes.train_xgb,
+                             train_mlp=recipes.train_mlp)
     client.set_registered_model_alias("t-promo", "champion", "1")
     for v in (1, 2):
         run_score(score_config(lake, demo_root, f"model.uri=models:/t-promo/{v}"), LocalExecutor())
@@ -287,6 +289,7 @@ def register_xgb_version(demo_root: Path, lake: Path, name: str, trees: int, dep
     """One more XGBoost version of `name` in the shared registry, trained on day 1 with the demo spec."""
     import mlflow
 
+    from backtests import recipes
     from engine.demo import models as demo_models
     from engine.models import PREPROCESS_KEY, experiment_id
 
@@ -303,7 +306,7 @@ def register_xgb_version(demo_root: Path, lake: Path, name: str, trees: int, dep
 
         exp = experiment_id(MlflowClient(tracking), "lakescore-tests-gates", str(demo_root / "mlartifacts"))
         with mlflow.start_run(experiment_id=exp):
-            info = mlflow.xgboost.log_model(demo_models.train_xgb(x, y, trees, depth, seed), name="model",
+            info = mlflow.xgboost.log_model(recipes.train_xgb(x, y, trees, depth, seed), name="model",
                                             metadata={PREPROCESS_KEY: spec.to_json()}, model_format="ubj",
                                             registered_model_name=name)
     finally:

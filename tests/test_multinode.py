@@ -15,7 +15,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from conftest import ROOT, XGB, score_config
 from engine.demo.data import make_day
-from engine.ray.local_cluster import LocalRayCluster
+from engine.testing.ray_cluster import LocalRayCluster
 from engine.score_job import LocalExecutor
 from jobs.score import run_score
 

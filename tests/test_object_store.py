@@ -246,6 +246,7 @@ def test_mlflow_model_and_report_artifacts_on_the_object_store(ray_local, s3_ser
     registered there and the score job downloads it from there; the contract report is logged there."""
     from mlflow.tracking import MlflowClient
 
+    from backtests import recipes
     from engine.demo import models
     from jobs.score import main as score_main
 
@@ -258,7 +259,8 @@ def test_mlflow_model_and_report_artifacts_on_the_object_store(ray_local, s3_ser
     train = [("ds", "in", DAY_LIST[:2])]
     x, y = models.training_set(DeltaTable(str(demo_root / "lake" / "features")).to_pyarrow_table(filters=train),
                                DeltaTable(str(demo_root / "lake" / "labels")).to_pyarrow_table(filters=train), spec)
-    models.register(tracking, artifacts, spec, x, y, "s3-xgb", "s3-mlp", trees=5, depth=3, seed=3, champion="xgb")
+    models.register(tracking, artifacts, spec, x, y, "s3-xgb", "s3-mlp", trees=5, depth=3, seed=3, champion="xgb",
+                    train_xgb=recipes.train_xgb, train_mlp=recipes.train_mlp)
     client = MlflowClient(tracking)
     version = client.get_model_version_by_alias("s3-xgb", "champion")
     model_files = s3.list_files(artifacts, opts)

@@ -1,5 +1,12 @@
-"""Train the demo models on early days and register them in MLflow without pickle (UBJ and pt2)."""
+"""Train the demo models on early days and register them in MLflow without pickle (UBJ and pt2).
+
+The training recipes themselves live in backtests/recipes.py (real backtests train with them; engine never
+imports backtests): the demo job (jobs/demo.py) hands them to `register` as callables, so the demo models train
+with exactly the recipe a backtest uses. Imports: engine.demo.data, engine.models, engine.preprocess only.
+"""
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -28,37 +35,11 @@ def training_set(features: pa.Table, labels: pa.Table, spec: PreprocessSpec) -> 
     return to_matrix(joined, spec, "training set"), joined.column("label").to_numpy().astype(np.float32)
 
 
-def train_xgb(x: np.ndarray, y: np.ndarray, trees: int, depth: int, seed: int):
-    import xgboost as xgb
-
-    params = {"objective": "binary:logistic", "max_depth": depth, "eta": 0.1, "seed": seed, "nthread": 2,
-              "eval_metric": "auc", "tree_method": "hist"}
-    return xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=trees)
-
-
-def train_mlp(x: np.ndarray, y: np.ndarray, seed: int, epochs: int = 4):
-    import torch
-    import torch.nn as nn
-
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(x.shape[1], 32), nn.ReLU(), nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid())
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).reshape(-1, 1)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        for i in range(0, len(xt), 512):
-            idx = perm[i : i + 512]
-            opt.zero_grad()
-            loss = nn.functional.binary_cross_entropy(model(xt[idx]), yt[idx])
-            loss.backward()
-            opt.step()
-    return model.eval()
-
-
 def register(tracking_uri: str, artifact_root: str, spec: PreprocessSpec, x: np.ndarray, y: np.ndarray,
-             xgb_name: str, torch_name: str, trees: int, depth: int, seed: int, champion: str) -> dict:
-    """Train, log and register both models; alias `champion` on the chosen one. Returns {kind: version}."""
+             xgb_name: str, torch_name: str, trees: int, depth: int, seed: int, champion: str, *,
+             train_xgb: Callable, train_mlp: Callable) -> dict:
+    """Train (with the recipes handed in: backtests.recipes.train_xgb / train_mlp), log and register both models;
+    alias `champion` on the chosen one. Returns {kind: version}."""
     import mlflow
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient

@@ -1,6 +1,7 @@
 """A private Spark standalone cluster (one master, N workers on loopback) for `spark-submit --master spark://…`.
 
-Used by the end-to-end tests. The master and workers are started with this interpreter's `spark-class` in a
+Test harness only (engine/testing): used by the end-to-end tests and the benchmark, never by product code; it
+imports only engine/testing/processes.py (free ports, signalling its own processes), not the Ray harness. The master and workers are started with this interpreter's `spark-class` in a
 new session each, on free ports, with their work and log dirs under a directory the caller owns; `stop()`
 signals those processes and their descendants by pid only (never `stop-all.sh`, which finds daemons by name).
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from engine.ray.local_cluster import free_port, signal_all, stop_all
+from engine.testing.processes import free_port, signal_all, stop_all
 
 MASTER = "org.apache.spark.deploy.master.Master"
 WORKER = "org.apache.spark.deploy.worker.Worker"

@@ -1,5 +1,8 @@
 """A private local Ray cluster (`ray start --head`) for `ray job submit`: end-to-end tests and the benchmark.
 
+Test harness only (engine/testing): imported by tests/ and benchmarks/, never by product code; it imports only
+engine/testing/processes.py (free ports, signalling its own processes).
+
 Everything it starts is found by its own marks, never by a process name: `ray start` runs in a new session, so
 its daemons (gcs, raylet, dashboard, agents) keep that process-group id, and every daemon's command line names
 the cluster's unique `--temp-dir`; workers, the job supervisor and job drivers are their descendants. `stop()`
@@ -16,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,29 +29,7 @@ from pathlib import Path
 
 import psutil
 
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def signal_all(procs: list[psutil.Process], how: str = "kill") -> None:
-    """Send each process `how` ("kill" or "terminate"); those already gone are skipped."""
-    for p in procs:
-        try:
-            getattr(p, how)()
-        except psutil.NoSuchProcess:
-            continue
-
-
-def stop_all(procs: list[psutil.Process], grace_s: float) -> None:
-    """SIGTERM, then SIGKILL whatever is left after `grace_s`."""
-    signal_all(procs, "terminate")
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    signal_all(alive, "kill")
-    psutil.wait_procs(alive, timeout=5)
+from engine.testing.processes import free_port, signal_all, stop_all
 
 
 def auth_token() -> str | None:
