@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-from engine.config import RayConfig
+from engine.config.sections import RayConfig
 from engine.errors import LakescoreError, UnitFailed
 
 
