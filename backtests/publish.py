@@ -10,7 +10,7 @@ import os
 import statistics
 import tempfile
 
-from engine.config import to_json
+from engine.config.load import to_json
 from engine.reports import report_target, write_report_files
 
 EXPERIMENT = "lakescore-backtest"

@@ -33,7 +33,9 @@ from backtests import guard
 from backtests.fold_run import FoldPlan, fold_seed, plan_json, run_group
 from backtests import results as bt_results
 from engine import ledger
-from engine.config import BacktestConfig, config_hash, table_uri
+from engine.config.jobs import BacktestConfig
+from engine.config.load import config_hash
+from engine.config.paths import table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
 from engine.evaluation.spec import spec_from_config, spec_to_dict

@@ -15,7 +15,8 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from engine.config import Model, load_config
+from engine.config.load import load_config
+from engine.config.sections import Model
 from engine.errors import ConfigError
 
 TypeName = Literal["int", "float", "string", "bool", "timestamp", "date"]

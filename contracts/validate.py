@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 from contracts.checks import CheckStats, row_masks
 from contracts.enforce import Enforcer
-from engine.config import ValidateConfig, config_hash, table_uri
+from engine.config.jobs import ValidateConfig
+from engine.config.load import config_hash
+from engine.config.paths import table_uri
 from engine.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
 from engine.logs import set_run_id

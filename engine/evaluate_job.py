@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from engine import ledger
-from engine.config import EvaluateConfig, config_hash, table_uri
+from engine.config.jobs import EvaluateConfig
+from engine.config.load import config_hash
+from engine.config.paths import table_uri
 from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed, short_list
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import ledger
-from engine.config import LakeConfig
+from engine.config.sections import LakeConfig
 from engine.errors import ConfigError
 from engine.scoring import FINGERPRINT, PARTITION_COLUMNS, STAMP_FIELDS
 from engine.status import open_output

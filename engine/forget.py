@@ -50,7 +50,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine import commit as protocol
-from engine.config import LakeConfig, table_uri
+from engine.config.paths import table_uri
+from engine.config.sections import LakeConfig
 from engine.errors import ConfigError, UnitFailed, short_list
 from engine.scoring import partition_dir
 from engine.snapshot import Snapshot, filesystem, open_snapshot

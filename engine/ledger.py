@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.config import LakeConfig, is_url, table_uri
+from engine.config.paths import is_url, table_uri
+from engine.config.sections import LakeConfig
 
 log = logging.getLogger("lakescore")
 
@@ -250,7 +251,7 @@ def read(lake: LakeConfig, job: str | None = None, since: str | None = None, run
 
 def start_row(job: str, cfg, run_id: str, inputs: list[tuple[str, str, int]], started: dt.datetime) -> dict:
     """The running row of a run that pinned `inputs` ((role, table, version) each) and has not ended yet."""
-    from engine.config import config_hash
+    from engine.config.load import config_hash
 
     pkg, commit = code_revision()
     run = getattr(cfg, "run", None)

@@ -24,7 +24,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from engine.config import LakeConfig, table_uri
+from engine.config.paths import table_uri
+from engine.config.sections import LakeConfig
 from engine.errors import ConfigError, short_list
 from engine.evaluation.publish import PROMOTION_TAG
 

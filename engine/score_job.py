@@ -27,7 +27,9 @@ from typing import Callable, Iterator, Protocol
 
 from engine import commit as protocol
 from engine import ledger
-from engine.config import ScoreConfig, config_hash, table_uri
+from engine.config.jobs import ScoreConfig
+from engine.config.load import config_hash
+from engine.config.paths import table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
 from engine.logs import set_run_id
 from engine.models import ModelBundle, fetch_bundle

@@ -14,7 +14,8 @@ import pyarrow as pa
 
 from engine import ledger
 from engine.commit import Unit, app_id
-from engine.config import LakeConfig, table_uri
+from engine.config.paths import table_uri
+from engine.config.sections import LakeConfig
 from engine.errors import ConfigError
 from engine.scoring import PARTITION_COLUMNS
 from engine.snapshot import Snapshot, open_snapshot

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from engine import ledger
 from engine import scratch as scratch_space
-from engine.config import LakeConfig
+from engine.config.sections import LakeConfig
 from engine.errors import InputUnavailable, LakescoreError
 
 

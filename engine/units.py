@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from engine import commit as protocol
-from engine.config import ScoreConfig
+from engine.config.jobs import ScoreConfig
 from engine.errors import LakescoreError
 from engine.scoring import Stamps
 from engine.work import ChunkResult

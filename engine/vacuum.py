@@ -30,7 +30,8 @@ import json
 from dataclasses import dataclass, field
 
 from engine import ledger
-from engine.config import LakeConfig, table_uri
+from engine.config.paths import table_uri
+from engine.config.sections import LakeConfig
 from engine.drift_reference import TABLE
 from engine.errors import ConfigError, InputUnavailable, UnitFailed, short_list
 from engine.snapshot import file_path, filesystem

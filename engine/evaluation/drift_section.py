@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from engine import drift as drift_core
 from engine import drift_reference
-from engine.config import table_uri
+from engine.config.paths import table_uri
 from engine.errors import ConfigError
 from engine.evaluation.join import SCORE_PREFIX
 from engine.pii import without_pii

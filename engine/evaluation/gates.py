@@ -15,7 +15,7 @@ on a fraction of the window.
 """
 from __future__ import annotations
 
-from engine.config import GatesConfig
+from engine.config.jobs import GatesConfig
 from engine.errors import ConfigError
 
 HIGHER_IS_BETTER = {"roc_auc", "pr_auc", "r2"}

@@ -21,7 +21,7 @@ import re
 import tempfile
 from typing import Callable
 
-from engine.config import to_json
+from engine.config.load import to_json
 from engine.errors import GateFailed
 from engine.evaluation.report import render_html, report_json
 from engine.reports import report_target, write_report_files

@@ -1,16 +1,27 @@
 """What an evaluation computes (`MetricsSpec`): task, thresholds, top-k, ECE bins, slices, support, bootstrap,
-and the resolution knobs of the statistics behind them."""
+and the resolution knobs of the statistics behind them.
+
+The metrics settings are declared once, in engine/config/sections.py (`EvalMetricsConfig`, the config's `metrics`
+section): the spec takes its defaults from there and `spec_from_config` hands over every one of its fields, so the
+two cannot drift apart. The bounds differ on purpose: the config's (ece_bins 2..100, bootstrap <= 2000,
+confidence in (0.5, 1)) guard what a user writes; `__post_init__` checks only the spec's own invariants (ece_bins
+>= 1, bootstrap >= 0, confidence in (0, 1), thresholds in [0, 1], top_k_pct in (0, 100]) for specs built in code
+(tests, benchmarks) and rebuilt from JSON task plans on the workers.
+
+Imports: numpy, engine.errors and engine.config.sections; imported by the evaluation modules and backtests.
+"""
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
-
 import numpy as np
 
+from engine.config.sections import EvalMetricsConfig, MetricsTask
 from engine.errors import ConfigError
 
 LOG_EPS = float(np.finfo(np.float64).eps)  # log-loss clip, as sklearn does for float64 scores: [eps, 1 - eps]
+
+_CFG = EvalMetricsConfig()  # the config's defaults are the spec's
 
 
 @dataclass(frozen=True)
@@ -19,15 +30,15 @@ class MetricsSpec:
     logit, ≤ 3.7e-4 in score) bound the histogram metrics' error (see `curves`); `buckets` (a power of two) is the
     bootstrap's resampling unit: 256 random buckets estimate a standard error to within ~±9 % (√(2/256))."""
 
-    task: Literal["binary", "regression"] = "binary"
-    thresholds: tuple[float, ...] = (0.5,)
-    top_k_pct: tuple[float, ...] = (1.0, 5.0)
-    ece_bins: int = 10
+    task: MetricsTask = _CFG.task
+    thresholds: tuple[float, ...] = tuple(_CFG.thresholds)
+    top_k_pct: tuple[float, ...] = tuple(_CFG.top_k_pct)
+    ece_bins: int = _CFG.ece_bins
     slices: tuple[tuple[str, ...], ...] = ()
     min_support: int = 100
-    bootstrap: int = 200
-    confidence: float = 0.95
-    seed: int = 0
+    bootstrap: int = _CFG.bootstrap
+    confidence: float = _CFG.confidence
+    seed: int = _CFG.seed
     fine_bins: int = 16384
     logit_range: float = 12.0
     coarse_bins: int = 64
@@ -70,10 +81,8 @@ class MetricsSpec:
 
 def spec_from_config(cfg) -> MetricsSpec:
     """The metrics spec of a job config with `metrics`, `slices` and `min_support` (evaluate, backtest)."""
-    m = cfg.metrics
-    return MetricsSpec(task=m.task, thresholds=tuple(m.thresholds), top_k_pct=tuple(m.top_k_pct), ece_bins=m.ece_bins,
-                       slices=tuple(tuple(s) for s in cfg.slices), min_support=cfg.min_support, bootstrap=m.bootstrap,
-                       confidence=m.confidence, seed=m.seed)
+    return MetricsSpec(**cfg.metrics.model_dump(), slices=tuple(tuple(s) for s in cfg.slices),
+                       min_support=cfg.min_support)
 
 
 def spec_to_dict(spec: MetricsSpec) -> dict:

@@ -18,7 +18,7 @@ import time
 from typing import Callable, Iterator
 
 from engine import errors
-from engine.config import RayConfig
+from engine.config.sections import RayConfig
 from engine.errors import LakescoreError, UnitFailed
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Iterator
 
-from engine.config import RayConfig
+from engine.config.sections import RayConfig
 from engine.errors import UnitFailed
 from engine.evaluation.join import run_chunk_json
 

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from engine.config import RayConfig
+from engine.config.sections import RayConfig
 from engine.errors import UnitFailed
 from engine.models import ModelBundle
 from engine.work import (ChunkFailure, ChunkResult, ChunkWork, UnitWork, decode_result, encode_result, is_contract,

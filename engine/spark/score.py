@@ -31,7 +31,7 @@ from typing import Iterator
 
 import pyarrow.fs as pafs
 
-from engine.config import SparkConfig
+from engine.config.sections import SparkConfig
 from engine.errors import LakescoreError, UnitFailed
 from engine.scoring import partition_dir
 from engine.snapshot import filesystem

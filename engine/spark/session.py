@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from engine.config import LakeConfig
+from engine.config.sections import LakeConfig
 from engine.errors import ConfigError
 from engine.spark.jars import jar_paths
 

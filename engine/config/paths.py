@@ -1,0 +1,44 @@
+"""Where things live: a table's URI under the lake root (`table_uri`, the package's most imported name), URLs
+(`is_url`) and paths made absolute against a base directory.
+
+Imports: engine.snapshot (is_url is defined there so that the chunk path imports without pydantic) and
+engine.config.sections; engine.config.load imports this module.
+
+It lives in engine/config, not in an engine/lake/ package: `table_uri` joins a `LakeConfig` section to a table
+name, and engine/lake/ does not exist yet; when the Delta I/O modules move there, this module can follow them.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from engine.config.sections import LakeConfig
+from engine.snapshot import is_url
+
+__all__ = ["absolute_path", "absolute_tracking_uri", "is_url", "table_uri"]
+
+
+def absolute_path(path: str, base: str | os.PathLike | None = None) -> str:
+    """A path or URL made absolute against `base` (default the working directory); URLs are kept."""
+    if is_url(path):
+        return path
+    return str((Path(base or os.getcwd()) / os.path.expanduser(path)).resolve())
+
+
+def absolute_tracking_uri(uri: str, base: str | os.PathLike | None = None) -> str:
+    """sqlite:///relative.db → sqlite:////abs/relative.db; other URIs unchanged."""
+    m = re.fullmatch(r"sqlite:///(.+)", uri)
+    if m and not m.group(1).startswith("/"):
+        return "sqlite:///" + absolute_path(m.group(1), base)
+    if not is_url(uri):
+        return absolute_path(uri, base)
+    return uri
+
+
+def table_uri(lake: LakeConfig, table: str) -> str:
+    """Table paths are relative to lake.root unless absolute or URLs."""
+    if is_url(table) or os.path.isabs(table):
+        return table
+    root = lake.root.rstrip("/")
+    return f"{root}/{table}"
