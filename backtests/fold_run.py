@@ -25,9 +25,10 @@ from backtests import guard
 from backtests.plan import Fold
 from engine.evaluation import EvalStats, MetricsSpec, compare, compute_metrics, reliability, row_key_hash
 from engine.evaluation.join import newest_per_key
-from engine.models import ModelBundle, ModelRef, build_scorer
-from engine.preprocess import PreprocessSpec, to_matrix
-from engine.scoring import predict_batch
+from engine.models.registry import ModelBundle, ModelRef
+from engine.models.scorers import build_scorer
+from engine.models.preprocess import PreprocessSpec, to_matrix
+from engine.score.scoring import predict_batch
 
 RECIPE = "recipe"
 

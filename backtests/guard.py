@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from backtests.plan import Fold
 from engine.errors import ConfigError, ContractViolation, InputUnavailable, short_list
-from engine.snapshot import PARTITION, file_path, filesystem, open_snapshot
+from engine.lake.snapshot import PARTITION, file_path, filesystem, open_snapshot
 
 CHECKS = ("train_event_time", "train_label_known", "test_event_time", "features_version")
 

@@ -11,7 +11,7 @@ import statistics
 import tempfile
 
 from engine.config.load import to_json
-from engine.reports import report_target, write_report_files
+from engine.lake.reports import report_target, write_report_files
 
 EXPERIMENT = "lakescore-backtest"
 

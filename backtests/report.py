@@ -20,7 +20,7 @@ from engine.evaluation.svg import (
     DASH, FONT, GRID, MODEL_COLOURS, Scale, count, domain, esc, finite, interval, mini_interval, nice_ticks,
     html_table, num, reliability_chart, tick_label,
 )
-from engine.reports import folder_target, write_report_files
+from engine.lake.reports import folder_target, write_report_files
 
 RECIPE = "recipe"
 SECONDARY = {"binary": ("roc_auc", "pr_auc", "log_loss", "brier", "ece"), "regression": ("rmse", "mae", "r2")}

@@ -31,20 +31,20 @@ import pyarrow as pa
 from backtests import plan as fold_plan
 from backtests import guard
 from backtests.fold_run import FoldPlan, fold_seed, plan_json, run_group
-from backtests import results as bt_results
-from engine import ledger
+from engine.tables import backtest_metrics as bt_results
+from engine.tables import ledger
 from engine.config.jobs import BacktestConfig
 from engine.config.load import config_hash
-from engine.config.paths import table_uri
+from engine.lake.paths import table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
 from engine.evaluation.spec import spec_from_config, spec_to_dict
 from engine.logs import set_run_id
-from engine.models import ModelBundle, fetch_bundle
+from engine.models.registry import ModelBundle, fetch_bundle
 from engine.pii import pii_columns, refuse_named, without_pii
-from engine.preprocess import Feature, PreprocessSpec
+from engine.models.preprocess import Feature, PreprocessSpec
 from engine.progress import Progress
-from engine.snapshot import open_snapshot
+from engine.lake.snapshot import open_snapshot
 
 log = logging.getLogger("lakescore")
 JOB = "backtest"

@@ -32,11 +32,11 @@ def profile_chunk(args, wd: Workdir, bundle, nthread: int) -> dict:
     """One chunk of the job's own work (engine functions, no Ray) with per-phase timers."""
     from deltalake import DeltaTable
 
-    from engine.models import build_scorer
-    from engine.preprocess import to_matrix
-    from engine.scoring import Stamps, file_schema, partition_dir, score_batch
-    from engine.snapshot import file_path, filesystem, iter_file_batches
-    from engine.writer import RollingParquetWriter
+    from engine.models.scorers import build_scorer
+    from engine.models.preprocess import to_matrix
+    from engine.score.scoring import Stamps, file_schema, partition_dir, score_batch
+    from engine.lake.snapshot import file_path, filesystem, iter_file_batches
+    from engine.lake.writer import RollingParquetWriter
 
     uri = wd.features(args.rows)
     table = DeltaTable(uri)
@@ -102,7 +102,7 @@ mark("import_job_and_config_s")
 import ray  # noqa: F401
 from engine.ray.score import executor  # noqa: F401
 mark("import_ray_and_executor_s")
-from engine.models import resolve_model, download_model, load_bundle
+from engine.models.registry import resolve_model, download_model, load_bundle
 mark("import_models_s")
 tracking, table = sys.argv[1], sys.argv[2]
 ref = resolve_model(sys.argv[3], tracking)
@@ -112,7 +112,7 @@ with tempfile.TemporaryDirectory() as tmp:
     mark("download_model_s")
     bundle = load_bundle(path, ref, False)
     mark("load_bundle_s")
-from engine.snapshot import open_snapshot, select_partitions, check_files_exist
+from engine.lake.snapshot import open_snapshot, select_partitions, check_files_exist
 snap = open_snapshot("features", table, "latest", {})
 days, _ = select_partitions(snap, "all")
 mark("open_snapshot_s")

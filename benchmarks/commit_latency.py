@@ -1,4 +1,4 @@
-"""Commit latency of the unit protocol (engine.commit.Committer) and the log's growth, for the capacity model in
+"""Commit latency of the unit protocol (engine.lake.commit.Committer) and the log's growth, for the capacity model in
 benchmarks/README.md: N units committed one after another into a fresh scores-like table, each with `--files` add
 actions (the chunks of a unit), on a local path or an object store.
 
@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
 
-    from engine import commit as protocol
-    from engine.scoring import PARTITION_COLUMNS, partition_dir
-    from engine.snapshot import filesystem
-    from engine.writer import RollingParquetWriter
+    from engine.lake import commit as protocol
+    from engine.score.scoring import PARTITION_COLUMNS, partition_dir
+    from engine.lake.snapshot import filesystem
+    from engine.lake.writer import RollingParquetWriter
 
     opts = dict(kv.split("=", 1) for kv in args.storage_option)
     uri = args.uri or tempfile.mkdtemp(prefix="commit-bench-") + "/scores"

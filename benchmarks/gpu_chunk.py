@@ -1,4 +1,4 @@
-"""The GPU path, measured where the actors would run it: the engine's chunk scoring (engine.scoring.score_chunk:
+"""The GPU path, measured where the actors would run it: the engine's chunk scoring (engine.score.scoring.score_chunk:
 read Parquet, preprocess with the model's spec, predict in fixed micro-batches, write Parquet) with the demo torch
 MLP (its torch.export pt2 program), on `cuda` against the CPU of the same machine.
 
@@ -37,7 +37,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 def prepare(out: Path, model_uri: str, tracking_uri: str) -> None:
     """Resolve the registered MLP and write it as bundle.json (kind, preprocessing spec) + model.pt2."""
-    from engine.models import fetch_bundle
+    from engine.models.registry import fetch_bundle
 
     bundle = fetch_bundle(model_uri, tracking_uri, None, allow_pickle=False)
     if bundle.kind != "torch_export":
@@ -51,8 +51,8 @@ def prepare(out: Path, model_uri: str, tracking_uri: str) -> None:
 
 
 def load(bundle_dir: Path):
-    from engine.models import ModelBundle, ModelRef
-    from engine.preprocess import PreprocessSpec
+    from engine.models.registry import ModelBundle, ModelRef
+    from engine.models.preprocess import PreprocessSpec
 
     meta = json.loads((bundle_dir / "bundle.json").read_text())
     ref = ModelRef(meta["name"], int(meta["version"]), meta["run_id"], str(bundle_dir))
@@ -78,7 +78,7 @@ def write_inputs(folder: Path, rows: int, files: int, n_features: int) -> list[s
 def score_files(bundle, in_dir: Path, files: list[str], out_dir: Path, device: str, micro: int,
                 batch_rows: int) -> tuple[float, int, np.ndarray]:
     """One pass of score_chunk over every file (one chunk per file, as a unit's chunks): seconds, rows, scores."""
-    from engine.scoring import Stamps, file_schema, score_chunk
+    from engine.score.scoring import Stamps, file_schema, score_chunk
     from engine.work import ChunkWork, Output, UnitWork
     import datetime as dt
 
@@ -134,7 +134,7 @@ def transfer_share(bundle, micro: int, width: int) -> dict:
     """Per micro-batch on cuda: host→device copy, forward and device→host times (CUDA events), and the copy's share."""
     import torch
 
-    from engine.models import build_scorer
+    from engine.models.scorers import build_scorer
 
     scorer = build_scorer(bundle, "cuda", micro)
     block = np.random.default_rng(0).standard_normal((micro, width), dtype=np.float32)

@@ -11,7 +11,7 @@ Between the two, the SparkExecutor's per-unit line "unit …: N chunk(s) ran on 
 loads by Python worker pid {…}" says when the chunk function itself began (after the Python worker's start-up).
 
 The per-unit lines also say how many times each Python worker loaded the model: with spark.python.worker.reuse
-and engine.models.cached_scorer every worker loads it once, however many chunks and units it runs.
+and engine.models.scorers.cached_scorer every worker loads it once, however many chunks and units it runs.
 """
 from __future__ import annotations
 

@@ -115,8 +115,8 @@ def train_and_register(args, tracking_uri: str, artifact_root: Path) -> dict:
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    from engine.models import PREPROCESS_KEY
-    from engine.preprocess import Feature, PreprocessSpec
+    from engine.models.registry import PREPROCESS_KEY
+    from engine.models.preprocess import Feature, PreprocessSpec
 
     names = feature_names(args.features)
     spec = PreprocessSpec(tuple(Feature(n) for n in names))
@@ -213,8 +213,8 @@ def drift_reference(lake: Path) -> None:
     """Store the contract's drift reference (its window's histograms) once, as a scheduled pipeline has it before
     its daily runs: built inside a timed run, it would charge the job a one-off driver pass over the window."""
     from contracts.enforce import Enforcer
-    from engine.drift_reference import TABLE
-    from engine.snapshot import open_snapshot
+    from engine.tables.drift_reference import TABLE
+    from engine.lake.snapshot import open_snapshot
 
     t0 = time.monotonic()
     lake = lake.resolve()  # the job's uri: the reference is keyed by it
@@ -229,7 +229,7 @@ def load_booster(wd: Workdir):
     """The registered model's bytes, loaded through the same safe path as the job (outside all timings)."""
     import xgboost as xgb
 
-    from engine.models import fetch_bundle
+    from engine.models.registry import fetch_bundle
 
     bundle = fetch_bundle(f"models:/{MODEL_NAME}@{ALIAS}", wd.tracking_uri, None, False)
     booster = xgb.Booster()

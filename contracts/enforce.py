@@ -1,6 +1,6 @@
 """Enforcing a contract in a job: prepare it against a snapshot, judge each unit, write the report.
 
-The row checks run in the workers' scoring pass (engine.scoring.score_chunk) through `ContractCheck`, this
+The row checks run in the workers' scoring pass (engine.score.scoring.score_chunk) through `ContractCheck`, this
 package's implementation of the core's `engine.work.RowCheck`; the driver merges their statistics and adds the
 partition checks here, so enforcing a contract costs no extra pass over the data.
 Reports name tables, versions, partitions, checks and counts; examples quote key values and non-PII values only.
@@ -23,10 +23,10 @@ from contracts.checks import CheckStats, row_masks
 from contracts.partition import Violation
 from contracts.spec import load_contract
 from engine.drift import stream_reference
-from engine.drift_reference import load_or_build
+from engine.tables.drift_reference import load_or_build
 from engine.errors import ConfigError, InputUnavailable
-from engine.reports import report_target, write_report_files
-from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
+from engine.lake.reports import report_target, write_report_files
+from engine.lake.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
 
 REFERENCE_BATCH_ROWS = 65_536
 
@@ -116,7 +116,7 @@ class Enforcer:
 
     def _reference(self, storage_options) -> None:
         """Edges and histograms of the drift reference window: its files checked first; then the stored reference
-        of the same files (engine.drift_reference), or the window streamed (bounded) and stored."""
+        of the same files (engine.tables.drift_reference), or the window streamed (bounded) and stored."""
         from deltalake.exceptions import DeltaError
 
         d = self.contract.drift
@@ -216,7 +216,7 @@ def log_report(report_json: str, tracking_uri: str, artifact_root: str, params: 
     """Log a report (JSON and text) as artifacts of an MLflow run; returns the run id. Reports hold no PII."""
     from mlflow.tracking import MlflowClient
 
-    from engine.models import experiment_id
+    from engine.models.registry import experiment_id
 
     client = MlflowClient(tracking_uri)
     exp_id = experiment_id(client, REPORT_EXPERIMENT, artifact_root)

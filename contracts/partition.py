@@ -2,7 +2,7 @@
 
 All of them work from what is already at hand: row counts from the Delta log, and the merged `CheckStats`
 that the scoring pass produced, so they add no pass over the data. Drift compares those histograms with the
-reference window's (engine.drift computes them, engine.drift_reference stores and reuses them).
+reference window's (engine.drift computes them, engine.tables.drift_reference stores and reuses them).
 """
 from __future__ import annotations
 

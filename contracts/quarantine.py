@@ -38,7 +38,7 @@ def key_json(rows: list[dict], key: list[str]) -> list[str]:
 
 
 def encode_keys(keys: pa.Table) -> pa.Array:
-    """An input day's key columns as the quarantine table's JSON keys (engine.forget.KeyEncoder)."""
+    """An input day's key columns as the quarantine table's JSON keys (engine.ops.forget.KeyEncoder)."""
     return pa.array(key_json(keys.to_pylist(), keys.column_names), pa.string())
 
 

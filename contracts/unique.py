@@ -7,7 +7,7 @@ it), and ships only the file's name. When the unit's chunks are all in, the driv
 the same executor: one task per bucket reads that bucket's slice of every chunk's file (a ranged read each),
 sorts it and counts the rows whose key repeats. The driver receives one integer per bucket and deletes the
 scratch files. Memory: a chunk holds its own hashes (8 bytes a row of the chunk), a bucket task one bucket's
-(`engine.scratch.ROWS_PER_BUCKET` × 8 bytes = 64 MB); the driver holds neither.
+(`engine.lake.scratch.ROWS_PER_BUCKET` × 8 bytes = 64 MB); the driver holds neither.
 
 File format (little-endian): magic `LSKEYS1\\0`, the bucket count n (uint64), n + 1 offsets (uint64, in hashes),
 then the hashes, bucket 0's first. Names are fixed by the chunk's plan position, so a retried or speculative
@@ -20,7 +20,7 @@ Speck64/128 (a published 64-bit block cipher, vectorised here in numpy, checked 
 the unit's `key_salt` before it is written. We chose a keyed permutation over a keyed hash: distinct keys stay
 distinct, so the count stays exact, and the same key gives the same word in every chunk of the unit, so the second
 stage needs no key at all. The salt is 16 random bytes drawn per unit when the run plans it
-(`engine.scratch.unit_scratch`) and shipped only in the unit's work (the Ray object store, a Spark broadcast), never
+(`engine.lake.scratch.unit_scratch`) and shipped only in the unit's work (the Ray object store, a Spark broadcast), never
 derived from the run id (which names the spill folder) nor written to the lake; a retried or speculative attempt
 gets the same work, hence the same bytes. Spilling without a salt is refused (a ValueError: a bug, never data).
 """
@@ -32,8 +32,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from engine.errors import LakescoreError, UnitFailed
-from engine.scratch import remove_folder
-from engine.snapshot import filesystem
+from engine.lake.scratch import remove_folder
+from engine.lake.snapshot import filesystem
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork, one_line
 
 MAGIC = b"LSKEYS1\0"

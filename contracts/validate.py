@@ -14,14 +14,14 @@ from contracts.checks import CheckStats, row_masks
 from contracts.enforce import Enforcer
 from engine.config.jobs import ValidateConfig
 from engine.config.load import config_hash
-from engine.config.paths import table_uri
-from engine.drift_reference import TABLE as REFERENCE_TABLE
+from engine.lake.paths import table_uri
+from engine.tables.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
 from engine.logs import set_run_id
-from engine import scratch as scratch_space
+from engine.lake import scratch as scratch_space
 from engine.progress import Progress
-from engine.scoring import plan_chunks
-from engine.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
+from engine.score.scoring import plan_chunks
+from engine.lake.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
 from engine.work import ChunkResult, ChunkWork, UnitWork, side_run, timed
 
 log = logging.getLogger("lakescore")

@@ -2,7 +2,7 @@
 
 Pure and engine-neutral (numpy/pyarrow; Evidently and pandas only inside `evidently_report`). The contracts
 package's drift check and the evaluate job both build on these functions, so a feature's PSI is the same number
-wherever it is reported. Reference histograms are stored and reused by `engine.drift_reference`.
+wherever it is reported. Reference histograms are stored and reused by `engine.tables.drift_reference`.
 """
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def sample_rows(snap, days: list[str], columns: list[str], n: int, seed: int,
     the same rows, in (day, file path, row) order."""
     import pyarrow.parquet as pq
 
-    from engine.snapshot import _conform, file_path, filesystem
+    from engine.lake.snapshot import _conform, file_path, filesystem
 
     fs, base = filesystem(snap.uri, storage_options)
     target = pa.schema([snap.schema.field(c) for c in dict.fromkeys(columns) if c in snap.schema.names])

@@ -67,7 +67,7 @@ class Output:
     keys: tuple[str, ...]
     passthrough: tuple[str, ...]
     score_column: str
-    stamps: Any  # engine.scoring.Stamps
+    stamps: Any  # engine.score.scoring.Stamps
     schema: pa.Schema
     target_file_rows: int = 1_000_000
     compression: str = "zstd"
@@ -76,7 +76,7 @@ class Output:
     nthread: int | None = None
     quarantine_uri: str = ""  # set in quarantine mode: bad rows go there instead of being scored
     quarantine_values: dict = field(default_factory=dict)  # its partition: ds, source_table
-    fingerprint: str = ""  # the unit's input fingerprint, stamped on every row (engine.scoring.FINGERPRINT)
+    fingerprint: str = ""  # the unit's input fingerprint, stamped on every row (engine.score.scoring.FINGERPRINT)
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class UnitWork:
     ds: str
     input_uri: str
     input_schema: pa.Schema | None  # the snapshot's schema: files are read as it says (added columns → nulls)
-    task: Callable  # (UnitWork, ChunkWork, bundle) -> ChunkResult: engine.scoring.score_chunk, contracts' check
+    task: Callable  # (UnitWork, ChunkWork, bundle) -> ChunkResult: engine.score.scoring.score_chunk, contracts' check
     batch_rows: int = 131_072
     storage_options: dict = field(default_factory=dict)
     row_check: RowCheck | None = None

@@ -161,7 +161,7 @@ def _record_run(job: str, cfg: Model, summary: dict, started: float, argv: list[
     import shlex
     import uuid
 
-    from engine import ledger
+    from engine.tables import ledger
 
     summary.setdefault("run_id", uuid.uuid4().hex)
     if not ledger.writable(cfg.lake):

@@ -16,7 +16,7 @@ def _newest_report(cfg: ScoreConfig, job: str = "evaluate") -> str:
     """The newest `<lake>/_reports/<job>/<id>/report.html`, on the lake's filesystem (a local path or a URL)."""
     import pyarrow.fs as pafs
 
-    from engine.reports import report_target
+    from engine.lake.reports import report_target
 
     fs, folder, shown = report_target(cfg.lake.root, job, cfg.lake.storage_options)
     found = [i for i in fs.get_file_info(pafs.FileSelector(folder, recursive=True, allow_not_found=True))

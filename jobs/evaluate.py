@@ -22,7 +22,7 @@ EXAMPLES = (
 def run_evaluate(cfg: EvaluateConfig, executor):
     """The evaluate job's wiring: the engine's job core with the contracts package's PII reader."""
     from contracts.spec import pii_columns
-    from engine.evaluate_job import run_evaluate as core
+    from engine.evaluation.job import run_evaluate as core
 
     return core(cfg, executor, contract_pii=pii_columns)
 

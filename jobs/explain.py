@@ -20,7 +20,7 @@ The predicate is SQL (DataFusion) over the table's columns; the reproduce comman
 
 
 def body(cfg: ScoreConfig, args) -> dict:
-    from engine.explain import explain
+    from engine.ops.explain import explain
 
     result = explain(cfg.lake, args.table, args.where, args.limit)
     print(render(result), flush=True)

@@ -27,7 +27,7 @@ def body(cfg: ScoreConfig, args) -> dict:
     import uuid
 
     from contracts.quarantine import encode_keys  # the quarantine table's JSON keys, used only for such a table
-    from engine.forget import forget
+    from engine.ops.forget import forget
 
     run_id = uuid.uuid4().hex
     r = forget(cfg.lake, args.table, cfg.input.key_columns, cfg.input.table, run_id, args.dry_run,

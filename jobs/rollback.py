@@ -24,7 +24,7 @@ the restored version has no current partition; a plain score run skips the rest 
 
 
 def body(cfg: ScoreConfig, args) -> dict:
-    from engine.rollback import rescore_commands, rescore_plan, rollback
+    from engine.ops.rollback import rescore_commands, rescore_plan, rollback
 
     move = rollback(cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, args.model, args.alias, args.to, args.why)
     plan = rescore_plan(cfg.lake, args.table, move.name, move.from_version, move.to_version)

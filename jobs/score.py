@@ -26,8 +26,8 @@ def run_score(cfg: ScoreConfig, executor, force: bool = False, hooks=None):
 
     from contracts.enforce import Enforcer
     from engine.config import table_uri
-    from engine.drift_reference import TABLE
-    from engine.score_job import run_score as core
+    from engine.tables.drift_reference import TABLE
+    from engine.score.run import run_score as core
 
     factory = partial(Enforcer, reference_table=table_uri(cfg.lake, TABLE))  # drift references stored and reused
     return core(cfg, executor, force=force, hooks=hooks, enforcer_factory=factory)

@@ -21,7 +21,7 @@ removed: a score run or `lakescore forget` removes it); unscored; failed (in the
 
 
 def body(cfg: ScoreConfig, args) -> dict:
-    from engine.status import as_dict, table_status
+    from engine.ops.status import as_dict, table_status
 
     states, head = table_status(cfg.lake, args.table, args.since, _day_changed(), list(cfg.input.key_columns))
     print(render(states, head), flush=True)
@@ -31,7 +31,7 @@ def body(cfg: ScoreConfig, args) -> dict:
 def _day_changed():
     """Whether an input day's rows changed between two versions, from the commits in between (a compaction's
     rewrite is no change); None where the log cannot say."""
-    from engine.delta_log import CommitLog
+    from engine.lake.delta_log import CommitLog
 
     logs: dict[str, CommitLog] = {}
 

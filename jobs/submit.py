@@ -99,7 +99,7 @@ def _submit(address: str, entrypoint: str, excludes: list[str], timeout_s: float
     except Exception as e:  # connection refused, auth rejected: the cluster is unavailable to us
         raise ConfigError(f"cannot reach the Ray job server at {address} ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:160] if str(e) else ''}); check --address and the auth token") from e
-    from engine.ledger import code_revision
+    from engine.tables.ledger import code_revision
 
     commit = code_revision()[1]  # the upload carries no .git: the run ledger gets the commit from here
     env_vars = {"LAKESCORE_CODE_COMMIT": commit} if commit else {}

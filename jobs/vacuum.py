@@ -26,7 +26,7 @@ run's age is refused (exit 2) unless --force."""
 def body(cfg: ScoreConfig, args) -> dict:
     import uuid
 
-    from engine.vacuum import render, vacuum
+    from engine.ops.vacuum import render, vacuum
 
     run_id = uuid.uuid4().hex
     r = vacuum(cfg.lake, args.table, args.retain_days, args.dry_run, run_id, force=args.force)

@@ -224,7 +224,7 @@ def test_a_resumed_backtest_logs_only_the_folds_it_ran_and_says_when_each_starts
     commits and logs only folds 1 and 2, with the group's model on fold 1. Start lines come as each group starts."""
     from mlflow.tracking import MlflowClient
 
-    from backtests import results
+    from engine.tables import backtest_metrics as results
 
     add_fifth_day(lake)
     tracking = f"sqlite:///{tmp_path}/mlruns.db"
@@ -294,7 +294,7 @@ def test_the_job_runs_its_folds_as_ray_tasks(ray_local, lake, demo_root, capsys)
     first = order[0].split()[1].strip("[]")
     assert order[:2] == [f"start [{first}]", f"done {first}"], order
     assert s["folds_committed"] == [0, 1] and s["status"] == "ok"
-    from engine import ledger
+    from engine.tables import ledger
     from engine.config import LakeConfig
 
     (entry,) = ledger.read(LakeConfig(root=str(lake)), job="backtest").to_pylist()

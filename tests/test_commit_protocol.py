@@ -20,7 +20,7 @@ from conftest import DAYS, ROWS, score_config
 from engine.demo.data import make_day
 from engine.errors import UnitFailed
 from engine.ray.score import executor
-from engine.score_job import Hooks
+from engine.score.run import Hooks
 from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
@@ -210,7 +210,7 @@ def test_the_time_budget_fails_the_unfinished_units_and_keeps_the_finished_ones(
 
 def rival_during_write(monkeypatch, lake, demo_root, times: int) -> list:
     """A rival run commits unit D from the older input just before each of the first `times` writes of D."""
-    from engine.commit import Committer
+    from engine.lake.commit import Committer
 
     real, rivals, outer = Committer._write, [], []
 
@@ -305,7 +305,7 @@ def test_the_fingerprint_sees_a_day_rewritten_under_the_same_file_names(tmp_path
     from deltalake.transaction import AddAction
     import pyarrow.parquet as pq
 
-    from engine.snapshot import open_snapshot
+    from engine.lake.snapshot import open_snapshot
 
     uri = str(tmp_path / "t")
     schema = pa.schema([("entity_id", pa.int64()), ("x", pa.float32())])

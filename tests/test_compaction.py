@@ -15,11 +15,11 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from conftest import DAYS, ROOT, ROWS, score_config
-from engine import delta_log
-from engine.delta_log import CommitLog, changed_days
+from engine.lake import delta_log
+from engine.lake.delta_log import CommitLog, changed_days
 from engine.demo.data import make_day
-from engine.score_job import LocalExecutor
-from engine.snapshot import open_snapshot
+from engine.score.run import LocalExecutor
+from engine.lake.snapshot import open_snapshot
 from jobs.score import run_score
 
 DAY = "2026-01-02"

@@ -213,7 +213,7 @@ def test_volume_with_some_unknown_counts_still_fails_a_tenfold_drop(ray_local, l
 
 @pytest.mark.parametrize("bad", [None, "2026-1-5", "20260105", "2026-02-30", "yesterday"])
 def test_open_snapshot_refuses_a_null_or_non_iso_ds(tmp_path, bad):
-    from engine.snapshot import open_snapshot
+    from engine.lake.snapshot import open_snapshot
 
     t = pa.table({"x": pa.array([1, 2, 3]), "ds": pa.array(["2026-01-01", bad, bad], pa.string())})
     write_deltalake(str(tmp_path / "t"), t, partition_by=["ds"])
@@ -286,7 +286,7 @@ def test_reference_is_streamed_exactly_when_small_and_from_a_bounded_sample_when
 
 def _enforcer(lake: Path):
     from contracts.enforce import Enforcer
-    from engine.snapshot import open_snapshot
+    from engine.lake.snapshot import open_snapshot
 
     snap = open_snapshot("features", str(lake / "features"))
     enf = Enforcer(CONTRACT, snap, ["entity_id"], [])
@@ -365,7 +365,7 @@ def test_null_keys_are_not_null_failures_never_duplicates(tmp_path, typ, nullabl
     import pandas as pd
 
     from contracts.enforce import ContractCheck
-    from engine.score_job import LocalExecutor
+    from engine.score.run import LocalExecutor
     from engine.work import ChunkWork, UnitWork
 
     ids = NULL_KEYS[typ]

@@ -12,7 +12,7 @@ from deltalake import DeltaTable, WriterProperties, write_deltalake
 
 from engine.drift import Histograms, evidently_report, feature_drift, sample_rows, stream_reference
 from engine.errors import ConfigError
-from engine.snapshot import open_snapshot
+from engine.lake.snapshot import open_snapshot
 
 
 def numpy_psi(ref_vals: np.ndarray, cur_vals: np.ndarray, edges: np.ndarray, eps: float = 1e-4) -> float:

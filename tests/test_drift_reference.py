@@ -12,9 +12,9 @@ from deltalake import DeltaTable, write_deltalake
 from conftest import DAYS, ROWS, score_config
 from contracts.enforce import Enforcer
 from contracts.partition import drift_features
-from engine.drift_reference import PARTITION_COLUMNS, TABLE
+from engine.tables.drift_reference import PARTITION_COLUMNS, TABLE
 from engine.errors import ContractViolation
-from engine.snapshot import open_snapshot
+from engine.lake.snapshot import open_snapshot
 from test_contracts import CONTRACT, NEW_DAY, append_day, fresh_day, reports, score
 
 WINDOW = ["2026-01-01", "2026-01-02", "2026-01-03"]  # the contract's drift.reference
@@ -122,7 +122,7 @@ def test_validate_reuses_the_reference_the_score_job_stored(ray_local, lake, dem
 
 def test_a_second_store_of_the_same_reference_is_already_done_and_leaves_no_file(lake):
     """Two runs that built the same reference at once: one commit lands, the other finds it done (same app_id)."""
-    from engine.drift_reference import reference_key, store
+    from engine.tables.drift_reference import reference_key, store
 
     snap = open_snapshot("features", str(lake / "features"))
     key = reference_key(snap, "2026-01-01..2026-01-03", WINDOW, ["f00"], 10)

@@ -93,8 +93,8 @@ def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluste
 
 def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, lake, demo_root):
     from conftest import MLP, score_config
-    from engine.evaluate_job import LocalEvalExecutor, run_evaluate
-    from engine.score_job import LocalExecutor
+    from engine.evaluation.job import LocalEvalExecutor, run_evaluate
+    from engine.score.run import LocalExecutor
     from jobs.score import run_score
     from test_evaluate import eval_config, report_of
 

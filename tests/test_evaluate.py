@@ -16,8 +16,8 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from conftest import MLP, XGB, score_config
 from engine.config import EvaluateConfig, load_config, resolve_paths
 from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed
-from engine.evaluate_job import LocalEvalExecutor, run_evaluate
-from engine.score_job import LocalExecutor
+from engine.evaluation.job import LocalEvalExecutor, run_evaluate
+from engine.score.run import LocalExecutor
 from jobs.score import run_score
 
 WINDOW = "2026-01-02..2026-01-04"
@@ -231,7 +231,7 @@ def test_gates_fail_closed(scored, demo_root, tmp_path):
             "gates.thresholds=[{metric: roc_auc, min: 0.999}]"]
     assert main(args) == 4
     # The failed run is in the ledger, with the versions it pinned.
-    from engine import ledger
+    from engine.tables import ledger
     from engine.config import LakeConfig
 
     (entry,) = ledger.read(LakeConfig(root=str(tmp_path / "lake")), job="evaluate").to_pylist()
@@ -291,7 +291,7 @@ def register_xgb_version(demo_root: Path, lake: Path, name: str, trees: int, dep
 
     from backtests import recipes
     from engine.demo import models as demo_models
-    from engine.models import PREPROCESS_KEY, experiment_id
+    from engine.models.registry import PREPROCESS_KEY, experiment_id
 
     spec = demo_models.demo_spec(50)
     ft = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "in", ["2026-01-01"])])

@@ -16,9 +16,9 @@ from deltalake import DeltaTable
 from deltalake import write_deltalake
 
 from conftest import DAYS, MLP, ROOT, ROWS, XGB
-from engine import ledger
+from engine.tables import ledger
 from engine.config import LakeConfig
-from engine.forget import forget, orphan_counts
+from engine.ops.forget import forget, orphan_counts
 from test_contracts import CONTRACT, NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
 from test_ledger import run_score
 
@@ -88,7 +88,7 @@ def test_forget_removes_deleted_entities_from_every_models_partitions(ray_local,
         ids = after.filter(pc.and_(pc.equal(after.column("ds"), DAY), pc.equal(after.column("model_name"), m)))
         assert ids.num_rows == ROWS - 50 and not set(ids.column("entity_id").to_pylist()) & set(deleted)
     assert GONE not in set(after.column("ds").to_pylist())
-    # Other days keep their very files; the scored-from transactions are left alone (see engine/forget.py).
+    # Other days keep their very files; the scored-from transactions are left alone (see engine/ops/forget.py).
     files_after = files_by_day(lake)
     for d in ("2026-01-01", "2026-01-03"):
         assert files_after[d] == files_before[d]

@@ -16,7 +16,7 @@ from deltalake import DeltaTable, write_deltalake
 from conftest import DAYS, ROWS, score_config
 from engine.demo.data import make_day
 from engine.errors import ContractViolation, LakescoreError
-from engine.preprocess import Feature, PreprocessSpec
+from engine.models.preprocess import Feature, PreprocessSpec
 from engine.ray.score import executor
 from jobs.score import run_score
 from tiny_models import register_xgb

@@ -16,8 +16,8 @@ from contracts.enforce import ContractCheck
 from contracts.spec import load_contract
 from contracts.unique import count_spilled, keyed
 from engine.errors import ContractViolation, UnitFailed
-from engine.scratch import remove_scratch, scratch_dir
-from engine.score_job import LocalExecutor
+from engine.lake.scratch import remove_scratch, scratch_dir
+from engine.score.run import LocalExecutor
 from engine.work import UnitWork
 from test_contracts import NEW_DAY, fresh_day, reports, score, set_rows
 

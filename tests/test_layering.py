@@ -83,7 +83,7 @@ def violations(root: Path = REPO) -> list[str]:
 def test_rules_catch_each_kind_of_break():
     """The checker itself: each rule fires on a known break and stays quiet on allowed imports."""
     assert broken_rule("engine.ray.backtest", "backtests.fold_run")
-    assert broken_rule("engine.score_job", "contracts.check")
+    assert broken_rule("engine.score.run", "contracts.check")
     assert broken_rule("engine.demo.models", "jobs.demo")
     assert broken_rule("engine.spark.standalone", "engine.ray.local_cluster.free_port")
     assert broken_rule("engine.ray.score", "engine.spark.session")
@@ -91,7 +91,7 @@ def test_rules_catch_each_kind_of_break():
     assert broken_rule("engine.ray.score", "engine.testing.processes")
     assert broken_rule("benchmarks.bench", "tests.conftest")
     assert broken_rule("backtests.fold_run", "engine.demo.models.train_xgb")
-    assert broken_rule("engine.score_job", "engine.demo.data")
+    assert broken_rule("engine.score.run", "engine.demo.data")
     assert not broken_rule("backtests.runner", "engine.ray.backtest")
     assert not broken_rule("tests.test_multinode", "engine.testing.ray_cluster")
     assert not broken_rule("benchmarks.bench", "engine.testing.spark_cluster")

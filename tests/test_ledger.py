@@ -9,7 +9,8 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import DAYS, ROOT, ROWS, XGB
-from engine import latency, ledger
+from engine import latency
+from engine.tables import ledger
 from engine.config import LakeConfig
 from test_contracts import CONTRACT, NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
 

@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from conftest import ROWS, score_config
 from engine.demo.models import demo_spec
 from engine.errors import ModelRefused
-from engine.models import ARCH_FILE, PREPROCESS_KEY
-from engine.score_job import LocalExecutor
+from engine.models.registry import ARCH_FILE, PREPROCESS_KEY
+from engine.score.run import LocalExecutor
 from jobs.score import run_score
 
 SPEC = demo_spec(50)

@@ -12,9 +12,10 @@ import torch
 from conftest import ROOT
 from engine.demo.models import demo_spec
 from engine.errors import ModelRefused
-from engine.models import ARCH_FILE, PREPROCESS_KEY, ModelRef, build_scorer, load_bundle, mlp_from_arch
-from engine.preprocess import Feature, PreprocessSpec, to_matrix
-from engine.scoring import Stamps, file_schema, score_batch
+from engine.models.registry import ARCH_FILE, PREPROCESS_KEY, ModelRef, load_bundle
+from engine.models.scorers import build_scorer, mlp_from_arch
+from engine.models.preprocess import Feature, PreprocessSpec, to_matrix
+from engine.score.scoring import Stamps, file_schema, score_batch
 
 REF = ModelRef("m", 1, "run", "src")
 SPEC = PreprocessSpec(tuple(Feature(f"f{i}") for i in range(4)))

@@ -16,7 +16,7 @@ from deltalake import DeltaTable, write_deltalake
 from conftest import ROOT, XGB, score_config
 from engine.demo.data import make_day
 from engine.testing.ray_cluster import LocalRayCluster
-from engine.score_job import LocalExecutor
+from engine.score.run import LocalExecutor
 from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
@@ -90,7 +90,7 @@ def test_chunks_spread_over_both_nodes_and_the_table_is_the_single_process_one(t
     s = summary_of(out.stdout)
     alive = {n["node_id"] for n in cluster.nodes() if n["state"] == "ALIVE"}
     assert len(alive) == 2 and set(s["nodes"]) == alive, (s["nodes"], alive)
-    from engine import ledger
+    from engine.tables import ledger
     from engine.config import LakeConfig
 
     (entry,) = ledger.read(LakeConfig(root=str(lake))).to_pylist()

@@ -133,8 +133,8 @@ def close(printed: str, want) -> bool:
 
 def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypatch):
     from conftest import MLP, XGB
-    from engine.evaluate_job import LocalEvalExecutor, run_evaluate
-    from engine.score_job import LocalExecutor
+    from engine.evaluation.job import LocalEvalExecutor, run_evaluate
+    from engine.score.run import LocalExecutor
     from test_evaluate import eval_config
 
     run_score(score_config(lake, demo_root), LocalExecutor())
@@ -204,8 +204,8 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
 def test_evaluation_notebook_with_one_model_version_shows_its_history_only(lake, demo_root, monkeypatch, tmp_path):
     """A table without delta rows: the champion is the version with most evaluations; nothing to put side by side."""
     from conftest import XGB
-    from engine.evaluate_job import LocalEvalExecutor, run_evaluate
-    from engine.score_job import LocalExecutor
+    from engine.evaluation.job import LocalEvalExecutor, run_evaluate
+    from engine.score.run import LocalExecutor
     from test_evaluate import eval_config
 
     run_score(score_config(lake, demo_root), LocalExecutor())

@@ -288,7 +288,7 @@ def test_mlflow_model_and_report_artifacts_on_the_object_store(ray_local, s3_ser
 
 def test_two_concurrent_runs_of_one_unit_on_the_object_store_leave_one_copy(ray_local, s3_server, demo_root):
     """The barrier test of the commit protocol, on S3: both runs pass the "already done?" check, then commit."""
-    from engine.score_job import Hooks
+    from engine.score.run import Hooks
 
     root, opts = new_lake(s3_server, demo_root, lake_root("race"))
     results = race_one_unit(root, opts, demo_root, lambda b: Hooks(after_check=lambda units: units and b.wait()))
@@ -305,7 +305,7 @@ def test_commits_racing_at_the_store_keep_the_invariant_only_where_conditional_w
     ignores `If-None-Match` (the negative control) both puts succeed, both runs believe they committed, and the
     second commit file replaced the first: the invariant the test checks is broken, so the test can catch it.
     """
-    from engine.score_job import Hooks
+    from engine.score.run import Hooks
 
     root = lake_root(f"race-{store}")
     # scores: version 0 creates the table, 1 commits the first day, 2 is the version both racing runs write

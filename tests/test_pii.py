@@ -186,8 +186,8 @@ def evaluate_and_backtest(lake: Path, demo_root: Path, tmp_path: Path, contract:
     from backtests.runner import LocalBacktestExecutor, run_backtest
     from conftest import MLP, XGB, score_config
     from engine.config import BacktestConfig, EvaluateConfig, load_config, resolve_paths
-    from engine.evaluate_job import LocalEvalExecutor
-    from engine.score_job import LocalExecutor
+    from engine.evaluation.job import LocalEvalExecutor
+    from engine.score.run import LocalExecutor
     from jobs.evaluate import run_evaluate
     from jobs.score import run_score
 
@@ -261,7 +261,7 @@ def test_a_config_naming_a_pii_column_is_exit_2_and_writes_nothing(ray_local, la
     contract = income_contract(tmp_path)
     if job == "evaluate":
         from conftest import score_config
-        from engine.score_job import LocalExecutor
+        from engine.score.run import LocalExecutor
         from jobs.score import run_score
 
         run_score(score_config(lake, demo_root), LocalExecutor())

@@ -18,8 +18,8 @@ from engine.demo.data import make_day
 from engine.errors import ContractViolation
 from engine.ray.score import executor
 from jobs.score import run_score
-from engine.scoring import plan_chunks
-from engine.snapshot import open_snapshot
+from engine.score.scoring import plan_chunks
+from engine.lake.snapshot import open_snapshot
 
 CONTRACT = str(ROOT / "conf" / "contracts" / "features.yaml")
 NEW_DAY = "2026-01-05"
@@ -157,9 +157,9 @@ def split_hostile_day() -> pa.Table:
 
 
 def test_a_day_split_over_chunks_reports_duplicate_keys_across_chunks(ray_local, lake, demo_root, pipeline, monkeypatch):
-    import engine.scratch
+    import engine.lake.scratch
 
-    monkeypatch.setattr(engine.scratch, "ROWS_PER_BUCKET", 1000)  # the day's key hashes counted in 3 bucket tasks
+    monkeypatch.setattr(engine.lake.scratch, "ROWS_PER_BUCKET", 1000)  # the day's key hashes counted in 3 bucket tasks
     t = split_hostile_day()
     append(lake, t, files=3)
     snap = open_snapshot("features", str(lake / "features"))

@@ -18,7 +18,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from backtests.runner import LocalBacktestExecutor, run_backtest
 from conftest import DAYS, ROOT, score_config
 from engine.demo.data import make_day
-from engine.evaluate_job import LocalEvalExecutor, run_evaluate
+from engine.evaluation.job import LocalEvalExecutor, run_evaluate
 from engine.ray.score import executor
 from jobs.score import run_score
 from test_backtest import bt_config

@@ -13,9 +13,9 @@ from deltalake import DeltaTable
 from mlflow.tracking import MlflowClient
 
 from conftest import DAYS, ROOT, ROWS, XGB
-from engine import ledger
+from engine.tables import ledger
 from engine.config import LakeConfig
-from engine.rollback import ROLLBACK_TAG, day_ranges, previous_tag
+from engine.ops.rollback import ROLLBACK_TAG, day_ranges, previous_tag
 from test_ledger import job_argv
 
 ALL_DAYS = [f"2026-01-0{i + 1}" for i in range(DAYS)]

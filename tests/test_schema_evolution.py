@@ -16,10 +16,10 @@ from conftest import DAYS, ROOT, ROWS, score_config
 from engine.config import ValidateConfig, load_config, resolve_paths
 from engine.demo.data import make_day
 from engine.errors import ContractViolation, InputUnavailable
-from engine.preprocess import Feature, PreprocessSpec
+from engine.models.preprocess import Feature, PreprocessSpec
 from engine.ray.score import executor
 from jobs.score import run_score
-from engine.snapshot import file_path, filesystem, iter_file_batches, open_snapshot
+from engine.lake.snapshot import file_path, filesystem, iter_file_batches, open_snapshot
 from tiny_models import register_xgb
 
 OLD_DAY, NEW_DAY = f"2026-01-0{DAYS}", f"2026-01-0{DAYS + 1}"

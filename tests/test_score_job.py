@@ -11,10 +11,10 @@ from deltalake import DeltaTable
 
 from conftest import DAYS, ROWS, XGB, run_twice_concurrently, score_config
 from engine.errors import ContractViolation, ModelRefused, UnitFailed
-from engine.models import fetch_bundle
-from engine.preprocess import to_matrix
+from engine.models.registry import fetch_bundle
+from engine.models.preprocess import to_matrix
 from engine.ray.score import RayTasksExecutor, executor
-from engine.score_job import Hooks
+from engine.score.run import Hooks
 from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
@@ -187,7 +187,7 @@ def test_new_model_version_writes_beside_the_old_partitions(ray_local, lake, dem
 
 
 def test_partition_filter_is_never_empty():
-    from engine.commit import Unit, partition_filter
+    from engine.lake.commit import Unit, partition_filter
 
     u = Unit("lakescore/score/2026-01-01/m/1", {"ds": "2026-01-01", "model_name": "m", "model_version": 1}, "ab" * 32)
     assert partition_filter(u, ["ds", "model_name", "model_version"]) == [
@@ -202,7 +202,7 @@ def test_partition_filter_is_never_empty():
 def test_corrupt_model_is_refused_before_anything_is_written(ray_local, lake, demo_root, tmp_path):
     import mlflow
 
-    from engine.models import PREPROCESS_KEY
+    from engine.models.registry import PREPROCESS_KEY
     from engine.demo.models import demo_spec
 
     mlflow.set_tracking_uri(f"sqlite:///{demo_root}/mlruns.db")
@@ -245,7 +245,7 @@ def test_tasks_executor_is_the_cpu_default(ray_local, lake, demo_root):
 @pytest.mark.parametrize("pipeline", ["tasks", "actors", "local"])
 def test_cuda_without_a_gpu_is_a_config_error_not_a_cpu_run(ray_local, lake, demo_root, pipeline):
     from engine.errors import ConfigError
-    from engine.score_job import LocalExecutor
+    from engine.score.run import LocalExecutor
 
     cfg = score_config(lake, demo_root, "model.device=cuda", f"ray.pipeline={'tasks' if pipeline == 'local' else pipeline}")
     assert ray_local.cluster_resources().get("GPU", 0) == 0  # this test is about machines without one

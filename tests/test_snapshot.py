@@ -8,7 +8,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from engine.demo.data import make_day
 from engine.errors import ConfigError, InputUnavailable
-from engine.snapshot import check_files_exist, open_snapshot, select_partitions
+from engine.lake.snapshot import check_files_exist, open_snapshot, select_partitions
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ class DeletesALabelsFileAsTasksStart:
     any task reads it."""
 
     def __init__(self, path: str):
-        from engine.evaluate_job import LocalEvalExecutor
+        from engine.evaluation.job import LocalEvalExecutor
 
         self.inner, self.path = LocalEvalExecutor(), path
 
@@ -118,8 +118,8 @@ class DeletesALabelsFileAsTasksStart:
 def test_a_labels_file_that_vanishes_mid_evaluation_is_input_unavailable_naming_it(lake, demo_root):
     from conftest import MLP, XGB, score_config
     from engine.config import EvaluateConfig, load_config, resolve_paths
-    from engine.evaluate_job import run_evaluate
-    from engine.score_job import LocalExecutor
+    from engine.evaluation.job import run_evaluate
+    from engine.score.run import LocalExecutor
     from jobs.score import run_score
 
     run_score(score_config(lake, demo_root), LocalExecutor())

@@ -12,8 +12,8 @@ import pytest
 from conftest import DAYS, ROWS
 from engine.errors import ContractViolation
 from engine.ray.score import executor
-from engine.scoring import plan_chunks
-from engine.snapshot import open_snapshot
+from engine.score.scoring import plan_chunks
+from engine.lake.snapshot import open_snapshot
 from test_pipelines import NEW_DAY, PIPELINES, append, fresh_day, put, reference_failures, validate_config
 
 pytestmark = pytest.mark.slow

@@ -19,8 +19,9 @@ from mlflow.tracking import MlflowClient
 from conftest import XGB
 from engine.demo.models import demo_spec
 from engine.errors import ConfigError, ContractViolation, ModelRefused
-from engine.models import PREPROCESS_KEY, fetch_bundle, scorer_loads
-from engine.scoring import Stamps
+from engine.models.registry import PREPROCESS_KEY, fetch_bundle
+from engine.models.scorers import scorer_loads
+from engine.score.scoring import Stamps
 from engine.spark.dataframe import NO_VERSION, batch_function, score_dataframe
 
 pytestmark = pytest.mark.slow

@@ -110,7 +110,7 @@ class FlakyFirstAttempt:
 
             from pyspark import TaskContext
 
-            from engine.scoring import score_chunk
+            from engine.score.scoring import score_chunk
 
             result = score_chunk(unit, chunk, bundle)
             if chunk.index == 0 and TaskContext.get().attemptNumber() == 0:
@@ -153,7 +153,7 @@ class WaitForFirstCommit:
             import os
             import time
 
-            from engine.scoring import score_chunk
+            from engine.score.scoring import score_chunk
 
             if unit.ds == last:
                 give_up = time.monotonic() + 90
@@ -168,7 +168,7 @@ class WaitForFirstCommit:
 
 
 def test_spark_units_are_committed_as_their_jobs_finish_not_at_the_end(spark, lake, demo_root, tmp_path):
-    from engine.score_job import Hooks
+    from engine.score.run import Hooks
 
     cfg = score_config(lake, demo_root, "engine=spark", "spark.units_in_flight=2")
     marker = str(tmp_path / "first-commit")
@@ -188,7 +188,7 @@ def test_a_ray_run_and_a_spark_run_of_one_unit_at_once_leave_one_copy_and_both_s
                                                                                          demo_root):
     import threading
 
-    from engine.score_job import Hooks
+    from engine.score.run import Hooks
 
     day = "2026-01-03"
     cfg_ray = score_config(lake, demo_root, f"input.ds={day}")

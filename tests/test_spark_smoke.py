@@ -10,7 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from conftest import DAYS, ROWS, XGB, score_config
 from engine.demo.data import make_day
-from engine.score_job import LocalExecutor
+from engine.score.run import LocalExecutor
 from jobs.score import run_score
 
 pytestmark = pytest.mark.slow

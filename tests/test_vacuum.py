@@ -14,7 +14,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from conftest import ROOT
-from engine import ledger
+from engine.tables import ledger
 from engine.config import LakeConfig, ScoreConfig
 
 UTC = dt.timezone.utc
@@ -245,7 +245,7 @@ def test_a_running_score_run_keeps_its_pinned_version_through_a_vacuum(ray_local
     reads; `vacuum --retain-days 0` of its input runs then. The version's files stay and the run scores every row."""
     from conftest import score_config
     from engine.ray.score import executor
-    from engine.score_job import Hooks
+    from engine.score.run import Hooks
     from jobs.score import run_score
 
     feats = str(lake / "features")
@@ -388,8 +388,8 @@ def test_vacuum_removes_the_scratch_of_runs_no_longer_running_and_keeps_the_rest
 def test_vacuum_of_drift_reference_removes_only_references_no_run_can_reuse(tmp_path, capsys):
     import numpy as np
 
-    from engine.drift_reference import reference_key, store
-    from engine.snapshot import open_snapshot
+    from engine.tables.drift_reference import reference_key, store
+    from engine.lake.snapshot import open_snapshot
 
     lake = tmp_path / "lake"
     lake.mkdir()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.models import PREPROCESS_KEY
-from engine.preprocess import PreprocessSpec
+from engine.models.registry import PREPROCESS_KEY
+from engine.models.preprocess import PreprocessSpec
 
 
 def register_xgb(root: Path, name: str, spec: PreprocessSpec, x: np.ndarray, y: np.ndarray,

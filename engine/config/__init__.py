@@ -17,7 +17,7 @@ from engine.config.jobs import (BacktestConfig, BaselineConfig, DemoConfig, Demo
                                 EvaluateConfig, FoldsConfig, GatesConfig, RecipeConfig, RefitConfig, RegressionGate,
                                 ScoreConfig, ThresholdGate, ValidateConfig)
 from engine.config.load import config_hash, load_config, parse_override, relative_paths, resolve_paths, to_json
-from engine.config.paths import absolute_path, absolute_tracking_uri, is_url, table_uri
+from engine.lake.paths import absolute_path, absolute_tracking_uri, is_url, table_uri
 from engine.config.sections import (EvalLabelsConfig, EvalMetricsConfig, FeaturesRef, InputConfig, LakeConfig,
                                     MlflowConfig, Model, ModelConfig, OutputConfig, RayConfig, RunConfig, SparkConfig,
                                     TableRef, check_day, check_days, check_model_uri)

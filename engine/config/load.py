@@ -1,7 +1,7 @@
 """Reading a config: the YAML loader (ISO dates stay strings), dotted overrides, validation into a job model with
 one-line errors, path resolution (`resolve_paths`, `relative_paths`), the config hash and the JSON form.
 
-Imports: engine.config.sections (the `Model` base), engine.config.paths and engine.errors; job models are handed
+Imports: engine.config.sections (the `Model` base), engine.lake.paths and engine.errors; job models are handed
 in as classes, so this module does not import engine.config.jobs.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from engine.config.paths import absolute_path, absolute_tracking_uri, is_url
+from engine.lake.paths import absolute_path, absolute_tracking_uri, is_url
 from engine.config.sections import Model
 from engine.errors import ConfigError
 

@@ -2,7 +2,7 @@
 
 The training recipes themselves live in backtests/recipes.py (real backtests train with them; engine never
 imports backtests): the demo job (jobs/demo.py) hands them to `register` as callables, so the demo models train
-with exactly the recipe a backtest uses. Imports: engine.demo.data, engine.models, engine.preprocess only.
+with exactly the recipe a backtest uses. Imports: engine.demo.data, engine.models, engine.models.preprocess only.
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from engine.demo.data import CHANNELS, REGIONS, SEGMENTS, feature_names
-from engine.models import PREPROCESS_KEY, experiment_id
-from engine.preprocess import Feature, PreprocessSpec, to_matrix
+from engine.models.registry import PREPROCESS_KEY, experiment_id
+from engine.models.preprocess import Feature, PreprocessSpec, to_matrix
 
 EXPERIMENT = "lakescore-demo"
 

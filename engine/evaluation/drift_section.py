@@ -1,7 +1,7 @@
 """The evaluation's drift section: feature and score drift between a reference window and the evaluated window.
 
 - Reference histograms (quantile edges and counts) of the features' drift columns, and of each model's scores,
-  come from the `drift_reference` table (engine.drift_reference): computed once per (table, window, files,
+  come from the `drift_reference` table (engine.tables.drift_reference): computed once per (table, window, files,
   columns, bins) and reused, so a daily evaluation does not re-read its reference window.
 - Current histograms over the same edges are accumulated by the evaluation's own tasks, beside the metric
   statistics (no second pass over the window, nothing on the driver).
@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from engine import drift as drift_core
-from engine import drift_reference
-from engine.config.paths import table_uri
+from engine.tables import drift_reference
+from engine.lake.paths import table_uri
 from engine.errors import ConfigError
 from engine.evaluation.join import SCORE_PREFIX
 from engine.pii import without_pii
-from engine.snapshot import file_path, filesystem, iter_file_batches, select_partitions
+from engine.lake.snapshot import file_path, filesystem, iter_file_batches, select_partitions
 
 log = logging.getLogger("lakescore")
 

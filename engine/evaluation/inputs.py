@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 
 from engine.errors import ConfigError, GateFailed, InputUnavailable, ModelRefused
 from engine.evaluation.join import EvalChunk
-from engine.models import ModelRef, resolve_model
-from engine.snapshot import DataFile, Snapshot, file_path, filesystem, iter_file_batches
+from engine.models.registry import ModelRef, resolve_model
+from engine.lake.snapshot import DataFile, Snapshot, file_path, filesystem, iter_file_batches
 
 
 def model_key(ref: ModelRef) -> str:

@@ -33,7 +33,7 @@ from engine.drift import Histograms
 from engine.evaluation.keys import row_key_hash
 from engine.evaluation.spec import MetricsSpec
 from engine.evaluation.stats import EvalStats
-from engine.snapshot import file_path, filesystem, iter_file_batches
+from engine.lake.snapshot import file_path, filesystem, iter_file_batches
 
 SCORE_PREFIX = "score:"  # drift columns of scores are named "score:<model>"
 BUCKET_SEED = 0x5EED_B0C7  # bucket assignment is independent of the bootstrap seed

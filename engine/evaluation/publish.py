@@ -24,7 +24,7 @@ from typing import Callable
 from engine.config.load import to_json
 from engine.errors import GateFailed
 from engine.evaluation.report import render_html, report_json
-from engine.reports import report_target, write_report_files
+from engine.lake.reports import report_target, write_report_files
 
 log = logging.getLogger("lakescore")
 EXPERIMENT = "lakescore-evaluate"
@@ -63,7 +63,7 @@ def log_to_mlflow(cfg, report: dict, metrics: list[dict], summary) -> str | None
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from engine.models import experiment_id
+    from engine.models.registry import experiment_id
 
     client = MlflowClient(cfg.mlflow.tracking_uri)
     exp_id = experiment_id(client, EXPERIMENT, cfg.mlflow.artifact_root)

@@ -18,7 +18,7 @@ from engine.evaluation.svg import (
     DASH, MODEL_COLOURS, MUTED, IntervalRow, count, esc, finite, histogram_chart, interval, interval_chart,
     html_table, mini_interval, num, reliability_chart,
 )
-from engine.reports import folder_target, write_report_files
+from engine.lake.reports import folder_target, write_report_files
 
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse", "mape"})
 HIGHER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "r2"})

@@ -1,7 +1,7 @@
 """Ray executors for the scoring job: the same engine function (`score_chunk`) in two pipeline shapes.
 
 - `tasks` (CPU default): one Ray task per chunk, at most `max_in_flight` at once; each worker process keeps
-  the model it loaded (engine.models.cached_scorer), so fused tasks pay for it once per process. The
+  the model it loaded (engine.models.scorers.cached_scorer), so fused tasks pay for it once per process. The
   benchmark (benchmarks/) shows this shape is the fastest on CPU: Ray Data's per-block machinery costs more
   than the model does.
 - `actors` (GPU): a Ray Data `map_batches` over the chunk list with an actor pool; each actor loads the model
@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from engine.config.sections import RayConfig
 from engine.errors import UnitFailed
-from engine.models import ModelBundle
+from engine.models.registry import ModelBundle
 from engine.work import (ChunkFailure, ChunkResult, ChunkWork, UnitWork, decode_result, encode_result, is_contract,
                          one_line, run_chunk)
 
@@ -47,7 +47,7 @@ def _warm_task() -> None:
     """Start a worker and import what scoring needs, while the driver resolves the model."""
     import pyarrow.parquet  # noqa: F401
 
-    from engine.models import import_xgboost
+    from engine.models.scorers import import_xgboost
 
     import_xgboost()
 
@@ -122,7 +122,7 @@ class _ChunkActor:
     """Ray Data actor: loads the model once (none for the validate job), then runs whole chunks."""
 
     def __init__(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None):
-        from engine.models import cached_scorer
+        from engine.models.scorers import cached_scorer
 
         self.units, self.chunks = units, chunks
         self.bundle = bundle

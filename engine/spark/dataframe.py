@@ -2,14 +2,14 @@
 
 For people who hold a DataFrame rather than a Delta table (an analyst's join in a notebook, a pipeline's filtered
 query): the pickle-free, stamped counterpart of MLflow's `pyfunc.spark_udf`. The model is resolved and validated
-once, on the driver (engine.models.fetch_bundle: a pickle-based artifact is refused unless `allow_pickle`). Its
+once, on the driver (engine.models.registry.fetch_bundle: a pickle-based artifact is refused unless `allow_pickle`). Its
 bundle (the artifact's bytes and its JSON preprocessing spec, plain data: Spark's transport pickles that, never a
-model object) is broadcast once, and each Python worker loads the model once (engine.models.cached_scorer; Spark
+model object) is broadcast once, and each Python worker loads the model once (engine.models.scorers.cached_scorer; Spark
 reuses Python workers across tasks, `spark.python.worker.reuse`, on by default), then runs
-engine.scoring.score_batch on every Arrow batch, so scores are identical to the score job's. Nothing is committed:
+engine.score.scoring.score_batch on every Arrow batch, so scores are identical to the score job's. Nothing is committed:
 the caller writes or queries the DataFrame it gets back (lazy, like any DataFrame).
 
-Output columns: keys, passthrough, the score (float), the stamps of engine.scoring.STAMP_FIELDS (model_run_id,
+Output columns: keys, passthrough, the score (float), the stamps of engine.score.scoring.STAMP_FIELDS (model_run_id,
 input_table, input_version, run_id, config_hash, scored_at), then model_name and model_version. A DataFrame has no
 Delta version of its own: `input_table` is a label (default "dataframe") and `input_version` is -1 (no version;
 Delta versions start at 0) unless the caller names the table and version it read.
@@ -29,9 +29,10 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 from engine.errors import ConfigError, ContractViolation, short_list
-from engine.models import ModelBundle, cached_scorer, fetch_bundle
-from engine.preprocess import PreprocessSpec
-from engine.scoring import STAMP_FIELDS, Stamps, file_schema, score_batch
+from engine.models.registry import ModelBundle, fetch_bundle
+from engine.models.scorers import cached_scorer
+from engine.models.preprocess import PreprocessSpec
+from engine.score.scoring import STAMP_FIELDS, Stamps, file_schema, score_batch
 
 NO_VERSION = -1
 MODEL_COLUMNS = ("model_name", "model_version")

@@ -1,6 +1,6 @@
 """Spark executor for the score and validate jobs: Spark tasks handed chunks (file paths), never rows.
 
-The same interface as the Ray executors (`engine.score_job.Executor`), so the job core runs unchanged: the
+The same interface as the Ray executors (`engine.score.run.Executor`), so the job core runs unchanged: the
 driver plans units and chunks; here each unit becomes one Spark job, `parallelize(chunks).mapPartitions(...)`,
 whose tasks run the unit's chunk function (engine.work.run_chunk: read with pyarrow, check, score, write
 Parquet) and return each ChunkResult through the shared codec (JSON and statistics bytes, no pickle).
@@ -9,7 +9,7 @@ Parquet) and return each ChunkResult through the shared codec (JSON and statisti
   a small thread pool (`spark.units_in_flight`, one job group and FAIR pool each), and a failure late in a
   long run loses no finished day.
 - What a unit shares (engine.work.UnitWork) is broadcast once per unit, the model bundle once per run; each
-  Python worker keeps the model it loaded (engine.models.cached_scorer, with `spark.python.worker.reuse`).
+  Python worker keeps the model it loaded (engine.models.scorers.cached_scorer, with `spark.python.worker.reuse`).
 - Retries and speculation: Spark reruns failed attempts (`spark.task.maxFailures`); only the results of the
   attempts the job kept come back. Files left by failed or losing attempts are swept after the unit's job:
   files in the unit's output (and quarantine) partition named with this run's prefix (`part-<run_id[:12]>-`)
@@ -33,11 +33,11 @@ import pyarrow.fs as pafs
 
 from engine.config.sections import SparkConfig
 from engine.errors import LakescoreError, UnitFailed
-from engine.scoring import partition_dir
-from engine.snapshot import filesystem
+from engine.score.scoring import partition_dir
+from engine.lake.snapshot import filesystem
 from engine.work import (ChunkFailure, ChunkResult, ChunkWork, UnitWork, decode_result, encode_result, is_contract,
                          one_line, run_chunk)
-from engine.writer import delete_quietly
+from engine.lake.writer import delete_quietly
 
 log = logging.getLogger("lakescore")
 
@@ -71,7 +71,7 @@ def _chunk_runner(key: str, unit_bc, bundle_bc):
     out; `worker` is (Python worker pid, model loads in that worker so far, chunk start, chunk end in epoch s)."""
 
     def run(pairs):
-        from engine.models import scorer_loads
+        from engine.models.scorers import scorer_loads
 
         unit = _unit_of(key, unit_bc)
         bundle = bundle_bc.value if bundle_bc is not None else None
@@ -92,7 +92,7 @@ def _chunk_runner(key: str, unit_bc, bundle_bc):
 
 
 class SparkExecutor:
-    """`engine.score_job.Executor` on a SparkSession started with `SESSION_CONF`."""
+    """`engine.score.run.Executor` on a SparkSession started with `SESSION_CONF`."""
 
     def __init__(self, spark, cfg: SparkConfig | None = None):
         self.spark = spark

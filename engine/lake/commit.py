@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from engine.errors import ConfigError, UnitFailed
-from engine.snapshot import filesystem
-from engine.writer import delete_quietly
+from engine.lake.snapshot import filesystem
+from engine.lake.writer import delete_quietly
 
 log = logging.getLogger("lakescore")
 

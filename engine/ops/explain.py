@@ -12,11 +12,11 @@ import shlex
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import ledger
+from engine.tables import ledger
 from engine.config.sections import LakeConfig
 from engine.errors import ConfigError
-from engine.scoring import FINGERPRINT, PARTITION_COLUMNS, STAMP_FIELDS
-from engine.status import open_output
+from engine.score.scoring import FINGERPRINT, PARTITION_COLUMNS, STAMP_FIELDS
+from engine.ops.status import open_output
 
 STAMPS = [f.name for f in STAMP_FIELDS] + [FINGERPRINT.name]
 PINNED = ("input.version", "input.ds", "model.uri", "output.table", "output.quarantine_table")

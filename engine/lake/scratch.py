@@ -20,8 +20,8 @@ from typing import Callable
 
 import pyarrow.fs as pafs
 
-from engine.snapshot import filesystem
-from engine.writer import delete_quietly
+from engine.lake.snapshot import filesystem
+from engine.lake.writer import delete_quietly
 
 ROWS_PER_BUCKET = 8_000_000  # key hashes per second-stage task: 64 MB
 

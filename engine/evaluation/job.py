@@ -27,16 +27,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
-from engine import ledger
+from engine.tables import ledger
 from engine.config.jobs import EvaluateConfig
 from engine.config.load import config_hash
-from engine.config.paths import table_uri
+from engine.lake.paths import table_uri
 from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed, short_list
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
 from engine.evaluation import inputs
-from engine.evaluation import table as evtable
+from engine.tables import eval_metrics as evtable
 from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
@@ -44,7 +44,7 @@ from engine.evaluation.stats import EvalStats
 from engine.logs import set_run_id
 from engine.pii import PiiReader, pii_columns, refuse_named
 from engine.progress import Progress
-from engine.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
+from engine.lake.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
 JOB = "evaluate"
@@ -313,7 +313,7 @@ def _check_promotion(cfg: EvaluateConfig, champ, challengers) -> None:
 
 
 def _commit(cfg, summary, as_of, metrics, deltas, snaps, files, days, models) -> None:
-    from engine import commit as protocol
+    from engine.lake import commit as protocol
 
     opts = cfg.lake.storage_options
     uri = table_uri(cfg.lake, cfg.output.table)

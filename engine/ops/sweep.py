@@ -5,17 +5,17 @@ Scratch (`<lake.root>/_scratch/<run_id>/`, DESIGN: Tables): a run removes its ow
 leaves it behind. A folder is removed when its run has ended (a final row in the ledger) or was killed (a running
 row whose lease expired, no final row). A live running run's folder stays. A folder whose run the ledger does not
 know (a job that records no running row, or a ledger that could not be written) stays until what it holds is
-ORPHAN_MIN_AGE_HOURS old, the same floor as a table's never-committed files. engine.scratch's own cleanup never
+ORPHAN_MIN_AGE_HOURS old, the same floor as a table's never-committed files. engine.lake.scratch's own cleanup never
 touches another run's folder.
 
-Drift references (`drift_reference`, engine.drift_reference; pruned when `--table drift_reference` is vacuumed): a
+Drift references (`drift_reference`, engine.tables.drift_reference; pruned when `--table drift_reference` is vacuumed): a
 reference is reused only by a run whose input snapshot gives its key, i.e. the same input fingerprint over its
 days. "No current config uses it" is therefore read conservatively as: its fingerprint matches neither the input
 table's current version nor any version that a run pinned inside the retention window or a running run pinned. Any
 doubt keeps it: an input table or version that cannot be opened, whatever the reason, keeps every reference of that
 table (reported as kept-unsure). A config that names another window of a table reading its current version builds
 its own reference; one removed here is rebuilt by the next run that needs it (its stale application transaction is
-handled by engine.drift_reference: rows not matching their key are rebuilt).
+handled by engine.tables.drift_reference: rows not matching their key are rebuilt).
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from engine import ledger
-from engine import scratch as scratch_space
+from engine.tables import ledger
+from engine.lake import scratch as scratch_space
 from engine.config.sections import LakeConfig
 from engine.errors import InputUnavailable, LakescoreError
 
@@ -66,8 +66,8 @@ def prune_references(lake: LakeConfig, uri: str, since: dt.datetime, now: dt.dat
     from deltalake import CommitProperties, DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from engine.drift_reference import reference_key
-    from engine.snapshot import open_snapshot
+    from engine.tables.drift_reference import reference_key
+    from engine.lake.snapshot import open_snapshot
 
     out = ReferenceSweep()
     try:

@@ -2,7 +2,7 @@
 
 `score_batch` turns one Arrow batch of input rows into one Arrow batch of stamped scores. `score_chunk`
 streams a few input files through it and writes the results as Parquet data files of the output table,
-returning their Delta add actions; the driver commits them (engine.commit). No Ray or Spark here, and no
+returning their Delta add actions; the driver commits them (engine.lake.commit). No Ray or Spark here, and no
 contracts: a unit's row check arrives as an `engine.work.RowCheck`.
 """
 from __future__ import annotations
@@ -16,12 +16,13 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 
-from engine.models import ModelBundle, Scorer, cached_scorer
-from engine.preprocess import to_matrix
-from engine.snapshot import file_path, filesystem, iter_file_batches
+from engine.models.registry import ModelBundle
+from engine.models.scorers import Scorer, cached_scorer
+from engine.models.preprocess import to_matrix
+from engine.lake.snapshot import file_path, filesystem, iter_file_batches
 from engine.latency import add as latency_add
 from engine.work import ChunkResult, ChunkWork, UnitWork, timed
-from engine.writer import RollingParquetWriter
+from engine.lake.writer import RollingParquetWriter
 
 PARTITION_COLUMNS = ["ds", "model_name", "model_version"]
 
@@ -53,7 +54,7 @@ STAMP_FIELDS = [
     pa.field("config_hash", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
 ]
-# Per unit, not per run: the unit's input fingerprint (engine.commit), so that the log's min/max statistics of the
+# Per unit, not per run: the unit's input fingerprint (engine.lake.commit), so that the log's min/max statistics of the
 # partition's files say which input the rows were scored from (what a RESTORE brought back), without reading data.
 FINGERPRINT = pa.field("input_fingerprint", pa.string())
 PARTITION_FIELDS = [pa.field("ds", pa.string()), pa.field("model_name", pa.string()), pa.field("model_version", pa.int64())]

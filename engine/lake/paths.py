@@ -1,20 +1,21 @@
 """Where things live: a table's URI under the lake root (`table_uri`, the package's most imported name), URLs
 (`is_url`) and paths made absolute against a base directory.
 
-Imports: engine.snapshot (is_url is defined there so that the chunk path imports without pydantic) and
-engine.config.sections; engine.config.load imports this module.
-
-It lives in engine/config, not in an engine/lake/ package: `table_uri` joins a `LakeConfig` section to a table
-name, and engine/lake/ does not exist yet; when the Delta I/O modules move there, this module can follow them.
+Imports: engine.lake.snapshot (is_url is defined there so that the chunk path imports without pydantic); the
+`LakeConfig` section only for type checking, so engine.config (whose loader resolves paths with this module) and
+engine.lake do not import each other at run time.
 """
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.config.sections import LakeConfig
-from engine.snapshot import is_url
+from engine.lake.snapshot import is_url
+
+if TYPE_CHECKING:
+    from engine.config.sections import LakeConfig
 
 __all__ = ["absolute_path", "absolute_tracking_uri", "is_url", "table_uri"]
 

@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from engine.config.paths import table_uri
+from engine.lake.paths import table_uri
 from engine.config.sections import LakeConfig
 from engine.errors import ConfigError, short_list
 from engine.evaluation.publish import PROMOTION_TAG
@@ -135,7 +135,7 @@ def rescore_plan(lake: LakeConfig, table: str, name: str, from_version: int, to_
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from engine.status import table_status
+    from engine.ops.status import table_status
 
     try:
         DeltaTable(table_uri(lake, table), storage_options=lake.storage_options or None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 
-from engine.snapshot import PARTITION, file_path, filesystem
+from engine.lake.snapshot import PARTITION, file_path, filesystem
 
 log = logging.getLogger("lakescore")
 

@@ -10,7 +10,7 @@ import tempfile
 
 import pyarrow.fs as pafs
 
-from engine.snapshot import filesystem
+from engine.lake.snapshot import filesystem
 
 
 def report_target(root: str, job: str, storage_options: dict | None = None) -> tuple[pafs.FileSystem, str, str]:

@@ -12,13 +12,13 @@ from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 
-from engine import ledger
-from engine.commit import Unit, app_id
-from engine.config.paths import table_uri
+from engine.tables import ledger
+from engine.lake.commit import Unit, app_id
+from engine.lake.paths import table_uri
 from engine.config.sections import LakeConfig
 from engine.errors import ConfigError
-from engine.scoring import PARTITION_COLUMNS
-from engine.snapshot import Snapshot, open_snapshot
+from engine.score.scoring import PARTITION_COLUMNS
+from engine.lake.snapshot import Snapshot, open_snapshot
 
 
 @dataclass
@@ -149,7 +149,7 @@ def table_status(lake: LakeConfig, table: str = "scores", since: str | None = No
 def _orphans(lake: LakeConfig, table: str, states: list[DayState], key_columns: list[str]) -> None:
     """Note partitions holding rows whose key left the input day (deleted upstream): only a changed or gone input
     day can leave such rows, so only those partitions' keys are read."""
-    from engine.forget import orphan_counts
+    from engine.ops.forget import orphan_counts
 
     changed = {(s.ds, s.model_name, s.model_version): s for s in states if s.state in ("stale", "gone")}
     if not changed:

@@ -2,7 +2,7 @@
 
 Kept, whatever their age: the files of the current version, of every version that a run in the ledger pinned
 as its input when that run started inside the retention window, so reproducing a recent run keeps working, and of
-every version a running run pinned (its running row, engine.ledger: written once it pinned them, before it reads;
+every version a running run pinned (its running row, engine.tables.ledger: written once it pinned them, before it reads;
 a backtest's per-fold features versions among them). The window counts whole UTC days, today included:
 `--retain-days 0` still keeps what today's runs pinned. A window that starts after a running run started is
 refused (exit 2, naming the run) unless `--force`: the run may read versions it had no reason to record yet;
@@ -20,7 +20,7 @@ writing to the table right now has files that look exactly like leftovers until 
 leave its commit pointing at missing files. Before deleting, the candidates are checked against the kept versions'
 files read from their logs; any overlap stops the vacuum (exit 1) rather than trusting `keep_versions` blindly.
 
-Also removed (engine.sweep): the `_scratch` folders of runs that ended or were killed, and, when the table is
+Also removed (engine.ops.sweep): the `_scratch` folders of runs that ended or were killed, and, when the table is
 `drift_reference`, the references no run can reuse.
 """
 from __future__ import annotations
@@ -29,13 +29,13 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 
-from engine import ledger
-from engine.config.paths import table_uri
+from engine.tables import ledger
+from engine.lake.paths import table_uri
 from engine.config.sections import LakeConfig
-from engine.drift_reference import TABLE
+from engine.tables.drift_reference import TABLE
 from engine.errors import ConfigError, InputUnavailable, UnitFailed, short_list
-from engine.snapshot import file_path, filesystem
-from engine.sweep import ReferenceSweep, prune_references, sweep_scratch
+from engine.lake.snapshot import file_path, filesystem
+from engine.ops.sweep import ReferenceSweep, prune_references, sweep_scratch
 
 ORPHAN_MIN_AGE_HOURS = 7 * 24  # never-committed files younger than this may belong to a job still writing
 
@@ -58,8 +58,8 @@ class VacuumResult:
     bytes: int | None
     kept: list[Kept]
     unreadable_pins: dict[int, list[str]]  # pinned versions already unreadable before this vacuum: version → runs
-    scratch_removed: list[str] = field(default_factory=list)  # run ids whose `_scratch` folder went (engine.sweep)
-    references: ReferenceSweep = field(default_factory=ReferenceSweep)  # drift references pruned (engine.sweep)
+    scratch_removed: list[str] = field(default_factory=list)  # run ids whose `_scratch` folder went (engine.ops.sweep)
+    references: ReferenceSweep = field(default_factory=ReferenceSweep)  # drift references pruned (engine.ops.sweep)
 
 
 def window_start(retain_days: int, now: dt.datetime | None = None) -> dt.datetime:

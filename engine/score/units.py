@@ -10,10 +10,10 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from engine import commit as protocol
+from engine.lake import commit as protocol
 from engine.config.jobs import ScoreConfig
 from engine.errors import LakescoreError
-from engine.scoring import Stamps
+from engine.score.scoring import Stamps
 from engine.work import ChunkResult
 
 log = logging.getLogger("lakescore")
@@ -102,7 +102,7 @@ class UnitContext:
     snap: object
     committer: protocol.Committer
     stamps: Stamps
-    hooks: object  # engine.score_job.Hooks
+    hooks: object  # engine.score.run.Hooks
     enforcer: object | None = None
     qcommitter: protocol.Committer | None = None
     complete: Callable | None = None  # (merged stats, UnitWork): the row check's second stage, before the verdict

@@ -2,9 +2,9 @@
 training and test ranges, the model that scored it, the interval and the support.
 
 Partitioned by `backtest_id` and `fold`: one backtest is one partition prune, and each fold is its own unit of the
-commit protocol (engine.commit), committed once; a re-run of the same backtest (same config and table versions,
+commit protocol (engine.lake.commit), committed once; a re-run of the same backtest (same config and table versions,
 hence the same id) finds its completed folds from their application transactions and resumes after them. A
-transaction counts only where the fold's partition still holds files (engine.commit.Backing): a RESTORE of the table
+transaction counts only where the fold's partition still holds files (engine.lake.commit.Backing): a RESTORE of the table
 to an earlier version keeps the transactions of folds committed after it but not their rows, so such a fold is
 redone (listed as restored). The partition key (backtest id, fold) fixes what a fold holds (the id hashes the config
 and the table versions), so rows present there are that fold's: no stamp column is needed.
@@ -19,9 +19,9 @@ import json
 
 import pyarrow as pa
 
-from engine import commit as protocol
-from engine.snapshot import filesystem
-from engine.writer import RollingParquetWriter
+from engine.lake import commit as protocol
+from engine.lake.snapshot import filesystem
+from engine.lake.writer import RollingParquetWriter
 
 PARTITION_COLUMNS = ["backtest_id", "fold"]
 FILE_FIELDS = [

@@ -5,7 +5,7 @@ A score run replaces a day only for the model it runs; the other models' partiti
 deleted entity's scores until each of them runs again, possibly never. `forget` reads each input day's keys once
 from the input's current snapshot (key columns only), compares every partition of the day with them, and rewrites
 just the partitions holding orphan rows: an overwrite of exactly that partition (the partition filter of
-`engine.commit`, asserted complete: an empty filter would replace the table), its `userMetadata` saying job, run
+`engine.lake.commit`, asserted complete: an empty filter would replace the table), its `userMetadata` saying job, run
 id, rows before and after and rows removed. A conflicting commit (a score run replacing the same partition meanwhile)
 makes ours fail; the partition is then read again and re-decided, a bounded number of times. A day whose input is
 gone entirely loses all its rows.
@@ -16,7 +16,7 @@ new rows (an entity added since) are absent from the keys forget read, and judgi
 valid scores, while the partition's application transaction, recording the newer input, would tell every later
 score run that the day is up to date. So each time a partition is judged, the newest input version it records is
 read from the partition itself: the highest of its rows' stamps (`input_version`; the quarantine's
-`source_version`) and of the score unit's `#input=` application transaction (`engine.commit.recorded_input_version`).
+`source_version`) and of the score unit's `#input=` application transaction (`engine.lake.commit.recorded_input_version`).
 Newer than the snapshot whose keys forget holds → that input table's snapshot is opened again at its latest
 version and the day's keys are re-read before any row is judged. We chose re-reading over skipping the partition:
 it keeps the new rows, still removes what was deleted since, and needs no second forget; judging by the latest
@@ -49,13 +49,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine import commit as protocol
-from engine.config.paths import table_uri
+from engine.lake import commit as protocol
+from engine.lake.paths import table_uri
 from engine.config.sections import LakeConfig
 from engine.errors import ConfigError, UnitFailed, short_list
-from engine.scoring import partition_dir
-from engine.snapshot import Snapshot, filesystem, open_snapshot
-from engine.writer import RollingParquetWriter
+from engine.score.scoring import partition_dir
+from engine.lake.snapshot import Snapshot, filesystem, open_snapshot
+from engine.lake.writer import RollingParquetWriter
 
 log = logging.getLogger("lakescore")
 
@@ -193,7 +193,7 @@ class _Scan:
         return self.day_keys[cache]
 
     def filters(self, part: Partition) -> list[tuple[str, str, str]]:
-        """The partition's overwrite predicate (engine.commit's, asserted complete)."""
+        """The partition's overwrite predicate (engine.lake.commit's, asserted complete)."""
         unit = protocol.Unit(protocol.app_id("forget", part.values, self.columns), part.values, "")
         return protocol.partition_filter(unit, self.columns)
 

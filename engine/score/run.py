@@ -5,7 +5,7 @@
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint;
 3. skip units whose recorded fingerprint matches, or whose input day was only rewritten (compacted) since the
    input version it was scored from (unless forced), but only where the partition's files back that record:
-   their fingerprint stamps (engine.scoring.FINGERPRINT, read from the log's statistics) equal the recorded
+   their fingerprint stamps (engine.score.scoring.FINGERPRINT, read from the log's statistics) equal the recorded
    fingerprint. A unit whose files do not (the table was RESTOREd to an earlier version, which keeps the newest
    transactions; files written before the stamp existed) is redone and listed as `restored`;
 4. hand the other units (one `UnitWork` each) and their chunks to an executor (Ray, Spark, local), which writes
@@ -25,21 +25,21 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, Protocol
 
-from engine import commit as protocol
-from engine import ledger
+from engine.lake import commit as protocol
+from engine.tables import ledger
 from engine.config.jobs import ScoreConfig
 from engine.config.load import config_hash
-from engine.config.paths import table_uri
+from engine.lake.paths import table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
 from engine.logs import set_run_id
-from engine.models import ModelBundle, fetch_bundle
-from engine import scratch as scratch_space
+from engine.models.registry import ModelBundle, fetch_bundle
+from engine.lake import scratch as scratch_space
 from engine.progress import Progress
-from engine.scoring import FINGERPRINT, PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
+from engine.score.scoring import FINGERPRINT, PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk, side_run
-from engine.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
-from engine.delta_log import CommitLog
-from engine.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
+from engine.score.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
+from engine.lake.delta_log import CommitLog
+from engine.lake.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
 
 log = logging.getLogger("lakescore")
 

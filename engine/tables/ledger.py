@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from engine.config.paths import is_url, table_uri
+from engine.lake.paths import is_url, table_uri
 from engine.config.sections import LakeConfig
 
 log = logging.getLogger("lakescore")
@@ -205,7 +205,7 @@ def append(lake: LakeConfig, entry: dict) -> bool:
     from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
     from deltalake.exceptions import TableNotFoundError
 
-    from engine.commit import open_or_create
+    from engine.lake.commit import open_or_create
 
     uri, opts = ledger_uri(lake), lake.storage_options or None
     app = f"lakescore/{TABLE}/{entry['run_id']}" + ("#start" if entry["status"] == RUNNING else "")

@@ -10,7 +10,7 @@ part of it: a daily append moves the version but leaves the window's files as th
 reuses the reference (the version it was first read at is recorded, `table_version`). A rewritten reference day
 changes its fingerprint, hence the key: the next run builds and stores a new reference.
 
-Commit protocol (engine.commit, unchanged): one unit = one output partition. DESIGN says the table is
+Commit protocol (engine.lake.commit, unchanged): one unit = one output partition. DESIGN says the table is
 partitioned by `table`; a unit that were a whole `table` partition would overwrite the other references of the
 same table (other windows, other bins) on every commit. So the table is partitioned by (`table`, `reference_id`),
 `reference_id` being a hash of the key: `table` stays the first partition column (a table's references are one
@@ -34,11 +34,11 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow as pa
 
-from engine import commit as protocol
+from engine.lake import commit as protocol
 from engine.drift import REFERENCE_METHOD
 from engine.errors import InputUnavailable
-from engine.snapshot import filesystem
-from engine.writer import RollingParquetWriter
+from engine.lake.snapshot import filesystem
+from engine.lake.writer import RollingParquetWriter
 
 log = logging.getLogger("lakescore")
 

@@ -4,7 +4,7 @@ support, window, as-of time, the pinned versions of its inputs, run id and confi
 Partitioned by `model_name`, `model_version` and `evaluation` (see `evaluation_key`: the window, the as-of time to
 the microsecond and the model set the deltas were computed against, e.g.
 `2026-01-04..2026-01-06@2026-01-14T00:00:00.000000Z~vs-lakescore-demo-xgb.1~3f09c2a1b7`): one model's history is one
-partition prune, and each evaluation is its own unit of the commit protocol (engine.commit): committed once,
+partition prune, and each evaluation is its own unit of the commit protocol (engine.lake.commit): committed once,
 idempotent on a re-run with the same inputs, and a new window, as-of time or model set is a new partition that never
 overwrites an earlier one (two evaluations a moment apart, or of one challenger against two champions, are kept
 apart: a key that merged them would let the later overwrite the earlier, or report it already done).
@@ -17,9 +17,9 @@ import re
 
 import pyarrow as pa
 
-from engine import commit as protocol
-from engine.snapshot import filesystem
-from engine.writer import RollingParquetWriter
+from engine.lake import commit as protocol
+from engine.lake.snapshot import filesystem
+from engine.lake.writer import RollingParquetWriter
 
 PARTITION_COLUMNS = ["model_name", "model_version", "evaluation"]
 FILE_FIELDS = [
@@ -45,7 +45,7 @@ FILE_FIELDS = [
     pa.field("config_hash", pa.string()),
     pa.field("evaluated_at", pa.timestamp("us", tz="UTC")),
     # The unit's input fingerprint on every row: what its files' statistics say they hold, checked against the
-    # unit's transaction before it counts as done (engine.commit.Evidence: a RESTORE keeps newer transactions).
+    # unit's transaction before it counts as done (engine.lake.commit.Evidence: a RESTORE keeps newer transactions).
     pa.field("input_fingerprint", pa.string()),
 ]
 FILE_SCHEMA = pa.schema(FILE_FIELDS)
