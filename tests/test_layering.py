@@ -9,6 +9,11 @@ Rules (issue 19):
 - `benchmarks` never imports `tests`;
 - only `jobs`, `tests` and `benchmarks` import `engine/demo` (demo data and models: real backtests must not train
   with demo code; their recipes are backtests/recipes.py).
+- engine's folders stack: the kernel (errors, logs, progress, latency, pii, drift and the executor seam) at the
+  bottom; `engine/lake` (Delta I/O) imports only the kernel and, for type hints, `engine.config.sections`;
+  `engine/models` only the kernel; `engine/tables` only the kernel, `engine/lake` and `engine/config`;
+  nothing in engine imports `engine/ops` (operator commands sit on top, wired by jobs/); the two job cores
+  `engine/score` and `engine/evaluation` do not import each other.
 """
 from __future__ import annotations
 
@@ -63,6 +68,31 @@ def broken_rule(importer: str, imported: str) -> str | None:
     if under(imported, "engine.demo") and not any(under(importer, p) for p in ("engine.demo", "jobs", "tests",
                                                                                 "benchmarks")):
         return "only jobs, tests and benchmarks import engine/demo"
+    return _stack_rule(importer, imported)
+
+
+KERNEL = ("engine.errors", "engine.logs", "engine.progress", "engine.latency", "engine.pii", "engine.drift",
+          "engine.work", "engine.executor", "engine.run")
+# folder → the only engine modules it may import (besides its own folder)
+BELOW = {
+    "engine.lake": (*KERNEL, "engine.config.sections"),
+    "engine.models": KERNEL,
+    "engine.tables": (*KERNEL, "engine.lake", "engine.config"),
+}
+CORES = ("engine.score", "engine.evaluation")
+
+
+def _stack_rule(importer: str, imported: str) -> str | None:
+    if not (under(importer, "engine") and under(imported, "engine")) or imported == "engine":
+        return None
+    for folder, allowed in BELOW.items():
+        if under(importer, folder) and not under(imported, folder) and not any(under(imported, a) for a in allowed):
+            return f"{folder} imports above its layer"
+    if under(imported, "engine.ops") and not under(importer, "engine.ops"):
+        return "engine imports engine/ops (operator commands sit on top)"
+    for a, b in (CORES, CORES[::-1]):
+        if under(importer, a) and under(imported, b):
+            return f"job core {a} imports job core {b}"
     return None
 
 
@@ -92,6 +122,17 @@ def test_rules_catch_each_kind_of_break():
     assert broken_rule("benchmarks.bench", "tests.conftest")
     assert broken_rule("backtests.fold_run", "engine.demo.models.train_xgb")
     assert broken_rule("engine.score.run", "engine.demo.data")
+    assert broken_rule("engine.lake.commit", "engine.tables.ledger")
+    assert broken_rule("engine.lake.snapshot", "engine.config.load")
+    assert broken_rule("engine.models.registry", "engine.lake.snapshot")
+    assert broken_rule("engine.tables.ledger", "engine.score.scoring")
+    assert broken_rule("engine.score.run", "engine.ops.status")
+    assert broken_rule("engine.evaluation.job", "engine.score.units")
+    assert broken_rule("engine.score.units", "engine.evaluation.keys")
+    assert not broken_rule("engine.lake.paths", "engine.config.sections")
+    assert not broken_rule("engine.tables.ledger", "engine.lake.commit")
+    assert not broken_rule("engine.ops.status", "engine.score.scoring")
+    assert not broken_rule("engine.models.scorers", "engine.errors")
     assert not broken_rule("backtests.runner", "engine.ray.backtest")
     assert not broken_rule("tests.test_multinode", "engine.testing.ray_cluster")
     assert not broken_rule("benchmarks.bench", "engine.testing.spark_cluster")
