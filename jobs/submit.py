@@ -29,8 +29,10 @@ from jobs._main import examples_epilog  # noqa: E402
 
 JOBS = {"score": ScoreConfig, "validate": ValidateConfig, "evaluate": EvaluateConfig, "backtest": BacktestConfig,
         "demo": DemoConfig}
-UPLOAD_EXCLUDES = [".git", ".venv", ".make", "**/__pycache__", "lake", "mlruns", "mlruns.db", "mlartifacts",
-                   "benchmarks/out", "spark-warehouse", "metastore_db", "*.db"]
+# Ray matches excludes as .gitignore lines: a bare name ("lake") drops every folder of that name at any depth (the
+# package engine/lake too), so the project's own outputs are anchored at the upload's root with a leading "/".
+UPLOAD_EXCLUDES = [".git", ".venv", ".make", "**/__pycache__", "/lake", "/mlruns", "/mlruns.db", "/mlartifacts",
+                   "/benchmarks/out", "/spark-warehouse", "/metastore_db", "*.db"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 EXAMPLES = (
     "lakescore submit score --config conf/score.yaml input.ds=2026-01-05   # RAY_ADDRESS or http://127.0.0.1:8265",
@@ -52,7 +54,7 @@ def build_entrypoint(job: str, config: str, overrides: list[str], flags: list[st
     for p in (cfg.lake.root, cfg.mlflow.artifact_root):
         rel = os.path.relpath(p, cwd) if os.path.isabs(p) else None
         if rel and not rel.startswith(".."):
-            excludes.append(rel)
+            excludes.append("/" + rel)
     args = ["python", "-m", f"jobs.{job}", "--config", os.path.relpath(config, cwd), *overrides, *pinned, *flags]
     return " ".join(shlex.quote(a) for a in args), excludes
 

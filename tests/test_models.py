@@ -205,7 +205,7 @@ def test_xgboost_is_imported_for_scoring_without_scikit_learn_and_sklearn_still_
 
     code = (
         "import sys\n"
-        "from engine.models import import_xgboost\n"
+        "from engine.models.scorers import import_xgboost\n"
         "xgb = import_xgboost()\n"
         "assert 'sklearn' not in sys.modules and not xgb.compat.SKLEARN_INSTALLED\n"
         "import numpy as np\n"
@@ -217,6 +217,6 @@ def test_xgboost_is_imported_for_scoring_without_scikit_learn_and_sklearn_still_
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
     # A process that imported sklearn first gets xgboost as usual (its sklearn wrappers work).
-    code = "import sklearn\nfrom engine.models import import_xgboost\nassert import_xgboost().compat.SKLEARN_INSTALLED\n"
+    code = "import sklearn\nfrom engine.models.scorers import import_xgboost\nassert import_xgboost().compat.SKLEARN_INSTALLED\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
