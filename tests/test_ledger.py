@@ -202,3 +202,21 @@ def test_a_run_records_its_start_under_its_own_app_transaction_and_readers_see_f
         "r-still-running"]
     assert ledger.running_runs(lk, lease + dt.timedelta(seconds=1)) == []  # its lease is over
     assert [r["run_id"] for r in runs(lake)] == [final["run_id"]]
+
+
+def test_the_code_commit_is_the_source_trees_git_commit(monkeypatch):
+    """Each ledger row names the commit of the code that ran: from git in the source tree when run from a checkout.
+    Broken build caught: the module moved one folder deeper (engine/tables/) and looked for .git in engine/, so every
+    local run recorded no commit."""
+    import subprocess
+    from pathlib import Path
+
+    monkeypatch.delenv("LAKESCORE_CODE_COMMIT", raising=False)
+    ledger.code_revision.cache_clear()
+    try:
+        repo = Path(__file__).resolve().parents[1]
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        assert head, "the tests run from a git checkout"
+        assert (ledger.code_revision()[1] or "").split("+")[0] == head
+    finally:
+        ledger.code_revision.cache_clear()

@@ -95,7 +95,7 @@ def code_revision() -> tuple[str, str | None]:
     except PackageNotFoundError:
         pkg = "unknown"
     commit = os.environ.get("LAKESCORE_CODE_COMMIT") or None
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the source tree: engine/tables/ledger.py → the repository
     if commit is None and (root / ".git").exists():
         try:
             out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
