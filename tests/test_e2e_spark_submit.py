@@ -93,8 +93,8 @@ def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluste
 
 def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, lake, demo_root):
     from conftest import MLP, score_config
-    from engine.evaluation.job import LocalEvalExecutor, run_evaluate
-    from engine.score.run import LocalExecutor
+    from engine.evaluation.job import run_evaluate
+    from engine.executor import LocalExecutor
     from jobs.score import run_score
     from test_evaluate import eval_config, report_of
 
@@ -111,7 +111,7 @@ def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, l
     s = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
     assert s["engine"] == "spark" and s["verdict"] == "pass" and s["rows_evaluated"] == 3 * ROWS
     spark_rep = json.loads(Path(s["report"]).with_name("report.json").read_text())
-    local = report_of(run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalEvalExecutor()))
+    local = report_of(run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalExecutor()))
     assert spark_rep["metrics"] == local["metrics"] and spark_rep["deltas"] == local["deltas"]
     assert {p["column"] for p in spark_rep["drift"]["psi"]} >= {"f00", f"score:{XGB}/1"}
     assert (Path(s["report"]).parent / "drift.html").stat().st_size > 0

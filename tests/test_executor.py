@@ -56,26 +56,40 @@ def test_one_executor_protocol_one_ray_wait_loop_one_engine_switch():
 # ------------------------------------------------------------------ what crosses the seam
 
 
-def _refuse(unit, chunk, bundle):
-    """A chunk function handed in as data: three kinds of error, by chunk."""
-    from backtests.guard import LeakageDetected
+def _chunk_functions():
+    """Chunk functions handed in as data, defined in a function so that workers get them by value (this test module
+    is not importable on a Ray worker)."""
 
-    if chunk.index == 0:
-        raise ModelRefused(f"model for {chunk.args} is a pickle; refused")
-    if chunk.index == 1:  # a class engine.errors does not hold arrives as its nearest base there
-        raise LeakageDetected("fold 8 reads a day at its cutoff", [])
-    if chunk.index == 2:
-        raise ValueError("a bug in the chunk function")
-    from engine.work import ChunkResult
+    def refuse(unit, chunk, bundle):
+        """Three kinds of error, by chunk, and a result."""
+        import json
 
-    return ChunkResult(chunk.unit, 1, 1, [], payload=json.dumps({"args": chunk.args, "unit_args": unit.args}),
-                       blob=b"\x00stats\xff")
+        from backtests.guard import LeakageDetected
+        from engine.errors import ModelRefused
+        from engine.work import ChunkResult
+
+        if chunk.index == 0:
+            raise ModelRefused(f"model for {chunk.args} is a pickle; refused")
+        if chunk.index == 1:  # a class engine.errors does not hold arrives as its nearest base there
+            raise LeakageDetected("fold 8 reads a day at its cutoff", [])
+        if chunk.index == 2:
+            raise ValueError("a bug in the chunk function")
+        return ChunkResult(chunk.unit, 1, 1, [], payload=json.dumps({"args": chunk.args, "unit_args": unit.args}),
+                           blob=b"\x00stats\xff")
+
+    def sleep(unit, chunk, bundle):
+        import time
+
+        time.sleep(30)
+
+    return refuse, sleep
 
 
 def _work(notify: bool = False):
     from engine.work import ChunkWork, UnitWork
 
-    units = {"u": UnitWork("u", "", "", None, _refuse, args=("plan",), notify_start=notify, what="fold group(s)")}
+    refuse = _chunk_functions()[0]
+    units = {"u": UnitWork("u", "", "", None, refuse, args=("plan",), notify_start=notify, what="fold group(s)")}
     return units, [ChunkWork("u", (), i, args=f"fold-{i}") for i in range(4)]
 
 
@@ -120,11 +134,15 @@ def test_codec_round_trip_keeps_payload_blob_and_the_failure_class():
 
 
 def test_local_executor_keeps_error_classes_and_reports_starts():
+    """In process: a LakescoreError is the chunk's failure with its class, as on the engines; any other exception is
+    raised as it is (the score job turns a vanished file's OSError into exit 5 naming it)."""
     from engine.executor import LocalExecutor
 
     units, chunks = _work(notify=True)
-    items = list(LocalExecutor().run(units, chunks, None, time.monotonic() + 60))
-    _check(_outcomes(items), [0, 1, 2, 3])
+    out = _outcomes(list(LocalExecutor().run(units, [c for c in chunks if c.index != 2], None, time.monotonic() + 60)))
+    assert out["started"] == [0, 1, 3] and {k: out[k] for k in (0, 1, 3)} == EXPECTED
+    with pytest.raises(ValueError, match="a bug in the chunk function"):
+        list(LocalExecutor().run(units, chunks[2:3], None, time.monotonic() + 60))
     with pytest.raises(UnitFailed, match="^time budget exhausted"):
         list(LocalExecutor().run(units, chunks, None, time.monotonic() - 1))
 
@@ -146,16 +164,12 @@ def test_ray_keeps_a_worker_errors_class_and_reports_starts(ray_local, pipeline)
         _check(_outcomes(list(ex.run_side(units, chunks, None, time.monotonic() + 120))), [])
 
 
-def _sleep(unit, chunk, bundle):
-    time.sleep(30)
-
-
 def test_ray_time_budget_cancels_and_names_what_is_left(ray_local):
     from engine.config import RayConfig
     from engine.ray.executor import executor
     from engine.work import ChunkWork, UnitWork
 
-    units = {"u": UnitWork("u", "", "", None, _sleep, what="fold group(s)")}
+    units = {"u": UnitWork("u", "", "", None, _chunk_functions()[1], what="fold group(s)")}
     t = time.monotonic()
     with pytest.raises(UnitFailed, match=r"^time budget exhausted with 3 fold group\(s\) unfinished; raise "
                                          r"run.time_budget_s"):
