@@ -96,7 +96,7 @@ def _chunk_runner(key: str, unit_bc, bundle_bc):
 
 
 class SparkExecutor:
-    """`engine.score.run.Executor` on a SparkSession started with `SESSION_CONF`."""
+    """`engine.executor.Executor` on a SparkSession started with `SESSION_CONF`."""
 
     def __init__(self, spark, cfg: SparkConfig | None = None):
         self.spark = spark
@@ -171,7 +171,8 @@ class SparkExecutor:
             self._sweep(unit, [])
             message = f"Spark job failed after Spark's task retries: {_job_error(e)}"
             return [ChunkFailure(unit.unit, message, False, c.index) for c in chunks]
-        out = [decode_item(ok, result, data, unit.row_check) for _i, ok, result, data, _w in sorted(rows, key=lambda r: r[0])]
+        out = [decode_item(ok, result, data, unit.row_check)
+               for _i, ok, result, data, _w in sorted(rows, key=lambda r: r[0])]
         _log_workers(unit.unit, [r[4] for r in rows if r[4] is not None])
         self._sweep(unit, [r for r in out if isinstance(r, ChunkResult)])
         return out
