@@ -1,4 +1,5 @@
-"""End to end on Spark: a local standalone master and worker, `spark-submit jobs/validate.py|score.py … engine=spark`."""
+"""End to end on Spark: a local standalone master and worker,
+`spark-submit jobs/validate.py|score.py|evaluate.py|backtest.py … engine=spark`."""
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ def submit(master: str, env: dict, *args: str, job: str = "validate") -> subproc
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
            "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / f"{job}.py"), "--config",
            str(ROOT / "conf" / f"{job}.yaml"), "engine=spark",
-           f"{'features' if job == 'evaluate' else 'input'}.contract={ROOT / 'conf/contracts/features.yaml'}", *args]
+           f"{'input' if job in ('validate', 'score') else 'features'}.contract={ROOT / 'conf/contracts/features.yaml'}",
+           *args]
     # Run from the isolated cwd (tests/conftest.py): whatever Spark or the job writes relative to it stays there.
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
 
@@ -117,6 +119,43 @@ def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, l
     assert (Path(s["report"]).parent / "drift.html").stat().st_size > 0
     failing = submit(master, env, *args[:-1], "gates.thresholds=[{metric: roc_auc, min: 0.999}]", job="evaluate")
     assert failing.returncode == 4, (failing.stdout + failing.stderr)[-3000:]
+
+
+def test_spark_submit_backtest_commits_the_rows_of_an_in_process_run(spark_cluster, lake, demo_root, tmp_path):
+    """`spark-submit jobs/backtest.py … engine=spark`: each refit group a Spark job on the standalone workers, its start
+    line printed, and `backtest_metrics` holding the rows an in-process run (LocalExecutor) commits, read with
+    deltalake (all but the run's own columns)."""
+    import shutil
+
+    import pandas as pd
+    from deltalake import DeltaTable
+
+    from backtests.runner import run_backtest
+    from engine.config import BacktestConfig, load_config, resolve_paths
+    from engine.executor import LocalExecutor
+
+    master, env, _ = spark_cluster
+    reference = tmp_path / "reference"
+    shutil.copytree(lake, reference)
+    args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+            f"mlflow.artifact_root={demo_root}/mlartifacts", f"baseline.model=models:/{XGB}@champion",
+            "folds.train_days=2", "folds.n_folds=2", "recipe.trees=20", "recipe.depth=3", "metrics.bootstrap=30",
+            "min_support=50", "mlflow.log_reports=false"]
+    done = submit(master, env, *args, job="backtest")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    s = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
+    assert s["folds_committed"] == [0, 1] and s["folds_failed"] == []
+    assert "fold(s) [0] start" in done.stdout + done.stderr and "fold(s) [1] start" in done.stdout + done.stderr
+    cfg = load_config(BacktestConfig, str(ROOT / "conf" / "backtest.yaml"),
+                      [*args, f"lake.root={reference}", f"features.contract={ROOT / 'conf/contracts/features.yaml'}"])
+    local = run_backtest(resolve_paths(cfg), LocalExecutor())
+    assert local.backtest_id == s["backtest_id"]
+
+    def rows(root):
+        df = DeltaTable(str(root / "backtest_metrics")).to_pandas().drop(columns=["run_id", "created_at"])
+        return df.sort_values(["fold", "model", "slice", "metric"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(lake), rows(reference), check_exact=True)
 
 
 def test_losing_a_spark_worker_mid_run_leaves_exactly_one_copy_of_every_row(spark_cluster, lake, demo_root):
