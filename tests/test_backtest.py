@@ -18,10 +18,10 @@ from sklearn.metrics import roc_auc_score
 
 from backtests.fold_run import fold_seed
 from backtests.runner import run_backtest
-from engine.executor import LocalExecutor
 from conftest import DAYS, ROWS, XGB
 from engine.config import BacktestConfig, load_config, resolve_paths
 from engine.errors import ContractViolation
+from engine.executor import LocalExecutor
 
 
 CONTRACT = Path(__file__).resolve().parent.parent / "conf" / "contracts" / "features.yaml"

@@ -184,10 +184,8 @@ def evaluate_and_backtest(lake: Path, demo_root: Path, tmp_path: Path, contract:
     """Score the planted lake with both models, evaluate (default drift columns, an Evidently page, MLflow on) and
     backtest (income matched by a recipe pattern); the log lines they wrote."""
     from backtests.runner import run_backtest
-    from engine.executor import LocalExecutor
     from conftest import MLP, XGB, score_config
     from engine.config import BacktestConfig, EvaluateConfig, load_config, resolve_paths
-    from engine.executor import LocalExecutor
     from engine.executor import LocalExecutor
     from jobs.evaluate import run_evaluate
     from jobs.score import run_score

@@ -16,8 +16,6 @@ import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from backtests.runner import run_backtest
-
-from engine.executor import LocalExecutor
 from conftest import DAYS, ROOT, score_config
 from engine.demo.data import make_day
 from engine.evaluation.job import run_evaluate

@@ -110,9 +110,9 @@ class DeletesALabelsFileAsTasksStart:
 
         self.inner, self.path = LocalExecutor(), path
 
-    def run(self, plan_json, chunks_json, schemas, deadline):
+    def run(self, units, chunks, bundle, deadline):
         os.remove(self.path)
-        yield from self.inner.run(plan_json, chunks_json, schemas, deadline)
+        yield from self.inner.run(units, chunks, bundle, deadline)
 
 
 def test_a_labels_file_that_vanishes_mid_evaluation_is_input_unavailable_naming_it(lake, demo_root):
