@@ -135,20 +135,23 @@ def test_spark_submit_backtest_commits_the_rows_of_an_in_process_run(spark_clust
     from engine.executor import LocalExecutor
 
     master, env, _ = spark_cluster
-    reference = tmp_path / "reference"
-    shutil.copytree(lake, reference)
+    fresh, reference = tmp_path / "fresh", tmp_path / "reference"
+    shutil.copytree(lake, fresh)
     args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
             f"mlflow.artifact_root={demo_root}/mlartifacts", f"baseline.model=models:/{XGB}@champion",
             "folds.train_days=2", "folds.n_folds=2", "recipe.trees=20", "recipe.depth=3", "metrics.bootstrap=30",
             "min_support=50", "mlflow.log_reports=false"]
+    # The reference first, at the same lake.root (it is in the config hash, so in the backtest id), then moved away.
+    cfg = load_config(BacktestConfig, str(ROOT / "conf" / "backtest.yaml"),
+                      [*args, f"features.contract={ROOT / 'conf/contracts/features.yaml'}"])
+    local = run_backtest(resolve_paths(cfg), LocalExecutor())
+    lake.rename(reference)
+    fresh.rename(lake)
     done = submit(master, env, *args, job="backtest")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     s = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
     assert s["folds_committed"] == [0, 1] and s["folds_failed"] == []
     assert "fold(s) [0] start" in done.stdout + done.stderr and "fold(s) [1] start" in done.stdout + done.stderr
-    cfg = load_config(BacktestConfig, str(ROOT / "conf" / "backtest.yaml"),
-                      [*args, f"lake.root={reference}", f"features.contract={ROOT / 'conf/contracts/features.yaml'}"])
-    local = run_backtest(resolve_paths(cfg), LocalExecutor())
     assert local.backtest_id == s["backtest_id"]
 
     def rows(root):

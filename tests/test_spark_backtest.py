@@ -41,8 +41,10 @@ def metric_rows(lake):
 
 def test_backtest_on_spark_gives_the_same_metrics_as_on_ray(demo_root, tmp_path, ray_local, spark, capsys):
     runs = {}
+    lake = tmp_path / "lake"  # one path for both runs: lake.root is in the config hash, so in the backtest id
     for engine in ("ray", "spark"):
-        lake = tmp_path / engine
+        if lake.exists():
+            lake.rename(tmp_path / "after-ray")
         shutil.copytree(demo_root / "lake", lake)
         code, summary, err = backtest(lake, demo_root, engine, capsys)
         assert code == 0, err[-3000:]
