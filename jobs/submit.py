@@ -29,7 +29,7 @@ from jobs._main import examples_epilog  # noqa: E402
 
 JOBS = {"score": ScoreConfig, "validate": ValidateConfig, "evaluate": EvaluateConfig, "backtest": BacktestConfig,
         "demo": DemoConfig}
-UPLOAD_EXCLUDES = [".git", ".venv", ".make", "**/__pycache__", "lake", "mlruns", "mlruns.db", "mlartifacts",
+UPLOAD_EXCLUDES = [".git", ".venv", ".make", "**/__pycache__", "/lake", "mlruns", "mlruns.db", "mlartifacts",
                    "benchmarks/out", "spark-warehouse", "metastore_db", "*.db"]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 EXAMPLES = (

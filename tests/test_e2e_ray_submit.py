@@ -39,7 +39,7 @@ def summary_line(text: str) -> dict:
 
 def test_ray_job_submit_scores_the_lake(cluster, lake, demo_root):
     cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.address, "--working-dir", str(ROOT),
-           "--runtime-env-json", json.dumps({"excludes": [".git", "**/__pycache__", "lake", "*.db"]}), "--",
+           "--runtime-env-json", json.dumps({"excludes": [".git", "**/__pycache__", "/lake", "*.db"]}), "--",
            "python", "-m", "jobs.score", "--config", "conf/score.yaml", *paths(lake, demo_root),
            f"model.uri=models:/{XGB}@champion"]
     out = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=400, cwd=ROOT)
@@ -52,7 +52,7 @@ def test_ray_job_submit_scores_the_lake(cluster, lake, demo_root):
 
 def test_relative_lake_path_in_a_submitted_job_is_a_config_error(cluster, demo_root):
     cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.address, "--working-dir", str(ROOT),
-           "--runtime-env-json", json.dumps({"excludes": [".git", "**/__pycache__", "lake", "*.db"]}), "--",
+           "--runtime-env-json", json.dumps({"excludes": [".git", "**/__pycache__", "/lake", "*.db"]}), "--",
            "python", "-m", "jobs.score", "--config", "conf/score.yaml", "lake.root=lake"]
     out = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 1  # ray job submit says only "failed"…
