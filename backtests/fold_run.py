@@ -29,6 +29,7 @@ from engine.models.registry import ModelBundle, ModelRef
 from engine.models.scorers import build_scorer
 from engine.models.preprocess import PreprocessSpec, to_matrix
 from engine.score.scoring import predict_batch
+from engine.work import ChunkResult, ChunkWork, UnitWork
 
 RECIPE = "recipe"
 
@@ -107,6 +108,14 @@ def _train(plan: FoldPlan, rows: pa.Table, seed: int) -> ModelBundle:
     torch.save(model.state_dict(), buf)
     arch = {"type": "mlp", "inputs": int(x.shape[1]), "hidden": [32, 16], "activation": "relu", "sigmoid": True}
     return ModelBundle(ref, "torch_state_dict", buf.getvalue(), spec, arch)
+
+
+def group_task(unit: UnitWork, chunk: ChunkWork, baseline: ModelBundle | None) -> ChunkResult:
+    """`run_group` as an executor's chunk function (engine.work.UnitWork.task), handed to the executor as data: the
+    plan in the unit's `args`, the group's folds (a JSON list of fold JSON) in the chunk's; the fold rows come back
+    as the result's JSON payload, so every engine hands the runner the same rows."""
+    return ChunkResult(unit.unit, 0, 0, [], payload=json.dumps(run_group(unit.args[0], json.loads(chunk.args),
+                                                                          baseline)))
 
 
 def run_group(plan_json: str, folds_json: list[str], baseline: ModelBundle | None) -> list[dict]:

@@ -4,8 +4,9 @@
    a re-run of the same backtest finds its completed folds;
 2. plan the folds (printed before any work), and, with `features_at_cutoff`, find each fold's features version
    current at its cutoff and check it holds no day at or after the cutoff;
-3. run one task per refit group (an executor: Ray tasks, or this process), each training once and scoring its
-   folds with the score job's batch function, evaluated with the evaluation's statistics beside the baseline;
+3. run one task per refit group (an engine.executor.Executor: Ray, Spark, or this process), each training once and
+   scoring its folds with the score job's batch function, evaluated with the evaluation's statistics beside the
+   baseline;
 4. commit each fold to `backtest_metrics` as its own unit (idempotent): a re-run skips the completed folds and
    says so; a failed fold fails the backtest with its error, after the folds that finished are committed;
 5. MLflow: a parent run (config, plan, versions) and a nested run per fold (metrics, the model without pickle);
@@ -24,13 +25,13 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Protocol
+from typing import Iterator
 
 import pyarrow as pa
 
 from backtests import plan as fold_plan
 from backtests import guard
-from backtests.fold_run import FoldPlan, fold_seed, plan_json, run_group
+from backtests.fold_run import FoldPlan, fold_seed, group_task, plan_json
 from engine.tables import backtest_metrics as bt_results
 from engine.tables import ledger
 from engine.config.jobs import BacktestConfig
@@ -39,37 +40,37 @@ from engine.lake.paths import table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
 from engine.evaluation.spec import spec_from_config, spec_to_dict
+from engine.executor import Executor, raised
 from engine.logs import set_run_id
 from engine.models.registry import ModelBundle, fetch_bundle
 from engine.pii import pii_columns, refuse_named, without_pii
 from engine.models.preprocess import Feature, PreprocessSpec
 from engine.progress import Progress
 from engine.lake.snapshot import open_snapshot
+from engine.work import ChunkFailure, ChunkStarted, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
 JOB = "backtest"
 
 
-STARTED = "started"  # what an executor yields for a group when it starts on a worker (engine.ray.backtest too)
+STARTED = "started"  # what `_run_groups` yields for a group when it starts on a worker
 
 
-class BacktestExecutor(Protocol):
-    def run(self, group_fn: Callable, plan_json: str, groups: list[list[str]], baseline: ModelBundle | None,
-            deadline: float) -> Iterator[tuple[int, list[dict] | BaseException | str]]:
-        """Run `group_fn` (the runner hands in `fold_run.run_group`, as data) per group; yield (group index,
-        STARTED) when a group starts on a worker, and (group index, its fold results or the error) as each ends."""
-
-
-class LocalBacktestExecutor:
-    def run(self, group_fn, plan_json_, groups, baseline, deadline):
-        for i, g in enumerate(groups):
-            if time.monotonic() > deadline:
-                raise UnitFailed("time budget exhausted; raise run.time_budget_s")
-            yield i, STARTED
-            try:
-                yield i, group_fn(plan_json_, g, baseline)
-            except LakescoreError as e:
-                yield i, e
+def _run_groups(executor: Executor, plan: str, groups: list[list[str]], baseline: ModelBundle | None,
+                deadline: float) -> Iterator[tuple[int, list[dict] | BaseException | str]]:
+    """The refit groups on `executor` (engine.executor; `fold_run.group_task` handed in as data), one unit each so a
+    group's folds commit when it ends on every engine: (group index, STARTED) when a group starts on a worker (Spark:
+    when its job is submitted), then (group index, its fold results or its error, class kept) as each ends."""
+    units = {f"group-{i}": UnitWork(f"group-{i}", "", "", None, group_task, args=(plan,), notify_start=True,
+                                    what="fold group(s)") for i in range(len(groups))}
+    chunks = [ChunkWork(f"group-{i}", (), i, args=json.dumps(g)) for i, g in enumerate(groups)]
+    for item in executor.run(units, chunks, baseline, deadline):
+        if isinstance(item, ChunkStarted):
+            yield item.chunk, STARTED
+        elif isinstance(item, ChunkFailure):
+            yield item.chunk, raised(item)
+        else:
+            yield item.chunk, json.loads(item.payload)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def recipe_spec(cfg: BacktestConfig, schema: pa.Schema, train_sample: pa.Table |
     return PreprocessSpec(tuple(feats))
 
 
-def run_backtest(cfg: BacktestConfig, executor: BacktestExecutor) -> BacktestSummary:
+def run_backtest(cfg: BacktestConfig, executor: Executor) -> BacktestSummary:
     summary = BacktestSummary(JOB, uuid.uuid4().hex, config_hash(cfg))
     set_run_id(summary.run_id)
     try:
@@ -119,7 +120,7 @@ def run_backtest(cfg: BacktestConfig, executor: BacktestExecutor) -> BacktestSum
         raise
 
 
-def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSummary) -> BacktestSummary:
+def _run(cfg: BacktestConfig, executor: Executor, summary: BacktestSummary) -> BacktestSummary:
     started = time.monotonic()
     opts = cfg.lake.storage_options
     feats = open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts)
@@ -179,7 +180,7 @@ def _run(cfg: BacktestConfig, executor: BacktestExecutor, summary: BacktestSumma
     first_error: LakescoreError | None = None
     bar = Progress(sum(fo.index not in done for g in todo for fo in g), "folds")
     groups_json = [[json.dumps(asdict(fo)) for fo in g] for g in todo]
-    for gi, out in executor.run(run_group, plan_json(plan), groups_json, baseline, deadline):
+    for gi, out in _run_groups(executor, plan_json(plan), groups_json, baseline, deadline):
         if isinstance(out, str) and out == STARTED:  # printed when the group starts on a worker, not at submission
             g = todo[gi]
             log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,
@@ -258,4 +259,4 @@ def _first_training_day(cfg: BacktestConfig, feats, fold) -> pa.Table:
     return t.to_pyarrow_table(columns=list(cfg.recipe.categorical), filters=[("ds", "in", fold.train_days())])
 
 
-__all__ = ["BacktestSummary", "LocalBacktestExecutor", "run_backtest"]
+__all__ = ["BacktestSummary", "run_backtest"]

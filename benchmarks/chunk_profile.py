@@ -100,7 +100,7 @@ def mark(name):
 import engine.config, jobs._main  # noqa: E401  what `python -m jobs.score` imports first
 mark("import_job_and_config_s")
 import ray  # noqa: F401
-from engine.ray.score import executor  # noqa: F401
+from engine.ray.executor import executor  # noqa: F401
 mark("import_ray_and_executor_s")
 from engine.models.registry import resolve_model, download_model, load_bundle
 mark("import_models_s")

@@ -34,7 +34,8 @@ import numpy as np
 from engine.errors import LakescoreError, UnitFailed
 from engine.lake.scratch import remove_folder
 from engine.lake.snapshot import filesystem
-from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork, one_line
+from engine.executor import one_line
+from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork
 
 MAGIC = b"LSKEYS1\0"
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: whatever words it gets spread evenly over the buckets

@@ -22,7 +22,8 @@ from engine.lake import scratch as scratch_space
 from engine.progress import Progress
 from engine.score.scoring import plan_chunks
 from engine.lake.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
-from engine.work import ChunkResult, ChunkWork, UnitWork, side_run, timed
+from engine.executor import side_run
+from engine.work import ChunkResult, ChunkWork, UnitWork, timed
 
 log = logging.getLogger("lakescore")
 

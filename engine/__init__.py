@@ -1,7 +1,9 @@
 """lakescore's engine-agnostic core: config, snapshots, models, batch scoring and the Delta commit protocol.
 
 Nothing in this package imports Ray or Spark; `engine.ray` and `engine.spark` are thin adapters that
-move Arrow batches to these functions.
+move Arrow batches to these functions. Every job runs through the one executor seam, `engine.executor.Executor`
+(Ray: `engine.ray.executor`, Spark: `engine.spark.executor`, in process: `engine.executor.LocalExecutor`); the jobs
+pick one through `jobs.engines.make_executor`.
 
 Dependencies run one way: `contracts` imports `engine` (errors, config, snapshots, the work types), never the
 reverse. The core states what a row check must give the scoring pass (`engine.work.RowCheck`: a bad-row mask,

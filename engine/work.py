@@ -1,18 +1,25 @@
-"""What executors move: a unit's shared work, its chunks, their results, and the row-check seam.
+"""What executors move, for every job: a unit's shared work, its chunks, their results, and the row-check seam.
 
-- `UnitWork` is what every chunk of one unit shares (input table and schema, read options, the chunk function,
-  the row check, and for the score job its `Output`: table, stamps, schema, writer options, quarantine target).
-  An executor ships it once per unit (Ray: one object ref; Spark: one broadcast).
-- `ChunkWork` is the unit's name, its position in the plan and a few input files: all a chunk carries.
+Data only; the executor protocol, the result codec and the local executor are `engine.executor`. They are kept apart
+because the chunk functions that run on workers (engine.score.scoring, contracts, engine.evaluation.join,
+backtests.fold_run) need these types and nothing of how chunks are shipped. Imports: numpy and pyarrow only;
+engine.executor, engine.ray, engine.spark and the job cores import this module.
+
+- `UnitWork` is what every chunk of one unit shares: the chunk function (`task`, handed in as data by the job), and
+  for the score and validate jobs the input table and schema, read options, the row check and (score) its `Output`:
+  table, stamps, schema, writer options, quarantine target; for the evaluate and backtest jobs their JSON plan
+  (`args`). An executor ships it once per unit (Ray: one object ref; Spark: one broadcast).
+- `ChunkWork` is the unit's name, its position in the plan and a few input files (or, `args`, the JSON of the days
+  or folds it covers): all a chunk carries.
+- `ChunkResult` / `ChunkFailure` / `ChunkStarted` are what comes back: a result (counts, add actions, row-check
+  statistics; a job's own JSON `payload` and `blob` bytes), a failure that keeps the worker error's class names, a
+  start notice (for units that ask: the backtest prints a group's start line when it starts on a worker).
 - `RowCheck` is what a row check must give the scoring pass (a bad-row mask, mergeable statistics, the rows
   to quarantine). The core defines it and knows nothing of contracts; `contracts.enforce.ContractCheck`
   implements it. The validate job's chunk function lives in `contracts.validate`, not here.
-- `encode_result` / `decode_result`: a ChunkResult as JSON and statistics bytes (no pickle), for every engine
-  whose results come back as rows (Ray Data actors, Spark tasks).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol
@@ -97,6 +104,12 @@ class UnitWork:
     scratch_uri: str = ""
     key_buckets: int = 1
     key_salt: bytes = b""  # the key under which those hashes are spilled (random per unit, never on the lake)
+    # The evaluate and backtest jobs: the JSON every chunk of the unit reads (their plan, the tables' schemas).
+    args: tuple[str, ...] = ()
+    # Yield a ChunkStarted when each chunk starts on a worker (the backtest's start lines); Ray runs such a chunk as a
+    # streaming task (one more object per chunk), so only units that ask pay for it.
+    notify_start: bool = False
+    what: str = "chunk(s)"  # what a chunk is, for the time-budget message: "evaluation task(s)", "fold group(s)"
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,7 @@ class ChunkWork:
     unit: str
     files: tuple[str, ...]
     index: int = 0  # position in the run's plan: results are merged in this order, whatever order they arrive in
+    args: str = ""  # the evaluate and backtest jobs: the JSON of the chunk (a day or key bucket; a refit group)
 
 
 @dataclass
@@ -122,14 +136,28 @@ class ChunkResult:
     timings: dict = field(default_factory=dict)  # seconds spent per phase: read, contract, score, write
     latency: dict = field(default_factory=dict)  # per-batch scoring latency histogram (engine.latency)
     node: str = ""  # where it ran: set by the executor (Ray node id, Spark executor host), "" in process
+    payload: str = ""  # JSON a job's chunk function returns (evaluate: counts; backtest: the group's fold rows)
+    blob: bytes = b""  # bytes beside it (evaluate: the mergeable statistics)
 
 
 @dataclass
 class ChunkFailure:
     unit: str
-    error: str
+    error: str  # one line: the error's class and the last line of its message
     contract: bool = False  # the chunk hit a data problem (ContractViolation), not a crash
     chunk: int = 0
+    # A worker's LakescoreError: its class names (its own, then its bases) and its message, rebuilt on the driver as
+    # the nearest engine.errors class (engine.executor.raised); () for a crash.
+    classes: tuple[str, ...] = ()
+    message: str = ""
+
+
+@dataclass
+class ChunkStarted:
+    """A chunk of a unit that asked (`UnitWork.notify_start`) started on a worker."""
+
+    unit: str
+    chunk: int
 
 
 def timed(batches: Iterable, timings: dict, phase: str = "read") -> Iterator:
@@ -144,45 +172,3 @@ def timed(batches: Iterable, timings: dict, phase: str = "read") -> Iterator:
             return
         timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - t
         yield item
-
-
-def side_run(executor) -> Callable:
-    """The executor's runner for a row check's second stage (short tasks, no model): its `run_side` where it has
-    one (the Ray actor pool, whose actors may hold every CPU), else its `run`."""
-    return getattr(executor, "run_side", executor.run)
-
-
-def run_chunk(unit: UnitWork, chunk: ChunkWork, bundle) -> ChunkResult:
-    """What an executor runs per chunk: the unit's chunk function, tagged with the chunk's plan position."""
-    result = unit.task(unit, chunk, bundle)
-    result.chunk = chunk.index
-    return result
-
-
-def encode_result(r: ChunkResult) -> tuple[str, bytes]:
-    """A chunk's result as (JSON of counts and add actions, statistics bytes or b"" without a row check)."""
-    head = {"unit": r.unit, "chunk": r.chunk, "rows_in": r.rows_in, "rows_out": r.rows_out, "adds": r.adds,
-            "bad_scores": r.bad_scores, "quarantine_adds": r.quarantine_adds, "rows_quarantined": r.rows_quarantined,
-            "has_checks": r.checks is not None, "timings": r.timings, "latency": r.latency, "node": r.node}
-    return json.dumps(head), r.checks.to_bytes() if r.checks is not None else b""
-
-
-def decode_result(result: str, checks: bytes, row_check: RowCheck | None) -> ChunkResult:
-    """The exact inverse of `encode_result`: the driver sees the ChunkResult the worker built."""
-    head = json.loads(result)
-    stats = row_check.stats_from_bytes(checks) if head["has_checks"] else None
-    return ChunkResult(head["unit"], head["rows_in"], head["rows_out"], head["adds"], stats, head["bad_scores"],
-                       head["quarantine_adds"], head["rows_quarantined"], head["chunk"], head["timings"],
-                       head["latency"], head["node"])
-
-
-def is_contract(e: BaseException) -> bool:
-    from engine.errors import ContractViolation
-
-    return isinstance(getattr(e, "cause", None) or e, ContractViolation)
-
-
-def one_line(e: BaseException) -> str:
-    cause = getattr(e, "cause", None) or e
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]

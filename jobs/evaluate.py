@@ -28,17 +28,9 @@ def run_evaluate(cfg: EvaluateConfig, executor):
 
 
 def body(cfg: EvaluateConfig, args):
-    if cfg.engine == "spark":
-        from engine.spark.evaluate import SparkEvalExecutor
-        from engine.spark.session import spark_session
+    from jobs.engines import make_executor
 
-        spark = spark_session("lakescore-evaluate", master=cfg.spark.master)
-        return run_evaluate(cfg, SparkEvalExecutor(spark))
-    from engine.ray.evaluate import RayEvalExecutor
-    from engine.ray.session import connect
-
-    connect(cfg.ray.address)
-    return run_evaluate(cfg, RayEvalExecutor(cfg.ray))
+    return run_evaluate(cfg, make_executor(cfg, "evaluate"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,17 +34,9 @@ def run_score(cfg: ScoreConfig, executor, force: bool = False, hooks=None):
 
 
 def body(cfg: ScoreConfig, args):
-    if cfg.engine == "spark":
-        from engine.spark.score import SESSION_CONF, SparkExecutor
-        from engine.spark.session import spark_session
+    from jobs.engines import make_executor
 
-        spark = spark_session("lakescore-score", master=cfg.spark.master, extra_conf=SESSION_CONF)
-        return run_score(cfg, SparkExecutor(spark, cfg.spark), force=args.force)
-    from engine.ray.score import executor
-    from engine.ray.session import connect
-
-    connect(cfg.ray.address)
-    return run_score(cfg, executor(cfg.ray), force=args.force)
+    return run_score(cfg, make_executor(cfg, "score"), force=args.force)
 
 
 def main(argv: list[str] | None = None) -> int:

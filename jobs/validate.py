@@ -20,18 +20,9 @@ EXAMPLES = (
 
 def body(cfg: ValidateConfig, args):
     from contracts.validate import executor_gather, run_validate
+    from jobs.engines import make_executor
 
-    if cfg.engine == "spark":
-        from engine.spark.score import SESSION_CONF, SparkExecutor
-        from engine.spark.session import spark_session
-
-        spark = spark_session("lakescore-validate", master=cfg.spark.master, extra_conf=SESSION_CONF)
-        return run_validate(cfg, executor_gather(SparkExecutor(spark, cfg.spark)))
-    from engine.ray.score import executor
-    from engine.ray.session import connect
-
-    connect(cfg.ray.address)
-    return run_validate(cfg, executor_gather(executor(cfg.ray)))
+    return run_validate(cfg, executor_gather(make_executor(cfg, "validate")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,7 @@ def ray_local():
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     """One local Spark (delta-spark) for the session: 2 cores, 2 attempts per task (a failed attempt is retried)."""
-    from engine.spark.score import SESSION_CONF
+    from engine.spark.executor import SESSION_CONF
     from engine.spark.session import spark_session
 
     warehouse = tmp_path_factory.mktemp("spark-warehouse")

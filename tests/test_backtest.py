@@ -17,10 +17,11 @@ from deltalake import DeltaTable, write_deltalake
 from sklearn.metrics import roc_auc_score
 
 from backtests.fold_run import fold_seed
-from backtests.runner import LocalBacktestExecutor, run_backtest
+from backtests.runner import run_backtest
 from conftest import DAYS, ROWS, XGB
 from engine.config import BacktestConfig, load_config, resolve_paths
 from engine.errors import ContractViolation
+from engine.executor import LocalExecutor
 
 
 CONTRACT = Path(__file__).resolve().parent.parent / "conf" / "contracts" / "features.yaml"
@@ -87,7 +88,7 @@ def independent_fold_auc(*args) -> float:
 
 def test_folds_match_an_independent_implementation_and_rerun_identically(lake, demo_root, tmp_path):
     cfg = bt_config(lake, demo_root)
-    s = run_backtest(cfg, LocalBacktestExecutor())
+    s = run_backtest(cfg, LocalExecutor())
     rep = report_of(s)
     assert [f["cutoff"] for f in rep["folds"]] == ["2026-01-03", "2026-01-04"] and s.folds_committed == [0, 1]
     f0 = rep["folds"][0]
@@ -113,29 +114,31 @@ def test_folds_match_an_independent_implementation_and_rerun_identically(lake, d
     assert set(table.fold) == {0, 1} and set(table.backtest_id) == {s.backtest_id}
     lake2 = tmp_path / "lake2"
     shutil.copytree(lake, lake2, ignore=shutil.ignore_patterns("backtest_metrics", "_reports"))
-    s2 = run_backtest(bt_config(lake2, demo_root), LocalBacktestExecutor())
+    s2 = run_backtest(bt_config(lake2, demo_root), LocalExecutor())
     assert s2.folds_committed == [0, 1]  # another lake root: another backtest id, computed afresh
     assert report_of(s2)["folds"][0]["metrics"] == f0["metrics"]
     # Re-run in place: every fold is complete, nothing is recomputed.
-    s3 = run_backtest(cfg, LocalBacktestExecutor())
+    s3 = run_backtest(cfg, LocalExecutor())
     assert s3.folds_resumed == [0, 1] and s3.folds_committed == []
 
 
-class FailOnce(LocalBacktestExecutor):
+class FailOnce(LocalExecutor):
     """Our own executor seam: the second group fails the first time (a worker lost mid-backtest)."""
 
     def __init__(self):
         self.failed = False
 
-    def run(self, group_fn, plan_json_, groups, baseline, deadline):
-        for i, out in super().run(group_fn, plan_json_, groups, baseline, deadline):
-            if i == 1 and not self.failed and not isinstance(out, str):  # a result, not the start signal
-                self.failed = True
-                from engine.errors import UnitFailed
+    def run(self, units, chunks, bundle, deadline):
+        from engine.errors import UnitFailed
+        from engine.executor import failure
+        from engine.work import ChunkResult
 
-                yield i, UnitFailed("worker lost")
+        for item in super().run(units, chunks, bundle, deadline):
+            if item.chunk == 1 and not self.failed and isinstance(item, ChunkResult):  # a result, not the start
+                self.failed = True
+                yield failure(item.unit, item.chunk, UnitFailed("worker lost"))
             else:
-                yield i, out
+                yield item
 
 
 def test_a_failed_fold_fails_the_backtest_and_a_rerun_resumes(lake, demo_root):
@@ -145,7 +148,7 @@ def test_a_failed_fold_fails_the_backtest_and_a_rerun_resumes(lake, demo_root):
     with pytest.raises(UnitFailed, match="worker lost"):
         run_backtest(cfg, FailOnce())
     assert set(DeltaTable(str(lake / "backtest_metrics")).to_pandas().fold) == {0}
-    s = run_backtest(cfg, LocalBacktestExecutor())
+    s = run_backtest(cfg, LocalExecutor())
     assert s.folds_resumed == [0] and s.folds_committed == [1]
     rep = report_of(s)
     assert [f["fold"] for f in rep["folds"]] == [0, 1]
@@ -169,7 +172,7 @@ def test_refit_every_k_reuses_the_model_and_says_which(lake, demo_root):
     add_fifth_day(lake)
     cfg = bt_config(lake, demo_root, "refit.every=2", "folds.n_folds=3", "baseline.kind=base_rate",
                     "mlflow.log_reports=false")
-    rep = report_of(run_backtest(cfg, LocalBacktestExecutor()))
+    rep = report_of(run_backtest(cfg, LocalExecutor()))
     f0, f1, f2 = rep["folds"]
     assert [f["cutoff"] for f in rep["folds"]] == ["2026-01-03", "2026-01-04", "2026-01-05"]
     assert [f["trained_on"] for f in rep["folds"]] == [0, 0, 2]
@@ -239,11 +242,11 @@ def test_a_resumed_backtest_logs_only_the_folds_it_ran_and_says_when_each_starts
 
     monkeypatch.setattr(results.Store, "commit", killed_before_fold_1)
     with pytest.raises(RuntimeError, match="killed"):
-        run_backtest(cfg, LocalBacktestExecutor())
+        run_backtest(cfg, LocalExecutor())
     monkeypatch.setattr(results.Store, "commit", real_commit)
     assert set(DeltaTable(str(lake / "backtest_metrics")).to_pandas().fold) == {0}
     with LogLines() as logs:
-        s = run_backtest(cfg, LocalBacktestExecutor())
+        s = run_backtest(cfg, LocalExecutor())
     assert s.folds_resumed == [0] and s.folds_committed == [1, 2]
     # Each group's start line comes when it starts (the local executor runs them one after the other), not all
     # at submission.
@@ -273,7 +276,7 @@ def test_the_leakage_guard_stops_a_training_row_from_the_future(lake, demo_root)
     write_deltalake(str(lake / "labels"), labels, mode="append", partition_by=["ds"])
     with pytest.raises(ContractViolation, match="event_ts") as e:
         run_backtest(bt_config(lake, demo_root, "baseline.kind=base_rate", "mlflow.log_reports=false",
-                               "features_at_cutoff=false"), LocalBacktestExecutor())
+                               "features_at_cutoff=false"), LocalExecutor())
     assert "fold 0" in str(e.value) and "3 training row" in str(e.value) and e.value.exit_code == 3
 
 
@@ -302,7 +305,7 @@ def test_the_job_runs_its_folds_as_ray_tasks(ray_local, lake, demo_root, capsys)
     assert {i["role"]: i["version"] for i in entry["inputs"] if i["role"] != "features_at_cutoff"} == {
         "features": DeltaTable(str(lake / "features")).version(), "labels": DeltaTable(str(lake / "labels")).version()}
     local = run_backtest(bt_config(lake, demo_root, "features_at_cutoff=true", "recipe.depth=5"),
-                         LocalBacktestExecutor())
+                         LocalExecutor())
     assert local.backtest_id == s["backtest_id"] and local.folds_resumed == [0, 1]  # same backtest: found complete
     from mlflow.tracking import MlflowClient
 
@@ -323,7 +326,7 @@ def test_the_torch_mlp_recipe_trains_and_scores_without_pickle(lake, demo_root, 
     tracking = f"sqlite:///{tmp_path}/mlruns.db"
     cfg = bt_config(lake, demo_root, "recipe.kind=torch_mlp", "folds.n_folds=1", "baseline.kind=base_rate",
                     f"mlflow.tracking_uri={tracking}", f"mlflow.artifact_root={tmp_path}/mlart")
-    s = run_backtest(cfg, LocalBacktestExecutor())
+    s = run_backtest(cfg, LocalExecutor())
     (fold,) = report_of(s)["folds"]
     auc = overall(fold, "recipe")
     assert 0.58 < auc < 1.0  # a small MLP on ~4k training rows: weak, but it ranks
@@ -353,29 +356,3 @@ def test_the_torch_mlp_recipe_trains_and_scores_without_pickle(lake, demo_root, 
     with torch.no_grad():
         p = net.eval()(torch.from_numpy(x)).numpy().ravel()
     assert abs(roc_auc_score(test.label, p) - auc) < 1e-4
-
-
-def test_ray_worker_error_keeps_its_class(ray_local):
-    """A group function that raises ModelRefused on a Ray worker reaches the driver as ModelRefused (exit 5, as
-    InputUnavailable: the exit code alone cannot tell them apart), with its message; the group function is data
-    handed to the executor, so engine/ray never imports backtests."""
-    import time
-
-    from engine.config import RayConfig
-    from engine.errors import ModelRefused
-    from engine.ray.backtest import STARTED, RayBacktestExecutor
-
-    from backtests.guard import LeakageDetected
-
-    def refuse(plan_json, folds_json, baseline):
-        if folds_json[0] == "fold-8":  # a class engine.errors does not hold arrives as its base there
-            raise LeakageDetected("fold 8 reads a day at its cutoff", [])
-        raise ModelRefused(f"model for {folds_json[0]} is a pickle; refused")
-
-    outs = list(RayBacktestExecutor(RayConfig(num_cpus=0.5)).run(refuse, "{}", [["fold-7"], ["fold-8"]], None,
-                                                                   time.monotonic() + 120))
-    assert sorted(o for o in outs if o[1] == STARTED) == [(0, STARTED), (1, STARTED)]
-    errs = dict(o for o in outs if o[1] != STARTED)
-    assert type(errs[0]) is ModelRefused and str(errs[0]) == "model for fold-7 is a pickle; refused"
-    assert type(errs[1]) is ContractViolation and errs[1].exit_code == 3
-    assert str(errs[1]) == "fold 8 reads a day at its cutoff"

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from conftest import ROOT
-from engine.spark.score import _log_workers
+from engine.spark.executor import _log_workers
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import spark_job  # noqa: E402

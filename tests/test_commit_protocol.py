@@ -19,7 +19,7 @@ from deltalake.exceptions import CommitFailedError
 from conftest import DAYS, ROWS, score_config
 from engine.demo.data import make_day
 from engine.errors import UnitFailed
-from engine.ray.score import executor
+from engine.ray.executor import executor
 from engine.score.run import Hooks
 from jobs.score import run_score
 

@@ -18,7 +18,7 @@ from conftest import DAYS, ROOT, ROWS, score_config
 from engine.lake import delta_log
 from engine.lake.delta_log import CommitLog, changed_days
 from engine.demo.data import make_day
-from engine.score.run import LocalExecutor
+from engine.executor import LocalExecutor
 from engine.lake.snapshot import open_snapshot
 from jobs.score import run_score
 

@@ -14,7 +14,7 @@ from contracts.checks import CheckStats, row_masks
 from contracts.spec import load_contract
 from engine.demo.data import make_day
 from engine.errors import ConfigError, ContractViolation
-from engine.ray.score import executor
+from engine.ray.executor import executor
 from jobs.score import run_score
 
 CONTRACT = str(ROOT / "conf" / "contracts" / "features.yaml")

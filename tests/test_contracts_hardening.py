@@ -365,7 +365,7 @@ def test_null_keys_are_not_null_failures_never_duplicates(tmp_path, typ, nullabl
     import pandas as pd
 
     from contracts.enforce import ContractCheck
-    from engine.score.run import LocalExecutor
+    from engine.executor import LocalExecutor
     from engine.work import ChunkWork, UnitWork
 
     ids = NULL_KEYS[typ]

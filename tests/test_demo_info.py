@@ -34,7 +34,7 @@ def test_demo_info_prints_where_things_are_and_the_next_steps(lake, demo_root, t
     import yaml
 
     from conftest import score_config
-    from engine.score.run import LocalExecutor
+    from engine.executor import LocalExecutor
     from jobs.demo_info import main
     from jobs.score import run_score
 

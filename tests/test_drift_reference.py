@@ -107,7 +107,7 @@ def test_score_runs_reuse_the_stored_reference_and_give_the_same_drift_verdict(r
 def test_validate_reuses_the_reference_the_score_job_stored(ray_local, lake, demo_root, caplog):
     from contracts.validate import executor_gather, run_validate
     from engine.config import ValidateConfig, load_config, resolve_paths
-    from engine.ray.score import executor
+    from engine.ray.executor import executor
 
     caplog.set_level(logging.INFO, logger="lakescore")
     s = score(score_config(lake, demo_root, f"input.contract={CONTRACT}"))

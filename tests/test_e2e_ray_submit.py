@@ -77,7 +77,7 @@ def test_lakescore_submit_exits_with_the_jobs_own_code(cluster, lake, demo_root)
 
 def test_lakescore_submit_evaluate_exits_4_on_a_failed_gate_with_the_evidence_written(cluster, lake, demo_root):
     from conftest import MLP, score_config
-    from engine.score.run import LocalExecutor
+    from engine.executor import LocalExecutor
     from jobs.score import run_score
 
     run_score(score_config(lake, demo_root), LocalExecutor())

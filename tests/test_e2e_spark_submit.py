@@ -1,4 +1,5 @@
-"""End to end on Spark: a local standalone master and worker, `spark-submit jobs/validate.py|score.py … engine=spark`."""
+"""End to end on Spark: a local standalone master and worker,
+`spark-submit jobs/validate.py|score.py|evaluate.py|backtest.py … engine=spark`."""
 from __future__ import annotations
 
 import json
@@ -33,7 +34,8 @@ def submit(master: str, env: dict, *args: str, job: str = "validate") -> subproc
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
            "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / f"{job}.py"), "--config",
            str(ROOT / "conf" / f"{job}.yaml"), "engine=spark",
-           f"{'features' if job == 'evaluate' else 'input'}.contract={ROOT / 'conf/contracts/features.yaml'}", *args]
+           f"{'input' if job in ('validate', 'score') else 'features'}.contract={ROOT / 'conf/contracts/features.yaml'}",
+           *args]
     # Run from the isolated cwd (tests/conftest.py): whatever Spark or the job writes relative to it stays there.
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
 
@@ -93,8 +95,8 @@ def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluste
 
 def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, lake, demo_root):
     from conftest import MLP, score_config
-    from engine.evaluation.job import LocalEvalExecutor, run_evaluate
-    from engine.score.run import LocalExecutor
+    from engine.evaluation.job import run_evaluate
+    from engine.executor import LocalExecutor
     from jobs.score import run_score
     from test_evaluate import eval_config, report_of
 
@@ -111,12 +113,52 @@ def test_spark_submit_evaluate_gives_the_numbers_of_a_local_run(spark_cluster, l
     s = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
     assert s["engine"] == "spark" and s["verdict"] == "pass" and s["rows_evaluated"] == 3 * ROWS
     spark_rep = json.loads(Path(s["report"]).with_name("report.json").read_text())
-    local = report_of(run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalEvalExecutor()))
+    local = report_of(run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalExecutor()))
     assert spark_rep["metrics"] == local["metrics"] and spark_rep["deltas"] == local["deltas"]
     assert {p["column"] for p in spark_rep["drift"]["psi"]} >= {"f00", f"score:{XGB}/1"}
     assert (Path(s["report"]).parent / "drift.html").stat().st_size > 0
     failing = submit(master, env, *args[:-1], "gates.thresholds=[{metric: roc_auc, min: 0.999}]", job="evaluate")
     assert failing.returncode == 4, (failing.stdout + failing.stderr)[-3000:]
+
+
+def test_spark_submit_backtest_commits_the_rows_of_an_in_process_run(spark_cluster, lake, demo_root, tmp_path):
+    """`spark-submit jobs/backtest.py … engine=spark`: each refit group a Spark job on the standalone workers, its start
+    line printed, and `backtest_metrics` holding the rows an in-process run (LocalExecutor) commits, read with
+    deltalake (all but the run's own columns)."""
+    import shutil
+
+    import pandas as pd
+    from deltalake import DeltaTable
+
+    from backtests.runner import run_backtest
+    from engine.config import BacktestConfig, load_config, resolve_paths
+    from engine.executor import LocalExecutor
+
+    master, env, _ = spark_cluster
+    fresh, reference = tmp_path / "fresh", tmp_path / "reference"
+    shutil.copytree(lake, fresh)
+    args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+            f"mlflow.artifact_root={demo_root}/mlartifacts", f"baseline.model=models:/{XGB}@champion",
+            "folds.train_days=2", "folds.n_folds=2", "recipe.trees=20", "recipe.depth=3", "metrics.bootstrap=30",
+            "min_support=50", "mlflow.log_reports=false"]
+    # The reference first, at the same lake.root (it is in the config hash, so in the backtest id), then moved away.
+    cfg = load_config(BacktestConfig, str(ROOT / "conf" / "backtest.yaml"),
+                      [*args, f"features.contract={ROOT / 'conf/contracts/features.yaml'}"])
+    local = run_backtest(resolve_paths(cfg), LocalExecutor())
+    lake.rename(reference)
+    fresh.rename(lake)
+    done = submit(master, env, *args, job="backtest")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    s = json.loads([ln for ln in done.stdout.splitlines() if ln.startswith("{")][-1])
+    assert s["folds_committed"] == [0, 1] and s["folds_failed"] == []
+    assert "fold(s) [0] start" in done.stdout + done.stderr and "fold(s) [1] start" in done.stdout + done.stderr
+    assert local.backtest_id == s["backtest_id"]
+
+    def rows(root):
+        df = DeltaTable(str(root / "backtest_metrics")).to_pandas().drop(columns=["run_id", "created_at"])
+        return df.sort_values(["fold", "model", "slice", "metric"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(rows(lake), rows(reference), check_exact=True)
 
 
 def test_losing_a_spark_worker_mid_run_leaves_exactly_one_copy_of_every_row(spark_cluster, lake, demo_root):

@@ -16,8 +16,8 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 from conftest import MLP, XGB, score_config
 from engine.config import EvaluateConfig, load_config, resolve_paths
 from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed
-from engine.evaluation.job import LocalEvalExecutor, run_evaluate
-from engine.score.run import LocalExecutor
+from engine.evaluation.job import run_evaluate
+from engine.executor import LocalExecutor
 from jobs.score import run_score
 
 WINDOW = "2026-01-02..2026-01-04"
@@ -65,7 +65,7 @@ def report_of(summary) -> dict:
 
 
 def test_metrics_equal_sklearn_on_the_joined_rows(scored, demo_root):
-    s = run_evaluate(eval_config(scored, demo_root), LocalEvalExecutor())
+    s = run_evaluate(eval_config(scored, demo_root), LocalExecutor())
     rep = report_of(s)
     ref = reference_frame(scored, XGB, 1)
     assert s.rows_evaluated == len(ref) == 3 * 3000
@@ -127,7 +127,7 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
     extra = extra.set_column(0, "entity_id", pa.array([10**12 + i for i in range(50)], pa.int64()))
     write_deltalake(str(lake / "features"), extra, mode="append", partition_by=["ds"])
     s = run_evaluate(eval_config(lake, demo_root, f"as_of={as_of.isoformat()}", "gates.max_immature_fraction=1"),
-                     LocalEvalExecutor())
+                     LocalExecutor())
     assert (s.features_without_scores, s.scores_without_features, s.rows_missing_a_model_score) == (50, 0, 20)
     ref = reference_frame(lake, XGB, 1, as_of)
     all_labels = DeltaTable(str(lake / "labels")).to_pandas(filters=[("ds", "in", ["2026-01-02", "2026-01-03", "2026-01-04"])])
@@ -146,15 +146,15 @@ def test_eval_metrics_is_idempotent_and_keeps_history(scored, demo_root, tmp_pat
     lake = tmp_path / "lake"
     shutil.copytree(scored, lake)
     cfg = eval_config(lake, demo_root)
-    first = run_evaluate(cfg, LocalEvalExecutor())
+    first = run_evaluate(cfg, LocalExecutor())
     assert len(first.units_committed) == 2
     table = DeltaTable(str(lake / "eval_metrics"))
     rows = table.to_pandas()
-    again = run_evaluate(cfg, LocalEvalExecutor())
+    again = run_evaluate(cfg, LocalExecutor())
     assert again.units_committed == [] and len(again.units_already_done) == 2
     assert DeltaTable(str(lake / "eval_metrics")).version() == table.version()
     later = run_evaluate(eval_config(lake, demo_root, "as_of=2026-01-07T00:00:00Z", "gates.max_immature_fraction=1"),
-                         LocalEvalExecutor())
+                         LocalExecutor())
     assert len(later.units_committed) == 2
     hist = DeltaTable(str(lake / "eval_metrics")).to_pandas()
     assert hist.evaluation.nunique() == 2 and len(hist) > len(rows)
@@ -167,13 +167,13 @@ def test_eval_metrics_is_idempotent_and_keeps_history(scored, demo_root, tmp_pat
 
 
 def test_engines_give_identical_metrics(scored, demo_root, ray_local, spark):
-    from engine.ray.evaluate import RayEvalExecutor
-    from engine.spark.evaluate import SparkEvalExecutor
+    from engine.ray.executor import executor
+    from engine.spark.executor import SparkExecutor
 
     cfg = eval_config(scored, demo_root, "mlflow.log_reports=false", "max_rows_per_task=1500")
-    local = report_of(run_evaluate(cfg, LocalEvalExecutor()))
-    ray_rep = report_of(run_evaluate(cfg, RayEvalExecutor(cfg.ray)))
-    spark_rep = report_of(run_evaluate(cfg, SparkEvalExecutor(spark)))
+    local = report_of(run_evaluate(cfg, LocalExecutor()))
+    ray_rep = report_of(run_evaluate(cfg, executor(cfg.ray)))
+    spark_rep = report_of(run_evaluate(cfg, SparkExecutor(spark, cfg.spark)))
     assert local["metrics"] == ray_rep["metrics"] == spark_rep["metrics"]
     assert local["deltas"] == ray_rep["deltas"] == spark_rep["deltas"]
     assert len(local["metrics"]) > 0 and len(local["deltas"]) > 0
@@ -183,10 +183,10 @@ def test_key_hash_buckets_give_the_same_metrics_as_whole_days(scored, demo_root)
     """Split into key-hash buckets or not: the same rows, slices and numbers (a run that dropped trailing slices or
     metrics would pass a plain zip, which stops at the shorter list)."""
     cfg = eval_config(scored, demo_root, "mlflow.log_reports=false", "max_rows_per_task=1500")
-    split = run_evaluate(cfg, LocalEvalExecutor())
+    split = run_evaluate(cfg, LocalExecutor())
     assert split.tasks == 3 * 2  # 3000 rows a day, 1500 per task
     bucketed = report_of(split)
-    whole = report_of(run_evaluate(eval_config(scored, demo_root, "mlflow.log_reports=false"), LocalEvalExecutor()))
+    whole = report_of(run_evaluate(eval_config(scored, demo_root, "mlflow.log_reports=false"), LocalExecutor()))
     for part in ("metrics", "deltas"):
         assert len(whole[part]) == len(bucketed[part]) > 0, part
         for a, b in zip(whole[part], bucketed[part], strict=True):
@@ -203,25 +203,25 @@ def test_gates_fail_closed(scored, demo_root, tmp_path):
     # A threshold no model meets: exit 4, and the evidence (eval_metrics, report) is still written.
     cfg = eval_config(tmp_path / "lake", demo_root, "gates.thresholds=[{metric: roc_auc, min: 0.999}]")
     with pytest.raises(GateFailed, match="roc_auc"):
-        run_evaluate(cfg, LocalEvalExecutor())
+        run_evaluate(cfg, LocalExecutor())
     assert DeltaTable(str(tmp_path / "lake" / "eval_metrics")).to_pandas().shape[0] > 0
     # A gated slice under its support fails, even when its value would pass.
     cfg = eval_config(tmp_path / "lake", demo_root, "gates.min_support=100000",
                       "gates.thresholds=[{metric: roc_auc, min: 0.5}]")
     with pytest.raises(GateFailed, match="minimum support"):
-        run_evaluate(cfg, LocalEvalExecutor())
+        run_evaluate(cfg, LocalExecutor())
     # A slice that does not exist is a missing metric: a failure, not a pass.
     cfg = eval_config(tmp_path / "lake", demo_root, "gates.thresholds=[{metric: roc_auc, slice: 'segment=gold', min: 0.5}]")
     with pytest.raises(GateFailed, match="missing"):
-        run_evaluate(cfg, LocalEvalExecutor())
+        run_evaluate(cfg, LocalExecutor())
     # A window where the champion has no scores.
     cfg = eval_config(tmp_path / "lake", demo_root, "window=2026-03-01..2026-03-02")
     with pytest.raises(GateFailed, match="no scored days"):
-        run_evaluate(cfg, LocalEvalExecutor())
+        run_evaluate(cfg, LocalExecutor())
     # An unknown metric in a gate is a config error before any work.
     with pytest.raises(ConfigError, match="unknown metric"):
         run_evaluate(eval_config(tmp_path / "lake", demo_root, "gates.thresholds=[{metric: auc, min: 0.5}]"),
-                     LocalEvalExecutor())
+                     LocalExecutor())
     # Through the job's entry point: exit 4 and a JSON line that says why.
     args = ["--config", str(Path(__file__).parent.parent / "conf" / "evaluate.yaml"), *base,
             f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
@@ -267,7 +267,7 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
     cfg = eval_config(lake, demo_root, "models.champion=models:/t-promo@champion", "models.challengers=[models:/t-promo/2]",
                       "gates.promote=true", "gates.thresholds=[{metric: roc_auc, min: 0.6}]",
                       "gates.max_regression=[{metric: roc_auc, slices: [overall], max_drop: 0.2}]")
-    s = run_evaluate(cfg, LocalEvalExecutor())
+    s = run_evaluate(cfg, LocalExecutor())
     assert s.verdict == "pass" and s.promoted
     assert int(client.get_model_version_by_alias("t-promo", "champion").version) == 2
     record = json.loads(client.get_model_version("t-promo", "2").tags["lakescore.promotion"])
@@ -360,7 +360,7 @@ def test_a_weaker_challenger_fails_max_regression_and_is_not_promoted(gated, dem
                       f"models.challengers=[models:/{GATE_MODEL}/2]", "gates.promote=true",
                       f"gates.max_regression=[{gate}]", "mlflow.log_reports=false")
     with pytest.raises(GateFailed, match="max_regression roc_auc") as e:
-        run_evaluate(cfg, LocalEvalExecutor())
+        run_evaluate(cfg, LocalExecutor())
     assert e.value.exit_code == 4 and e.value.summary.verdict == "fail" and e.value.summary.promoted is None
     assert champion_alias(demo_root) == 1 and promotion_tags(demo_root) == tags_before
     (row,) = [g for g in report_of(e.value.summary)["gates"] if g["gate"].startswith("max_regression")]
@@ -401,7 +401,7 @@ def test_promotion_refuses_an_alias_moved_during_the_evaluation(gated, demo_root
                       f"models.challengers=[models:/{GATE_MODEL}/3]", "gates.promote=true",
                       "gates.thresholds=[{metric: roc_auc, min: 0.6}]")
     with pytest.raises(GateFailed, match="now names version 2") as e:
-        run_evaluate(cfg, LocalEvalExecutor())
+        run_evaluate(cfg, LocalExecutor())
     assert moves == [moved_at]
     assert e.value.exit_code == 4 and champion_alias(demo_root) == 2 and promotion_tags(demo_root) == tags_before
     s = e.value.summary
@@ -419,7 +419,7 @@ def test_window_days_that_no_model_scored_fail_coverage(scored, demo_root, tmp_p
     DeltaTable(str(lake / "scores")).delete("ds >= '2026-01-03'")
     cfg = eval_config(lake, demo_root, "gates.thresholds=[{metric: roc_auc, min: 0.5}]")
     with pytest.raises(GateFailed) as e:
-        run_evaluate(cfg, LocalEvalExecutor())
+        run_evaluate(cfg, LocalExecutor())
     both = [f"{XGB}/1", f"{MLP}/1"]
     s = e.value.summary
     assert s.missing_scores == {"2026-01-03": both, "2026-01-04": both} and s.verdict == "fail"
@@ -433,7 +433,7 @@ def test_window_days_that_no_model_scored_fail_coverage(scored, demo_root, tmp_p
         "2026-01-03", "2026-01-04"]
     # Without gates the report would cover a third of what it says: still a failure.
     with pytest.raises(GateFailed, match="coverage"):
-        run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalEvalExecutor())
+        run_evaluate(eval_config(lake, demo_root, "mlflow.log_reports=false"), LocalExecutor())
 
 
 def test_eval_metrics_keys_keep_evaluations_apart(gated, demo_root, tmp_path):
@@ -448,7 +448,7 @@ def test_eval_metrics_keys_keep_evaluations_apart(gated, demo_root, tmp_path):
         "gate@t1": eval_config(lake, demo_root, f"as_of={t1}", f"models.champion=models:/{GATE_MODEL}/1", *more),
     }
     for name, cfg in runs.items():
-        s = run_evaluate(cfg, LocalEvalExecutor())
+        s = run_evaluate(cfg, LocalExecutor())
         assert len(s.units_committed) == 2 and s.units_already_done == [], name
     em = DeltaTable(str(lake / "eval_metrics")).to_pandas()
     evals = em.groupby(["model_name", "model_version", "evaluation"]).as_of.first()
@@ -462,7 +462,7 @@ def test_eval_metrics_keys_keep_evaluations_apart(gated, demo_root, tmp_path):
         assert key.startswith("2026-01-02..2026-01-04@2026-01-07T00:00:00.") and "/" not in key and " " not in key
     assert (lake / "eval_metrics" / f"model_name={MLP}" / "model_version=1").is_dir()
     for name, cfg in runs.items():
-        again = run_evaluate(cfg, LocalEvalExecutor())
+        again = run_evaluate(cfg, LocalExecutor())
         assert again.units_committed == [] and len(again.units_already_done) == 2, name
 
 
@@ -477,13 +477,13 @@ def plant_duplicates(lake: Path, table: str, ds: str, n: int, **filters) -> None
 def executor_for(engine: str, cfg: EvaluateConfig, request):
     """The engine's evaluate executor on the session's local cluster."""
     if engine == "ray":
-        from engine.ray.evaluate import RayEvalExecutor
+        from engine.ray.executor import executor
 
         request.getfixturevalue("ray_local")
-        return RayEvalExecutor(cfg.ray)
-    from engine.spark.evaluate import SparkEvalExecutor
+        return executor(cfg.ray)
+    from engine.spark.executor import SparkExecutor
 
-    return SparkEvalExecutor(request.getfixturevalue("spark"))
+    return SparkExecutor(request.getfixturevalue("spark"), cfg.spark)
 
 
 @pytest.mark.parametrize("table,engine", [("scores", "ray"), ("features", "ray"), ("features", "spark")])
@@ -511,8 +511,8 @@ def test_time_budget_binds_the_same_on_ray_and_spark(scored, demo_root, ray_loca
     Spark cancelling its job rather than finishing it."""
     import time
 
-    from engine.ray.evaluate import RayEvalExecutor
-    from engine.spark.evaluate import SparkEvalExecutor
+    from engine.ray.executor import executor as ray_executor
+    from engine.spark.executor import SparkExecutor
 
     class ShortBudget:
         """The real executor, handed a deadline 50 ms ahead when its tasks start (the job's budget would also count
@@ -522,13 +522,13 @@ def test_time_budget_binds_the_same_on_ray_and_spark(scored, demo_root, ray_loca
         def __init__(self, inner):
             self.inner = inner
 
-        def run(self, plan_json, chunks_json, schemas, deadline):
+        def run(self, units, chunks, bundle, deadline):
             self.started = time.monotonic()
-            yield from self.inner.run(plan_json, chunks_json, schemas, self.started + 0.05)
+            yield from self.inner.run(units, chunks, bundle, self.started + 0.05)
 
     cfg = eval_config(scored, demo_root, "max_rows_per_task=1000", "mlflow.log_reports=false")  # 9 tasks
     outcomes = {}
-    for name, inner in (("ray", RayEvalExecutor(cfg.ray)), ("spark", SparkEvalExecutor(spark))):
+    for name, inner in (("ray", ray_executor(cfg.ray)), ("spark", SparkExecutor(spark, cfg.spark))):
         executor = ShortBudget(inner)
         with pytest.raises(UnitFailed) as e:
             run_evaluate(cfg, executor)

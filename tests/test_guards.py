@@ -17,7 +17,7 @@ from conftest import DAYS, ROWS, score_config
 from engine.demo.data import make_day
 from engine.errors import ContractViolation, LakescoreError
 from engine.models.preprocess import Feature, PreprocessSpec
-from engine.ray.score import executor
+from engine.ray.executor import executor
 from jobs.score import run_score
 from tiny_models import register_xgb
 

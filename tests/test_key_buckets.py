@@ -17,7 +17,7 @@ from contracts.spec import load_contract
 from contracts.unique import count_spilled, keyed
 from engine.errors import ContractViolation, UnitFailed
 from engine.lake.scratch import remove_scratch, scratch_dir
-from engine.score.run import LocalExecutor
+from engine.executor import LocalExecutor
 from engine.work import UnitWork
 from test_contracts import NEW_DAY, fresh_day, reports, score, set_rows
 

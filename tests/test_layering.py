@@ -112,13 +112,13 @@ def violations(root: Path = REPO) -> list[str]:
 
 def test_rules_catch_each_kind_of_break():
     """The checker itself: each rule fires on a known break and stays quiet on allowed imports."""
-    assert broken_rule("engine.ray.backtest", "backtests.fold_run")
+    assert broken_rule("engine.ray.executor", "backtests.fold_run")
     assert broken_rule("engine.score.run", "contracts.check")
     assert broken_rule("engine.demo.models", "jobs.demo")
     assert broken_rule("engine.spark.standalone", "engine.ray.local_cluster.free_port")
-    assert broken_rule("engine.ray.score", "engine.spark.session")
+    assert broken_rule("engine.ray.executor", "engine.spark.session")
     assert broken_rule("jobs.submit", "engine.testing.ray_cluster")
-    assert broken_rule("engine.ray.score", "engine.testing.processes")
+    assert broken_rule("engine.ray.executor", "engine.testing.processes")
     assert broken_rule("benchmarks.bench", "tests.conftest")
     assert broken_rule("backtests.fold_run", "engine.demo.models.train_xgb")
     assert broken_rule("engine.score.run", "engine.demo.data")
@@ -133,7 +133,7 @@ def test_rules_catch_each_kind_of_break():
     assert not broken_rule("engine.tables.ledger", "engine.lake.commit")
     assert not broken_rule("engine.ops.status", "engine.score.scoring")
     assert not broken_rule("engine.models.scorers", "engine.errors")
-    assert not broken_rule("backtests.runner", "engine.ray.backtest")
+    assert not broken_rule("backtests.runner", "engine.executor")
     assert not broken_rule("tests.test_multinode", "engine.testing.ray_cluster")
     assert not broken_rule("benchmarks.bench", "engine.testing.spark_cluster")
     assert not broken_rule("engine.testing.spark_cluster", "engine.testing.processes")

@@ -22,7 +22,7 @@ from conftest import ROWS, score_config
 from engine.demo.models import demo_spec
 from engine.errors import ModelRefused
 from engine.models.registry import ARCH_FILE, PREPROCESS_KEY
-from engine.score.run import LocalExecutor
+from engine.executor import LocalExecutor
 from jobs.score import run_score
 
 SPEC = demo_spec(50)

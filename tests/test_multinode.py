@@ -16,7 +16,7 @@ from deltalake import DeltaTable, write_deltalake
 from conftest import ROOT, XGB, score_config
 from engine.demo.data import make_day
 from engine.testing.ray_cluster import LocalRayCluster
-from engine.score.run import LocalExecutor
+from engine.executor import LocalExecutor
 from jobs.score import run_score
 
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ from deltalake import DeltaTable
 from nbclient import NotebookClient
 
 from conftest import ROOT, score_config
-from engine.ray.score import executor
+from engine.ray.executor import executor
 from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
@@ -133,8 +133,8 @@ def close(printed: str, want) -> bool:
 
 def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypatch):
     from conftest import MLP, XGB
-    from engine.evaluation.job import LocalEvalExecutor, run_evaluate
-    from engine.score.run import LocalExecutor
+    from engine.evaluation.job import run_evaluate
+    from engine.executor import LocalExecutor
     from test_evaluate import eval_config
 
     run_score(score_config(lake, demo_root), LocalExecutor())
@@ -145,7 +145,7 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
     for window, more in (("2026-01-02..2026-01-03", ()), ("2026-01-02..2026-01-04", ()),
                          ("2026-01-03..2026-01-04", ("models.challengers=[]",))):
         runs[window] = run_evaluate(eval_config(lake, demo_root, f"window={window}", "mlflow.log_reports=false", *more),
-                                    LocalEvalExecutor()).run_id
+                                    LocalExecutor()).run_id
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
     lines, outputs = run_notebook("evaluation.ipynb")
 
@@ -204,14 +204,14 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
 def test_evaluation_notebook_with_one_model_version_shows_its_history_only(lake, demo_root, monkeypatch, tmp_path):
     """A table without delta rows: the champion is the version with most evaluations; nothing to put side by side."""
     from conftest import XGB
-    from engine.evaluation.job import LocalEvalExecutor, run_evaluate
-    from engine.score.run import LocalExecutor
+    from engine.evaluation.job import run_evaluate
+    from engine.executor import LocalExecutor
     from test_evaluate import eval_config
 
     run_score(score_config(lake, demo_root), LocalExecutor())
     for window in ("2026-01-02..2026-01-03", "2026-01-03..2026-01-04"):
         run_evaluate(eval_config(lake, demo_root, f"window={window}", "mlflow.log_reports=false",
-                                 "models.challengers=[]"), LocalEvalExecutor())
+                                 "models.challengers=[]"), LocalExecutor())
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
     lines, _ = run_notebook("evaluation.ipynb")
     metrics = DeltaTable(str(lake / "eval_metrics")).to_pandas(filters=[("kind", "=", "metric")])
@@ -232,11 +232,12 @@ ACROSS = re.compile(r"^across folds: (\S+) roc_auc mean ([0-9.]+) std ([0-9.]+) 
 
 
 def test_backtest_notebook_agrees_with_backtest_metrics(lake, demo_root, monkeypatch):
-    from backtests.runner import LocalBacktestExecutor, run_backtest
+    from backtests.runner import run_backtest
+    from engine.executor import LocalExecutor
     from test_backtest import bt_config
 
     s = run_backtest(bt_config(lake, demo_root, "baseline.kind=base_rate", "mlflow.log_reports=false"),
-                     LocalBacktestExecutor())
+                     LocalExecutor())
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
     nb = nbformat.read(ROOT / "notebooks" / "backtest.ipynb", as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()

@@ -213,7 +213,7 @@ RACE_DAY = "2026-01-02"
 def race_one_unit(root: str, opts: dict, demo_root: Path, hooks_for) -> list:
     """Two score runs of unit RACE_DAY in two threads; `hooks_for(barrier)` holds them where the test wants."""
     from engine.config import ScoreConfig, load_config, resolve_paths
-    from engine.ray.score import executor
+    from engine.ray.executor import executor
     from jobs.score import run_score
 
     overrides = [f"lake.root={root}", *(f"lake.storage_options.{k}={v}" for k, v in opts.items()),

@@ -183,11 +183,10 @@ class LogText(logging.Handler):
 def evaluate_and_backtest(lake: Path, demo_root: Path, tmp_path: Path, contract: Path | None, *bt_extra: str):
     """Score the planted lake with both models, evaluate (default drift columns, an Evidently page, MLflow on) and
     backtest (income matched by a recipe pattern); the log lines they wrote."""
-    from backtests.runner import LocalBacktestExecutor, run_backtest
+    from backtests.runner import run_backtest
     from conftest import MLP, XGB, score_config
     from engine.config import BacktestConfig, EvaluateConfig, load_config, resolve_paths
-    from engine.evaluation.job import LocalEvalExecutor
-    from engine.score.run import LocalExecutor
+    from engine.executor import LocalExecutor
     from jobs.evaluate import run_evaluate
     from jobs.score import run_score
 
@@ -204,11 +203,11 @@ def evaluate_and_backtest(lake: Path, demo_root: Path, tmp_path: Path, contract:
         run_evaluate(resolve_paths(load_config(EvaluateConfig, None, [
             *ml, f"models.champion=models:/{XGB}@champion", f"models.challengers=[models:/{MLP}/1]",
             f"window={EVAL_DAYS}", f"drift.reference={REF_DAYS}", "drift.sample_rows=400", "min_support=50",
-            "gates.min_support=50", "gates.max_immature_fraction=1", "metrics.bootstrap=20"])), LocalEvalExecutor())
+            "gates.min_support=50", "gates.max_immature_fraction=1", "metrics.bootstrap=20"])), LocalExecutor())
         run_backtest(resolve_paths(load_config(BacktestConfig, None, [
             *ml, "baseline.kind=base_rate", "folds.train_days=2", "folds.n_folds=1", "recipe.trees=10",
             "recipe.depth=3", "metrics.bootstrap=20", "min_support=50", "recipe.features=[f*, inc*]", *bt_extra])),
-            LocalBacktestExecutor())
+            LocalExecutor())
     finally:
         ours.removeHandler(handler)
         ours.setLevel(level)
@@ -261,7 +260,7 @@ def test_a_config_naming_a_pii_column_is_exit_2_and_writes_nothing(ray_local, la
     contract = income_contract(tmp_path)
     if job == "evaluate":
         from conftest import score_config
-        from engine.score.run import LocalExecutor
+        from engine.executor import LocalExecutor
         from jobs.score import run_score
 
         run_score(score_config(lake, demo_root), LocalExecutor())

@@ -16,7 +16,7 @@ from conftest import DAYS, ROOT, ROWS, score_config
 from engine.config import ValidateConfig, load_config, resolve_paths
 from engine.demo.data import make_day
 from engine.errors import ContractViolation
-from engine.ray.score import executor
+from engine.ray.executor import executor
 from jobs.score import run_score
 from engine.score.scoring import plan_chunks
 from engine.lake.snapshot import open_snapshot
@@ -190,7 +190,8 @@ def test_actor_result_codec_rebuilds_the_chunk_result_whole():
     from contracts.checks import CheckStats, row_masks
     from contracts.enforce import ContractCheck
     from contracts.spec import load_contract
-    from engine.work import ChunkResult, decode_result, encode_result
+    from engine.executor import decode_result, encode_result
+    from engine.work import ChunkResult
 
     t = put(put(fresh_day(300), "f03", [1, 2], float("nan")), "entity_id", [7], fresh_day(300).column("entity_id")[9].as_py())
     rc = load_contract(CONTRACT).resolve(t.schema)

@@ -158,7 +158,7 @@ def test_the_log_follows_stderr_after_a_job_ran_under_a_replaced_one(capfd):
 @pytest.mark.slow
 def test_the_score_job_counts_committed_units_and_their_rows(lake, demo_root, lines):
     from conftest import DAYS, ROWS, score_config
-    from engine.score.run import LocalExecutor
+    from engine.executor import LocalExecutor
     from jobs.score import run_score
 
     progress.configure(enabled=True, interval_s=0)  # a line per unit, then the final one

@@ -15,11 +15,12 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from backtests.runner import LocalBacktestExecutor, run_backtest
+from backtests.runner import run_backtest
 from conftest import DAYS, ROOT, score_config
 from engine.demo.data import make_day
-from engine.evaluation.job import LocalEvalExecutor, run_evaluate
-from engine.ray.score import executor
+from engine.evaluation.job import run_evaluate
+from engine.executor import LocalExecutor
+from engine.ray.executor import executor
 from jobs.score import run_score
 from test_backtest import bt_config
 from test_evaluate import eval_config, scored  # noqa: F401 (a fixture)
@@ -139,7 +140,7 @@ def test_a_restored_backtest_metrics_table_redoes_the_missing_fold(lake, demo_ro
     """`backtest_metrics` rolled back to after its first fold's commit: the fold committed after it is gone though
     its transaction stays. A re-run of the same backtest must redo it (not report it resumed) and say so."""
     cfg = bt_config(lake, demo_root, "baseline.kind=base_rate", "mlflow.log_reports=false")
-    first = run_backtest(cfg, LocalBacktestExecutor())
+    first = run_backtest(cfg, LocalExecutor())
     assert first.folds_committed == [0, 1]
     uri = str(lake / "backtest_metrics")
     want = metric_rows(uri)
@@ -150,7 +151,7 @@ def test_a_restored_backtest_metrics_table_redoes_the_missing_fold(lake, demo_ro
     gone = sorted(set(want) - set(metric_rows(uri)))
     assert len(gone) == 1
 
-    again = run_backtest(cfg, LocalBacktestExecutor())
+    again = run_backtest(cfg, LocalExecutor())
     assert metric_rows(uri) == want  # every fold's rows, once each, as the first run computed them
     assert again.folds_committed == gone and again.folds_restored == gone
     assert again.folds_resumed == sorted(set(want) - set(gone))
@@ -172,14 +173,14 @@ def test_a_restored_eval_metrics_table_redoes_the_unit_restored_away(scored, dem
     lake = tmp_path / "lake"
     shutil.copytree(scored, lake)
     cfg = eval_config(lake, demo_root)
-    first = run_evaluate(cfg, LocalEvalExecutor())
+    first = run_evaluate(cfg, LocalExecutor())
     assert len(first.units_committed) == 2
     uri = str(lake / "eval_metrics")
     want = eval_rows(uri)
     DeltaTable(uri).restore(1)  # version 0 created the table, 1 and 2 committed one model's unit each
     assert len(eval_rows(uri)) == 1
 
-    again = run_evaluate(cfg, LocalEvalExecutor())
+    again = run_evaluate(cfg, LocalExecutor())
     assert eval_rows(uri) == want  # both models' rows, once each, as the first run computed them
     gone = sorted(set(first.units_committed) - set(again.units_already_done))
     assert len(gone) == 1 and again.units_committed == gone and again.units_restored == gone

@@ -17,7 +17,7 @@ from engine.config import ValidateConfig, load_config, resolve_paths
 from engine.demo.data import make_day
 from engine.errors import ContractViolation, InputUnavailable
 from engine.models.preprocess import Feature, PreprocessSpec
-from engine.ray.score import executor
+from engine.ray.executor import executor
 from jobs.score import run_score
 from engine.lake.snapshot import file_path, filesystem, iter_file_batches, open_snapshot
 from tiny_models import register_xgb

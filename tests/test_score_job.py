@@ -13,7 +13,7 @@ from conftest import DAYS, ROWS, XGB, run_twice_concurrently, score_config
 from engine.errors import ContractViolation, ModelRefused, UnitFailed
 from engine.models.registry import fetch_bundle
 from engine.models.preprocess import to_matrix
-from engine.ray.score import RayTasksExecutor, executor
+from engine.ray.executor import RayTasksExecutor, executor
 from engine.score.run import Hooks
 from jobs.score import run_score
 
@@ -245,7 +245,7 @@ def test_tasks_executor_is_the_cpu_default(ray_local, lake, demo_root):
 @pytest.mark.parametrize("pipeline", ["tasks", "actors", "local"])
 def test_cuda_without_a_gpu_is_a_config_error_not_a_cpu_run(ray_local, lake, demo_root, pipeline):
     from engine.errors import ConfigError
-    from engine.score.run import LocalExecutor
+    from engine.executor import LocalExecutor
 
     cfg = score_config(lake, demo_root, "model.device=cuda", f"ray.pipeline={'tasks' if pipeline == 'local' else pipeline}")
     assert ray_local.cluster_resources().get("GPU", 0) == 0  # this test is about machines without one

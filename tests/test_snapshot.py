@@ -78,7 +78,7 @@ class DeletesAFileAsWorkStarts:
 
 def test_a_data_file_that_vanishes_mid_run_is_input_unavailable_naming_it(ray_local, lake, demo_root):
     from conftest import score_config
-    from engine.ray.score import executor
+    from engine.ray.executor import executor
     from jobs.score import run_score
 
     feats = str(lake / "features")
@@ -106,20 +106,20 @@ class DeletesALabelsFileAsTasksStart:
     any task reads it."""
 
     def __init__(self, path: str):
-        from engine.evaluation.job import LocalEvalExecutor
+        from engine.executor import LocalExecutor
 
-        self.inner, self.path = LocalEvalExecutor(), path
+        self.inner, self.path = LocalExecutor(), path
 
-    def run(self, plan_json, chunks_json, schemas, deadline):
+    def run(self, units, chunks, bundle, deadline):
         os.remove(self.path)
-        yield from self.inner.run(plan_json, chunks_json, schemas, deadline)
+        yield from self.inner.run(units, chunks, bundle, deadline)
 
 
 def test_a_labels_file_that_vanishes_mid_evaluation_is_input_unavailable_naming_it(lake, demo_root):
     from conftest import MLP, XGB, score_config
     from engine.config import EvaluateConfig, load_config, resolve_paths
     from engine.evaluation.job import run_evaluate
-    from engine.score.run import LocalExecutor
+    from engine.executor import LocalExecutor
     from jobs.score import run_score
 
     run_score(score_config(lake, demo_root), LocalExecutor())

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import DAYS, ROWS
 from engine.errors import ContractViolation
-from engine.ray.score import executor
+from engine.ray.executor import executor
 from engine.score.scoring import plan_chunks
 from engine.lake.snapshot import open_snapshot
 from test_pipelines import NEW_DAY, PIPELINES, append, fresh_day, put, reference_failures, validate_config
@@ -30,7 +30,7 @@ def split_day() -> pa.Table:
 
 def test_a_day_split_over_files_gets_the_same_verdict_on_ray_and_on_spark(spark, ray_local, lake, demo_root):
     from contracts.validate import executor_gather, run_validate
-    from engine.spark.score import SparkExecutor
+    from engine.spark.executor import SparkExecutor
 
     t = split_day()
     append(lake, t, files=3)

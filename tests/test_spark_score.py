@@ -11,8 +11,8 @@ import pytest
 from deltalake import DeltaTable
 
 from conftest import DAYS, ROWS, XGB, score_config
-from engine.ray.score import executor
-from engine.spark.score import SparkExecutor
+from engine.ray.executor import executor
+from engine.spark.executor import SparkExecutor
 from jobs.score import run_score
 from test_contracts import NEW_DAY, append_day, fresh_day, quarantine_contract, set_rows
 

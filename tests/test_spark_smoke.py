@@ -10,7 +10,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from conftest import DAYS, ROWS, XGB, score_config
 from engine.demo.data import make_day
-from engine.score.run import LocalExecutor
+from engine.executor import LocalExecutor
 from jobs.score import run_score
 
 pytestmark = pytest.mark.slow
@@ -129,8 +129,8 @@ def test_validate_on_spark_and_on_ray_reach_the_same_verdicts(spark, ray_local, 
     from contracts.validate import executor_gather, run_validate
     from engine.config import ValidateConfig, load_config, resolve_paths
     from engine.errors import ContractViolation
-    from engine.ray.score import executor
-    from engine.spark.score import SparkExecutor
+    from engine.ray.executor import executor
+    from engine.spark.executor import SparkExecutor
 
     t = make_day(DAYS, "2026-01-05", ROWS // 10, 50, seed=8)[0]  # 10× fewer rows: volume
     t = t.set_column(t.schema.get_field_index("f06"), "f06", pc.add(t.column("f06"), 1.5))  # shifted: drift

@@ -244,7 +244,7 @@ def test_a_running_score_run_keeps_its_pinned_version_through_a_vacuum(ray_local
     """A backfill pinned to an older input version is held after it pinned (and recorded its start) and before it
     reads; `vacuum --retain-days 0` of its input runs then. The version's files stay and the run scores every row."""
     from conftest import score_config
-    from engine.ray.score import executor
+    from engine.ray.executor import executor
     from engine.score.run import Hooks
     from jobs.score import run_score
 

@@ -185,7 +185,7 @@ class BaselineConfig(Model):
 
 
 class BacktestConfig(Model):
-    engine: Literal["ray"] = "ray"
+    engine: Literal["ray", "spark"] = "ray"
     lake: LakeConfig = LakeConfig()
     mlflow: MlflowConfig = MlflowConfig()
     features: FeaturesRef = FeaturesRef()
@@ -203,6 +203,7 @@ class BacktestConfig(Model):
     seed: int = 7
     output_table: str = "backtest_metrics"
     ray: RayConfig = RayConfig()
+    spark: SparkConfig = SparkConfig()
     run: RunConfig = RunConfig()
 
 

@@ -4,8 +4,9 @@
    `features` to Delta versions (recorded); resolve the as-of time (default: the newest `label_ts` pinned);
 2. plan one task per day of the window that every model scored (key-hash buckets for a large day); a window day
    that an input holds but some model did not score is a failed coverage gate (engine.evaluation.gates);
-3. an executor (Ray tasks, Spark tasks, or this process) runs `engine.evaluation.join.run_chunk_json` per task:
-   the join and the statistics stay on the workers, the driver merges statistics in plan order;
+3. an executor (engine.executor: Ray, Spark, or this process) runs `engine.evaluation.join.evaluate_chunk_task`
+   (`run_chunk_json`) per task: the join and the statistics stay on the workers, the driver merges statistics in
+   plan order;
 4. metrics per slice with bootstrap intervals, challenger − champion differences, drift, gates;
 5. commit one `eval_metrics` unit per model version (idempotent), write the HTML and JSON report, log to MLflow,
    and, when the gates pass and the config asks, move the champion alias if it still names the version judged
@@ -25,19 +26,20 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterator
 
 from engine.tables import ledger
 from engine.config.jobs import EvaluateConfig
 from engine.config.load import config_hash
 from engine.lake.paths import table_uri
+from engine.executor import Executor, raised
 from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed, short_list
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
 from engine.evaluation import inputs
 from engine.tables import eval_metrics as evtable
-from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
+from engine.evaluation.join import EvalPlan, evaluate_chunk_task, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
@@ -45,24 +47,22 @@ from engine.logs import set_run_id
 from engine.pii import PiiReader, pii_columns, refuse_named
 from engine.progress import Progress
 from engine.lake.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
+from engine.work import ChunkFailure, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
 JOB = "evaluate"
 
 
-class EvalExecutor(Protocol):
-    def run(self, plan_json: str, chunks_json: list[str], schemas: str, deadline: float) -> Iterator[tuple[str, bytes]]:
-        """Run `run_chunk_json` on every chunk; yield (counts JSON, statistics bytes) as each comes in."""
-
-
-class LocalEvalExecutor:
-    """Runs the tasks one after another in this process (tests, tiny windows)."""
-
-    def run(self, plan_json: str, chunks_json: list[str], schemas: str, deadline: float) -> Iterator[tuple[str, bytes]]:
-        for c in chunks_json:
-            if time.monotonic() > deadline:
-                raise UnitFailed("time budget exhausted; raise run.time_budget_s")
-            yield run_chunk_json(plan_json, c, schemas)
+def _run_tasks(executor: Executor, plan_json: str, chunks_json: list[str], schemas: str, deadline: float
+               ) -> Iterator[tuple[str, bytes]]:
+    """The plan's tasks on `executor` (engine.executor: one unit, a chunk per task, `evaluate_chunk_task` as data):
+    (counts JSON, statistics bytes) as each comes in; a failed task raises its error (its class kept)."""
+    unit = UnitWork(JOB, "", "", None, evaluate_chunk_task, args=(plan_json, schemas), what="evaluation task(s)")
+    chunks = [ChunkWork(JOB, (), i, args=c) for i, c in enumerate(chunks_json)]
+    for item in executor.run({JOB: unit}, chunks, None, deadline):
+        if isinstance(item, ChunkFailure):
+            raise raised(item)
+        yield item.payload, item.blob
 
 
 @dataclass
@@ -97,7 +97,7 @@ class EvalSummary:
     promoted: str | None = None
 
 
-def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor, contract_pii: PiiReader | None = None) -> EvalSummary:
+def run_evaluate(cfg: EvaluateConfig, executor: Executor, contract_pii: PiiReader | None = None) -> EvalSummary:
     """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error. `contract_pii` reads
     `features.contract`'s PII columns (jobs.evaluate wires contracts.spec.pii_columns)."""
     summary = EvalSummary(JOB, uuid.uuid4().hex, config_hash(cfg), engine=cfg.engine)
@@ -110,7 +110,7 @@ def run_evaluate(cfg: EvaluateConfig, executor: EvalExecutor, contract_pii: PiiR
         raise
 
 
-def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, contract_pii: PiiReader | None) -> EvalSummary:
+def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract_pii: PiiReader | None) -> EvalSummary:
     started = time.monotonic()
     deadline = started + cfg.run.time_budget_s
     opts = cfg.lake.storage_options
@@ -167,8 +167,8 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, cont
     t_tasks = time.monotonic()
     bar = Progress(len(plan_days.chunks), "tasks")
     try:
-        for counts_json, stats_bytes in executor.run(plan.to_json(), [c.to_json() for c in plan_days.chunks],
-                                                     schemas, deadline):
+        for counts_json, stats_bytes in _run_tasks(executor, plan.to_json(), [c.to_json() for c in plan_days.chunks],
+                                                   schemas, deadline):
             counts = json.loads(counts_json)
             results[counts["index"]] = (counts, stats_bytes)
             bar.advance(rows=counts["rows_evaluated"])
@@ -372,4 +372,4 @@ def _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, mis
     }
 
 
-__all__ = ["EvalExecutor", "EvalSummary", "LocalEvalExecutor", "run_evaluate"]
+__all__ = ["EvalSummary", "run_evaluate"]

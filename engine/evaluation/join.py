@@ -19,6 +19,8 @@ pyarrow's Acero inside the worker and folds the joined rows into mergeable stati
   Buckets split a day by key hash, so every copy of a key meets in one task: per task is per day.
 
 The plan and its chunks travel as JSON (no pickle); the result is JSON counts plus the statistics' bytes.
+`evaluate_chunk_task` is the same function in the shape every executor runs (engine.executor: the plan and schemas
+in the unit's `args`, the chunk's JSON in its `args`; counts as the result's payload, statistics as its blob).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from engine.evaluation.keys import row_key_hash
 from engine.evaluation.spec import MetricsSpec
 from engine.evaluation.stats import EvalStats
 from engine.lake.snapshot import file_path, filesystem, iter_file_batches
+from engine.work import ChunkResult
 
 SCORE_PREFIX = "score:"  # drift columns of scores are named "score:<model>"
 BUCKET_SEED = 0x5EED_B0C7  # bucket assignment is independent of the bootstrap seed
@@ -217,6 +220,12 @@ def run_chunk_json(plan_json: str, chunk_json: str, schemas_json: str) -> tuple[
     counts, stats = evaluate_chunk(plan, chunk, schemas)
     counts["index"] = chunk.index
     return json.dumps(counts, sort_keys=True), stats.to_bytes()
+
+
+def evaluate_chunk_task(unit, chunk, bundle) -> ChunkResult:
+    """`run_chunk_json` as an executor's chunk function (engine.work.UnitWork.task): the job hands it in as data."""
+    counts, stats = run_chunk_json(unit.args[0], chunk.args, unit.args[1])
+    return ChunkResult(unit.unit, 0, 0, [], payload=counts, blob=stats)
 
 
 def schemas_json(schemas: dict[str, pa.Schema]) -> str:

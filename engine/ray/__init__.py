@@ -1,1 +1,2 @@
-"""Ray adapter: connect to (or start) Ray and move chunks of work to engine functions."""
+"""Ray adapter, twin of engine.spark with the same file names: `session` (connect to or start Ray) and `executor`
+(engine.executor.Executor on Ray tasks or an actor pool). Imports the engine below it, never engine.spark."""

@@ -8,8 +8,8 @@
    their fingerprint stamps (engine.score.scoring.FINGERPRINT, read from the log's statistics) equal the recorded
    fingerprint. A unit whose files do not (the table was RESTOREd to an earlier version, which keeps the newest
    transactions; files written before the stamp existed) is redone and listed as `restored`;
-4. hand the other units (one `UnitWork` each) and their chunks to an executor (Ray, Spark, local), which writes
-   data files;
+4. hand the other units (one `UnitWork` each) and their chunks to an executor (`engine.executor.Executor`: Ray,
+   Spark, local), which writes data files;
 5. commit each unit once all its chunks are in, atomically, with the unit's application transaction.
 
 A data contract arrives as an enforcer built by the caller (`enforcer_factory`: `jobs.score` passes
@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable
 
 from engine.lake import commit as protocol
 from engine.tables import ledger
@@ -36,7 +36,8 @@ from engine.models.registry import ModelBundle, fetch_bundle
 from engine.lake import scratch as scratch_space
 from engine.progress import Progress
 from engine.score.scoring import FINGERPRINT, PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
-from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk, side_run
+from engine.executor import Executor, side_run
+from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork
 from engine.score.units import JOB, Summary, UnitContext, commit_unit, fail_unit, guarded, retract_unit
 from engine.lake.delta_log import CommitLog
 from engine.lake.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
@@ -44,44 +45,7 @@ from engine.lake.snapshot import check_files_exist, check_files_stayed, open_sna
 log = logging.getLogger("lakescore")
 
 
-__all__ = ["ChunkFailure", "Executor", "Hooks", "LocalExecutor", "run_score"]
-
-
-class Executor(Protocol):
-    def warm_up(self) -> None:
-        """Start workers early (they warm up while the driver resolves the model); may do nothing."""
-
-    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
-            deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
-        """Run `units[c.unit].task` on every chunk; yield each result (or failure) as it comes in."""
-
-    def gpus(self) -> float:
-        """GPUs the engine can give the chunks (0 without): `model.device: cuda` needs some."""
-
-    # Optional: `run_side(units, chunks, None, deadline)`, like `run`, for a row check's second stage (one short
-    # task per key-hash bucket, no model) while `run` may still hold the workers; without it `run` is used.
-
-
-class LocalExecutor:
-    """Runs the chunks one after another in this process: no cluster (tests, GPU checks, tiny inputs)."""
-
-    def warm_up(self) -> None:
-        return None
-
-    @staticmethod
-    def gpus() -> float:
-        try:
-            import torch
-        except ImportError:
-            return 0.0
-        return float(torch.cuda.device_count())
-
-    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle: ModelBundle | None,
-            deadline: float) -> Iterator[ChunkResult | ChunkFailure]:
-        for c in chunks:
-            if time.monotonic() > deadline:
-                raise UnitFailed("time budget exhausted; raise run.time_budget_s")
-            yield run_chunk(units[c.unit], c, bundle)
+__all__ = ["ChunkFailure", "Hooks", "run_score"]
 
 
 def _noop(*_args) -> None:

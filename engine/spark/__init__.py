@@ -1,1 +1,3 @@
-"""Spark adapter: a Delta-enabled SparkSession from local jars, and the wiring that moves batches to engine functions."""
+"""Spark adapter, twin of engine.ray with the same file names: `session` (a Delta-enabled SparkSession from local
+jars) and `executor` (engine.executor.Executor as one Spark job per unit); Spark adds `dataframe` (score a DataFrame)
+and `jars`. Imports the engine below it, never engine.ray."""

@@ -1,47 +1,57 @@
-"""Spark executor for the score and validate jobs: Spark tasks handed chunks (file paths), never rows.
+"""Spark executor for every job (`engine.executor.Executor`): Spark tasks handed chunks (file paths, or a job's
+JSON), never rows.
 
-The same interface as the Ray executors (`engine.score.run.Executor`), so the job core runs unchanged: the
-driver plans units and chunks; here each unit becomes one Spark job, `parallelize(chunks).mapPartitions(...)`,
-whose tasks run the unit's chunk function (engine.work.run_chunk: read with pyarrow, check, score, write
-Parquet) and return each ChunkResult through the shared codec (JSON and statistics bytes, no pickle).
+The same interface as the Ray executors, so the job cores run unchanged: the driver plans units and chunks; here
+each unit becomes one Spark job, `parallelize(chunks).mapPartitions(...)`, whose tasks run the unit's chunk function
+(engine.executor.run_chunk: for the score job read with pyarrow, check, score, write Parquet; for evaluate the join
+and statistics of a day; for a backtest one refit group) and return each result through the shared codec (JSON and
+bytes, no pickle).
 
 - A unit is yielded as soon as its job ends, so the driver commits it then: a few units' jobs run at once from
   a small thread pool (`spark.units_in_flight`, one job group and FAIR pool each), and a failure late in a
-  long run loses no finished day.
+  long run loses no finished day (or fold group: the backtest makes each group a unit).
+- Start notices (`UnitWork.notify_start`, the backtest's start lines): a Spark job cannot say when each task starts,
+  so a unit's chunks are announced when its Spark job is submitted, which the thread pool bounds: the documented
+  equivalent of Ray's "started on a worker".
+- The time budget (`deadline`) binds: the driver waits for the units' jobs at most until then; then every job group
+  is cancelled (running tasks interrupted) and the run fails with `budget_exhausted` (UnitFailed, exit 1).
 - What a unit shares (engine.work.UnitWork) is broadcast once per unit, the model bundle once per run; each
   Python worker keeps the model it loaded (engine.models.scorers.cached_scorer, with `spark.python.worker.reuse`).
 - Retries and speculation: Spark reruns failed attempts (`spark.task.maxFailures`); only the results of the
   attempts the job kept come back. Files left by failed or losing attempts are swept after the unit's job:
   files in the unit's output (and quarantine) partition named with this run's prefix (`part-<run_id[:12]>-`)
   that are not among the returned add actions. Another run's files carry another prefix and are never touched.
-- A data problem (LakescoreError: a contract or schema violation) fails the chunk without retries; a job that
-  fails after Spark's retries fails its unit only.
+- A data problem (LakescoreError: a contract or schema violation, a leakage guard) fails the chunk without retries and
+  keeps its class (engine.executor.failure); a job that fails after Spark's retries fails its unit only.
+
+Imports: engine.executor, engine.work, engine.config.sections, engine.errors, engine.lake, engine.score.scoring
+(partition_dir), engine.models (never engine.ray).
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import queue
 import re
 import socket
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import pyarrow.fs as pafs
 
 from engine.config.sections import SparkConfig
-from engine.errors import LakescoreError, UnitFailed
-from engine.score.scoring import partition_dir
+from engine.executor import Item, budget_exhausted, decode_item, one_line, run_encoded
 from engine.lake.snapshot import filesystem
-from engine.work import (ChunkFailure, ChunkResult, ChunkWork, UnitWork, decode_result, encode_result, is_contract,
-                         one_line, run_chunk)
 from engine.lake.writer import delete_quietly
+from engine.score.scoring import partition_dir
+from engine.work import ChunkFailure, ChunkResult, ChunkStarted, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
 
-# Scheduling this executor relies on; jobs.score passes them when it starts the session.
+# Scheduling this executor relies on; jobs.engines passes them when it starts the session.
 SESSION_CONF = {"spark.scheduler.mode": "FAIR", "spark.python.worker.reuse": "true"}
 
 _UNITS: dict[str, UnitWork] = {}  # per Python worker: the unit it works on, unpickled once per unit
@@ -67,32 +77,26 @@ def _executor_name() -> str:
 
 
 def _chunk_runner(key: str, unit_bc, bundle_bc):
-    """The task function: (index, files) pairs in → (index, ok, result JSON, stats bytes, error, contract, worker)
-    out; `worker` is (Python worker pid, model loads in that worker so far, chunk start, chunk end in epoch s)."""
+    """The task function: (index, files, args) triples in → (index, ok, result JSON, bytes, worker) out; `worker` is
+    (Python worker pid, model loads in that worker so far, chunk start, chunk end in epoch s), None for a failure."""
 
-    def run(pairs):
+    def run(triples):
         from engine.models.scorers import scorer_loads
 
         unit = _unit_of(key, unit_bc)
         bundle = bundle_bc.value if bundle_bc is not None else None
-        for index, files in pairs:
-            chunk = ChunkWork(unit.unit, tuple(files), index)
+        for index, files, args in triples:
             started = time.time()
-            try:
-                res = run_chunk(unit, chunk, bundle)
-                res.node = _executor_name()
-                result, checks = encode_result(res)
-            except LakescoreError as e:  # a data problem: retrying would only repeat it
-                yield index, False, "", b"", one_line(e), is_contract(e), None
-                continue
+            ok, result, data = run_encoded(unit, ChunkWork(unit.unit, tuple(files), index, args), bundle,
+                                           _executor_name)
             loads = scorer_loads(bundle) if bundle is not None else 0
-            yield index, True, result, checks, "", False, (os.getpid(), loads, started, time.time())
+            yield index, ok, result, data, (os.getpid(), loads, started, time.time()) if ok else None
 
     return run
 
 
 class SparkExecutor:
-    """`engine.score.run.Executor` on a SparkSession started with `SESSION_CONF`."""
+    """`engine.executor.Executor` on a SparkSession started with `SESSION_CONF`."""
 
     def __init__(self, spark, cfg: SparkConfig | None = None):
         self.spark = spark
@@ -105,8 +109,7 @@ class SparkExecutor:
         """GPUs per executor as the session was configured (`spark.executor.resource.gpu.amount`), 0 if unset."""
         return float(self.spark.conf.get("spark.executor.resource.gpu.amount", "0") or 0)
 
-    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle, deadline: float
-            ) -> Iterator[ChunkResult | ChunkFailure]:
+    def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle, deadline: float) -> Iterator[Item]:
         from pyspark import cloudpickle
 
         sc = self.spark.sparkContext
@@ -117,22 +120,40 @@ class SparkExecutor:
         bundle_bc = sc.broadcast(bundle) if bundle is not None else None
         unit_bcs = {name: sc.broadcast(cloudpickle.dumps(units[name])) for name in by_unit}
         groups = {name: f"lakescore-{run_tag}-{i}" for i, name in enumerate(by_unit)}
+        events: queue.Queue = queue.Queue()  # (unit, None) when its job is submitted, (unit, its items) when it ends
+
+        def job(name: str) -> None:
+            try:
+                if units[name].notify_start:
+                    events.put((name, None))
+                events.put((name, self._unit_job(sc, units[name], by_unit[name], unit_bcs[name], bundle_bc,
+                                                  groups[name])))
+            except BaseException as e:  # noqa: BLE001 - raised again on the driver's thread
+                events.put((name, e))
+
         pool = ThreadPoolExecutor(max_workers=self.cfg.units_in_flight, thread_name_prefix="lakescore-spark")
-        futures = {pool.submit(self._unit_job, sc, units[name], cs, unit_bcs[name], bundle_bc, groups[name]): name
-                   for name, cs in by_unit.items()}
+        pending = set(by_unit)
         try:
-            pending = set(futures)
+            for name in by_unit:
+                pool.submit(job, name)
             while pending:
-                done, pending = wait(pending, timeout=max(0.0, deadline - time.monotonic()),
-                                     return_when=FIRST_COMPLETED)
-                if not done:
-                    for name in groups.values():
-                        sc.cancelJobGroup(name)
-                    raise UnitFailed(f"time budget exhausted with {len(pending)} unit(s) unfinished on Spark; "
-                                     "raise run.time_budget_s or add executors")
-                for fut in done:
-                    yield from fut.result()
+                try:
+                    name, out = events.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    for group in groups.values():
+                        sc.cancelJobGroup(group)
+                    raise budget_exhausted(sum(len(by_unit[n]) for n in pending), units[chunks[0].unit].what,
+                                           "executors", " on Spark") from None
+                if out is None:
+                    yield from (ChunkStarted(c.unit, c.index) for c in by_unit[name])
+                    continue
+                pending.discard(name)
+                if isinstance(out, BaseException):
+                    raise out
+                yield from out
         finally:
+            for name in pending:
+                sc.cancelJobGroup(groups[name])
             pool.shutdown(wait=True, cancel_futures=True)
             for bc in [*unit_bcs.values(), *filter(None, [bundle_bc])]:
                 bc.unpersist()
@@ -142,21 +163,17 @@ class SparkExecutor:
         """One Spark job for one unit's chunks; its results, or one failure per chunk when the job failed."""
         sc.setJobGroup(group, f"lakescore {unit.unit}", interruptOnCancel=True)
         sc.setLocalProperty("spark.scheduler.pool", group)  # one FAIR pool per unit in flight: they share the cores
-        pairs = [(c.index, list(c.files)) for c in chunks]
-        rdd = sc.parallelize(pairs, min(len(pairs), max(1, sc.defaultParallelism)))
+        triples = [(c.index, list(c.files), c.args) for c in chunks]
+        rdd = sc.parallelize(triples, min(len(triples), max(1, sc.defaultParallelism)))
         try:
             rows = rdd.mapPartitions(_chunk_runner(group, unit_bc, bundle_bc)).collect()
         except Exception as e:  # the job failed after Spark's retries (or was cancelled): its unit fails
             self._sweep(unit, [])
             message = f"Spark job failed after Spark's task retries: {_job_error(e)}"
             return [ChunkFailure(unit.unit, message, False, c.index) for c in chunks]
-        out: list[ChunkResult | ChunkFailure] = []
-        for index, ok, result, checks, error, contract, _worker in sorted(rows, key=lambda r: r[0]):
-            if ok:
-                out.append(decode_result(result, bytes(checks), unit.row_check))
-            else:
-                out.append(ChunkFailure(unit.unit, error, contract, index))
-        _log_workers(unit.unit, [r[6] for r in rows if r[6] is not None])
+        out = [decode_item(ok, result, data, unit.row_check)
+               for _i, ok, result, data, _w in sorted(rows, key=lambda r: r[0])]
+        _log_workers(unit.unit, [r[4] for r in rows if r[4] is not None])
         self._sweep(unit, [r for r in out if isinstance(r, ChunkResult)])
         return out
 
