@@ -21,4 +21,4 @@ def make_executor(cfg, job: str):
     from engine.ray.session import connect
 
     connect(cfg.ray.address)
-    return executor(cfg.ray)
+    return executor(cfg.ray, fill_slots=job in ("evaluate", "backtest"))

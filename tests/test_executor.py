@@ -185,3 +185,22 @@ def test_the_failure_class_is_rebuilt_from_names_not_exit_codes():
     assert error_class(["LeakageDetected", "ContractViolation", "LakescoreError"]) is ContractViolation
     assert error_class(["Nothing"]) is UnitFailed
     assert issubclass(error_class(["InputUnavailable"]), LakescoreError)
+
+
+def test_evaluate_and_backtest_fill_the_cpus_at_their_fraction_and_score_runs_one_chunk_per_cpu(ray_local):
+    """Before the one seam, Ray evaluate ran CPUs ÷ ray.num_cpus tasks at once and backtest groups were bounded only
+    by Ray's resources (the same number); score runs one chunk per CPU (each holds a model). Broken build caught:
+    the shared executor bounding every job at one chunk per CPU (evaluate and backtest at half their parallelism)."""
+    import ray
+
+    from engine.config import BacktestConfig, EvaluateConfig, ScoreConfig
+    from jobs.engines import make_executor
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    quarter = {"ray": {"num_cpus": 0.25}}
+    assert make_executor(EvaluateConfig.model_validate(quarter), "evaluate")._limit() == cpus * 4
+    assert make_executor(BacktestConfig.model_validate(quarter), "backtest")._limit() == cpus * 4
+    score = ScoreConfig.model_validate({**quarter, "model": {"uri": "models:/m@champion"}})
+    assert make_executor(score, "score")._limit() == cpus
+    capped = EvaluateConfig.model_validate({"ray": {"num_cpus": 0.25, "max_in_flight": 3}})
+    assert make_executor(capped, "evaluate")._limit() == 3

@@ -78,15 +78,20 @@ def cluster_gpus() -> float:
 class RayTasksExecutor:
     gpus = staticmethod(cluster_gpus)
 
-    def __init__(self, cfg: RayConfig, num_cpus: float | None = None):
+    def __init__(self, cfg: RayConfig, num_cpus: float | None = None, fill_slots: bool = False):
         self.cfg = cfg
         self.num_cpus = cfg.num_cpus if num_cpus is None else num_cpus
+        self.fill_slots = fill_slots
         self._warming: list = []
 
     def _limit(self) -> int:
+        """`ray.max_in_flight`, else one chunk per cluster CPU (the score job: its chunks hold a model each), or with
+        `fill_slots` as many as the CPUs hold at `num_cpus` each (evaluate and backtest: short model-free tasks and
+        fold groups, which ran that many at once before they shared this executor)."""
         import ray
 
-        return self.cfg.max_in_flight or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        cpus = ray.cluster_resources().get("CPU", 1)
+        return self.cfg.max_in_flight or max(1, int(cpus / self.num_cpus if self.fill_slots and self.num_cpus else cpus))
 
     def warm_up(self) -> None:
         """Start the workers now, in parallel with model resolution and planning (fire and forget)."""
@@ -217,9 +222,9 @@ class RayDataActorsExecutor:
                 yield decode_item(row["ok"], row["result"], row["data"], units[w.unit].row_check)
 
 
-def executor(cfg: RayConfig):
-    """The Ray executor `ray.pipeline` names."""
-    return RayDataActorsExecutor(cfg) if cfg.pipeline == "actors" else RayTasksExecutor(cfg)
+def executor(cfg: RayConfig, fill_slots: bool = False):
+    """The Ray executor `ray.pipeline` names (`fill_slots`: see RayTasksExecutor._limit)."""
+    return RayDataActorsExecutor(cfg) if cfg.pipeline == "actors" else RayTasksExecutor(cfg, fill_slots=fill_slots)
 
 
 def _gpu(units: dict[str, UnitWork]) -> bool:
