@@ -18,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
+from engine.config.load import config_hash
 from engine.logs import set_run_id
 from engine.progress import Progress
 
@@ -41,8 +42,6 @@ class Run:
     @classmethod
     def start(cls, job: str, cfg) -> Run:
         """A new run of `job` under `cfg` (its hash and its `run.time_budget_s`); its id stamps the log from now."""
-        from engine.config.load import config_hash
-
         run = cls(job, config_hash(cfg), cfg.run.time_budget_s)
         set_run_id(run.run_id)
         return run

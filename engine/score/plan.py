@@ -21,6 +21,8 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
+from deltalake import DeltaTable
+
 from engine.config.jobs import ScoreConfig
 from engine.lake import commit as protocol
 from engine.lake.delta_log import CommitLog
@@ -53,9 +55,9 @@ def unit_of(cfg: ScoreConfig, snap: Snapshot, ref: ModelRef, digest: str, d: str
                          input_version=snap.version, context=digest)
 
 
-def plan_units(cfg: ScoreConfig, snap: Snapshot, ref: ModelRef, days: list[str], absent: list[str], out,
-               enforcer: ContractEnforcer | None, summary: Summary, force: bool, evidence: protocol.Evidence,
-               inputs: CommitLog) -> ScorePlan:
+def plan_units(cfg: ScoreConfig, snap: Snapshot, ref: ModelRef, days: list[str], absent: list[str], *,
+               out: DeltaTable, enforcer: ContractEnforcer | None, summary: Summary, force: bool,
+               evidence: protocol.Evidence, inputs: CommitLog) -> ScorePlan:
     """Plan the run over the selected `days` (with files) and `absent` ones (see the module docstring): the units
     to score and to retract; skipped and failed days are recorded in `summary`."""
     digest = enforcer.digest if enforcer else ""
@@ -87,13 +89,13 @@ def _selected(ds: str, spec: str) -> bool:
     return lo <= ds <= (hi or lo)
 
 
-def _scored_days(out, model_name: str, model_version: int) -> list[str]:
+def _scored_days(out: DeltaTable, model_name: str, model_version: int) -> list[str]:
     """Days holding output of this model version, from the log's partition values (no data read)."""
     parts = out.partitions(file_pruning_predicate=[("model_name", "=", model_name), ("model_version", "=", str(model_version))])
     return sorted({p["ds"] for p in parts})
 
 
-def up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary, evidence: protocol.Evidence,
+def up_to_date(out: DeltaTable, unit: protocol.Unit, force: bool, summary: Summary, evidence: protocol.Evidence,
                inputs: CommitLog | None = None) -> bool:
     """Skip a unit whose recorded input fingerprint is this one, that was committed from a newer input version, or
     (given the input's `inputs` log) whose input day was only rewritten since the version it was scored from; each
@@ -127,7 +129,7 @@ def up_to_date(out, unit: protocol.Unit, force: bool, summary: Summary, evidence
     return True
 
 
-def _rewritten_since(out, unit: protocol.Unit, inputs: CommitLog) -> int | None:
+def _rewritten_since(out: DeltaTable, unit: protocol.Unit, inputs: CommitLog) -> int | None:
     """The input version the unit was scored from, if every commit since then that touched its day is free of data
     changes (Delta's `dataChange: false`: compaction) and the contract is the same; else None (re-score it).
 

@@ -22,6 +22,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterator, Protocol
 
+import pyarrow as pa
+from deltalake import DeltaTable
+
 from engine.lake import commit as protocol
 from engine.tables import ledger
 from engine.config.jobs import ScoreConfig
@@ -32,7 +35,7 @@ from engine.lake import scratch as scratch_space
 from engine.run import Run
 from engine.score.plan import ScorePlan, plan_units
 from engine.score.scoring import FINGERPRINT, PARTITION_COLUMNS, Stamps, file_schema, plan_chunks, score_chunk, table_schema
-from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, UnitWork, run_chunk, side_run
+from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, RowCheck, UnitWork, run_chunk, side_run
 from engine.score.units import (JOB, ContractEnforcer, Hooks, Summary, UnitContext, UnitFailure, commit_unit,
                                 fail_unit, guarded, retract_unit)
 from engine.lake.delta_log import CommitLog
@@ -127,8 +130,8 @@ class _Outputs:
     """The output table (and the quarantine table in quarantine mode), open, with their committers."""
 
     uri: str
-    table: object  # deltalake.DeltaTable
-    fschema: object  # pyarrow.Schema of the files written
+    table: DeltaTable
+    fschema: pa.Schema  # of the files written (partition columns live in the log)
     committer: protocol.Committer
     backing: protocol.Backing
     q_uri: str | None = None
@@ -221,8 +224,8 @@ def _plan(job: _Job, outs: _Outputs) -> ScorePlan:
     shape breaks the contract fails every unit before any work."""
     snap, enforcer = job.snap, job.enforcer
     evidence = protocol.Evidence(outs.table, PARTITION_COLUMNS, outs.backing)
-    plan = plan_units(job.cfg, snap, job.bundle.ref, job.days, job.absent, outs.table, enforcer, job.summary,
-                      job.force, evidence, CommitLog(job.in_uri, job.opts))
+    plan = plan_units(job.cfg, snap, job.bundle.ref, job.days, job.absent, out=outs.table, enforcer=enforcer,
+                      summary=job.summary, force=job.force, evidence=evidence, inputs=CommitLog(job.in_uri, job.opts))
     job.hooks.after_check([plan.units[d] for d in plan.pending] + list(plan.retract.values()))
     check_files_exist(snap, plan.pending, job.opts)
     if enforcer is not None and enforcer.schema_violations:
@@ -248,7 +251,7 @@ def _unit_context(job: _Job, outs: _Outputs, executor: Executor) -> UnitContext:
 
 
 def _works(job: _Job, outs: _Outputs, plan: ScorePlan, stamps: Stamps,
-           row_check) -> tuple[dict[str, UnitWork], list[ChunkWork]]:
+           row_check: RowCheck | None) -> tuple[dict[str, UnitWork], list[ChunkWork]]:
     """One `UnitWork` per unit to score (by app id) and its chunks of input files, numbered in plan order."""
     cfg, snap, summary = job.cfg, job.snap, job.summary
     works: dict[str, UnitWork] = {}
