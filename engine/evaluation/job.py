@@ -32,11 +32,12 @@ from typing import ClassVar, Iterator, Protocol
 from engine.tables import ledger
 from engine.config.jobs import EvaluateConfig
 from engine.lake.paths import table_uri
-from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed, short_list
+from engine.errors import GateFailed, UnitFailed
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
 from engine.evaluation import inputs
+from engine.evaluation import preflight
 from engine.tables import eval_metrics as evtable
 from engine.evaluation.inputs import DayPlan
 from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
@@ -158,14 +159,14 @@ def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader 
     the ledger), the features' PII columns (never named, never read)."""
     opts = cfg.lake.storage_options
     spec = spec_from_config(cfg)
-    _check_slices(cfg)
+    preflight.check_slices(cfg)
     champ, challengers = inputs.resolve_models(cfg.models.champion, cfg.models.challengers, cfg.mlflow.tracking_uri,
                                                cfg.mlflow.registry_uri)
     models = [inputs.model_key(champ), *map(inputs.model_key, challengers)]
     summary.models, summary.champion = models, models[0]
-    gating.check_config(cfg.gates, set(_metric_names(spec)))
+    gating.check_config(cfg.gates, set(preflight.metric_names(spec)))
     if cfg.gates.promote:
-        _check_promotion(cfg, champ, challengers)
+        preflight.check_promotion(cfg, champ, challengers)
 
     snaps = {
         "scores": open_snapshot(cfg.scores.table, table_uri(cfg.lake, cfg.scores.table), cfg.scores.version, opts),
@@ -178,7 +179,7 @@ def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader 
                  cfg.features.contract, snaps["features"].where())
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
                         [(k, getattr(cfg, k).table, s.version) for k, s in snaps.items()])
-    _check_columns(cfg, snaps)
+    preflight.check_columns(cfg, snaps)
     return _Eval(cfg=cfg, summary=summary, spec=spec, champ=champ, challengers=challengers, snaps=snaps, pii=pii)
 
 
@@ -244,7 +245,7 @@ def _run_tasks(ev: _Eval, executor: EvalExecutor, ref: dict | None) -> dict[int,
     log.info("evaluate: %d task(s) done in %.1fs", len(results), time.monotonic() - t_tasks)
     if len(results) != len(plan_days.chunks):
         raise UnitFailed(f"{len(plan_days.chunks) - len(results)} evaluation task(s) returned nothing; re-run")
-    _check_unique_keys(ev.cfg, snaps, [counts for counts, _ in results.values()])
+    preflight.check_unique_keys(ev.cfg, snaps, [counts for counts, _ in results.values()])
     return results
 
 
@@ -316,23 +317,6 @@ def _window_days(snaps: dict, window: str) -> list[str]:
     return sorted(days)
 
 
-def _check_unique_keys(cfg: EvaluateConfig, snaps: dict, counts: list[dict]) -> None:
-    """Duplicate keys in scores or features (counted by the tasks) break the join: exit 3, nothing written."""
-    found: dict[tuple[str, str], int] = {}
-    for c in counts:
-        for table, n in c.get("duplicate_keys", {}).items():
-            found[(table, c["ds"])] = found.get((table, c["ds"]), 0) + n
-    if found:
-        (table, ds), n = min(found.items())
-        name, _, model = table.partition(":")
-        others = [f"{t} ds={d}: {k}" for (t, d), k in sorted(found.items())][1:]
-        raise ContractViolation(
-            f"{snaps[name].where(ds)}{f' model {model}' if model else ''} has {n} duplicate key row(s): key columns "
-            f"{list(cfg.key_columns)} must be unique per day, or each copy counts again in the evaluation"
-            + (f"; also {short_list(others)}" if others else "")
-            + "; fix the table (re-score the day with --force, or deduplicate the features) and re-run")
-
-
 def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_files: dict, reason: str) -> None:
     """The gates passed but the alias moved under the evaluation: the verdict becomes fail, with the reason in the
     summary, the report (rewritten in place) and the MLflow run."""
@@ -344,47 +328,6 @@ def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_fil
     summary.gates_failed.append(f"{row['gate']} [{row['model']} {row['slice']}]: {reason}")
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
     mark_failed(cfg, summary.mlflow_run_id)
-
-
-def _metric_names(spec: MetricsSpec) -> list[str]:
-    if spec.task == "regression":
-        return ["mae", "rmse", "mape", "r2", "bias", "mean_label", "mean_prediction", "support"]
-    names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "base_rate", "mean_score", "support", "positives"]
-    for t in spec.thresholds:
-        names += [f"precision@{t:g}", f"recall@{t:g}", f"f1@{t:g}"]
-    for k in spec.top_k_pct:
-        names += [f"precision@top{k:g}%", f"recall@top{k:g}%"]
-    return names
-
-
-def _check_slices(cfg: EvaluateConfig) -> None:
-    unknown = sorted({c for s in cfg.slices for c in s} - set(cfg.features.slice_columns))
-    if unknown:
-        raise ConfigError(f"slices use column(s) {unknown} that are not in features.slice_columns "
-                          f"{cfg.features.slice_columns}; add them there")
-
-
-def _check_columns(cfg: EvaluateConfig, snaps: dict) -> None:
-    need = {
-        "scores": [*cfg.key_columns, cfg.score_column],
-        "labels": [*cfg.key_columns, cfg.labels.label_column, cfg.labels.label_ts_column],
-        "features": [*cfg.key_columns, *cfg.features.slice_columns],
-    }
-    for name, cols in need.items():
-        missing = [c for c in cols if c not in snaps[name].schema.names]
-        if missing:
-            raise ConfigError(f"{snaps[name].where()} has no column(s) {missing}; fix key_columns, score_column, "
-                              f"labels.* or features.slice_columns")
-
-
-def _check_promotion(cfg: EvaluateConfig, champ, challengers) -> None:
-    import re
-
-    alias = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", cfg.models.champion)
-    if alias is None or len(challengers) != 1 or challengers[0].name != champ.name:
-        raise ConfigError("gates.promote needs models.champion as models:/<name>@<alias> and exactly one challenger "
-                          f"version of the same model name (got champion {cfg.models.champion}, challengers "
-                          f"{cfg.models.challengers})")
 
 
 def _commit(ev: _Eval, metrics: list[dict], deltas: list[dict]) -> None:
