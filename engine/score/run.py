@@ -166,7 +166,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     _discard_failed(job, outs, plan, res)
     if row_check is not None:
         scratch_space.remove_scratch(cfg.lake.root, summary.run_id, job.opts)
-    _measures(summary, res.all(), res.committing, job.run.elapsed())
+    summary.measure(res.all(), res.committing, job.run.elapsed())
     summary.finish()
     return _conclude(job, plan, res)
 
@@ -353,23 +353,6 @@ def _conclude(job: _Job, plan: ScorePlan, res: _Results) -> Summary:
         raise UnitFailed(f"{len(summary.failed)} unit(s) failed: {summary.failed[0]}; units that passed were "
                          "committed; a re-run redoes only the failed ones")
     return summary
-
-
-def _measures(summary: Summary, results: list[ChunkResult], committing: float, wall: float) -> None:
-    """The workers' phase seconds, per-batch latency percentiles and throughput, for the summary and the ledger."""
-    from engine import latency
-
-    worker: dict[str, float] = {}
-    hist: dict[str, int] = {}
-    for r in results:
-        for phase, secs in r.timings.items():
-            worker[phase] = worker.get(phase, 0.0) + secs
-        latency.merge(hist, r.latency)
-    summary.phases.update({p: round(v, 3) for p, v in sorted(worker.items())})
-    summary.phases["commit"] = round(committing, 3)
-    summary.latency_ms = latency.summary_ms(hist)
-    summary.rows_per_s = round(summary.rows_in / wall, 1) if wall > 0 else None
-    summary.nodes = sorted({r.node for r in results if r.node})
 
 
 def _require_device(cfg: ScoreConfig, executor: Executor) -> None:

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from engine.lake import commit as protocol
 from engine.config.jobs import ScoreConfig
+from engine import latency
 from engine.errors import LakescoreError
 from engine.lake.snapshot import Snapshot
 from engine.run import OFF_LINE, RunSummary
@@ -87,6 +88,20 @@ class Summary(RunSummary):
     def count(self, ds: str, rows_in: int, rows_out: int) -> None:
         """Remember one unit's rows for its outcome."""
         self.unit_rows[ds] = (rows_in, rows_out)
+
+    def measure(self, results: list[ChunkResult], committing: float, wall: float) -> None:
+        """The workers' phase seconds, per-batch latency percentiles and throughput, for the line and the ledger."""
+        worker: dict[str, float] = {}
+        hist: dict[str, int] = {}
+        for r in results:
+            for phase, secs in r.timings.items():
+                worker[phase] = worker.get(phase, 0.0) + secs
+            latency.merge(hist, r.latency)
+        self.phases.update({p: round(v, 3) for p, v in sorted(worker.items())})
+        self.phases["commit"] = round(committing, 3)
+        self.latency_ms = latency.summary_ms(hist)
+        self.rows_per_s = round(self.rows_in / wall, 1) if wall > 0 else None
+        self.nodes = sorted({r.node for r in results if r.node})
 
     def finish(self) -> "Summary":
         self.units_skipped, self.units_committed = len(self.skipped), len(self.committed)
