@@ -177,7 +177,8 @@ def plan_folds(spec: FoldSpec) -> list[Fold]:
                 f"{available} day(s) exist from {spec.start} to train_end {_iso(train_end)}; lower train_days, "
                 "n_folds, step_days or gap_days, or use a later cutoff"
             )
-        folds.append(Fold(i, _iso(cutoff), _iso(train_start), _iso(train_end), _iso(cutoff), _iso(test_end)))
+        folds.append(Fold(index=i, cutoff=_iso(cutoff), train_start=_iso(train_start), train_end=_iso(train_end),
+                          test_start=_iso(cutoff), test_end=_iso(test_end)))
     return folds
 
 

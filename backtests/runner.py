@@ -15,6 +15,9 @@
 Columns that `features.contract` tags `pii` are never read (engine.pii): a `recipe.categorical` or slice column
 that is one is exit 2 before any data is read (its values would land in the model spec logged to MLflow), and
 `recipe.features` patterns leave them out (a tree's split values would carry them into the model).
+
+The run's identity, deadline and MLflow run id are an engine.run.Run; its summary line is `BacktestSummary`.
+Imports: backtests' own modules and engine (never the reverse); only jobs import this module.
 """
 from __future__ import annotations
 
@@ -22,10 +25,8 @@ import fnmatch
 import hashlib
 import json
 import logging
-import time
-import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import pyarrow as pa
 
@@ -35,33 +36,31 @@ from backtests.fold_run import FoldPlan, fold_seed, group_task, plan_json
 from engine.tables import backtest_metrics as bt_results
 from engine.tables import ledger
 from engine.config.jobs import BacktestConfig
-from engine.config.load import config_hash
 from engine.lake.paths import table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
 from engine.evaluation.spec import spec_from_config, spec_to_dict
 from engine.executor import Executor, raised
-from engine.logs import set_run_id
 from engine.models.registry import ModelBundle, fetch_bundle
 from engine.pii import pii_columns, refuse_named, without_pii
 from engine.models.preprocess import Feature, PreprocessSpec
-from engine.progress import Progress
-from engine.lake.snapshot import open_snapshot
+from engine.run import Run, RunSummary
+from engine.lake.snapshot import Snapshot, open_snapshot
 from engine.work import ChunkFailure, ChunkStarted, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
 JOB = "backtest"
 
 
-STARTED = "started"  # what `_run_groups` yields for a group when it starts on a worker
+STARTED = "started"  # what `_group_items` yields for a group when it starts on a worker
 
 
-def _run_groups(executor: Executor, plan: str, groups: list[list[str]], baseline: ModelBundle | None,
+def _group_items(executor: Executor, plan: str, groups: list[list[str]], baseline: ModelBundle | None,
                 deadline: float) -> Iterator[tuple[int, list[dict] | BaseException | str]]:
     """The refit groups on `executor` (engine.executor; `fold_run.group_task` handed in as data), one unit each so a
     group's folds commit when it ends on every engine: (group index, STARTED) when a group starts on a worker (Spark:
     when its job is submitted), then (group index, its fold results or its error, class kept) as each ends."""
-    units = {f"group-{i}": UnitWork(f"group-{i}", "", "", None, group_task, args=(plan,), notify_start=True,
+    units = {f"group-{i}": UnitWork(unit=f"group-{i}", ds="", input_uri="", input_schema=None, task=group_task, args=(plan,), notify_start=True,
                                     what="fold group(s)") for i in range(len(groups))}
     chunks = [ChunkWork(f"group-{i}", (), i, args=json.dumps(g)) for i, g in enumerate(groups)]
     for item in executor.run(units, chunks, baseline, deadline):
@@ -74,10 +73,11 @@ def _run_groups(executor: Executor, plan: str, groups: list[list[str]], baseline
 
 
 @dataclass
-class BacktestSummary:
-    job: str
-    run_id: str
-    config_hash: str
+class BacktestSummary(RunSummary):
+    """The run's one JSON line (its `mlflow_run_id`, the parent MLflow run, is the run's)."""
+
+    FROM_RUN: ClassVar[tuple[str, ...]] = (*RunSummary.FROM_RUN, "mlflow_run_id")
+
     backtest_id: str = ""
     versions: dict = field(default_factory=dict)
     pins: list[dict] = field(default_factory=list)  # further versions read (features_at_cutoff), for the ledger
@@ -87,7 +87,6 @@ class BacktestSummary:
     folds_restored: list[int] = field(default_factory=list)  # redone: committed earlier, rows gone (a RESTORE)
     folds_failed: list[str] = field(default_factory=list)
     report: str | None = None
-    mlflow_run_id: str | None = None
 
 
 def recipe_spec(cfg: BacktestConfig, schema: pa.Schema, train_sample: pa.Table | None = None,
@@ -111,8 +110,7 @@ def recipe_spec(cfg: BacktestConfig, schema: pa.Schema, train_sample: pa.Table |
 
 
 def run_backtest(cfg: BacktestConfig, executor: Executor) -> BacktestSummary:
-    summary = BacktestSummary(JOB, uuid.uuid4().hex, config_hash(cfg))
-    set_run_id(summary.run_id)
+    summary = BacktestSummary(Run.start(JOB, cfg))
     try:
         return _run(cfg, executor, summary)
     except LakescoreError as e:
@@ -120,8 +118,51 @@ def run_backtest(cfg: BacktestConfig, executor: Executor) -> BacktestSummary:
         raise
 
 
+@dataclass
+class _Backtest:
+    """What the steps of one backtest share: the pinned inputs, the folds, and what the run computed so far."""
+
+    cfg: BacktestConfig
+    summary: BacktestSummary
+    feats: Snapshot
+    labels: Snapshot
+    folds: list[fold_plan.Fold]
+    train_versions: dict[str, int]  # fold index (str) → features version at its cutoff (features_at_cutoff)
+    pii: frozenset[str]
+    done: set[int] = field(default_factory=set)  # folds an earlier run of the same backtest completed
+    results: list[dict] = field(default_factory=list)  # this run's fresh fold results (logged to MLflow)
+    errors: list[str] = field(default_factory=list)
+    first_error: LakescoreError | None = None
+
+    @property
+    def opts(self) -> dict:
+        return self.cfg.lake.storage_options
+
+
 def _run(cfg: BacktestConfig, executor: Executor, summary: BacktestSummary) -> BacktestSummary:
-    started = time.monotonic()
+    bt = _pin_and_plan(cfg, summary)
+    plan, baseline = _fold_plan(bt)
+    store = bt_results.Store(table_uri(cfg.lake, cfg.output_table), summary, bt.opts, cfg.run.commit_retries)
+    _resume(bt, store)
+    _run_groups(bt, executor, plan, baseline, store)
+    all_results = store.read_all(bt.folds)
+    from backtests.publish import publish
+
+    summary.report, summary.mlflow_run_id = publish(cfg, summary, bt.folds, all_results, bt.results, plan)
+    if bt.first_error is not None:
+        first_error_msg = (f"{len(summary.folds_failed)} fold(s) failed: {bt.errors[0]}; the folds that completed are "
+                           "committed, and a re-run resumes from them once the cause is fixed")
+        from engine import errors as err
+
+        kinds = (err.ContractViolation, err.InputUnavailable, err.ModelRefused, err.ConfigError)
+        raise next((k for k in kinds if isinstance(bt.first_error, k)), UnitFailed)(first_error_msg)
+    log.info("backtest %s finished in %.1fs", summary.backtest_id, summary.run.elapsed())
+    return summary
+
+
+def _pin_and_plan(cfg: BacktestConfig, summary: BacktestSummary) -> _Backtest:
+    """Pin `features` and `labels` (the backtest id hashes the config and those versions), plan and print the folds,
+    check each fold's features version at its cutoff (`features_at_cutoff`), record the pins in the ledger."""
     opts = cfg.lake.storage_options
     feats = open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts)
     labels = open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts)
@@ -148,39 +189,59 @@ def _run(cfg: BacktestConfig, executor: Executor, summary: BacktestSummary) -> B
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
                         [("features", cfg.features.table, feats.version), ("labels", cfg.labels.table, labels.version),
                          *((p["role"], p["table"], p["version"]) for p in summary.pins)])
-    sample = _first_training_day(cfg, feats, folds[0])
-    spec = recipe_spec(cfg, feats.schema, sample, pii)
+    return _Backtest(cfg=cfg, summary=summary, feats=feats, labels=labels, folds=folds,
+                     train_versions=train_versions, pii=pii)
+
+
+def _fold_plan(bt: _Backtest) -> tuple[FoldPlan, ModelBundle | None]:
+    """What every group's task shares (the recipe's preprocessing, the metrics, the as-of time), and the champion
+    baseline's bundle where the baseline is one."""
+    cfg, summary, feats, labels = bt.cfg, bt.summary, bt.feats, bt.labels
+    sample = _first_training_day(cfg, feats, bt.folds[0])
+    spec = recipe_spec(cfg, feats.schema, sample, bt.pii)
     baseline = None
     if cfg.baseline.kind == "champion":
         baseline = fetch_bundle(cfg.baseline.model, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, False)
         base_name = f"{baseline.ref.name}/{baseline.ref.version}"
     else:
         base_name = "base_rate"
-    as_of = resolve_as_of("latest", labels, cfg.labels.label_ts_column, opts)
+    as_of = resolve_as_of("latest", labels, cfg.labels.label_ts_column, bt.opts)
     metrics_spec = spec_to_dict(spec_from_config(cfg))
     slice_cols = sorted({c for s in cfg.slices for c in s})
-    plan = FoldPlan(summary.backtest_id, feats.uri, labels.uri, feats.version, labels.version, tuple(cfg.key_columns),
-                    cfg.event_time_column, cfg.labels.label_column, cfg.labels.label_ts_column, tuple(slice_cols),
-                    cfg.recipe.model_dump(), spec.to_json(), metrics_spec, cfg.seed,
-                    int(as_of.timestamp() * 1_000_000), base_name, train_versions, dict(opts))
-    store = bt_results.Store(table_uri(cfg.lake, cfg.output_table), summary, opts, cfg.run.commit_retries)
-    done, summary.folds_restored = store.completed(folds)
-    summary.folds_resumed = sorted(done)
+    plan = FoldPlan(backtest_id=summary.backtest_id, features_uri=feats.uri, labels_uri=labels.uri,
+                    features_version=feats.version, labels_version=labels.version, keys=tuple(cfg.key_columns),
+                    event_time=cfg.event_time_column, label_column=cfg.labels.label_column,
+                    label_ts_column=cfg.labels.label_ts_column, slice_columns=tuple(slice_cols),
+                    recipe=cfg.recipe.model_dump(), spec=spec.to_json(), metrics=metrics_spec, seed=cfg.seed,
+                    as_of_us=int(as_of.timestamp() * 1_000_000), baseline=base_name,
+                    train_versions=bt.train_versions, storage_options=dict(bt.opts))
+    return plan, baseline
+
+
+def _resume(bt: _Backtest, store: bt_results.Store) -> None:
+    """The folds an earlier run of the same backtest completed (skipped), and those it committed whose rows are
+    gone (redone)."""
+    summary = bt.summary
+    bt.done, summary.folds_restored = store.completed(bt.folds)
+    summary.folds_resumed = sorted(bt.done)
     if summary.folds_restored:
         log.warning("backtest %s: fold(s) %s were committed earlier but %s no longer holds their rows (restored to an "
-                    "earlier version?); redoing them", summary.backtest_id, summary.folds_restored, cfg.output_table)
-    if done:
+                    "earlier version?); redoing them", summary.backtest_id, summary.folds_restored, bt.cfg.output_table)
+    if bt.done:
         log.info("backtest %s: resuming: fold(s) %s are already complete (an earlier run of the same backtest)",
-                 summary.backtest_id, sorted(done))
-    groups = _groups(folds, cfg.refit.every)
-    todo = [g for g in groups if any(fo.index not in done for fo in g)]
-    results: list[dict] = []
-    errors: list[str] = []
-    deadline = started + cfg.run.time_budget_s
-    first_error: LakescoreError | None = None
-    bar = Progress(sum(fo.index not in done for g in todo for fo in g), "folds")
+                 summary.backtest_id, sorted(bt.done))
+
+
+def _run_groups(bt: _Backtest, executor: Executor, plan: FoldPlan, baseline: ModelBundle | None,
+                store: bt_results.Store) -> None:
+    """Run one task per refit group that has a fold to do; commit each fold as its group's results come in; a
+    failed group is recorded (the backtest fails after the others are committed)."""
+    cfg, summary, done = bt.cfg, bt.summary, bt.done
+    todo = [g for g in _groups(bt.folds, cfg.refit.every) if any(fo.index not in done for fo in g)]
+    deadline = summary.run.deadline
+    bar = summary.run.progress(sum(fo.index not in done for g in todo for fo in g), "folds")
     groups_json = [[json.dumps(asdict(fo)) for fo in g] for g in todo]
-    for gi, out in _run_groups(executor, plan_json(plan), groups_json, baseline, deadline):
+    for gi, out in _group_items(executor, plan_json(plan), groups_json, baseline, deadline):
         if isinstance(out, str) and out == STARTED:  # printed when the group starts on a worker, not at submission
             g = todo[gi]
             log.info("backtest %s: fold(s) %s start (training on fold %d's past, seed %d)", summary.backtest_id,
@@ -188,36 +249,27 @@ def _run(cfg: BacktestConfig, executor: Executor, summary: BacktestSummary) -> B
             continue
         bar.advance(sum(fo.index not in done for fo in todo[gi]))
         if isinstance(out, BaseException):
-            errors.append(f"fold(s) {[fo.index for fo in todo[gi]]}: {out}")
+            bt.errors.append(f"fold(s) {[fo.index for fo in todo[gi]]}: {out}")
             summary.folds_failed += [str(fo.index) for fo in todo[gi]]
-            first_error = first_error or (out if isinstance(out, LakescoreError) else UnitFailed(str(out)))
+            bt.first_error = bt.first_error or (out if isinstance(out, LakescoreError) else UnitFailed(str(out)))
             log.error("backtest %s: fold(s) %s failed: %s", summary.backtest_id, [fo.index for fo in todo[gi]], out)
             continue
         for r in out:
-            if r["fold"] in done:
-                continue
-            store.commit(r)
-            summary.folds_committed.append(r["fold"])
-            overall = next((x["value"] for x in r["metrics"] if x["model"] == "recipe" and x["slice"] == "overall"
-                            and x["metric"] == _headline(cfg)), None)
-            log.info("backtest %s: fold %d done: %d train rows, %d test rows, %s %s", summary.backtest_id, r["fold"],
-                     r["train_rows"], r["test_rows"], _headline(cfg), "—" if overall is None else f"{overall:.4f}")
-        results += _fresh(out, done)
+            if r["fold"] not in done:
+                _commit_fold(bt, store, r)
+        bt.results += _fresh(out, done)
     bar.close()
     summary.folds_committed.sort()
-    all_results = store.read_all(folds)
-    from backtests.publish import publish
 
-    summary.report, summary.mlflow_run_id = publish(cfg, summary, folds, all_results, results, plan)
-    if first_error is not None:
-        first_error_msg = (f"{len(summary.folds_failed)} fold(s) failed: {errors[0]}; the folds that completed are "
-                           "committed, and a re-run resumes from them once the cause is fixed")
-        from engine import errors as err
 
-        kinds = (err.ContractViolation, err.InputUnavailable, err.ModelRefused, err.ConfigError)
-        raise next((k for k in kinds if isinstance(first_error, k)), UnitFailed)(first_error_msg)
-    log.info("backtest %s finished in %.1fs", summary.backtest_id, time.monotonic() - started)
-    return summary
+def _commit_fold(bt: _Backtest, store: bt_results.Store, r: dict) -> None:
+    store.commit(r)
+    bt.summary.folds_committed.append(r["fold"])
+    headline = _headline(bt.cfg)
+    overall = next((x["value"] for x in r["metrics"] if x["model"] == "recipe" and x["slice"] == "overall"
+                    and x["metric"] == headline), None)
+    log.info("backtest %s: fold %d done: %d train rows, %d test rows, %s %s", bt.summary.backtest_id, r["fold"],
+             r["train_rows"], r["test_rows"], headline, "—" if overall is None else f"{overall:.4f}")
 
 
 def _fresh(out: list[dict], done: set[int]) -> list[dict]:

@@ -1,7 +1,8 @@
 """The validate job's core: check a table version's partitions against its contract, write nothing but a report.
 
 It uses the same planning, row checks and partition checks as the score job (only the model and the writes are
-missing), so `validate` and `score` can never disagree about a partition.
+missing), so `validate` and `score` can never disagree about a partition. Its summary line is a
+`ValidateSummary`, built from the run's engine.run.Run like every job's. Imports: engine and contracts only.
 """
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ from dataclasses import asdict, dataclass, field
 from contracts.checks import CheckStats, row_masks
 from contracts.enforce import Enforcer
 from engine.config.jobs import ValidateConfig
-from engine.config.load import config_hash
 from engine.lake.paths import table_uri
 from engine.tables.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
-from engine.logs import set_run_id
 from engine.lake import scratch as scratch_space
 from engine.progress import Progress
+from engine.run import Run, RunSummary
 from engine.score.scoring import plan_chunks
 from engine.lake.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, open_snapshot, select_partitions
 from engine.executor import side_run
@@ -49,10 +49,9 @@ def check_chunk(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
 
 
 @dataclass
-class ValidateSummary:
-    job: str
-    run_id: str
-    config_hash: str
+class ValidateSummary(RunSummary):
+    """The validate run's one JSON line."""
+
     input_table: str = ""
     input_version: int | None = None
     units_planned: int = 0
@@ -67,6 +66,9 @@ class ValidateSummary:
     rows_per_s: float | None = None
     outcomes: list[dict] = field(default_factory=list)  # one per day: {unit, outcome (passed | failed), rows_in, …}
 
+    def __post_init__(self) -> None:
+        self.phases = self.run.phases  # the run's phase clock marks the driver phases into the line
+
 
 def executor_gather(executor):
     """Gather the row-check statistics of `days` by running check chunks on an executor (Ray, Spark, local)."""
@@ -80,7 +82,8 @@ def executor_gather(executor):
         scratch_id = uuid.uuid4().hex  # this gather's scratch folder (spilled key hashes)
         for i, d in enumerate(days):
             planned = plan_chunks([(f.path, f.num_records) for f in snap.files[d]], cfg.target_chunk_rows)
-            units[d] = UnitWork(d, d, snap.uri, snap.schema, check_chunk, cfg.read_batch_rows, dict(opts), row_check,
+            units[d] = UnitWork(unit=d, ds=d, input_uri=snap.uri, input_schema=snap.schema, task=check_chunk,
+                                batch_rows=cfg.read_batch_rows, storage_options=dict(opts), row_check=row_check,
                                 **scratch_space.unit_scratch(cfg.lake.root, scratch_id, i, planned, snap.rows(d)))
             for chunk in planned:
                 chunks.append(ChunkWork(d, tuple(chunk), len(chunks)))
@@ -121,9 +124,7 @@ def executor_gather(executor):
 def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     """Validate `cfg.input` against its contract; `gather(cfg, snap, enforcer, days)` → (stats by day, errors by
     day, worker seconds by phase)."""
-    started = time.monotonic()
-    s = ValidateSummary("validate", uuid.uuid4().hex, config_hash(cfg))
-    set_run_id(s.run_id)
+    s = ValidateSummary(Run.start("validate", cfg))
     opts = cfg.lake.storage_options
     uri = table_uri(cfg.lake, cfg.input.table)
     snap = open_snapshot(cfg.input.table, uri, cfg.input.version, opts)
@@ -135,7 +136,7 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     if enforcer.schema_violations:
         verdicts.update({d: enforcer.verdict(d, snap.rows(d) or 0, None) for d in days})
         days = []
-    s.phases["resolve"] = round(time.monotonic() - started, 3)
+    s.run.mark("resolve")
     merged, errors, timings = gather(cfg, snap, enforcer, days)
     s.phases.update({p: round(v, 3) for p, v in sorted(timings.items())})
     for d in days:
@@ -156,10 +157,10 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
                                                                   if v["ds"] == d)[:300]} for d in s.failed]
         + [{"unit": d, "outcome": "failed", "message": err[:300]} for d, err in errors.items()],
         key=lambda o: o["unit"])
-    s.rows_per_s = round(s.rows / (time.monotonic() - started), 1)
+    s.rows_per_s = round(s.rows / s.run.elapsed(), 1)
     s.report = enforcer.publish(cfg.lake.root, "validate", s.run_id, cfg.mlflow)
     log.info("validate %s: %d passed, %d failed in %.1fs; report %s", snap.where(), s.units_passed, s.units_failed,
-             time.monotonic() - started, s.report)
+             s.run.elapsed(), s.report)
     error = None
     if errors:
         d, err = next(iter(errors.items()))

@@ -201,6 +201,8 @@ def exit_now(code: int) -> None:
 
 
 def _plain(obj) -> dict:
+    if hasattr(obj, "as_line"):  # a job's summary (engine.run.RunSummary): its line, not its working state
+        return obj.as_line()
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)
     return dict(obj)

@@ -127,9 +127,10 @@ def plan_days(window_days: list[str], files: dict, labels: Snapshot, features: S
         rows += [labels.rows(d) or 0, features.rows(d) or 0]
         buckets = max(1, math.ceil(max(rows) / max_rows))
         for b in range(buckets):
-            chunks.append(EvalChunk(d, {m: [f.path for f in have[m]] for m in models},
-                                    tuple(f.path for f in labels.files.get(d, ())),
-                                    tuple(f.path for f in features.files.get(d, ())), b, buckets, len(chunks)))
+            chunks.append(EvalChunk(ds=d, scores={m: [f.path for f in have[m]] for m in models},
+                                    labels=tuple(f.path for f in labels.files.get(d, ())),
+                                    features=tuple(f.path for f in features.files.get(d, ())), bucket=b,
+                                    buckets=buckets, index=len(chunks)))
     return DayPlan(days, missing, chunks)
 
 

@@ -17,6 +17,9 @@ refused because the alias moved meanwhile (the report is rewritten with that rea
 features are exit 3 before anything is written (the join would count each copy again).
 Columns the features' contract (`features.contract`, read through the caller's `contract_pii`) tags `pii` are
 never read (engine.pii): naming one as a slice or drift column is exit 2, and default drift columns leave them out.
+
+The run's identity, deadline and MLflow run id are an engine.run.Run; its summary line is `EvalSummary`. Imports go
+down: engine.evaluation's modules, engine.tables, engine.lake, engine.run; only jobs import this module.
 """
 from __future__ import annotations
 
@@ -24,40 +27,40 @@ import datetime as dt
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 from engine.tables import ledger
 from engine.config.jobs import EvaluateConfig
-from engine.config.load import config_hash
 from engine.lake.paths import table_uri
-from engine.executor import Executor, raised
-from engine.errors import ConfigError, ContractViolation, GateFailed, UnitFailed, short_list
+from engine.errors import GateFailed, UnitFailed
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
 from engine.evaluation import inputs
+from engine.evaluation import preflight
 from engine.tables import eval_metrics as evtable
+from engine.evaluation.inputs import DayPlan
 from engine.evaluation.join import EvalPlan, evaluate_chunk_task, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
-from engine.logs import set_run_id
+from engine.executor import Executor, raised
 from engine.pii import PiiReader, pii_columns, refuse_named
-from engine.progress import Progress
-from engine.lake.snapshot import check_files_exist, check_files_stayed, open_snapshot, select_partitions
+from engine.models.registry import ModelRef
+from engine.run import Run, RunSummary
+from engine.lake.snapshot import Snapshot, check_files_exist, check_files_stayed, open_snapshot, select_partitions
 from engine.work import ChunkFailure, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
 JOB = "evaluate"
 
 
-def _run_tasks(executor: Executor, plan_json: str, chunks_json: list[str], schemas: str, deadline: float
+def _task_items(executor: Executor, plan_json: str, chunks_json: list[str], schemas: str, deadline: float
                ) -> Iterator[tuple[str, bytes]]:
     """The plan's tasks on `executor` (engine.executor: one unit, a chunk per task, `evaluate_chunk_task` as data):
     (counts JSON, statistics bytes) as each comes in; a failed task raises its error (its class kept)."""
-    unit = UnitWork(JOB, "", "", None, evaluate_chunk_task, args=(plan_json, schemas), what="evaluation task(s)")
+    unit = UnitWork(unit=JOB, ds="", input_uri="", input_schema=None, task=evaluate_chunk_task, args=(plan_json, schemas), what="evaluation task(s)")
     chunks = [ChunkWork(JOB, (), i, args=c) for i, c in enumerate(chunks_json)]
     for item in executor.run({JOB: unit}, chunks, None, deadline):
         if isinstance(item, ChunkFailure):
@@ -66,12 +69,11 @@ def _run_tasks(executor: Executor, plan_json: str, chunks_json: list[str], schem
 
 
 @dataclass
-class EvalSummary:
-    """The run's one JSON line."""
+class EvalSummary(RunSummary):
+    """The run's one JSON line (its `mlflow_run_id` is the run's)."""
 
-    job: str
-    run_id: str
-    config_hash: str
+    FROM_RUN: ClassVar[tuple[str, ...]] = (*RunSummary.FROM_RUN, "mlflow_run_id")
+
     engine: str = ""
     models: list[str] = field(default_factory=list)
     champion: str = ""
@@ -93,15 +95,13 @@ class EvalSummary:
     units_already_done: list[str] = field(default_factory=list)
     units_restored: list[str] = field(default_factory=list)  # recorded done, but the table no longer held it
     report: str | None = None
-    mlflow_run_id: str | None = None
     promoted: str | None = None
 
 
 def run_evaluate(cfg: EvaluateConfig, executor: Executor, contract_pii: PiiReader | None = None) -> EvalSummary:
     """Evaluate; a GateFailed carries the run's summary (`e.summary`) like every job's error. `contract_pii` reads
     `features.contract`'s PII columns (jobs.evaluate wires contracts.spec.pii_columns)."""
-    summary = EvalSummary(JOB, uuid.uuid4().hex, config_hash(cfg), engine=cfg.engine)
-    set_run_id(summary.run_id)
+    summary = EvalSummary(Run.start(JOB, cfg), engine=cfg.engine)
     try:
         return _run(cfg, executor, summary, contract_pii)
     except Exception as e:
@@ -110,19 +110,63 @@ def run_evaluate(cfg: EvaluateConfig, executor: Executor, contract_pii: PiiReade
         raise
 
 
+@dataclass
+class _Eval:
+    """What the steps of one evaluation share: the resolved models, the pinned inputs and the plan."""
+
+    cfg: EvaluateConfig
+    summary: EvalSummary
+    spec: MetricsSpec
+    champ: ModelRef
+    challengers: list[ModelRef]
+    snaps: dict[str, Snapshot]  # scores, labels, features
+    pii: frozenset[str]
+    as_of: dt.datetime | None = None
+    files: dict = field(default_factory=dict)  # ds → model → its scores files
+    plan_days: DayPlan | None = None
+
+    @property
+    def models(self) -> list[str]:
+        return self.summary.models
+
+    @property
+    def opts(self) -> dict:
+        return self.cfg.lake.storage_options
+
+
+@dataclass
+class _Merged:
+    """The tasks' results merged in plan order: the statistics, the drift histograms, the per-day counts."""
+
+    stats: EvalStats
+    current: Histograms | None
+    per_day: dict[str, dict]
+
+
 def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract_pii: PiiReader | None) -> EvalSummary:
-    started = time.monotonic()
-    deadline = started + cfg.run.time_budget_s
+    ev = _resolve(cfg, summary, contract_pii)
+    _plan(ev)
+    ref = drift.reference(cfg, ev.snaps, ev.files, ev.models, summary.run_id, ev.pii) if cfg.drift.reference else None
+    results = _run_tasks(ev, executor, ref)
+    merged = _merge(ev, results)
+    _judge_and_publish(ev, merged, ref)
+    log.info("evaluate run %s finished in %.1fs: %s", summary.run_id, summary.run.elapsed(), summary.verdict)
+    return summary
+
+
+def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader | None) -> _Eval:
+    """The models (champion alias and challengers → versions), the three inputs pinned to versions (recorded in
+    the ledger), the features' PII columns (never named, never read)."""
     opts = cfg.lake.storage_options
     spec = spec_from_config(cfg)
-    _check_slices(cfg)
+    preflight.check_slices(cfg)
     champ, challengers = inputs.resolve_models(cfg.models.champion, cfg.models.challengers, cfg.mlflow.tracking_uri,
                                                cfg.mlflow.registry_uri)
     models = [inputs.model_key(champ), *map(inputs.model_key, challengers)]
     summary.models, summary.champion = models, models[0]
-    gating.check_config(cfg.gates, set(_metric_names(spec)))
+    gating.check_config(cfg.gates, set(preflight.metric_names(spec)))
     if cfg.gates.promote:
-        _check_promotion(cfg, champ, challengers)
+        preflight.check_promotion(cfg, champ, challengers)
 
     snaps = {
         "scores": open_snapshot(cfg.scores.table, table_uri(cfg.lake, cfg.scores.table), cfg.scores.version, opts),
@@ -135,12 +179,20 @@ def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract
                  cfg.features.contract, snaps["features"].where())
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
                         [(k, getattr(cfg, k).table, s.version) for k, s in snaps.items()])
-    _check_columns(cfg, snaps)
-    as_of = inputs.resolve_as_of(cfg.as_of, snaps["labels"], cfg.labels.label_ts_column, opts)
-    summary.as_of = as_of.isoformat()
+    preflight.check_columns(cfg, snaps)
+    return _Eval(cfg=cfg, summary=summary, spec=spec, champ=champ, challengers=challengers, snaps=snaps, pii=pii)
+
+
+def _plan(ev: _Eval) -> None:
+    """The as-of time and one task per window day that every model scored; a window without such a day fails
+    closed (exit 4) before any task runs."""
+    cfg, summary, snaps, models = ev.cfg, ev.summary, ev.snaps, ev.models
+    ev.as_of = inputs.resolve_as_of(cfg.as_of, snaps["labels"], cfg.labels.label_ts_column, ev.opts)
+    summary.as_of = ev.as_of.isoformat()
     window_days = _window_days(snaps, cfg.window)
-    files = inputs.scores_files(snaps["scores"], [champ, *challengers], opts)
-    plan_days = inputs.plan_days(window_days, files, snaps["labels"], snaps["features"], models, cfg.max_rows_per_task)
+    ev.files = inputs.scores_files(snaps["scores"], [ev.champ, *ev.challengers], ev.opts)
+    plan_days = ev.plan_days = inputs.plan_days(window_days, ev.files, snaps["labels"], snaps["features"], models,
+                                                cfg.max_rows_per_task)
     summary.days, summary.tasks, summary.missing_scores = plan_days.days, len(plan_days.chunks), plan_days.missing
     summary.window = f"{plan_days.days[0]}..{plan_days.days[-1]}" if plan_days.days else cfg.window
     if not window_days:
@@ -151,24 +203,36 @@ def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract
         raise GateFailed(f"no day of window {cfg.window} in {snaps['scores'].where()} has scores from every model "
                          f"({models}); first day lacking: {next(iter(plan_days.missing.items()))}; score them first")
     for name in ("labels", "features"):
-        check_files_exist(snaps[name], [d for d in plan_days.days if d in snaps[name].files], opts)
+        check_files_exist(snaps[name], [d for d in plan_days.days if d in snaps[name].files], ev.opts)
     log.info("evaluate %s on %s (%d day(s), %d task(s)), as of %s; pinned %s", models, summary.window,
              len(plan_days.days), len(plan_days.chunks), summary.as_of,
              ", ".join(s.where() for s in snaps.values()))
 
-    ref = drift.reference(cfg, snaps, files, models, summary.run_id, pii) if cfg.drift.reference else None
-    plan = EvalPlan(snaps["scores"].uri, snaps["labels"].uri, snaps["features"].uri, tuple(cfg.key_columns),
-                    cfg.score_column, cfg.labels.label_column, cfg.labels.label_ts_column,
-                    tuple(cfg.features.slice_columns), tuple(models), int(as_of.timestamp() * 1_000_000),
-                    spec_to_dict(spec), dict(opts),
+
+def _eval_plan(ev: _Eval, ref: dict | None) -> EvalPlan:
+    """What every task shares (shipped once)."""
+    cfg, snaps = ev.cfg, ev.snaps
+    return EvalPlan(scores_uri=snaps["scores"].uri, labels_uri=snaps["labels"].uri,
+                    features_uri=snaps["features"].uri, keys=tuple(cfg.key_columns), score_column=cfg.score_column,
+                    label_column=cfg.labels.label_column, label_ts_column=cfg.labels.label_ts_column,
+                    slice_columns=tuple(cfg.features.slice_columns), models=tuple(ev.models),
+                    as_of_us=int(ev.as_of.timestamp() * 1_000_000), spec=spec_to_dict(ev.spec),
+                    storage_options=dict(ev.opts),
                     drift_edges={c: e.tolist() for c, e in ref["edges"].items()} if ref else {})
+
+
+def _run_tasks(ev: _Eval, executor: Executor, ref: dict | None) -> dict[int, tuple[dict, bytes]]:
+    """Run the tasks on the executor; their (counts, statistics bytes) by task index. A task's read error of a
+    file that vanished meanwhile is exit 5 naming it; duplicate keys are exit 3 before anything is written."""
+    snaps, plan_days, opts, deadline = ev.snaps, ev.plan_days, ev.opts, ev.summary.run.deadline
+    plan = _eval_plan(ev, ref)
     schemas = schemas_json({k: s.schema for k, s in snaps.items()})
     results: dict[int, tuple[dict, bytes]] = {}
     t_tasks = time.monotonic()
-    bar = Progress(len(plan_days.chunks), "tasks")
+    bar = ev.summary.run.progress(len(plan_days.chunks), "tasks")
     try:
-        for counts_json, stats_bytes in _run_tasks(executor, plan.to_json(), [c.to_json() for c in plan_days.chunks],
-                                                   schemas, deadline):
+        for counts_json, stats_bytes in _task_items(executor, plan.to_json(), [c.to_json() for c in plan_days.chunks],
+                                                     schemas, deadline):
             counts = json.loads(counts_json)
             results[counts["index"]] = (counts, stats_bytes)
             bar.advance(rows=counts["rows_evaluated"])
@@ -181,11 +245,18 @@ def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract
     log.info("evaluate: %d task(s) done in %.1fs", len(results), time.monotonic() - t_tasks)
     if len(results) != len(plan_days.chunks):
         raise UnitFailed(f"{len(plan_days.chunks) - len(results)} evaluation task(s) returned nothing; re-run")
-    _check_unique_keys(cfg, snaps, [counts for counts, _ in results.values()])
-    stats = EvalStats(spec, models)
+    preflight.check_unique_keys(ev.cfg, snaps, [counts for counts, _ in results.values()])
+    return results
+
+
+def _merge(ev: _Eval, results: dict[int, tuple[dict, bytes]]) -> _Merged:
+    """Merge the tasks' statistics in plan order (they do not depend on which task finished first) and add their
+    counts to the summary and to each day's."""
+    summary = ev.summary
+    stats = EvalStats(ev.spec, ev.models)
     current = None
     per_day: dict[str, dict] = {}
-    for i in sorted(results):  # plan order: the merged statistics do not depend on which task finished first
+    for i in sorted(results):
         counts, data = results[i]
         stats = stats.merge(EvalStats.from_bytes(data))
         if "drift" in counts:
@@ -198,23 +269,30 @@ def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract
         for k in ("scores_without_features", "features_without_scores", "rows_evaluated", "rows_without_label",
                   "rows_label_after_as_of", "rows_missing_a_model_score"):
             setattr(summary, k, getattr(summary, k) + counts[k])
-    excluded = summary.rows_without_label + summary.rows_label_after_as_of
+    return _Merged(stats=stats, current=current, per_day=per_day)
 
-    metrics = compute_metrics(stats)
-    deltas = [d for ch in models[1:] for d in compare(stats, models[0], ch)]
+
+def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
+    """Metrics, differences and gates; commit the metrics, write the report, log to MLflow; a failed gate is exit 4
+    after them (they are the evidence); promote the challenger where the gates pass and the config asks."""
+    cfg, summary, models, plan_days = ev.cfg, ev.summary, ev.models, ev.plan_days
+    excluded = summary.rows_without_label + summary.rows_label_after_as_of
+    metrics = compute_metrics(merged.stats)
+    deltas = [d for ch in models[1:] for d in compare(merged.stats, models[0], ch)]
     window = {"rows_evaluated": summary.rows_evaluated, "rows_excluded": excluded, "missing": plan_days.missing}
     gate_rows = gating.judge(cfg.gates, metrics, deltas, models[0], models[1:], window)
     summary.verdict = gating.verdict(gate_rows, cfg.gates)
     summary.gates_failed = [f"{g['gate']} [{g['model'] or 'window'} {g['slice']}]: {g['reason']}"
                             for g in gate_rows if not g["passed"]]
-    report = _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, plan_days.missing, models)
+    report = _report(ev, metrics=metrics, deltas=deltas, stats=merged.stats, gate_rows=gate_rows,
+                     per_day=merged.per_day)
     extra_files: dict[str, str] = {}
     if ref is not None:
         t_drift = time.monotonic()
-        report["drift"] = drift.section(cfg, snaps, ref, current, plan_days.days, models, extra_files)
+        report["drift"] = drift.section(cfg, ev.snaps, ref, merged.current, plan_days.days, models, extra_files)
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
-        _commit(cfg, summary, as_of, metrics, deltas, snaps, files, plan_days.days, models)
+        _commit(ev, metrics, deltas)
     from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, write_report
 
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
@@ -224,12 +302,10 @@ def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract
                          f"gate(s): {summary.gates_failed[0]}; report {summary.report}")
     if cfg.gates.promote and summary.verdict == "pass":
         try:
-            summary.promoted = promote(cfg, champ, challengers[0], summary)
+            summary.promoted = promote(cfg, ev.champ, ev.challengers[0], summary)
         except AliasMoved as e:
             _record_refused_promotion(cfg, summary, report, extra_files, str(e))
             raise
-    log.info("evaluate run %s finished in %.1fs: %s", summary.run_id, time.monotonic() - started, summary.verdict)
-    return summary
 
 
 def _window_days(snaps: dict, window: str) -> list[str]:
@@ -239,23 +315,6 @@ def _window_days(snaps: dict, window: str) -> list[str]:
     for name in ("scores", "features", "labels"):
         days.update(select_partitions(snaps[name], window)[0])
     return sorted(days)
-
-
-def _check_unique_keys(cfg: EvaluateConfig, snaps: dict, counts: list[dict]) -> None:
-    """Duplicate keys in scores or features (counted by the tasks) break the join: exit 3, nothing written."""
-    found: dict[tuple[str, str], int] = {}
-    for c in counts:
-        for table, n in c.get("duplicate_keys", {}).items():
-            found[(table, c["ds"])] = found.get((table, c["ds"]), 0) + n
-    if found:
-        (table, ds), n = min(found.items())
-        name, _, model = table.partition(":")
-        others = [f"{t} ds={d}: {k}" for (t, d), k in sorted(found.items())][1:]
-        raise ContractViolation(
-            f"{snaps[name].where(ds)}{f' model {model}' if model else ''} has {n} duplicate key row(s): key columns "
-            f"{list(cfg.key_columns)} must be unique per day, or each copy counts again in the evaluation"
-            + (f"; also {short_list(others)}" if others else "")
-            + "; fix the table (re-score the day with --force, or deduplicate the features) and re-run")
 
 
 def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_files: dict, reason: str) -> None:
@@ -271,55 +330,16 @@ def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_fil
     mark_failed(cfg, summary.mlflow_run_id)
 
 
-def _metric_names(spec: MetricsSpec) -> list[str]:
-    if spec.task == "regression":
-        return ["mae", "rmse", "mape", "r2", "bias", "mean_label", "mean_prediction", "support"]
-    names = ["roc_auc", "pr_auc", "log_loss", "brier", "ece", "base_rate", "mean_score", "support", "positives"]
-    for t in spec.thresholds:
-        names += [f"precision@{t:g}", f"recall@{t:g}", f"f1@{t:g}"]
-    for k in spec.top_k_pct:
-        names += [f"precision@top{k:g}%", f"recall@top{k:g}%"]
-    return names
-
-
-def _check_slices(cfg: EvaluateConfig) -> None:
-    unknown = sorted({c for s in cfg.slices for c in s} - set(cfg.features.slice_columns))
-    if unknown:
-        raise ConfigError(f"slices use column(s) {unknown} that are not in features.slice_columns "
-                          f"{cfg.features.slice_columns}; add them there")
-
-
-def _check_columns(cfg: EvaluateConfig, snaps: dict) -> None:
-    need = {
-        "scores": [*cfg.key_columns, cfg.score_column],
-        "labels": [*cfg.key_columns, cfg.labels.label_column, cfg.labels.label_ts_column],
-        "features": [*cfg.key_columns, *cfg.features.slice_columns],
-    }
-    for name, cols in need.items():
-        missing = [c for c in cols if c not in snaps[name].schema.names]
-        if missing:
-            raise ConfigError(f"{snaps[name].where()} has no column(s) {missing}; fix key_columns, score_column, "
-                              f"labels.* or features.slice_columns")
-
-
-def _check_promotion(cfg: EvaluateConfig, champ, challengers) -> None:
-    import re
-
-    alias = re.fullmatch(r"models:/([^/@]+)@([^/@]+)", cfg.models.champion)
-    if alias is None or len(challengers) != 1 or challengers[0].name != champ.name:
-        raise ConfigError("gates.promote needs models.champion as models:/<name>@<alias> and exactly one challenger "
-                          f"version of the same model name (got champion {cfg.models.champion}, challengers "
-                          f"{cfg.models.challengers})")
-
-
-def _commit(cfg, summary, as_of, metrics, deltas, snaps, files, days, models) -> None:
+def _commit(ev: _Eval, metrics: list[dict], deltas: list[dict]) -> None:
+    """One `eval_metrics` unit per model version (idempotent: a unit recorded and backed is already done)."""
     from engine.lake import commit as protocol
 
-    opts = cfg.lake.storage_options
+    cfg, summary, as_of, snaps, files, models = ev.cfg, ev.summary, ev.as_of, ev.snaps, ev.files, ev.models
+    days, opts = ev.plan_days.days, ev.opts
     uri = table_uri(cfg.lake, cfg.output.table)
     evtable.open_table(uri, opts)
     committer = protocol.Committer(uri, evtable.TABLE_SCHEMA, evtable.PARTITION_COLUMNS, summary.run_id,
-                                   cfg.run.commit_retries, opts, backing=evtable.BACKING)
+                                   retries=cfg.run.commit_retries, storage_options=opts, backing=evtable.BACKING)
     key = evtable.evaluation_key(days[0], days[-1], as_of, models)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     common = {"window_start": days[0], "window_end": days[-1], "as_of": as_of, "confidence": cfg.metrics.confidence,
@@ -348,7 +368,10 @@ def _commit(cfg, summary, as_of, metrics, deltas, snaps, files, days, models) ->
         (summary.units_committed if outcome == "committed" else summary.units_already_done).append(unit.app_id)
 
 
-def _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, missing, models) -> dict:
+def _report(ev: _Eval, *, metrics: list[dict], deltas: list[dict], stats: EvalStats, gate_rows: list[dict],
+            per_day: dict[str, dict]) -> dict:
+    """The report's document (engine.evaluation.publish writes it as HTML and JSON)."""
+    cfg, summary, as_of, models, missing = ev.cfg, ev.summary, ev.as_of, ev.models, ev.plan_days.missing
     binary = cfg.metrics.task == "binary"
     return {
         "run_id": summary.run_id, "config_hash": summary.config_hash,

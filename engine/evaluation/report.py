@@ -168,8 +168,9 @@ def _metrics(rep: dict, models: list[str], colours: dict[str, str]) -> str:
                 note = f"{num(r['value'])} {interval(r['ci_low'], r['ci_high'])}".rstrip()
                 if under:
                     note += f"  n={count(r['support'])} under support"
-                rows.append(IntervalRow(s if first else "", r["value"], r["ci_low"], r["ci_high"],
-                                        MUTED if under else colours[m], note, f"{s} · {m}: {note}"))
+                rows.append(IntervalRow(label=s if first else "", value=r["value"], low=r["ci_low"],
+                                        high=r["ci_high"], colour=MUTED if under else colours[m], note=note,
+                                        title=f"{s} · {m}: {note}"))
                 first = False
         d = direction(metric)
         hint = " (higher is better)" if d > 0 else " (lower is better)" if d < 0 else ""

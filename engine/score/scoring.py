@@ -117,21 +117,11 @@ def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkR
     scorer = cached_scorer(bundle, out.device, out.micro_batch_rows, out.nthread)
     load = time.perf_counter() - t  # the model's load: this worker's first chunk of it only
     in_fs, in_base = filesystem(unit.input_uri, unit.storage_options)
-    out_fs, out_base = filesystem(out.uri, unit.storage_options)
     rc = unit.row_check
     checked = [] if rc is None else rc.columns()
     columns = list(dict.fromkeys([*out.keys, *out.passthrough, *scorer.spec.feature_names, *checked]))
     stats = None if rc is None else rc.new_stats()
-    prefix = f"part-{out.stamps.run_id[:12]}"
-    writer = RollingParquetWriter(out_fs, out_base, partition_dir(out.partition_values), out.schema,
-                                  out.partition_values, out.target_file_rows, out.compression,
-                                  prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
-    qwriter = None
-    if rc is not None and out.quarantine_uri:
-        qfs, qbase = filesystem(out.quarantine_uri, unit.storage_options)
-        qwriter = RollingParquetWriter(qfs, qbase, partition_dir(out.quarantine_values, rc.quarantine_partition_columns),
-                                       rc.quarantine_schema, out.quarantine_values, out.target_file_rows,
-                                       out.compression, prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
+    writer, qwriter = _writers(unit)
     rows_in = bad_scores = 0
     timings: dict[str, float] = {"load": load}
     latency: dict[str, int] = {}
@@ -163,21 +153,48 @@ def score_chunk(unit: UnitWork, chunk: ChunkWork, bundle: ModelBundle) -> ChunkR
                 latency_add(latency, t2 - t1)
                 for phase, secs in (("contract", t1 - t0), ("score", t2 - t1), ("write", t3 - t2)):
                     timings[phase] = timings.get(phase, 0.0) + secs
-        t = clock()
-        adds = writer.close()
-        qadds = qwriter.close() if qwriter is not None else []
-        timings["write"] = timings.get("write", 0.0) + clock() - t
-        if stats is not None:  # key hashes: counted here, or spilled for the unit's per-bucket count
-            t = clock()
-            stats = rc.seal(stats, unit, chunk)
-            timings["contract"] = timings.get("contract", 0.0) + clock() - t
+        adds, qadds, stats = _close(writer, qwriter, stats, unit, chunk, timings)
     except BaseException:
         writer.abort()
         if qwriter is not None:
             qwriter.abort()
         raise
-    return ChunkResult(unit.unit, rows_in, writer.rows, adds, stats, bad_scores, qadds,
-                       qwriter.rows if qwriter is not None else 0, timings=timings, latency=latency)
+    return ChunkResult(unit=unit.unit, rows_in=rows_in, rows_out=writer.rows, adds=adds, checks=stats,
+                       bad_scores=bad_scores, quarantine_adds=qadds,
+                       rows_quarantined=qwriter.rows if qwriter is not None else 0, timings=timings, latency=latency)
+
+
+def _writers(unit: UnitWork) -> tuple[RollingParquetWriter, RollingParquetWriter | None]:
+    """The chunk's writer of scores, and of quarantined rows where the unit quarantines (else None)."""
+    out, rc = unit.output, unit.row_check
+    prefix = f"part-{out.stamps.run_id[:12]}"
+    out_fs, out_base = filesystem(out.uri, unit.storage_options)
+    writer = RollingParquetWriter(out_fs, out_base, partition_dir(out.partition_values), out.schema,
+                                  out.partition_values, target_rows=out.target_file_rows,
+                                  compression=out.compression, prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
+    qwriter = None
+    if rc is not None and out.quarantine_uri:
+        qfs, qbase = filesystem(out.quarantine_uri, unit.storage_options)
+        qwriter = RollingParquetWriter(qfs, qbase, partition_dir(out.quarantine_values, rc.quarantine_partition_columns),
+                                       rc.quarantine_schema, out.quarantine_values, target_rows=out.target_file_rows,
+                                       compression=out.compression, prefix=f"{prefix}-{uuid.uuid4().hex[:12]}")
+    return writer, qwriter
+
+
+def _close(writer: RollingParquetWriter, qwriter: RollingParquetWriter | None, stats, unit: UnitWork,
+           chunk: ChunkWork, timings: dict[str, float]) -> tuple[list[dict], list[dict], object]:
+    """Close the chunk's files (their add actions) and seal its row-check statistics (key hashes: counted here, or
+    spilled for the unit's per-bucket count)."""
+    clock = time.perf_counter
+    t = clock()
+    adds = writer.close()
+    qadds = qwriter.close() if qwriter is not None else []
+    timings["write"] = timings.get("write", 0.0) + clock() - t
+    if stats is not None:
+        t = clock()
+        stats = unit.row_check.seal(stats, unit, chunk)
+        timings["contract"] = timings.get("contract", 0.0) + clock() - t
+    return adds, qadds, stats
 
 
 def plan_chunks(files: list[tuple[str, int | None]], target_rows: int) -> list[list[str]]:
