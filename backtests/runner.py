@@ -60,8 +60,8 @@ def _group_items(executor: Executor, plan: str, groups: list[list[str]], baselin
     """The refit groups on `executor` (engine.executor; `fold_run.group_task` handed in as data), one unit each so a
     group's folds commit when it ends on every engine: (group index, STARTED) when a group starts on a worker (Spark:
     when its job is submitted), then (group index, its fold results or its error, class kept) as each ends."""
-    units = {f"group-{i}": UnitWork(unit=f"group-{i}", ds="", input_uri="", input_schema=None, task=group_task, args=(plan,), notify_start=True,
-                                    what="fold group(s)") for i in range(len(groups))}
+    units = {f"group-{i}": UnitWork(unit=f"group-{i}", ds="", input_uri="", input_schema=None, task=group_task,
+                                    args=(plan,), notify_start=True, what="fold group(s)") for i in range(len(groups))}
     chunks = [ChunkWork(f"group-{i}", (), i, args=json.dumps(g)) for i, g in enumerate(groups)]
     for item in executor.run(units, chunks, baseline, deadline):
         if isinstance(item, ChunkStarted):

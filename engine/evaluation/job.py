@@ -60,7 +60,8 @@ def _task_items(executor: Executor, plan_json: str, chunks_json: list[str], sche
                ) -> Iterator[tuple[str, bytes]]:
     """The plan's tasks on `executor` (engine.executor: one unit, a chunk per task, `evaluate_chunk_task` as data):
     (counts JSON, statistics bytes) as each comes in; a failed task raises its error (its class kept)."""
-    unit = UnitWork(unit=JOB, ds="", input_uri="", input_schema=None, task=evaluate_chunk_task, args=(plan_json, schemas), what="evaluation task(s)")
+    unit = UnitWork(unit=JOB, ds="", input_uri="", input_schema=None, task=evaluate_chunk_task,
+                    args=(plan_json, schemas), what="evaluation task(s)")
     chunks = [ChunkWork(JOB, (), i, args=c) for i, c in enumerate(chunks_json)]
     for item in executor.run({JOB: unit}, chunks, None, deadline):
         if isinstance(item, ChunkFailure):
