@@ -38,7 +38,7 @@ from engine.evaluation import gates as gating
 from engine.evaluation import inputs
 from engine.tables import eval_metrics as evtable
 from engine.evaluation.join import EvalPlan, run_chunk_json, schemas_json
-from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
+from engine.evaluation.metrics import compare, compute_metrics, reliability, roc_pr_curves, score_histogram
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
 from engine.logs import set_run_id
@@ -218,13 +218,15 @@ def _run(cfg: EvaluateConfig, executor: EvalExecutor, summary: EvalSummary, cont
     from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, write_report
 
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
-    summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary)
+    summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary, extra_files)
     if summary.verdict == "fail":
         raise GateFailed(f"evaluation of {', '.join(models)} on {summary.window} failed {len(summary.gates_failed)} "
                          f"gate(s): {summary.gates_failed[0]}; report {summary.report}")
     if cfg.gates.promote and summary.verdict == "pass":
         try:
             summary.promoted = promote(cfg, champ, challengers[0], summary)
+            report["promotion"]["outcome"] = "promoted"  # the report says so too, with from/to versions
+            summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
         except AliasMoved as e:
             _record_refused_promotion(cfg, summary, report, extra_files, str(e))
             raise
@@ -265,9 +267,10 @@ def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_fil
 
     row = gating.promotion_refused(summary.champion, summary.models[1], reason)
     report["gates"] = [*report["gates"], row]
+    report["promotion"].update(outcome="refused", reason=reason)
     summary.verdict = report["verdict"] = "fail"
     summary.gates_failed.append(f"{row['gate']} [{row['model']} {row['slice']}]: {reason}")
-    summary.report = write_report(cfg, report, summary.run_id, extra_files)
+    summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
     mark_failed(cfg, summary.mlflow_run_id)
 
 
@@ -359,6 +362,12 @@ def _report(cfg, summary, as_of, metrics, deltas, stats, gate_rows, per_day, mis
         "metrics": metrics, "deltas": deltas,
         "reliability": {m: reliability(stats, m) for m in models} if binary else {},
         "score_hist": {m: score_histogram(stats, m) for m in models} if binary else {},
+        "curves": {m: roc_pr_curves(stats, m) for m in models} if binary else {},
+        "promotion": {"requested": cfg.gates.promote, "alias": cfg.models.champion.partition("@")[2],
+                      "model": models[0].rsplit("/", 1)[0], "from_version": int(models[0].rsplit("/", 1)[1]),
+                      "to_version": int(models[1].rsplit("/", 1)[1]) if len(models) > 1 else None,
+                      "outcome": "not requested" if not cfg.gates.promote else
+                      "pending" if summary.verdict == "pass" else "not attempted"},
         "gates": gate_rows, "verdict": summary.verdict,
         "immature": [{"ds": d["ds"], "rows_without_label": d["rows_without_label"],
                       "rows_label_after_as_of": d["rows_label_after_as_of"]}
