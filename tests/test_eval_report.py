@@ -278,3 +278,38 @@ def test_an_empty_window_still_renders_its_failed_verdict():
     parse(page)
     assert "Verdict: FAIL — 1 of 1 gate(s) failed" in page and "the window has no matured rows" in page
     assert "<svg" not in page
+
+
+def test_what_changed_sits_under_the_banner_and_calls_out_ungated_regressions():
+    rep = sample_report()
+    rep["deltas"] += [dict(_row(CHALL, SLICES[k], "ece", v, v - 0.002, v + 0.003), baseline=CHAMP)
+                      for k, v in ((0, 0.004), (1, 0.011), (2, -0.0005))]
+    page = render_html(rep)
+    top = page[page.index('<div class="verdict'):page.index('id="gates"')]
+    rows = {html.unescape(m): (b, w, u, c, n, worst) for m, b, w, u, c, n, worst in re.findall(
+        r"<tr[^>]*><td>([a-z_@.0-9]+) [↑↓]</td><td>.*?</td><td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td>"
+        r"<td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td><td class=\"n\">(\d+)</td><td class=\"n\">(\d+)</td>"
+        r"<td class=\"n\">(\d+)</td><td>([^<]*)</td></tr>", top)}
+    # counted from the deltas above: roc_auc better/worse/unclear 1/1/1; ece worse in overall and enterprise
+    assert rows["roc_auc"][:5] == ("1", "1", "1", "0", "3") and rows["log_loss"][:5] == ("1", "0", "1", "0", "2")
+    assert rows["ece"][:5] == ("0", "2", "1", "0", "3")
+    assert html.unescape(rows["ece"][5]) == "segment=enterprise +0.0110, overall +0.0040"  # worst first
+    assert list(rows) == ["roc_auc", "ece", "log_loss"]  # regressions first, the gated one before the ungated
+    callout = re.search(r'<div class="callout">(.*?)</div>', top).group(1)
+    assert "ece worse in 2 of 3 slices" in callout and "roc_auc" not in callout
+
+
+def test_promotion_outcome_is_in_the_banner():
+    rep = sample_report()
+    promo = {"requested": True, "model": "lakescore-demo-xgb", "alias": "champion", "from_version": 1,
+             "to_version": 2}
+    for outcome, line in [
+            ("promoted", "Promoted: lakescore-demo-xgb@champion moved from version 1 to version 2."),
+            ("not attempted", "Not promoted: the verdict is not PASS, so lakescore-demo-xgb@champion still names "
+                              "version 1."),
+            ("refused", "Not promoted: the alias moved")]:
+        rep["promotion"] = dict(promo, outcome=outcome, reason="the alias moved")
+        page = render_html(rep)
+        assert page.index(html.escape(line)) < page.index('id="changed"'), outcome
+    rep["promotion"] = dict(promo, requested=False, outcome="not requested")
+    assert "Not promoted: gates.promote is false" in render_html(rep)

@@ -595,9 +595,9 @@ def test_the_report_opens_with_the_verdict_and_what_changed_per_metric(demo_repo
     first = [body.index(k) for k in ('class="verdict', 'id="changed"', 'id="gates"')]
     assert first == sorted(first) and "<svg" not in body[:first[2]]
     changed = body[first[1]:first[2]]
-    rows = re.findall(r"<tr[^>]*><td>([^<]+)</td><td>(.*?)</td><td>(?:<span[^>]*>)?(\d+)(?:</span>)?</td>"
-                      r"<td>(?:<span[^>]*>)?(\d+)(?:</span>)?</td><td>(\d+)</td><td>(\d+)</td><td>(\d+)</td>"
-                      r"<td>([^<]*)</td></tr>", changed)
+    rows = re.findall(r"<tr[^>]*><td>([^<]+)</td><td>(.*?)</td><td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td>"
+                      r"<td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td><td class=\"n\">(\d+)</td>"
+                      r"<td class=\"n\">(\d+)</td><td class=\"n\">(\d+)</td><td>([^<]*)</td></tr>", changed)
     got = {m.split(" ")[0]: (gate, int(b), int(w), int(u) + int(c), int(n), worst)
            for m, gate, b, w, u, c, n, worst in rows}
     metrics = {d["metric"] for d in rep["deltas"]}

@@ -154,11 +154,12 @@ def _run(rep: dict) -> str:
     return f'<h2 id="run">The run</h2><dl class="facts">{dl}</dl>'
 
 
-def _fold(title: str, body: str, rows: int, open_: bool = False, long: int = 12) -> str:
-    """`body` in a <details> (open when asked or short): long tables collapse, their title says what they hold."""
-    if rows <= long and open_:
-        return body
-    return f'<details{" open" if open_ else ""}><summary>{esc(title)}</summary>{body}</details>'
+LONG = 12  # a table with more rows than this is folded under a title that says what it holds
+
+
+def _fold(title: str, body: str) -> str:
+    """`body` folded in a <details> under `title` (the page stays complete: a click opens it, no script)."""
+    return f"<details><summary>{esc(title)}</summary>{body}</details>"
 
 
 def _gates(rep: dict) -> str:
@@ -195,7 +196,7 @@ def _support(rep: dict, models: list[str]) -> str:
             f"with its support and greyed, never dropped.</p>")
     table = html_table(["slice", *models], rows, set(range(1, len(models) + 1)))
     return (f'<h2 id="slices">Slices and support</h2>{note}'
-            f'{_fold(f"support of {len(rows)} slices", table, len(rows), open_=True)}')
+            f'{_fold(f"support of {len(rows)} slices", table) if len(rows) > LONG else table}')
 
 
 def _metrics(rep: dict, models: list[str], colours: dict[str, str]) -> str:
@@ -223,7 +224,7 @@ def _metrics(rep: dict, models: list[str], colours: dict[str, str]) -> str:
         d = direction(metric)
         hint = " (higher is better)" if d > 0 else " (lower is better)" if d < 0 else ""
         fig = f"<figure><figcaption>{esc(metric)}{esc(hint)}</figcaption>{interval_chart(rows)}</figure>"
-        out.append(fig if metric in gated else _fold(f"{metric}{hint}: {len(rows)} rows (not gated)", fig, len(rows)))
+        out.append(fig if metric in gated else _fold(f"{metric}{hint}: {len(rows)} rows (not gated)", fig))
     return "".join(out)
 
 
@@ -296,7 +297,7 @@ def _deltas(rep: dict) -> str:
                      f"better, {sm['no_clear_difference']} no clear difference of {sm['slices']} slices")
             table = html_table(head, rows, {1, 2, 4})
             out.append(f'<h4 id="delta-{esc(metric)}">{esc(title)}</h4>{table}' if metric in gated
-                       else _fold(title, table, len(rows)))
+                       else _fold(title, table))
     return "".join(out)
 
 
