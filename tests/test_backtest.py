@@ -400,7 +400,7 @@ def test_the_report_answers_first_and_shows_the_guards_cost(lake, demo_root):
               for f in rep["folds"]]
     mean, sd = statistics.fmean(deltas), statistics.stdev(deltas)
     half = t.ppf(0.975, len(deltas) - 1) * sd / len(deltas) ** 0.5
-    lead = html_mod.unescape(re.sub(r"<[^>]+>", "", answer.split("</p>")[0]))
+    lead = html_mod.unescape(re.sub(r"<[^>]+>", "", answer.split(">", 1)[1].split("</p>")[0]))
     assert lead.startswith(f"Recipe vs {base} on roc_auc, over 2 fold(s): Δ {mean:+.4f} "
                            f"[{mean - half:+.4f}, {mean + half:+.4f}]"), lead
     # the other metrics side by side with a Δ column: one row per metric, recipe and baseline means in it

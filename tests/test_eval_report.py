@@ -296,7 +296,8 @@ def test_what_changed_sits_under_the_banner_and_calls_out_ungated_regressions():
     assert html.unescape(rows["ece"][5]) == "segment=enterprise +0.0110, overall +0.0040"  # worst first
     assert list(rows) == ["roc_auc", "ece", "log_loss"]  # regressions first, the gated one before the ungated
     callout = re.search(r'<div class="callout">(.*?)</div>', top).group(1)
-    assert "ece worse in 2 of 3 slices" in callout and "roc_auc" not in callout
+    assert "<strong>ece</strong> worse in 2 of 3 slices (worst: segment=enterprise +0.0110)" in callout
+    assert "roc_auc" not in callout
 
 
 def test_promotion_outcome_is_in_the_banner():

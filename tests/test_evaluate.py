@@ -579,7 +579,7 @@ def demo_report(scored, demo_root, tmp_path_factory):
     """One evaluation with drift on, roc_auc the only gated metric: (summary, report.json, report.html, folder)."""
     lake = tmp_path_factory.mktemp("reportlake") / "lake"
     shutil.copytree(scored, lake)
-    cfg = eval_config(lake, demo_root, "drift.reference=2026-01-01..2026-01-01", "drift.columns=[f0?]",
+    cfg = eval_config(lake, demo_root, "drift.reference=2026-01-01..2026-01-01", 'drift.columns=["f0?"]',
                       "drift.sample_rows=1500", "gates.thresholds=[{metric: roc_auc, min: 0.5}]",
                       "gates.max_regression=[{metric: roc_auc, slices: [overall], max_drop: 0.5}]",
                       "metrics.thresholds=[0.3, 0.5]")

@@ -45,7 +45,7 @@ tr.fail td{background:#fdecea}tr.muted td{color:#9e9e9e}
 .note{color:#555;font-size:0.92em}.swatch{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 figure{margin:10px 0 18px}figcaption{font-weight:600;margin-bottom:4px}.row{display:flex;flex-wrap:wrap;gap:24px}
 .promo{font-weight:600;margin:4px 0 10px}.callout{border-left:5px solid #c62828;background:#fdecea;padding:8px 12px;
-margin:10px 0}details{margin:6px 0}details>summary{cursor:pointer;font-weight:600;padding:2px 0}
+margin:10px 0}.callout ul{margin:4px 0 0;padding-left:20px}.nw{white-space:nowrap}details{margin:6px 0}details>summary{cursor:pointer;font-weight:600;padding:2px 0}
 """
 
 
@@ -111,14 +111,15 @@ def _answer(rep: dict) -> str:
     out = ['<h2 id="changed">What changed: challenger vs champion</h2>']
     ungated = ungated_regressions(summary)
     if ungated:
-        parts = "; ".join(f"{s['metric']} worse in {s['worse']} of {s['slices']} slices (worst: "
-                          + ", ".join(w["slice"] for w in s["worst"]) + ")" for s in ungated)
+        items = "".join(f"<li><strong>{esc(s['metric'])}</strong> worse in {s['worse']} of {s['slices']} slices "
+                        f"(worst: {esc(s['worst'][0]['slice'])} {num(s['worst'][0]['value'], sign=True)})</li>"
+                        for s in ungated)
         out.append(f'<div class="callout"><strong>Ungated regressions</strong>: the challenger is worse on metrics '
-                   f"that no gate checks, so the verdict does not reflect them: {esc(parts)}.</div>")
+                   f"that no gate checks, so the verdict does not reflect them:<ul>{items}</ul></div>")
     rows = []
     for s in summary:
         worst = ", ".join(f"{w['slice']} {num(w['value'], sign=True)}" for w in s["worst"]) or DASH
-        gate = "gated" if s["gated"] else ('<span class="bad">not gated</span>' if s["worse"] else "not gated")
+        gate = "gated" if s["gated"] else ('<span class="bad nw">not gated</span>' if s["worse"] else "not gated")
         d = direction(s["metric"])
         hint = " ↑" if d > 0 else " ↓" if d < 0 else ""
         rows.append(("fail" if s["worse"] else "", [
