@@ -570,7 +570,7 @@ def page_text(html_text: str) -> str:
     """The page's text as a browser shows it (tags out, entities decoded), style left out."""
     import html as html_mod
 
-    body = html_text[html_text.index("<body>"):]
+    body = html_text[html_text.index("<body>"):] if "<body>" in html_text else html_text
     return html_mod.unescape(re.sub(r"<[^>]+>", " ", body))
 
 

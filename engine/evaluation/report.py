@@ -39,7 +39,7 @@ dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px;margin
 dl.facts dd{margin:0}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:0.92em}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:middle}th{background:#f6f6f6}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.fail td{background:#fdecea}tr.muted td{color:#9e9e9e}
 .good{color:#1a7f37}.warn{color:#b26a00}.bad{color:#c62828;font-weight:600}
 .note{color:#555;font-size:0.92em}.swatch{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
@@ -278,6 +278,7 @@ def _deltas(rep: dict) -> str:
         out.append(f"<h3>{esc(model)} − {esc(baseline)}</h3>")
         group = [r for r in deltas if (r["model"], r["baseline"]) == (model, baseline)]
         metrics = [k[2] for k in by_metric if k[:2] == (model, baseline)]
+        metrics = [m for m in metrics if m in gated] + [m for m in metrics if m not in gated]
         for metric in metrics:
             rows_in = worst_first([r for r in group if r["metric"] == metric])
             span = max([abs(v) for r in rows_in for v in (r["value"], r["ci_low"], r["ci_high"]) if finite(v)],
@@ -294,8 +295,9 @@ def _deltas(rep: dict) -> str:
                     f'<span style="color:{colour}">{esc(read)}</span>']))
             head = ["slice", f"Δ {metric}", "interval", "", "support", "reading"]
             sm = by_metric[(model, baseline, metric)]
+            changed = f", {sm['changed']} changed" if sm["changed"] else ""
             title = (f"{metric}{'' if metric in gated else ' (not gated)'}: {sm['worse']} worse, {sm['better']} "
-                     f"better, {sm['no_clear_difference']} no clear difference of {sm['slices']} slices")
+                     f"better, {sm['no_clear_difference']} no clear difference{changed} of {sm['slices']} slices")
             table = html_table(head, rows, {1, 2, 4})
             out.append(f'<h4 id="delta-{esc(metric)}">{esc(title)}</h4>{table}' if metric in gated
                        else _fold(title, table))

@@ -210,8 +210,9 @@ def reliability_chart(bins: list[dict], colour: str, size: int = 260) -> str:
     left, bottom, pad = 48, 38, 10
     x = Scale(0.0, 1.0, left, left + size)
     y = Scale(0.0, 1.0, pad + size, pad)
+    right = 2 * pad  # room for the last tick's label
     ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
-    out = [f'<svg width="{left + size + pad}" height="{pad + size + bottom}" '
+    out = [f'<svg width="{left + size + right}" height="{pad + size + bottom}" '
            f'role="img" {FONT}>', *_axes(x, y, ticks, ticks, "mean score", "fraction positive"),
            f'<line x1="{_f(x(0))}" y1="{_f(y(0))}" x2="{_f(x(1))}" y2="{_f(y(1))}" stroke="#777" '
            f'stroke-dasharray="4,3"/>']
@@ -268,7 +269,7 @@ def curve_chart(series: list[tuple[str, list[tuple[float, float]], str]], xlabel
                 diagonal: bool = False, size: int = 260) -> str:
     """Curves on the unit square (ROC, precision–recall): one polyline per (name, points, colour), a legend above,
     the chance diagonal when asked."""
-    left, bottom, pad, legend = 48, 38, 10, 18 * len(series) + 4
+    left, bottom, pad, legend = 48, 38, 20, 18 * len(series) + 4  # pad: room for the last tick's label
     x = Scale(0.0, 1.0, left, left + size)
     y = Scale(0.0, 1.0, legend + size, legend)
     ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
