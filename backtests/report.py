@@ -174,7 +174,9 @@ def _over_time(series: dict, colours: dict, metric: str, width: int, height: int
                    f'<text x="{left - 4}" y="{_f(y(t) + 4)}" text-anchor="end" fill="#555">'
                    f"{esc(tick_label(t, yt))}</text>")
     cutoffs = sorted({d for _, d, _, _ in pts})  # tick the folds' own cutoffs when they fit
-    for d in cutoffs if len(cutoffs) <= max(2, width // 80) else _day_ticks(xlo, xhi, max(2, width // 80)):
+    fit = max(2, width // 80)
+    step = -(-len(cutoffs) // fit)
+    for d in cutoffs[::-1][::step][::-1]:  # every step-th cutoff counted from the last: the last date is labelled
         out.append(f'<line x1="{_f(x(d))}" y1="{_f(y.a)}" x2="{_f(x(d))}" y2="{_f(y.a + 4)}" stroke="#555"/>'
                    f'<text x="{_f(x(d))}" y="{_f(y.a + 16)}" text-anchor="middle" fill="#555">{esc(_iso(d))}</text>')
     out.append(f'<text x="{_f(left + width / 2)}" y="{_f(y.a + 30)}" text-anchor="middle">fold cutoff</text>')
@@ -235,7 +237,7 @@ def _headline(rep: dict, models: list[str], colours: dict) -> str:
                                 if r["metric"] == metric and r["slice"] != "overall"))
     if slices:
         figs = [f"<figure><figcaption>{esc(s)}</figcaption>"
-                f"{_over_time(_series(rep, s, metric, models), colours, metric, 300, 140)}</figure>" for s in slices]
+                f"{_over_time(_series(rep, s, metric, models), colours, metric, 330, 140)}</figure>" for s in slices]
         out.append(f'<h3>Per slice</h3><div class="row">{"".join(figs)}</div>')
     return "".join(out)
 
@@ -253,9 +255,11 @@ def _summary(rep: dict) -> str:
         return '<h2 id="summary">Summary across folds</h2><p class="note">No metric had a value in any fold.</p>'
     rows = [("", [esc(r["metric"]), esc(r["slice"]), esc(r["model"]), f"{num(r['mean'])} ± {num(r['std'])}",
                   num(r["min"]), num(r["max"]), count(r["folds"])]) for r in picked]
+    table = html_table(["metric", "slice", "model", "mean ± std", "min", "max", "folds"], rows, {3, 4, 5, 6})
     return ('<h2 id="summary">Summary across folds</h2><p class="note">Mean ± standard deviation, minimum and maximum '
-            "over the folds in which the metric was defined.</p>" +
-            html_table(["metric", "slice", "model", "mean ± std", "min", "max", "folds"], rows, {3, 4, 5, 6}))
+            "over the folds in which the metric was defined, per slice (the overall comparison is at the top).</p>" +
+            (f"<details><summary>{len(rows)} rows: every metric, slice and model</summary>{table}</details>"
+             if len(rows) > 12 else table))
 
 
 def _deltas(rep: dict) -> str:

@@ -434,6 +434,8 @@ def test_the_report_answers_first_and_shows_the_guards_cost(lake, demo_root):
         yticks = re.findall(r'text-anchor="end" fill="#555">([^<]+)</text>', svg_text)
         assert len(yticks) >= 3 and all(len(v.split(".")[-1]) <= 3 for v in yticks), yticks
         assert "rotate(-90)" in svg_text and ">roc_auc</text>" in svg_text
-        for x, label in re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="middle" fill="#555">'
-                                   r"(\d{4}-\d\d-\d\d)</text>", svg_text):
+        dates = re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="middle" fill="#555">'
+                           r"(\d{4}-\d\d-\d\d)</text>", svg_text)
+        assert dates[-1][1] == rep["folds"][-1]["cutoff"]  # the last fold's date is labelled
+        for x, label in dates:
             assert float(x) + 3.3 * len(label) <= width, (label, x, width)  # ~6.6 px a character at 11 px
