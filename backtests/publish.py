@@ -28,11 +28,35 @@ def summary_rows(folds: list[dict]) -> list[dict]:
             for k, v in sorted(by.items())]
 
 
+RECIPE_PARAMS = {"xgboost": ("trees", "depth"), "torch_mlp": ("epochs",)}  # each kind's own model parameters
+PREPROCESSING = ("features", "categorical", "clip")  # every recipe's preprocessing spec
+
+
+def recipe_shown(recipe: dict) -> dict:
+    """The recipe as the report shows it: its kind, its own model parameters, its preprocessing (never another
+    kind's parameters, e.g. `epochs` for XGBoost)."""
+    kind = recipe.get("kind")
+    return {"kind": kind, "params": {k: recipe[k] for k in RECIPE_PARAMS.get(kind, ()) if k in recipe},
+            "preprocessing": {k: recipe[k] for k in PREPROCESSING if k in recipe}}
+
+
+def public_guard(folds: list[dict], names: dict[str, str]) -> list[dict]:
+    """The folds with the guard's internal column names (`__label_ts`) replaced by the configured ones."""
+    def clean(text):
+        for internal, shown in names.items():
+            text = text.replace(internal, shown)
+        return text
+
+    return [dict(f, guard=[dict(v, column=clean(str(v["column"])), message=clean(str(v["message"])))
+                           for v in f.get("guard") or []]) for f in folds]
+
+
 def build_report(cfg, summary, folds_plan, folds: list[dict], plan) -> dict:
+    folds = public_guard(folds, {"__label_ts": cfg.labels.label_ts_column, "__label": cfg.labels.label_column})
     return {
         "backtest_id": summary.backtest_id, "run_id": summary.run_id, "config_hash": summary.config_hash,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "versions": summary.versions,
-        "recipe": cfg.recipe.model_dump(), "baseline": f"baseline:{plan.baseline}", "refit_every": cfg.refit.every,
+        "recipe": recipe_shown(cfg.recipe.model_dump()), "baseline": f"baseline:{plan.baseline}", "refit_every": cfg.refit.every,
         "headline": "roc_auc" if cfg.metrics.task == "binary" else "rmse", "task": cfg.metrics.task,
         "confidence": cfg.metrics.confidence,
         "plan": [{"index": f.index, "cutoff": f.cutoff, "train_start": f.train_start, "train_end": f.train_end,

@@ -12,17 +12,17 @@ dict's order: the same dict gives byte-identical HTML.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
-from engine.evaluation.report import CSS, READING_COLOURS, direction, plain, reading, report_json
+from engine.evaluation.report import CSS, READING_COLOURS, plain, report_json
+from engine.evaluation.summary import direction, reading
 from engine.evaluation.svg import (
     html_page,
-    DASH, FONT, GRID, MODEL_COLOURS, Scale, count, domain, esc, finite, interval, mini_interval, nice_ticks,
+    DASH, FONT, GRID, MODEL_COLOURS, Scale, axis_ticks, count, domain, esc, finite, interval, mini_interval,
     html_table, num, reliability_chart, tick_label,
 )
+from backtests.report_answer import RECIPE, answer, dropped, recipe_text
 from engine.lake.reports import folder_target, write_report_files
 
-RECIPE = "recipe"
 SECONDARY = {"binary": ("roc_auc", "pr_auc", "log_loss", "brier", "ece"), "regression": ("rmse", "mae", "r2")}
 TRAIN, GAP, TEST = "#1f77b4", "#d9d9d9", "#ff7f0e"
 EXTRA_CSS = ".banner{padding:8px 14px;border-radius:6px;margin:10px 0;color:#fff;font-weight:600}" \
@@ -63,19 +63,19 @@ def _header(rep: dict) -> str:
     ok = not failed
     banner = (f"{len(folds)} of {len(rep.get('plan') or [])} fold(s) completed" +
               ("" if ok else f"; {len(failed)} failure(s), see below"))
-    ver, recipe = rep.get("versions") or {}, dict(rep.get("recipe") or {})
-    kind = recipe.pop("kind", DASH)
-    params = ", ".join(f"{k}={json.dumps(v, sort_keys=True)}" for k, v in sorted(recipe.items()))
+    ver = rep.get("versions") or {}
+    recipe, pre = recipe_text(rep.get("recipe") or {})
     facts = [("backtest id", rep["backtest_id"]), ("run id", rep["run_id"]), ("config hash", rep["config_hash"]),
              ("created at", rep.get("created_at") or DASH), ("task", rep.get("task") or DASH),
              ("pinned versions", f"features v{ver.get('features', DASH)}, labels v{ver.get('labels', DASH)}"),
-             ("recipe", f"{kind} ({params})" if params else kind), ("baseline", rep.get("baseline") or DASH),
+             ("recipe", recipe), ("preprocessing", pre), ("baseline", rep.get("baseline") or DASH),
              ("refit policy", _refit(rep.get("refit_every"))), ("headline metric", rep.get("headline") or DASH),
              ("interval", f"{num((rep.get('confidence') or 0) * 100, 1)}%")]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
     who = "".join(f"<li>{esc(_scored_by(f))}</li>" for f in folds)
     return (f'<h1>Backtest report</h1><div class="banner banner-{"ok" if ok else "bad"}">{esc(banner)}</div>'
-            f'<dl class="facts">{dl}</dl><h3>Which model scored which fold</h3><ul>{who}</ul>')
+            f"{answer(rep, _shown_metrics(rep))}{dropped(rep)}<h2 id=\"run\">The run</h2><dl class=\"facts\">{dl}</dl>"
+            f"<details><summary>Which model scored which fold</summary><ul>{who}</ul></details>")
 
 
 def _scored_by(f: dict) -> str:
@@ -94,7 +94,7 @@ def _timeline(rep: dict) -> str:
     hi = max(_day(p["test_end"]) for p in plan) + 1
     x = Scale(lo, hi, left, left + width)
     bottom = top + row_h * len(plan)
-    out = [f'<svg width="{left + width + 16}" height="{bottom + 34}" role="img" {FONT}>']
+    out = [f'<svg width="{left + width + 48}" height="{bottom + 34}" role="img" {FONT}>']  # room for the last date
     ticks = _day_ticks(lo, hi, 8)
     for d in ticks:
         out.append(f'<line x1="{_f(x(d))}" y1="{top - 4}" x2="{_f(x(d))}" y2="{bottom}" stroke="{GRID}"/>'
@@ -149,24 +149,34 @@ def _runs(points: list, ok) -> list[list]:
 
 
 def _over_time(series: dict, colours: dict, metric: str, width: int, height: int) -> str:
-    """Metric per fold (x: the fold's cutoff) per model: interval band, line, dots (hollow: under support)."""
-    left, pad, bottom = 56, 10, 34
+    """Metric per fold (x: the fold's cutoff) per model: interval band, line, dots (hollow: under support). The y
+    axis is labelled with the metric, spans at least 2 % of its values (no ticks like 0.805099) with 3+ round
+    ticks; the right margin holds the last date's label."""
+    left, pad, bottom, right = 66, 10, 34, 40
     pts = [(m, _day(f["cutoff"]), f, r) for m, rows in series.items() for f, r in rows]
     if not any(finite(r["value"]) for *_, r in pts):
         return f'<p class="note">{esc(metric)} is undefined in every fold.</p>'
     xlo, xhi = domain([d for _, d, _, _ in pts])
     ylo, yhi = domain([v for *_, r in pts for v in (r["value"], r["ci_low"], r["ci_high"])])
+    least = 0.02 * max(abs(ylo), abs(yhi), 1e-6)
+    if yhi - ylo < least:
+        mid = (ylo + yhi) / 2
+        ylo, yhi = mid - least / 2, mid + least / 2
     x, y = Scale(xlo, xhi, left, left + width), Scale(ylo, yhi, pad + height, pad)
-    out = [f'<svg width="{left + width + pad}" height="{pad + height + bottom}" role="img" {FONT}>',
+    out = [f'<svg width="{left + width + right}" height="{pad + height + bottom}" role="img" {FONT}>',
            f'<line x1="{left}" y1="{_f(y.a)}" x2="{left + width}" y2="{_f(y.a)}" stroke="#555"/>',
-           f'<line x1="{left}" y1="{_f(y.a)}" x2="{left}" y2="{_f(y.b)}" stroke="#555"/>']
-    yt = [t for t in nice_ticks(ylo, yhi, max(3, height // 40)) if ylo <= t <= yhi]
+           f'<line x1="{left}" y1="{_f(y.a)}" x2="{left}" y2="{_f(y.b)}" stroke="#555"/>',
+           f'<text transform="translate(12 {_f((y.a + y.b) / 2)}) rotate(-90)" text-anchor="middle">'
+           f"{esc(metric)}</text>"]
+    yt = axis_ticks(ylo, yhi, least=3, most=max(3, height // 30))
     for t in yt:
         out.append(f'<line x1="{left}" y1="{_f(y(t))}" x2="{left + width}" y2="{_f(y(t))}" stroke="{GRID}"/>'
                    f'<text x="{left - 4}" y="{_f(y(t) + 4)}" text-anchor="end" fill="#555">'
                    f"{esc(tick_label(t, yt))}</text>")
     cutoffs = sorted({d for _, d, _, _ in pts})  # tick the folds' own cutoffs when they fit
-    for d in cutoffs if len(cutoffs) <= max(2, width // 80) else _day_ticks(xlo, xhi, max(2, width // 80)):
+    fit = max(2, width // 80)
+    step = -(-len(cutoffs) // fit)
+    for d in cutoffs[::-1][::step][::-1]:  # every step-th cutoff counted from the last: the last date is labelled
         out.append(f'<line x1="{_f(x(d))}" y1="{_f(y.a)}" x2="{_f(x(d))}" y2="{_f(y.a + 4)}" stroke="#555"/>'
                    f'<text x="{_f(x(d))}" y="{_f(y.a + 16)}" text-anchor="middle" fill="#555">{esc(_iso(d))}</text>')
     out.append(f'<text x="{_f(left + width / 2)}" y="{_f(y.a + 30)}" text-anchor="middle">fold cutoff</text>')
@@ -227,7 +237,7 @@ def _headline(rep: dict, models: list[str], colours: dict) -> str:
                                 if r["metric"] == metric and r["slice"] != "overall"))
     if slices:
         figs = [f"<figure><figcaption>{esc(s)}</figcaption>"
-                f"{_over_time(_series(rep, s, metric, models), colours, metric, 300, 140)}</figure>" for s in slices]
+                f"{_over_time(_series(rep, s, metric, models), colours, metric, 330, 140)}</figure>" for s in slices]
         out.append(f'<h3>Per slice</h3><div class="row">{"".join(figs)}</div>')
     return "".join(out)
 
@@ -245,9 +255,11 @@ def _summary(rep: dict) -> str:
         return '<h2 id="summary">Summary across folds</h2><p class="note">No metric had a value in any fold.</p>'
     rows = [("", [esc(r["metric"]), esc(r["slice"]), esc(r["model"]), f"{num(r['mean'])} ± {num(r['std'])}",
                   num(r["min"]), num(r["max"]), count(r["folds"])]) for r in picked]
+    table = html_table(["metric", "slice", "model", "mean ± std", "min", "max", "folds"], rows, {3, 4, 5, 6})
     return ('<h2 id="summary">Summary across folds</h2><p class="note">Mean ± standard deviation, minimum and maximum '
-            "over the folds in which the metric was defined.</p>" +
-            html_table(["metric", "slice", "model", "mean ± std", "min", "max", "folds"], rows, {3, 4, 5, 6}))
+            "over the folds in which the metric was defined, per slice (the overall comparison is at the top).</p>" +
+            (f"<details><summary>{len(rows)} rows: every metric, slice and model</summary>{table}</details>"
+             if len(rows) > 12 else table))
 
 
 def _deltas(rep: dict) -> str:
@@ -274,7 +286,9 @@ def _deltas(rep: dict) -> str:
             count(r["support"]) + (f" ({esc(r['status'])})" if muted else ""),
             f'<span style="color:{colour}">{esc(read)}</span>']))
     head = ["fold", "cutoff", "metric", "slice", "Δ recipe − baseline", "interval", "", "support", "reading"]
-    return "".join(out) + html_table(head, rows, {4, 5, 7})
+    worse = sum('">worse</span>' in cells[-1] for _, cells in rows)
+    return "".join(out) + (f"<details><summary>{len(rows)} rows: every fold, metric and slice ({worse} worse)"
+                           f"</summary>{html_table(head, rows, {4, 5, 7})}</details>")
 
 
 def _calibration(rep: dict, colour: str) -> str:

@@ -198,8 +198,10 @@ def sample_rows(snap, days: list[str], columns: list[str], n: int, seed: int,
 
 
 def evidently_report(reference: pa.Table, current: pa.Table, columns: list[str], out_path: str,
-                     pii: Collection[str] = (), title: str = "lakescore drift") -> str:
-    """Evidently's `DataDriftPreset` on `columns` of two (sampled) tables, saved as one self-contained HTML file.
+                     pii: Collection[str] = (), title: str = "lakescore drift", method: str | None = None,
+                     threshold: float | None = None) -> str:
+    """Evidently's `DataDriftPreset` on `columns` of two (sampled) tables, saved as one self-contained HTML file;
+    `method` and `threshold` (e.g. "psi" and the report's PSI limit) replace Evidently's per-column test choice.
 
     Only `columns` reach Evidently (a PII column is refused): its page quotes values. `save_html` inlines
     Evidently's JS bundle and icon font, so the page opens offline. Returns `out_path`.
@@ -221,7 +223,8 @@ def evidently_report(reference: pa.Table, current: pa.Table, columns: list[str],
         cat = [c for c in columns if kind(t.schema.field(c).type) == "cat"]
         return Dataset.from_pandas(df, data_definition=DataDefinition(numerical_columns=num, categorical_columns=cat))
 
-    snapshot = Report([DataDriftPreset(columns=list(columns))], metadata={"title": title}).run(
+    preset = DataDriftPreset(columns=list(columns), method=method, threshold=threshold)
+    snapshot = Report([preset], metadata={"title": title}).run(
         current_data=dataset(current), reference_data=dataset(reference))
     snapshot.save_html(out_path)
     return out_path

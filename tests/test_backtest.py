@@ -356,3 +356,63 @@ def test_the_torch_mlp_recipe_trains_and_scores_without_pickle(lake, demo_root, 
     with torch.no_grad():
         p = net.eval()(torch.from_numpy(x)).numpy().ravel()
     assert abs(roc_auc_score(test.label, p) - auc) < 1e-4
+
+
+# ------------------------------------------------------------------ the report a reader sees (issue 21)
+def test_the_report_answers_first_and_shows_the_guards_cost(lake, demo_root):
+    import html as html_mod
+    import statistics
+
+    from scipy.stats import t
+
+    s = run_backtest(bt_config(lake, demo_root, "recipe.epochs=9"), LocalExecutor())
+    rep, page = report_of(s), Path(s.report).read_text()
+    body = page[page.index("<body>"):]
+    text = html_mod.unescape(re.sub(r"<[^>]+>", " ", body))
+    # answer first: the headline comparison, before the run facts and before any chart
+    answer = body[body.index('id="answer"'):body.index('id="run"')]
+    assert body.index('id="answer"') < body.index("<svg") and body.index('id="answer"') < body.index("<dl")
+    base = rep["baseline"]
+    deltas = [next(d for d in f["deltas"] if d["slice"] == "overall" and d["metric"] == "roc_auc")["value"]
+              for f in rep["folds"]]
+    mean, sd = statistics.fmean(deltas), statistics.stdev(deltas)
+    half = t.ppf(0.975, len(deltas) - 1) * sd / len(deltas) ** 0.5
+    lead = html_mod.unescape(re.sub(r"<[^>]+>", "", answer.split(">", 1)[1].split("</p>")[0]))
+    assert lead.startswith(f"Recipe vs {base} on roc_auc, over 2 fold(s): Δ {mean:+.4f} "
+                           f"[{mean - half:+.4f}, {mean + half:+.4f}]"), lead
+    # the other metrics side by side with a Δ column: one row per metric, recipe and baseline means in it
+    rows = re.findall(r"<tr[^>]*><td>(?:<strong>)?([a-z_]+)(?:</strong>)?</td><td>[a-z—]+</td><td class=\"n\">"
+                      r"([^<]+)</td><td class=\"n\">([^<]+)</td><td class=\"n\">([^<]+)</td>", answer)
+    assert [r[0] for r in rows] == ["roc_auc", "pr_auc", "log_loss", "brier", "ece"]
+    for metric, recipe_cell, base_cell, delta_cell in rows:
+        rv = [next(m["value"] for m in f["metrics"] if m["slice"] == "overall" and m["metric"] == metric
+                   and m["model"] == "recipe") for f in rep["folds"]]
+        assert recipe_cell.startswith(f"{statistics.fmean(rv):.4f} ± {statistics.stdev(rv):.4f}"), metric
+        dv = [next(d["value"] for d in f["deltas"] if d["slice"] == "overall" and d["metric"] == metric)
+              for f in rep["folds"]]
+        assert delta_cell == f"{statistics.fmean(dv):+.4f}", metric
+    # the guard's cost, up top: rows left out per fold
+    dropped = body[body.index('id="dropped"'):body.index('id="run"')]
+    for f in rep["folds"]:
+        gone, kept = f["train_rows_label_unknown_at_cutoff"], f["train_rows"]
+        assert gone > 0 and (f"<td>{f['fold']}</td><td>{f['cutoff']}</td><td class=\"n\">{gone:,}</td>"
+                             f"<td class=\"n\">{gone + kept:,}</td>") in dropped
+    # the recipe's own parameters only, no internal column names, the long delta table folded
+    assert "xgboost (trees=20, depth=3)" in text and "epochs" not in text
+    assert "__label" not in page and "__label" not in Path(s.report).with_name("report.json").read_text()
+    assert "label_ts" in text  # the guard's check is named with the configured column
+    deltas_section = body[body.index('id="deltas"'):body.index('id="calibration"')]
+    assert re.search(r"<details><summary>\d+ rows: every fold", deltas_section)
+    assert deltas_section.index("<details>") < deltas_section.index("<table")
+    # axes: round ticks (at most 3 decimals here), a y label, 3+ ticks, the last date inside the svg
+    headline = body[body.index('id="headline"'):body.index('id="summary"')]
+    for svg_text in re.findall(r"<svg .*?</svg>", headline):
+        width = float(re.match(r'<svg width="(\d+)"', svg_text).group(1))
+        yticks = re.findall(r'text-anchor="end" fill="#555">([^<]+)</text>', svg_text)
+        assert len(yticks) >= 3 and all(len(v.split(".")[-1]) <= 3 for v in yticks), yticks
+        assert "rotate(-90)" in svg_text and ">roc_auc</text>" in svg_text
+        dates = re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="middle" fill="#555">'
+                           r"(\d{4}-\d\d-\d\d)</text>", svg_text)
+        assert dates[-1][1] == rep["folds"][-1]["cutoff"]  # the last fold's date is labelled
+        for x, label in dates:
+            assert float(x) + 3.3 * len(label) <= width, (label, x, width)  # ~6.6 px a character at 11 px

@@ -77,7 +77,8 @@ def sample_report() -> dict:
                 "min": min(v), "max": max(v), "folds": len(v)} for k, v in sorted(by.items())]
     return {"backtest_id": "bt-7c1e2a", "run_id": "run-2", "config_hash": "sha256:ab12cd",
             "created_at": "2026-03-01T06:00:00+00:00", "versions": {"features": 14, "labels": 9},
-            "recipe": {"kind": "xgboost", "max_depth": 4, "n_estimators": 60}, "baseline": BASE, "refit_every": 2,
+            "recipe": {"kind": "xgboost", "params": {"max_depth": 4, "n_estimators": 60},
+                       "preprocessing": {"features": ["f*"], "categorical": ["segment"], "clip": 8.0}}, "baseline": BASE, "refit_every": 2,
             "headline": "roc_auc", "task": "binary", "confidence": 0.95, "plan": plan, "folds": folds,
             "summary": summary, "resumed": [0], "failed": []}
 
@@ -160,7 +161,7 @@ def test_sizes_guard_and_resume_sections():
 def test_every_string_is_escaped():
     rep = sample_report()
     rep["backtest_id"] = 'b"><img src=x onerror=alert(1)>'
-    rep["recipe"]["note"] = "<i>x</i>"
+    rep["recipe"]["params"]["note"] = "<i>x</i>"
     page = render_html(rep)
     parse(page)
     assert "<img" not in page and "<i>" not in page and "<script" not in page.lower()

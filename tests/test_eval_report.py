@@ -125,7 +125,9 @@ def test_numbers_are_formatted_for_reading():
     # the undefined AUC of the small slice is a dash, greyed, with its support
     assert (svg.MUTED, "—  n=45 under support") in texts
     assert svg.num(float("nan")) == svg.DASH and svg.num(None) == svg.DASH
-    assert svg.num(2.5e-5) == "2.500e-05" and svg.num(-0.5, sign=True) == "-0.5000" and svg.num(1234567) == "1,234,567"
+    assert svg.num(2.5e-5) == "0.000025" and svg.num(-0.5, sign=True) == "-0.5000" and svg.num(1234567) == "1,234,567"
+    # both ends of an interval in fixed notation, to the same decimals (the demo had [+5.293e-04, +0.0040])
+    assert svg.interval(5.293e-4, 0.0040, sign=True) == "[+0.00053, +0.00400]"
 
 
 def test_under_support_slice_is_greyed_and_others_keep_model_colours():
@@ -167,13 +169,25 @@ def test_delta_reading_follows_each_metrics_direction():
     assert reading("brier", 0.001, -0.002, 0.004) == "no clear difference"
     assert reading("ece", None, None, None) == "undefined"
     page = render_html(sample_report())
-    got = re.findall(r"<td>(roc_auc|log_loss)</td><td>([^<]+)</td>.*?<span style=\"color:([^\"]+)\">([^<]+)</span>",
-                     page)
-    assert [(m, s, r) for m, s, _, r in got] == [
-        ("roc_auc", "overall", "better"), ("roc_auc", "segment=enterprise", "worse"),
-        ("roc_auc", "segment=smb &amp; channel=app", "no clear difference"), ("log_loss", "overall", "better"),
-        ("log_loss", "segment=&lt;b&gt;", "no clear difference")]
-    assert [c for *_, c, _ in got][:2] == ["#1a7f37", "#c62828"]
+    got = [(m, sl, r) for m, sl, r in delta_rows(page)]
+    # worst slice first within each metric; the gated metric (roc_auc) before the ungated one
+    assert got == [
+        ("roc_auc", "segment=enterprise", "worse"), ("roc_auc", "segment=smb & channel=app", "no clear difference"),
+        ("roc_auc", "overall", "better"), ("log_loss", "segment=<b>", "no clear difference"),
+        ("log_loss", "overall", "better")]
+
+
+def delta_rows(page: str) -> list[tuple[str, str, str]]:
+    """(metric, slice, reading) of the per-slice delta tables in page order, as a browser shows them."""
+    part = page[page.index('id="deltas"'):page.index('id="slices"')]
+    out, metric = [], None
+    for m in re.finditer(r'<h4 id="delta-[^"]+">([^ :<]+)|<summary>([^ :<]+)|<tr[^>]*><td>([^<]+)</td><td class="n">'
+                         r'.*?<span style="color:[^"]+">([^<]+)</span></td></tr>', part):
+        if m.group(1) or m.group(2):
+            metric = html.unescape(m.group(1) or m.group(2))
+        else:
+            out.append((metric, html.unescape(m.group(3)), m.group(4)))
+    return out
 
 
 def test_verdict_pass_and_no_gates():
@@ -264,3 +278,39 @@ def test_an_empty_window_still_renders_its_failed_verdict():
     parse(page)
     assert "Verdict: FAIL — 1 of 1 gate(s) failed" in page and "the window has no matured rows" in page
     assert "<svg" not in page
+
+
+def test_what_changed_sits_under_the_banner_and_calls_out_ungated_regressions():
+    rep = sample_report()
+    rep["deltas"] += [dict(_row(CHALL, SLICES[k], "ece", v, v - 0.002, v + 0.003), baseline=CHAMP)
+                      for k, v in ((0, 0.004), (1, 0.011), (2, -0.0005))]
+    page = render_html(rep)
+    top = page[page.index('<div class="verdict'):page.index('id="gates"')]
+    rows = {html.unescape(m): (b, w, u, c, n, worst) for m, b, w, u, c, n, worst in re.findall(
+        r"<tr[^>]*><td>([a-z_@.0-9]+) [↑↓]</td><td>.*?</td><td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td>"
+        r"<td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td><td class=\"n\">(\d+)</td><td class=\"n\">(\d+)</td>"
+        r"<td class=\"n\">(\d+)</td><td>([^<]*)</td></tr>", top)}
+    # counted from the deltas above: roc_auc better/worse/unclear 1/1/1; ece worse in overall and enterprise
+    assert rows["roc_auc"][:5] == ("1", "1", "1", "0", "3") and rows["log_loss"][:5] == ("1", "0", "1", "0", "2")
+    assert rows["ece"][:5] == ("0", "2", "1", "0", "3")
+    assert html.unescape(rows["ece"][5]) == "segment=enterprise +0.0110, overall +0.0040"  # worst first
+    assert list(rows) == ["roc_auc", "ece", "log_loss"]  # regressions first, the gated one before the ungated
+    callout = re.search(r'<div class="callout">(.*?)</div>', top).group(1)
+    assert "<strong>ece</strong> worse in 2 of 3 slices (worst: segment=enterprise +0.0110)" in callout
+    assert "roc_auc" not in callout
+
+
+def test_promotion_outcome_is_in_the_banner():
+    rep = sample_report()
+    promo = {"requested": True, "model": "lakescore-demo-xgb", "alias": "champion", "from_version": 1,
+             "to_version": 2}
+    for outcome, line in [
+            ("promoted", "Promoted: lakescore-demo-xgb@champion moved from version 1 to version 2."),
+            ("not attempted", "Not promoted: the verdict is not PASS, so lakescore-demo-xgb@champion still names "
+                              "version 1."),
+            ("refused", "Not promoted: the alias moved")]:
+        rep["promotion"] = dict(promo, outcome=outcome, reason="the alias moved")
+        page = render_html(rep)
+        assert page.index(html.escape(line)) < page.index('id="changed"'), outcome
+    rep["promotion"] = dict(promo, requested=False, outcome="not requested")
+    assert "Not promoted: gates.promote is false" in render_html(rep)

@@ -3,10 +3,14 @@ engines that agree, `eval_metrics` idempotency, gates that fail closed (exit 4).
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
+import math
+import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -273,6 +277,15 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
     record = json.loads(client.get_model_version("t-promo", "2").tags["lakescore.promotion"])
     assert record["from_version"] == 1 and record["to_version"] == 2 and s.run_id in record["why"]
     assert record["by"]
+    # the report says so too (issue 21): report.json and the HTML banner, with the from/to versions, also in MLflow
+    rep = report_of(s)
+    assert {k: rep["promotion"][k] for k in ("outcome", "model", "alias", "from_version", "to_version")} == {
+        "outcome": "promoted", "model": "t-promo", "alias": "champion", "from_version": 1, "to_version": 2}
+    page = Path(s.report).read_text()
+    line = "Promoted: t-promo@champion moved from version 1 to version 2."
+    assert page.index(line) < page.index('id="changed"')  # right under the verdict banner
+    logged = Path(client.download_artifacts(s.mlflow_run_id, "report.html", str(tmp_path))).read_text()
+    assert line in logged
 
 
 # ------------------------------------------------------------------ promotion, coverage, keys, duplicates, budget
@@ -535,3 +548,184 @@ def test_time_budget_binds_the_same_on_ray_and_spark(scored, demo_root, ray_loca
         outcomes[name] = (type(e.value), e.value.exit_code, str(e.value).split(" with ")[0])
         assert time.monotonic() - executor.started < 30, name  # stopped at the deadline, not after every task
     assert outcomes["ray"] == outcomes["spark"] == (UnitFailed, 1, "time budget exhausted")
+
+
+# ------------------------------------------------------------------ the report a reader sees (issue 21)
+def _ok(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def independent_reading(row: dict) -> str:
+    """The delta's reading from its interval alone (not the report's code): worse/better when 0 is outside it."""
+    lower = row["metric"] in {"log_loss", "brier", "ece"}
+    higher = row["metric"] in {"roc_auc", "pr_auc"} or row["metric"].split("@")[0] in {"precision", "recall", "f1"}
+    if not _ok(row["value"]) or not (_ok(row["ci_low"]) and _ok(row["ci_high"])) or row["ci_low"] <= 0 <= row["ci_high"]:
+        return "unclear"
+    if not (lower or higher):
+        return "unclear"
+    return "worse" if (row["ci_low"] > 0) == lower else "better"
+
+
+def page_text(html_text: str) -> str:
+    """The page's text as a browser shows it (tags out, entities decoded), style left out."""
+    import html as html_mod
+
+    body = html_text[html_text.index("<body>"):] if "<body>" in html_text else html_text
+    return html_mod.unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+@pytest.fixture(scope="module")
+def demo_report(scored, demo_root, tmp_path_factory):
+    """One evaluation with drift on, roc_auc the only gated metric: (summary, report.json, report.html, folder)."""
+    lake = tmp_path_factory.mktemp("reportlake") / "lake"
+    shutil.copytree(scored, lake)
+    cfg = eval_config(lake, demo_root, "drift.reference=2026-01-01..2026-01-01", 'drift.columns=["f0?"]',
+                      "drift.sample_rows=1500", "gates.thresholds=[{metric: roc_auc, min: 0.5}]",
+                      "gates.max_regression=[{metric: roc_auc, slices: [overall], max_drop: 0.5}]",
+                      "metrics.thresholds=[0.3, 0.5]")
+    s = run_evaluate(cfg, LocalEvalExecutor())
+    folder = Path(s.report).parent
+    return s, report_of(s), (folder / "report.html").read_text(), folder
+
+
+def test_the_report_opens_with_the_verdict_and_what_changed_per_metric(demo_report):
+    s, rep, page, _ = demo_report
+    body = page[page.index("<body>"):]
+    # top-down: verdict, what changed, gates; nothing drawn before the answer
+    first = [body.index(k) for k in ('class="verdict', 'id="changed"', 'id="gates"')]
+    assert first == sorted(first) and "<svg" not in body[:first[2]]
+    changed = body[first[1]:first[2]]
+    rows = re.findall(r"<tr[^>]*><td>([^<]+)</td><td>(.*?)</td><td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td>"
+                      r"<td class=\"n\">(?:<span[^>]*>)?(\d+)(?:</span>)?</td><td class=\"n\">(\d+)</td>"
+                      r"<td class=\"n\">(\d+)</td><td class=\"n\">(\d+)</td><td>([^<]*)</td></tr>", changed)
+    got = {m.split(" ")[0]: (gate, int(b), int(w), int(u) + int(c), int(n), worst)
+           for m, gate, b, w, u, c, n, worst in rows}
+    metrics = {d["metric"] for d in rep["deltas"]}
+    assert set(got) == metrics and len(metrics) >= 10
+    ungated_worse = []
+    for metric in metrics:
+        mine = [d for d in rep["deltas"] if d["metric"] == metric]
+        reads = [independent_reading(d) for d in mine]
+        gate, better, worse, other, n, worst = got[metric]
+        assert (better, worse, other, n) == (reads.count("better"), reads.count("worse"), reads.count("unclear"),
+                                             len(mine)), metric
+        bad = sorted((d for d, r in zip(mine, reads) if r == "worse"),
+                     key=lambda d: -abs(d["value"]))  # the worst regression by size, named first
+        if bad:
+            assert html.unescape(worst).startswith(bad[0]["slice"] + " "), (metric, worst)
+        assert ("not gated" in gate) == (metric != "roc_auc")
+        if bad and metric != "roc_auc":
+            ungated_worse.append(metric)
+    callout = re.search(r'<div class="callout">(.*?)</div>', changed)
+    if ungated_worse:
+        assert callout and all(m in callout.group(1) for m in ungated_worse)
+        assert changed.index(ungated_worse[0]) < changed.index("<table")  # called out above the table
+    else:
+        assert callout is None
+
+
+def test_delta_tables_are_worst_first_and_ungated_metrics_folded(demo_report):
+    _, rep, page, _ = demo_report
+    part = page[page.index('id="deltas"'):page.index('id="slices"')]
+    blocks = re.split(r'(?=<h4 id="delta-|<details>)', part)[1:]
+    seen = set()
+    for block in blocks:
+        metric = html.unescape(re.match(r'(?:<h4 id="delta-[^"]+">|<details><summary>)([^ :<]+)', block).group(1))
+        seen.add(metric)
+        assert block.startswith("<details>") == (metric != "roc_auc")  # gated open, the rest folded
+        slices = [html.unescape(x) for x in re.findall(r'<tr[^>]*><td>([^<]+)</td><td class="n">', block)]
+        mine = {d["slice"]: d for d in rep["deltas"] if d["metric"] == metric}
+        assert sorted(slices) == sorted(mine)
+        rank = {"worse": 0, "unclear": 1, "better": 2}
+        keys = [rank[independent_reading(mine[sl])] for sl in slices]
+        assert keys == sorted(keys), metric  # regressions first, improvements last
+        worse = [mine[sl]["value"] for sl in slices if independent_reading(mine[sl]) == "worse"]
+        assert [abs(v) for v in worse] == sorted((abs(v) for v in worse), reverse=True), metric
+    assert seen == {d["metric"] for d in rep["deltas"]}
+
+
+def test_numbers_are_fixed_notation_and_forest_plots_use_the_page(demo_report):
+    _, rep, page, _ = demo_report
+    text = page_text(page)
+    intervals = re.findall(r"\[[^\]\[]*?, [^\]\[]*?\]", text)
+    assert len(intervals) > 100 and not [i for i in intervals if re.search(r"\de[-+]\d", i)]
+    figures = re.findall(r"<figure><figcaption>([^<]+)</figcaption>(<svg .*?</svg>)", page[page.index('id="metrics"'):
+                                                                                        page.index('id="curves"')])
+    assert len(figures) >= 10
+    for caption, svg_text in figures:
+        width = int(re.match(r'<svg width="(\d+)"', svg_text).group(1))
+        ticks = re.findall(r'<text [^>]*text-anchor="middle" fill="#555">([^<]+)</text>', svg_text)
+        assert width >= 1000 and len(ticks) >= 4, (caption, width, ticks)
+
+
+def test_roc_pr_curves_and_confusion_matrices_are_drawn_from_the_kept_histograms(demo_report, scored):
+    from sklearn.metrics import roc_curve
+
+    _, rep, page, _ = demo_report
+    ref = reference_frame(scored, XGB, 1)
+    cur = rep["curves"][f"{XGB}/1"]
+    fpr, tpr, _ = roc_curve(ref.label, ref.score)
+    for p in cur["points"]:
+        pred = ref.score >= p["threshold"]
+        assert abs(p["tp"] - int((pred & (ref.label == 1)).sum())) <= 1
+        assert abs(p["fp"] - int((pred & (ref.label == 0)).sum())) <= 1
+        j = np.searchsorted(fpr, p["fpr"], side="left")
+        i = np.searchsorted(fpr, p["fpr"], side="right") - 1
+        assert tpr[max(j - 1, 0)] - 1e-3 <= p["tpr"] <= tpr[min(i + 1, len(tpr) - 1)] + 1e-3
+    conf = {c["threshold"]: c for c in cur["confusion"]}
+    assert sorted(conf) == [0.3, 0.5]
+    for t, c in conf.items():
+        pred = ref.score >= t
+        want = (int((pred & (ref.label == 1)).sum()), int((pred & (ref.label == 0)).sum()),
+                int((~pred & (ref.label == 1)).sum()), int((~pred & (ref.label == 0)).sum()))
+        assert (c["tp"], c["fp"], c["fn"], c["tn"]) == want
+        assert f'<td class="n">{want[0]:,}</td><td class="n">{want[1]:,}</td>' in page
+    section = page[page.index('id="curves"'):page.index('id="reliability"')]
+    assert section.count("<svg") == 2 and section.count("<polyline") == 2 * len(rep["models"])
+
+
+def test_every_reported_interval_contains_its_estimate(demo_report):
+    _, rep, page, _ = demo_report
+    rows = [r for r in rep["metrics"] + rep["deltas"] if _ok(r["ci_low"]) and _ok(r["value"])]
+    assert len(rows) > 300
+    assert [(r["model"], r["slice"], r["metric"], r["value"], r["ci_low"], r["ci_high"]) for r in rows
+            if not r["ci_low"] <= r["value"] <= r["ci_high"]] == []
+    assert "bias-corrected" in page_text(page[page.index('id="notes"'):])  # the method is explained
+
+
+def test_drift_has_one_verdict_per_column_and_the_evidently_page_the_same_columns(demo_report):
+    _, rep, page, folder = demo_report
+    drift = rep["drift"]
+    features = [p for p in drift["psi"] if p["kind"] == "feature"]
+    assert [p["column"] for p in features] == [f"f{i:02d}" for i in range(10)]
+    assert all(p["threshold"] == 0.25 and p["status"] == ("drift" if p["psi"] > 0.25 else "ok") for p in features)
+    section = page_text(page[page.index('id="drift"'):page.index('id="notes"')])
+    for p in features:
+        shown = re.search(rf"{p['column']}\s+([0-9.]+)\s+0\.2500\s+{p['status']}\s", section)
+        assert shown and abs(float(shown.group(1)) - p["psi"]) <= max(5e-5, 0.01 * p["psi"]), p
+    assert "measures how far a column's distribution moved" in section
+    evidently = (folder / "drift.html").read_text()
+    assert evidently.index("back to the evaluation report") < 2000 + evidently.lower().index("<body")
+    assert '<a href="report.html">' in evidently
+    head = page_text("<body>" + evidently[evidently.lower().index("<body"):][:3000])
+    assert "2026-01-01..2026-01-01" in head and "2026-01-02..2026-01-04" in head and f"{XGB}/1" in head
+    assert drift["evidently_columns"] == [p["column"] for p in features]
+    for c in ("segment", "region", "channel"):  # slice columns were on the page, never in the PSI table
+        assert f'"{c}"' not in evidently
+
+
+def test_mlflow_run_has_headline_metrics_the_full_table_and_the_drift_page(demo_report, demo_root):
+    from mlflow.tracking import MlflowClient
+
+    s, rep, _, _ = demo_report
+    client = MlflowClient(f"sqlite:///{demo_root}/mlruns.db")
+    logged = client.get_run(s.mlflow_run_id).data.metrics
+    overall = [m for m in rep["metrics"] if m["slice"] == "overall" and m["value"] is not None]
+    assert len(logged) <= len(overall) + len([d for d in rep["deltas"] if d["slice"] == "overall"]) < 100
+    assert logged[f"{XGB}/1/overall/roc_auc"] == next(m["value"] for m in overall
+                                                       if m["model"] == f"{XGB}/1" and m["metric"] == "roc_auc")
+    names = {a.path for a in client.list_artifacts(s.mlflow_run_id)}
+    assert {"report.html", "report.json", "drift.html", "metrics_table.json", "config.json"} <= names
+    path = client.download_artifacts(s.mlflow_run_id, "metrics_table.json", str(Path(s.report).parent.parent))
+    table = json.loads(Path(path).read_text())
+    assert len(table["data"]) == len(rep["metrics"]) + len(rep["deltas"])

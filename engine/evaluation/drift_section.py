@@ -14,6 +14,7 @@ them out, and naming one is a ConfigError checked by the job before anything is 
 from __future__ import annotations
 
 import fnmatch
+import html
 import logging
 import os
 import tempfile
@@ -95,20 +96,44 @@ def section(cfg, snaps: dict, ref: dict, current: drift_core.Histograms | None, 
     for m in models:
         if SCORE_PREFIX + m not in ref["hist"]:
             psi.append({"column": SCORE_PREFIX + m, "psi": None, "status": "missing"})
-    page = None
-    if cfg.drift.sample_rows > 0 and ref["columns"]:
+    for p in psi:
+        p["kind"] = "score" if p["column"].startswith(SCORE_PREFIX) else "feature"
+        p["threshold"] = cfg.drift.psi_max
+    page, cols = None, list(ref["columns"])
+    window = f"{eval_days[0]}..{eval_days[-1]}"
+    if cfg.drift.sample_rows > 0 and cols:
         feats = snaps["features"]
-        cols = [*ref["columns"], *cfg.features.slice_columns]
         opts = cfg.lake.storage_options
         reference_sample = drift_core.sample_rows(feats, ref["days"], cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
         current_sample = drift_core.sample_rows(feats, eval_days, cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
         with tempfile.TemporaryDirectory(prefix="lakescore-drift-") as tmp:
             out = os.path.join(tmp, "drift.html")
             drift_core.evidently_report(reference_sample, current_sample, cols, out, pii=ref["pii"],
-                                        title=f"lakescore drift: {feats.name} {cfg.drift.reference} vs {eval_days[0]}..{eval_days[-1]}")
+                                        title=f"lakescore drift: {feats.name} {cfg.drift.reference} vs {window}",
+                                        method="psi", threshold=cfg.drift.psi_max)
             with open(out, encoding="utf-8") as f:
-                report_files["drift.html"] = f.read()
+                report_files["drift.html"] = with_header(f.read(), feats.where(), cfg.drift.reference, window, models,
+                                                         cfg.drift.psi_max, cfg.drift.sample_rows)
         page = "drift.html"
     log.info("drift: %d column(s), %d drifted; reference reused for %s", len(psi),
              sum(p["status"] == "drift" for p in psi), ref["reused"] or "none (built now)")
-    return {"psi": psi, "evidently_html": page, "reference": cfg.drift.reference, "reference_reused": ref["reused"]}
+    return {"psi": psi, "psi_max": cfg.drift.psi_max, "evidently_html": page, "evidently_columns": cols if page else [],
+            "sample_rows": cfg.drift.sample_rows, "reference": cfg.drift.reference, "window": window,
+            "reference_reused": ref["reused"]}
+
+
+def with_header(page: str, table: str, reference: str, window: str, models: list[str], psi_max: float,
+                sample_rows: int) -> str:
+    """Evidently's page with a lakescore header right after <body>: what was compared (table, reference and
+    evaluated windows, models), the test and threshold, and a link back to the report beside it."""
+    esc = html.escape
+    head = (f'<div style="font-family:system-ui,sans-serif;padding:10px 16px;background:#f4f6f8;'
+            f'border-bottom:1px solid #ccc"><a href="report.html">← back to the evaluation report</a>'
+            f"<h2 style=\"margin:6px 0\">Feature drift: {esc(table)}</h2>"
+            f"<div>reference window {esc(reference)} vs evaluated window {esc(window)}; models "
+            f"{esc(', '.join(models))}</div><div>Test per column: PSI (population stability index, how far the "
+            f"column's distribution moved over the reference's quantile bins), drift above {psi_max:g}, here on a "
+            f"seeded sample of {sample_rows:,} rows per window. The evaluation report's table (every row) gives "
+            "the verdict per column; this page is for looking at the distributions.</div></div>")
+    i = page.find(">", page.lower().find("<body")) + 1 if "<body" in page.lower() else 0
+    return page[:i] + head + page[i:]

@@ -42,7 +42,7 @@ from engine.evaluation import preflight
 from engine.tables import eval_metrics as evtable
 from engine.evaluation.inputs import DayPlan
 from engine.evaluation.join import EvalPlan, evaluate_chunk_task, schemas_json
-from engine.evaluation.metrics import compare, compute_metrics, reliability, score_histogram
+from engine.evaluation.metrics import compare, compute_metrics, reliability, roc_pr_curves, score_histogram
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
 from engine.executor import Executor, raised
@@ -297,13 +297,15 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
     from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, write_report
 
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
-    summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary)
+    summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary, extra_files)
     if summary.verdict == "fail":
         raise GateFailed(f"evaluation of {', '.join(models)} on {summary.window} failed {len(summary.gates_failed)} "
                          f"gate(s): {summary.gates_failed[0]}; report {summary.report}")
     if cfg.gates.promote and summary.verdict == "pass":
         try:
             summary.promoted = promote(cfg, ev.champ, ev.challengers[0], summary)
+            report["promotion"]["outcome"] = "promoted"  # the report says so too, with from/to versions
+            summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
         except AliasMoved as e:
             _record_refused_promotion(cfg, summary, report, extra_files, str(e))
             raise
@@ -325,9 +327,10 @@ def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_fil
 
     row = gating.promotion_refused(summary.champion, summary.models[1], reason)
     report["gates"] = [*report["gates"], row]
+    report["promotion"].update(outcome="refused", reason=reason)
     summary.verdict = report["verdict"] = "fail"
     summary.gates_failed.append(f"{row['gate']} [{row['model']} {row['slice']}]: {reason}")
-    summary.report = write_report(cfg, report, summary.run_id, extra_files)
+    summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
     mark_failed(cfg, summary.mlflow_run_id)
 
 
@@ -383,6 +386,12 @@ def _report(ev: _Eval, *, metrics: list[dict], deltas: list[dict], stats: EvalSt
         "metrics": metrics, "deltas": deltas,
         "reliability": {m: reliability(stats, m) for m in models} if binary else {},
         "score_hist": {m: score_histogram(stats, m) for m in models} if binary else {},
+        "curves": {m: roc_pr_curves(stats, m) for m in models} if binary else {},
+        "promotion": {"requested": cfg.gates.promote, "alias": cfg.models.champion.partition("@")[2],
+                      "model": models[0].rsplit("/", 1)[0], "from_version": int(models[0].rsplit("/", 1)[1]),
+                      "to_version": int(models[1].rsplit("/", 1)[1]) if len(models) > 1 else None,
+                      "outcome": "not requested" if not cfg.gates.promote else
+                      "pending" if summary.verdict == "pass" else "not attempted"},
         "gates": gate_rows, "verdict": summary.verdict,
         "immature": [{"ds": d["ds"], "rows_without_label": d["rows_without_label"],
                       "rows_label_after_as_of": d["rows_label_after_as_of"]}

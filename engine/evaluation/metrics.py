@@ -12,6 +12,15 @@ point, so this is the plain percentile interval; for the histogram (rank) metric
 coarser than the fine one, and the difference cancels the coarse binning's bias while keeping its sampling spread.
 The interval is left out (None) where fewer than half the replicates define the metric. Deltas (challenger -
 champion) use the same weights for both models on the same rows: a paired bootstrap.
+
+ECE is the exception. Binned ECE (Σ_k n_k/N·|mean score_k − positive rate_k|) is biased upward on a finite sample
+(an absolute value of a noisy difference), and its bootstrap replicates are biased the same way again, so the
+percentile interval sits above the plug-in estimate and can exclude it. `ece` is therefore the bootstrap
+bias-corrected estimate, plug-in − mean(replicate − plug-in), with the basic (reverse-percentile) interval
+[plug-in − q_hi, plug-in − q_lo] of the same replicate differences: the estimate lies inside its interval by
+construction (the bias estimate is held within [q_lo, q_hi]), both clipped to [0, 1]. The plug-in value is kept as
+`ece_binned` (no interval, not compared). The ECE delta is the difference of the two bias-corrected estimates (the
+mean is linear) with the basic interval of the paired replicate differences.
 """
 from __future__ import annotations
 
@@ -22,8 +31,9 @@ from engine.evaluation import curves
 from engine.evaluation.stats import REG_SUMS, EvalStats
 
 _UNIT = ("roc_auc", "pr_auc", "brier", "ece", "base_rate", "mean_score")  # metrics bounded to [0, 1]
-_NOT_COMPARED = {"support", "positives", "base_rate", "mean_label", "mape_zero_labels"}
-_NO_INTERVAL = {"support", "positives", "mape_zero_labels"}
+_NOT_COMPARED = {"support", "positives", "base_rate", "mean_label", "mape_zero_labels", "ece_binned"}
+_NO_INTERVAL = {"support", "positives", "mape_zero_labels", "ece_binned"}
+_DEBIASED = {"ece"}  # reported bias-corrected, with the basic bootstrap interval (module docstring)
 
 
 def _weights(stats: EvalStats) -> np.ndarray:
@@ -69,6 +79,7 @@ def _binary(stats: EvalStats, model: str, w: np.ndarray) -> tuple[dict, dict]:
         prec, rec = curves.top_k(pos, neg, k)
         reps[f"precision@top{k:g}%"], reps[f"recall@top{k:g}%"] = prec, rec
         point[f"precision@top{k:g}%"], point[f"recall@top{k:g}%"] = curves.top_k(fpos, fneg, k)
+    reps["ece_binned"] = reps["ece"]
     for name, v in reps.items():
         point.setdefault(name, v[:, 0])
     return point, reps
@@ -111,6 +122,24 @@ def _interval(point: np.ndarray, delta_reps: np.ndarray, confidence: float, unit
     return low, high
 
 
+def _debiased(point: np.ndarray, delta_reps: np.ndarray, confidence: float, unit: bool):
+    """(estimate, low, high) per slice: point − mean(delta_reps) held within [q_lo, q_hi], and the basic bootstrap
+    interval [point − q_hi, point − q_lo]; the plain point and no interval where too few replicates are defined."""
+    nan = np.full(point.shape, np.nan)
+    if delta_reps.shape[1] == 0:
+        return point, nan, nan
+    a = 100.0 * (1.0 - confidence) / 2.0
+    enough = (np.isfinite(delta_reps).sum(1) * 2 >= delta_reps.shape[1]) & np.isfinite(point)
+    safe = np.where(enough[:, None], delta_reps, 0.0)
+    q_lo, q_hi = np.nanpercentile(safe, [a, 100.0 - a], axis=1)
+    bias = np.clip(np.nanmean(safe, axis=1), q_lo, q_hi)
+    est = np.where(enough, point - bias, point)
+    low, high = np.where(enough, point - q_hi, np.nan), np.where(enough, point - q_lo, np.nan)
+    if unit:
+        est, low, high = np.clip(est, 0.0, 1.0), np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+    return est, low, high
+
+
 def _num(x) -> float | None:
     return float(x) if np.isfinite(x) else None
 
@@ -146,7 +175,10 @@ def compute_metrics(stats: EvalStats) -> list[dict]:
     for model in stats.models:
         point, reps = _values(stats, model, w)
         ci = {name: _interval(point[name], reps[name][:, 1:] - reps[name][:, :1], stats.spec.confidence,
-                              name in _UNIT or "@" in name) for name in point if name not in _NO_INTERVAL}
+                              name in _UNIT or "@" in name) for name in point if name not in _NO_INTERVAL | _DEBIASED}
+        for name in _DEBIASED & set(point):
+            point[name], *ci[name] = _debiased(point[name], reps[name][:, 1:] - reps[name][:, :1],
+                                               stats.spec.confidence, True)
         for sid in _slice_order(stats):
             for name in reps:
                 low, high = (ci[name][0][sid], ci[name][1][sid]) if name in ci else (np.nan, np.nan)
@@ -166,7 +198,10 @@ def compare(stats: EvalStats, champion: str, challenger: str) -> list[dict]:
                 continue
             delta = p1[name][sid] - p0[name][sid]
             reps = (r1[name][sid:sid + 1, 1:] - r1[name][sid, 0]) - (r0[name][sid:sid + 1, 1:] - r0[name][sid, 0])
-            low, high = _interval(np.array([delta]), reps, stats.spec.confidence, False)
+            if name in _DEBIASED:
+                (delta,), low, high = _debiased(np.array([delta]), reps, stats.spec.confidence, False)
+            else:
+                low, high = _interval(np.array([delta]), reps, stats.spec.confidence, False)
             row = _row(stats, challenger, sid, name, delta, low[0], high[0], int(support[sid]))
             row["baseline"] = champion
             rows.append(row)
@@ -207,3 +242,40 @@ def score_histogram(stats: EvalStats, model: str, bins: int = 50) -> dict:
     return {"edges": np.linspace(0.0, 1.0, bins + 1).tolist(),
             "positive": np.bincount(idx, weights=fine[1], minlength=bins).astype(np.int64).tolist(),
             "negative": np.bincount(idx, weights=fine[0], minlength=bins).astype(np.int64).tolist()}
+
+
+def roc_pr_curves(stats: EvalStats, model: str, max_points: int = 200) -> dict:
+    """ROC and precision–recall points of the overall slice from the fine histogram: one point per fine-bin lower
+    edge t (predict positive when score ≥ t), thinned to at most about `max_points` (a point is kept when it moves
+    either curve by ≥ 1/max_points), plus the configured thresholds' confusion matrices (exact: thresholds are
+    coarse edges). Each point carries its threshold, so it is checkable against the rows: its counts are exact
+    up to rows whose score lies within one fine bin of t (≤ 3.7e-4 in score by default)."""
+    _binary_only(stats, "roc_pr_curves")
+    if model not in stats.models:
+        raise LakescoreError(f"model {model!r} not in the evaluated models {stats.models}")
+    s = stats.spec
+    fine = stats.view(model, "fine")[0].astype(np.float64)
+    pos_n, neg_n = fine[1].sum(), fine[0].sum()
+    tp = np.cumsum(fine[1][::-1])[::-1]  # rows at or above each fine bin's lower edge
+    fp = np.cumsum(fine[0][::-1])[::-1]
+    z = -s.logit_range + np.arange(s.fine_bins) * (2.0 * s.logit_range / s.fine_bins)
+    thr = 1.0 / (1.0 + np.exp(-z))
+    tpr, fpr = curves._div(tp, pos_n), curves._div(fp, neg_n)
+    prec = curves._div(tp, tp + fp)
+    points, last = [], (-1.0, -1.0, -1.0)
+    for i in range(s.fine_bins - 1, -1, -1):  # high threshold to low: the curves run from (0, 0)
+        if tp[i] + fp[i] == 0 or (i and tp[i] == tp[i - 1] and fp[i] == fp[i - 1]):
+            continue
+        step = max(abs(fpr[i] - last[0]), abs(tpr[i] - last[1]), abs(prec[i] - last[2]))
+        if step >= 1.0 / max_points or i == 0:
+            points.append({"threshold": float(thr[i]), "fpr": _num(fpr[i]), "tpr": _num(tpr[i]),
+                           "precision": _num(prec[i]), "tp": int(tp[i]), "fp": int(fp[i])})
+            last = (fpr[i], tpr[i], prec[i])
+    coarse = stats.view(model, "coarse")[0].sum(0)
+    confusion = []
+    for t in s.thresholds:
+        start = int(np.searchsorted(stats._edges, t, side="left"))
+        tp_t, fp_t = int(coarse[1, start:].sum()), int(coarse[0, start:].sum())
+        confusion.append({"threshold": float(t), "tp": tp_t, "fp": fp_t, "fn": int(pos_n) - tp_t,
+                          "tn": int(neg_n) - fp_t})
+    return {"points": points, "positives": int(pos_n), "negatives": int(neg_n), "confusion": confusion}

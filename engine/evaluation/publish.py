@@ -23,7 +23,7 @@ from typing import Callable
 
 from engine.config.load import to_json
 from engine.errors import GateFailed
-from engine.evaluation.report import render_html, report_json
+from engine.evaluation.report import plain, render_html, report_json
 from engine.lake.reports import report_target, write_report_files
 
 log = logging.getLogger("lakescore")
@@ -37,12 +37,26 @@ class AliasMoved(GateFailed):
     """The champion alias no longer names the version the challenger was judged against: no promotion (exit 4)."""
 
 
-def write_report(cfg, report: dict, run_id: str, extra: dict[str, str] | None = None) -> str:
+def write_report(cfg, report: dict, run_id: str, extra: dict[str, str] | None = None,
+                 mlflow_run_id: str | None = None) -> str:
     """`<lake>/_reports/evaluate/<run_id>/report.html` (self-contained), `report.json` and `extra` files (the
-    Evidently drift page, linked from the report); returns the HTML's location."""
+    Evidently drift page, linked from the report); returns the HTML's location. With `mlflow_run_id` (a report
+    rewritten after its run was logged: a promotion's outcome) the run's copies are replaced too."""
     fs, base, shown = report_target(cfg.lake.root, f"evaluate/{run_id}", cfg.lake.storage_options)
     write_report_files(fs, base, {**_files(report), **(extra or {})})
+    if mlflow_run_id is not None:
+        from mlflow.tracking import MlflowClient
+
+        _log_files(MlflowClient(cfg.mlflow.tracking_uri), mlflow_run_id, _files(report))
     return f"{shown}/report.html"
+
+
+def _log_files(client, rid: str, files: dict[str, str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="lakescore-eval-") as tmp:
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                f.write(text)
+            client.log_artifact(rid, os.path.join(tmp, name))
 
 
 def _files(report: dict) -> dict[str, str]:
@@ -55,9 +69,20 @@ def _metric_key(model: str, slice_: str, metric: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", raw)
 
 
-def log_to_mlflow(cfg, report: dict, metrics: list[dict], summary) -> str | None:
-    """One MLflow run per evaluation: params (models, window, as-of, versions), every defined metric value (and its
-    interval bounds), the report and the resolved config as artifacts. Returns the MLflow run id."""
+def headline(metrics: list[dict], deltas: list[dict]) -> list[tuple[str, float]]:
+    """The run page's metrics: every model's overall-slice values and the overall challenger − champion deltas
+    (`<challenger>/overall/delta.<metric>`); the slices, intervals and the rest are in metrics_table.json."""
+    out = [(_metric_key(m["model"], "overall", m["metric"]), float(m["value"]))
+           for m in metrics if m["slice"] == "overall" and m["value"] is not None]
+    out += [(_metric_key(d["model"], "overall", f"delta.{d['metric']}"), float(d["value"]))
+            for d in deltas if d["slice"] == "overall" and d["value"] is not None]
+    return out
+
+
+def log_to_mlflow(cfg, report: dict, metrics: list[dict], summary, extra: dict[str, str] | None = None) -> str | None:
+    """One MLflow run per evaluation: params (models, window, as-of, versions), the headline metrics (overall slice
+    and overall deltas), the full metric and delta table as one artifact (`metrics_table.json`, MLflow's table
+    format: columns and data, rows with their intervals), the report, its drift page and the resolved config as artifacts. Returns the MLflow run id."""
     if not cfg.mlflow.log_reports:
         return None
     from mlflow.entities import Metric, Param
@@ -74,25 +99,15 @@ def log_to_mlflow(cfg, report: dict, metrics: list[dict], summary) -> str | None
               "as_of": summary.as_of, "config_hash": summary.config_hash, "lakescore_run_id": summary.run_id,
               **{f"{k}_version": v for k, v in summary.versions.items()}}
     ts = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
-    values = []
-    for m in metrics:
-        if m["value"] is None:
-            continue
-        key = _metric_key(m["model"], m["slice"], m["metric"])
-        values.append(Metric(key, float(m["value"]), ts, 0))
-        for bound in ("ci_low", "ci_high"):
-            if m.get(bound) is not None:
-                values.append(Metric(f"{key}.{bound}", float(m[bound]), ts, 0))
-    for i in range(0, len(values), 900):  # MLflow takes at most 1000 metrics per batch
-        client.log_batch(rid, metrics=values[i:i + 900],
-                         params=[Param(k, str(v)) for k, v in params.items()] if i == 0 else [])
-    if not values:
-        client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
-    with tempfile.TemporaryDirectory(prefix="lakescore-eval-") as tmp:
-        for name, text in {**_files(report), "config.json": to_json(cfg)}.items():
-            with open(os.path.join(tmp, name), "w") as f:
-                f.write(text)
-            client.log_artifact(rid, os.path.join(tmp, name))
+    values = [Metric(k, v, ts, 0) for k, v in headline(metrics, report.get("deltas") or [])]
+    client.log_batch(rid, metrics=values[:900], params=[Param(k, str(v)) for k, v in params.items()])
+    for i in range(900, len(values), 900):  # MLflow takes at most 1000 metrics per batch
+        client.log_batch(rid, metrics=values[i:i + 900])
+    table = {"columns": ["model", "baseline", "slice", "metric", "value", "ci_low", "ci_high", "support", "status"]}
+    table["data"] = [[r.get(c) for c in table["columns"]] for r in [*metrics, *(report.get("deltas") or [])]]
+    files = {**_files(report), **(extra or {}), "config.json": to_json(cfg),
+             "metrics_table.json": json.dumps(plain(table), allow_nan=False)}
+    _log_files(client, rid, files)
     client.set_terminated(rid, "FINISHED" if summary.verdict != "fail" else "FAILED")
     return rid
 

@@ -13,16 +13,14 @@ from __future__ import annotations
 import json
 import numbers
 
+from engine.evaluation.summary import direction, gated_metrics, reading, summarise, ungated_regressions, worst_first
 from engine.evaluation.svg import (
     html_page,
-    DASH, MODEL_COLOURS, MUTED, IntervalRow, count, esc, finite, histogram_chart, interval, interval_chart,
-    html_table, mini_interval, num, reliability_chart,
+    DASH, MODEL_COLOURS, MUTED, IntervalRow, count, curve_chart, esc, finite, histogram_chart, interval,
+    interval_chart, html_table, mini_interval, num, reliability_chart,
 )
 from engine.lake.reports import folder_target, write_report_files
 
-LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "mae", "rmse", "mape"})
-HIGHER_IS_BETTER = frozenset({"roc_auc", "pr_auc", "r2"})
-HIGHER_IS_BETTER_PREFIXES = ("precision@", "recall@", "f1@")
 COUNT_METRICS = frozenset({"support", "positives"})  # shown in the support table, not charted
 POSITIVE, NEGATIVE = "#c62828", "#1f77b4"
 READING_COLOURS = {"better": "#1a7f37", "worse": "#c62828", "changed": "#1f5fbf", "no clear difference": "#8a8a8a",
@@ -41,11 +39,13 @@ dl.facts{display:grid;grid-template-columns:max-content auto;gap:2px 16px;margin
 dl.facts dd{margin:0}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:0.92em}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:middle}th{background:#f6f6f6}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 tr.fail td{background:#fdecea}tr.muted td{color:#9e9e9e}
 .good{color:#1a7f37}.warn{color:#b26a00}.bad{color:#c62828;font-weight:600}
 .note{color:#555;font-size:0.92em}.swatch{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 figure{margin:10px 0 18px}figcaption{font-weight:600;margin-bottom:4px}.row{display:flex;flex-wrap:wrap;gap:24px}
+.promo{font-weight:600;margin:4px 0 10px}.callout{border-left:5px solid #c62828;background:#fdecea;padding:8px 12px;
+margin:10px 0}.callout ul{margin:4px 0 0;padding-left:20px}.nw{white-space:nowrap}details{margin:6px 0}details>summary{cursor:pointer;font-weight:600;padding:2px 0}
 """
 
 
@@ -64,27 +64,6 @@ def plain(value):
     return value
 
 
-def direction(metric: str) -> int:
-    """+1 when higher is better, -1 when lower is better, 0 when neither (base rate, bias, means, counts)."""
-    if metric in LOWER_IS_BETTER:
-        return -1
-    if metric in HIGHER_IS_BETTER or metric.startswith(HIGHER_IS_BETTER_PREFIXES):
-        return 1
-    return 0
-
-
-def reading(metric: str, value, low, high) -> str:
-    """How to read a challenger − champion delta: better / worse / changed / no clear difference / undefined."""
-    if not finite(value):
-        return "undefined"
-    if not (finite(low) and finite(high)) or low <= 0 <= high:
-        return "no clear difference"
-    d = direction(metric)
-    if d == 0:
-        return "changed"
-    return "better" if (1 if low > 0 else -1) * d > 0 else "worse"
-
-
 def _under(row: dict, min_support) -> bool:
     """Greyed: flagged under support, or an undefined metric on a slice below the minimum support."""
     return row["status"] == "under_support" or (finite(min_support) and row["support"] < min_support)
@@ -95,12 +74,73 @@ def _slices(metrics: list[dict]) -> list[str]:
     return (["overall"] if "overall" in seen else []) + [s for s in seen if s != "overall"]
 
 
-def _header(rep: dict) -> str:
+def _banner(rep: dict) -> str:
     verdict = str(rep["verdict"])
     gates = rep.get("gates") or []
     failed = sum(not g["passed"] for g in gates)
     cls = {"pass": "verdict-pass", "fail": "verdict-fail"}.get(verdict, "verdict-other")
     detail = f" — {failed} of {len(gates)} gate(s) failed" if gates else ""
+    return f'<div class="verdict {cls}">Verdict: {esc(verdict.upper())}{esc(detail)}</div>'
+
+
+def promotion_line(promo: dict | None) -> str:
+    """The promotion outcome in one sentence ("" when the run says nothing about it)."""
+    if not promo:
+        return ""
+    target = f"{promo.get('model', '')}@{promo.get('alias', '')}"
+    outcome = promo.get("outcome")
+    if outcome == "promoted":
+        return (f"Promoted: {target} moved from version {promo.get('from_version')} to version "
+                f"{promo.get('to_version')}.")
+    if outcome == "refused":
+        return f"Not promoted: {promo.get('reason', '')}"
+    if outcome == "pending":
+        return (f"Promotion of {target} from version {promo.get('from_version')} to version {promo.get('to_version')} "
+                "was due after this page was written; the run's summary line says whether it happened.")
+    if not promo.get("requested"):
+        return "Not promoted: gates.promote is false, no alias was moved."
+    return f"Not promoted: the verdict is not PASS, so {target} still names version {promo.get('from_version')}."
+
+
+def _answer(rep: dict) -> str:
+    """What changed: per metric, the challenger's better / worse / unclear slices and its worst regressions."""
+    summary = summarise(rep.get("deltas") or [], rep.get("gates") or [])
+    if not summary:
+        who = "no challenger in this run" if not rep.get("challenger") else "no paired deltas in this run"
+        return f'<h2 id="changed">What changed</h2><p class="note">Nothing to compare: {esc(who)}.</p>'
+    out = ['<h2 id="changed">What changed: challenger vs champion</h2>']
+    ungated = ungated_regressions(summary)
+    if ungated:
+        items = "".join(f"<li><strong>{esc(s['metric'])}</strong> worse in {s['worse']} of {s['slices']} slices "
+                        f"(worst: {esc(s['worst'][0]['slice'])} {num(s['worst'][0]['value'], sign=True)})</li>"
+                        for s in ungated)
+        out.append(f'<div class="callout"><strong>Ungated regressions</strong>: the challenger is worse on metrics '
+                   f"that no gate checks, so the verdict does not reflect them:<ul>{items}</ul></div>")
+    rows = []
+    for s in summary:
+        worst = ", ".join(f"{w['slice']} {num(w['value'], sign=True)}" for w in s["worst"]) or DASH
+        gate = "gated" if s["gated"] else ('<span class="bad nw">not gated</span>' if s["worse"] else "not gated")
+        d = direction(s["metric"])
+        hint = " ↑" if d > 0 else " ↓" if d < 0 else ""
+        rows.append(("fail" if s["worse"] else "", [
+            esc(s["metric"]) + hint, gate, f'<span class="good">{s["better"]}</span>' if s["better"] else "0",
+            f'<span class="bad">{s["worse"]}</span>' if s["worse"] else "0", str(s["no_clear_difference"]),
+            str(s["changed"] + s["undefined"]), str(s["slices"]), esc(worst)]))
+    head = ["metric", "gate", "better", "worse", "no clear difference", "changed / undefined", "slices",
+            "worst regressions (Δ challenger − champion)"]
+    out.append('<p class="note">Slices where the paired interval excludes 0 count as better or worse; ↑ higher is '
+               "better, ↓ lower is better; metrics with a regression first.</p>")
+    out.append(html_table(head, rows, {2, 3, 4, 5, 6}))
+    return "".join(out)
+
+
+def _header(rep: dict) -> str:
+    promo = promotion_line(rep.get("promotion"))
+    return (f"<h1>Evaluation report</h1>{_banner(rep)}"
+            + (f'<p class="promo">{esc(promo)}</p>' if promo else "") + _answer(rep))
+
+
+def _run(rep: dict) -> str:
     win, ver = rep["window"], rep["versions"]
     days = len(win.get("days") or [])
     facts = [
@@ -112,8 +152,15 @@ def _header(rep: dict) -> str:
         ("interval", f"{num(rep.get('confidence', 0) * 100, 1)}% bootstrap, {count(rep.get('bootstrap'))} replicates"),
     ]
     dl = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
-    return (f'<h1>Evaluation report</h1><div class="verdict {cls}">Verdict: {esc(verdict.upper())}{esc(detail)}'
-            f'</div><dl class="facts">{dl}</dl>')
+    return f'<h2 id="run">The run</h2><dl class="facts">{dl}</dl>'
+
+
+LONG = 12  # a table with more rows than this is folded under a title that says what it holds
+
+
+def _fold(title: str, body: str) -> str:
+    """`body` folded in a <details> under `title` (the page stays complete: a click opens it, no script)."""
+    return f"<details><summary>{esc(title)}</summary>{body}</details>"
 
 
 def _gates(rep: dict) -> str:
@@ -149,13 +196,17 @@ def _support(rep: dict, models: list[str]) -> str:
     note = (f'<p class="note">A slice with fewer than {esc(count(rep.get("min_support")))} rows is reported '
             f"with its support and greyed, never dropped.</p>")
     table = html_table(["slice", *models], rows, set(range(1, len(models) + 1)))
-    return f'<h2 id="slices">Slices and support</h2>{note}{table}'
+    return (f'<h2 id="slices">Slices and support</h2>{note}'
+            f'{_fold(f"support of {len(rows)} slices", table) if len(rows) > LONG else table}')
 
 
 def _metrics(rep: dict, models: list[str], colours: dict[str, str]) -> str:
     by_key = {(r["metric"], r["slice"], r["model"]): r for r in rep["metrics"]}
     names = [m for m in dict.fromkeys(r["metric"] for r in rep["metrics"]) if m not in COUNT_METRICS]
-    out = ['<h2 id="metrics">Metrics by slice</h2>', _legend(models, colours)]
+    gated = gated_metrics(rep.get("gates") or [])
+    names = [m for m in names if m in gated] + [m for m in names if m not in gated]
+    out = ['<h2 id="metrics">Metrics by slice</h2>', _legend(models, colours),
+           '<p class="note">Gated metrics first; the others are folded: click a title to open it.</p>']
     for metric in names:
         rows = []
         for s in _slices(rep["metrics"]):
@@ -174,7 +225,8 @@ def _metrics(rep: dict, models: list[str], colours: dict[str, str]) -> str:
                 first = False
         d = direction(metric)
         hint = " (higher is better)" if d > 0 else " (lower is better)" if d < 0 else ""
-        out.append(f"<figure><figcaption>{esc(metric)}{esc(hint)}</figcaption>{interval_chart(rows)}</figure>")
+        fig = f"<figure><figcaption>{esc(metric)}{esc(hint)}</figcaption>{interval_chart(rows)}</figure>"
+        out.append(fig if metric in gated else _fold(f"{metric}{hint}: {len(rows)} rows (not gated)", fig))
     return "".join(out)
 
 
@@ -209,40 +261,87 @@ def _score_hist(rep: dict, models: list[str]) -> str:
 
 
 def _deltas(rep: dict) -> str:
-    out = ['<h2 id="deltas">Challenger vs champion</h2>']
+    out = ['<h2 id="deltas">Challenger vs champion, per slice</h2>']
     deltas = rep.get("deltas") or []
     if not deltas:
         why = ("no paired deltas in this run" if rep.get("challenger") else
                "no challenger in this run: each model's metrics stand alone above")
         return "".join(out) + f'<p class="note">{esc(why[0].upper() + why[1:])}.</p>'
-    out.append('<p class="note">Challenger − champion on the same rows, with a paired bootstrap interval. '
-               "For log_loss, brier, ece, mae, rmse and mape lower is better, so a negative delta is an "
+    out.append('<p class="note">Challenger − champion on the same rows, with a paired bootstrap interval, worst slice '
+               "first. For log_loss, brier, ece, mae, rmse and mape lower is better, so a negative delta is an "
                'improvement. <span class="good">green</span>: better, <span class="bad">red</span>: worse '
                f'(the interval excludes 0); <span style="color:{READING_COLOURS["changed"]}">blue</span>: changed, no '
                f'preferred direction; <span style="color:{READING_COLOURS["undefined"]}">grey</span>: no clear '
-               "difference (the interval holds 0).</p>")
+               "difference (the interval holds 0). Gated metrics are open, the others folded.</p>")
+    gated = gated_metrics(rep.get("gates") or [])
+    by_metric = {(s["model"], s["baseline"], s["metric"]): s for s in summarise(deltas, rep.get("gates") or [])}
     for model, baseline in dict.fromkeys((r["model"], r["baseline"]) for r in deltas):
+        out.append(f"<h3>{esc(model)} − {esc(baseline)}</h3>")
         group = [r for r in deltas if (r["model"], r["baseline"]) == (model, baseline)]
-        span: dict[str, float] = {}
-        for r in group:
-            vals = [abs(v) for v in (r["value"], r["ci_low"], r["ci_high"]) if finite(v)]
-            span[r["metric"]] = max([span.get(r["metric"], 0.0), *vals])
-        rows = []
-        order = {s: i for i, s in enumerate(_slices(group))}
-        for metric in dict.fromkeys(r["metric"] for r in group):
-            for r in sorted((r for r in group if r["metric"] == metric), key=lambda r: order[r["slice"]]):
+        metrics = [k[2] for k in by_metric if k[:2] == (model, baseline)]
+        metrics = [m for m in metrics if m in gated] + [m for m in metrics if m not in gated]
+        for metric in metrics:
+            rows_in = worst_first([r for r in group if r["metric"] == metric])
+            span = max([abs(v) for r in rows_in for v in (r["value"], r["ci_low"], r["ci_high"]) if finite(v)],
+                       default=0.0)
+            rows = []
+            for r in rows_in:
                 read = reading(metric, r["value"], r["ci_low"], r["ci_high"])
                 colour = READING_COLOURS[read]
                 under = _under(r, rep.get("min_support"))
-                bar = mini_interval(r["value"], r["ci_low"], r["ci_high"], span[metric] * 1.1, colour)
                 rows.append(("muted" if under else "", [
-                    esc(metric), esc(r["slice"]), num(r["value"], sign=True),
-                    esc(interval(r["ci_low"], r["ci_high"], sign=True)), bar,
+                    esc(r["slice"]), num(r["value"], sign=True), esc(interval(r["ci_low"], r["ci_high"], sign=True)),
+                    mini_interval(r["value"], r["ci_low"], r["ci_high"], span * 1.1, colour),
                     count(r["support"]) + (" (under support)" if under else ""),
                     f'<span style="color:{colour}">{esc(read)}</span>']))
-        head = ["metric", "slice", "Δ challenger − champion", "interval", "", "support", "reading"]
-        out.append(f"<h3>{esc(model)} − {esc(baseline)}</h3>{html_table(head, rows, {2, 3, 5})}")
+            head = ["slice", f"Δ {metric}", "interval", "", "support", "reading"]
+            sm = by_metric[(model, baseline, metric)]
+            changed = f", {sm['changed']} changed" if sm["changed"] else ""
+            title = (f"{metric}{'' if metric in gated else ' (not gated)'}: {sm['worse']} worse, {sm['better']} "
+                     f"better, {sm['no_clear_difference']} no clear difference{changed} of {sm['slices']} slices")
+            table = html_table(head, rows, {1, 2, 4})
+            out.append(f'<h4 id="delta-{esc(metric)}">{esc(title)}</h4>{table}' if metric in gated
+                       else _fold(title, table))
     return "".join(out)
+
+
+def _curves(rep: dict, models: list[str], colours: dict[str, str]) -> str:
+    cur = rep.get("curves") or {}
+    have = [m for m in models if cur.get(m)]
+    if not have:
+        return ""
+    roc = [(m, [(p["fpr"], p["tpr"]) for p in cur[m]["points"]], colours[m]) for m in have]
+    pr = [(m, [(p["tpr"], p["precision"]) for p in cur[m]["points"]], colours[m]) for m in have]
+    out = ['<h2 id="curves">ROC and precision–recall</h2><p class="note">Overall slice, from the score histograms '
+           "the evaluation keeps (16,384 bins: each point is exact up to rows within one bin of its threshold). "
+           "The dashed diagonal is a random ranking.</p>",
+           f'<div class="row"><figure><figcaption>ROC</figcaption>'
+           f'{curve_chart(roc, "false positive rate", "true positive rate", diagonal=True)}</figure>'
+           f'<figure><figcaption>Precision–recall</figcaption>{curve_chart(pr, "recall", "precision")}</figure></div>']
+    confusion = []
+    for m in have:
+        for c in cur[m].get("confusion") or []:
+            confusion.append(("", [esc(m), num(c["threshold"]), count(c["tp"]), count(c["fp"]), count(c["fn"]),
+                                   count(c["tn"])]))
+    if confusion:
+        out.append("<h3>Confusion matrix at each configured threshold</h3><p class=\"note\">Predicted positive when "
+                   "score ≥ threshold; overall slice.</p>" +
+                   html_table(["model", "threshold", "true positives", "false positives", "false negatives",
+                               "true negatives"], confusion, {1, 2, 3, 4, 5}))
+    return "".join(out)
+
+
+def _notes(rep: dict) -> str:
+    if rep.get("task") != "binary":
+        return ""
+    return ('<h2 id="notes">Notes on the statistics</h2><ul class="note">'
+            "<li>Intervals: a Poisson bootstrap over row buckets (a row's bucket comes from a hash of its key), the "
+            "percentile interval of the replicates; deltas use the same weights for both models (paired).</li>"
+            "<li>ECE: binned ECE is biased upward on a finite sample (the absolute value of a noisy difference), and "
+            "its bootstrap replicates are biased again, so a plain percentile interval sits above the estimate. The "
+            "report's ece is the bootstrap bias-corrected estimate (plug-in − mean bootstrap excess) with the basic "
+            "bootstrap interval (plug-in − the excess's upper and lower percentiles): the estimate lies inside its "
+            "interval by construction. The plug-in value is listed as ece_binned.</li></ul>")
 
 
 def _excluded(rep: dict) -> str:
@@ -269,30 +368,49 @@ def _drift(rep: dict) -> str:
     drift = rep.get("drift") or {}
     out = ['<h2 id="drift">Drift</h2>']
     psi = drift.get("psi") or []
+    limit = drift.get("psi_max")
     if psi:
-        rows = [("", [esc(p["column"]), num(p["psi"]),
-                      f'<span class="{STATUS_CLASSES.get(str(p["status"]), "")}">{esc(p["status"])}</span>'])
-                for p in psi]
-        out.append("<h3>Population stability index per column</h3>" + html_table(["column", "PSI", "status"], rows, {1}))
+        out.append('<p class="note">PSI, the population stability index, measures how far a column\'s distribution '
+                   "moved between the reference window"
+                   + (f" ({esc(drift['reference'])})" if drift.get("reference") else "")
+                   + " and the evaluated window: Σ (q − p)·ln(q / p) over the reference's quantile bins (p, q: each "
+                   "window's share of rows in a bin). 0 is no change; a column drifts when its PSI exceeds the "
+                   "threshold. It is computed on every row of both windows, and it is the one verdict per column.</p>")
+        for kind, title in (("feature", "Features"), ("score", "Model scores")):
+            part = [p for p in psi if p.get("kind", "score" if str(p["column"]).startswith("score:") else "feature")
+                    == kind]
+            if not part:
+                continue
+            rows = [("fail" if p["status"] == "drift" else "", [
+                esc(p["column"]), num(p["psi"]), num(p.get("threshold", limit)),
+                f'<span class="{STATUS_CLASSES.get(str(p["status"]), "")}">{esc(p["status"])}</span>'])
+                for p in part]
+            out.append(f"<h3>{esc(title)}</h3>" + html_table(["column", "PSI", "threshold", "verdict"], rows, {1, 2}))
     else:
         out.append('<p class="note">No PSI computed in this run.</p>')
     if drift.get("evidently_html"):
-        out.append(f'<p><a href="{esc(drift["evidently_html"])}">Evidently data-drift report</a> '
-                   '<span class="note">(a page saved beside this one)</span></p>')
+        cols = drift.get("evidently_columns") or []
+        out.append(f'<p><a href="{esc(drift["evidently_html"])}">Evidently data-drift page</a> '
+                   f'<span class="note">(saved beside this one): the same {len(cols) or ""} feature column(s), tested '
+                   "with the same PSI and threshold on a seeded sample of "
+                   f"{esc(count(drift.get('sample_rows')))} rows per window, to look at the distributions; the "
+                   "verdict is the table above (every row). Model scores are not on that page.</span></p>")
     return "".join(out)
 
 
 def render_html(report: dict) -> str:
-    """The report dict as one self-contained HTML page (no script, no external URL); deterministic."""
+    """The report dict as one self-contained HTML page (no script, no external URL); deterministic. It reads
+    top-down: verdict, promotion, what changed, gates, then the detail (long and ungated parts folded)."""
     rep = plain(report)
     models = list(rep["models"])
     colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
-    sections = {"gates": _gates(rep), "slices": _support(rep, models), "metrics": _metrics(rep, models, colours),
+    sections = {"gates": _gates(rep), "run": _run(rep), "deltas": _deltas(rep), "slices": _support(rep, models),
+                "metrics": _metrics(rep, models, colours), "curves": _curves(rep, models, colours),
                 "reliability": _reliability(rep, models, colours), "scores": _score_hist(rep, models),
-                "deltas": _deltas(rep), "excluded": _excluded(rep), "drift": _drift(rep)}
-    titles = {"gates": "Gates", "slices": "Slices", "metrics": "Metrics", "reliability": "Reliability",
-              "scores": "Score distributions", "deltas": "Champion vs challenger", "excluded": "Rows left out",
-              "drift": "Drift"}
+                "excluded": _excluded(rep), "drift": _drift(rep), "notes": _notes(rep)}
+    titles = {"gates": "Gates", "run": "Run", "deltas": "Per-slice deltas", "slices": "Slices", "metrics": "Metrics",
+              "curves": "ROC / PR", "reliability": "Reliability", "scores": "Score distributions",
+              "excluded": "Rows left out", "drift": "Drift", "notes": "Notes"}
     return html_page(f"lakescore evaluation · run {rep['run_id']}", _header(rep), sections, titles, CSS)
 
 

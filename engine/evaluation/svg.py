@@ -25,15 +25,23 @@ def finite(v) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def num(v, digits: int = 4, sign: bool = False) -> str:
-    """A metric value: 4 decimals (scientific outside [1e-3, 1e6)), "—" when undefined; ints with separators."""
+def decimals_for(*values, digits: int = 4, most: int = 8) -> int:
+    """Decimals that show every finite value below 1e-3 with two significant digits (at least `digits`, at most
+    `most`): small numbers in fixed notation, never scientific, and both ends of an interval alike."""
+    small = [abs(v) for v in values if finite(v) and 0 < abs(v) < 1e-3]
+    return min(most, max([digits, *(1 - math.floor(math.log10(v)) for v in small)]))
+
+
+def num(v, digits: int = 4, sign: bool = False, decimals: int | None = None) -> str:
+    """A metric value in fixed notation: 4 decimals, more for values below 1e-3 (two significant digits, at most
+    8), scientific only from 1e6 up; "—" when undefined; ints with separators."""
     if not finite(v):
         return DASH
     if isinstance(v, numbers.Integral):
         return f"{v:+,}" if sign else f"{v:,}"
     plus = "+" if sign else ""
-    if v == 0 or 1e-3 <= abs(v) < 1e6:
-        return f"{v:{plus}.{digits}f}"
+    if abs(v) < 1e6:
+        return f"{v:{plus}.{decimals if decimals is not None else decimals_for(v, digits=digits)}f}"
     return f"{v:{plus}.{digits - 1}e}"
 
 
@@ -43,10 +51,11 @@ def count(v) -> str:
 
 
 def interval(low, high, sign: bool = False) -> str:
-    """"[low, high]", or "" when the interval is unknown."""
+    """"[low, high]" with both ends to the same decimals (never scientific below 1e6), or "" when unknown."""
     if not (finite(low) and finite(high)):
         return ""
-    return f"[{num(low, sign=sign)}, {num(high, sign=sign)}]"
+    d = decimals_for(low, high)
+    return f"[{num(low, sign=sign, decimals=d)}, {num(high, sign=sign, decimals=d)}]"
 
 
 def _f(x: float) -> str:
@@ -122,17 +131,30 @@ def _whisker(x: Scale, y: float, value, low, high, colour: str) -> list[str]:
     return out
 
 
-def interval_chart(rows: list[IntervalRow], ref: float | None = None, plot_w: int = 320) -> str:
-    """Dot-and-whisker rows on a shared axis; value and interval written at the right; a dashed line at `ref`."""
+def axis_ticks(lo: float, hi: float, least: int = 4, most: int = 8) -> list[float]:
+    """Round 1-2-5 ticks inside [lo, hi]: at least `least` of them where a finer step allows it."""
+    ticks: list[float] = []
+    for n in range(least + 1, 3 * most):
+        ticks = [t for t in nice_ticks(lo, hi, n) if lo <= t <= hi]
+        if len(ticks) >= least:
+            break
+    return ticks
+
+
+def interval_chart(rows: list[IntervalRow], ref: float | None = None, plot_w: int | None = None,
+                   page_w: int = 1130) -> str:
+    """Dot-and-whisker rows on a shared axis; value and interval written at the right; a dashed line at `ref`.
+    The plot takes the page width left after the labels and notes (`page_w`), at least 320 px."""
     row_h, top = 18, 22
     label_w = min(max(7 * max((len(r.label) for r in rows), default=0) + 14, 110), 340)
     note_w = 7 * max((len(r.note) for r in rows), default=0) + 20
+    plot_w = plot_w or max(320, page_w - label_w - note_w)
     lo, hi = domain([v for r in rows for v in (r.value, r.low, r.high)], ref)
     x = Scale(lo, hi, label_w, label_w + plot_w)
     height = top + row_h * len(rows) + 6
     out = [f'<svg width="{label_w + plot_w + note_w}" height="{height}" '
            f'role="img" {FONT}>']
-    ticks = [t for t in nice_ticks(lo, hi) if lo <= t <= hi]
+    ticks = axis_ticks(lo, hi, least=4, most=max(4, plot_w // 70))
     for t in ticks:
         xt = _f(x(t))
         out.append(f'<line x1="{xt}" y1="{top - 4}" x2="{xt}" y2="{height - 4}" stroke="{GRID}"/>')
@@ -188,8 +210,9 @@ def reliability_chart(bins: list[dict], colour: str, size: int = 260) -> str:
     left, bottom, pad = 48, 38, 10
     x = Scale(0.0, 1.0, left, left + size)
     y = Scale(0.0, 1.0, pad + size, pad)
+    right = 2 * pad  # room for the last tick's label
     ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
-    out = [f'<svg width="{left + size + pad}" height="{pad + size + bottom}" '
+    out = [f'<svg width="{left + size + right}" height="{pad + size + bottom}" '
            f'role="img" {FONT}>', *_axes(x, y, ticks, ticks, "mean score", "fraction positive"),
            f'<line x1="{_f(x(0))}" y1="{_f(y(0))}" x2="{_f(x(1))}" y2="{_f(y(1))}" stroke="#777" '
            f'stroke-dasharray="4,3"/>']
@@ -238,6 +261,29 @@ def histogram_chart(edges: list[float], series: list[tuple[str, list[float], str
         lx = left + 180 * k  # the legend sits above the plot, one entry per series
         out.append(f'<rect x="{lx}" y="4" width="10" height="10" fill="{colour}" fill-opacity="0.6"/>')
         out.append(f'<text x="{lx + 15}" y="13">{esc(name)} ({esc(count(total))} rows)</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def curve_chart(series: list[tuple[str, list[tuple[float, float]], str]], xlabel: str, ylabel: str,
+                diagonal: bool = False, size: int = 260) -> str:
+    """Curves on the unit square (ROC, precision–recall): one polyline per (name, points, colour), a legend above,
+    the chance diagonal when asked."""
+    left, bottom, pad, legend = 48, 38, 20, 18 * len(series) + 4  # pad: room for the last tick's label
+    x = Scale(0.0, 1.0, left, left + size)
+    y = Scale(0.0, 1.0, legend + size, legend)
+    ticks = [0.0, 0.25, 0.5, 0.75, 1.0]
+    out = [f'<svg width="{left + size + pad}" height="{legend + size + bottom}" role="img" {FONT}>',
+           *_axes(x, y, ticks, ticks, xlabel, ylabel)]
+    if diagonal:
+        out.append(f'<line x1="{_f(x(0))}" y1="{_f(y(0))}" x2="{_f(x(1))}" y2="{_f(y(1))}" stroke="#777" '
+                   'stroke-dasharray="4,3"/>')
+    for k, (name, pts, colour) in enumerate(series):
+        line = " ".join(f"{_f(x(a))},{_f(y(b))}" for a, b in pts if finite(a) and finite(b))
+        if line:
+            out.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.8"/>')
+        out.append(f'<rect x="{left}" y="{4 + 18 * k}" width="10" height="10" fill="{colour}"/>'
+                   f'<text x="{left + 15}" y="{13 + 18 * k}">{esc(name)}</text>')
     out.append("</svg>")
     return "".join(out)
 
