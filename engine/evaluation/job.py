@@ -294,7 +294,7 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
         _commit(ev, metrics, deltas)
-    from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, write_report
+    from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, record_refused_promotion, write_report
 
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
     summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary, extra_files)
@@ -307,7 +307,7 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
             report["promotion"]["outcome"] = "promoted"  # the report says so too, with from/to versions
             summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
         except AliasMoved as e:
-            _record_refused_promotion(cfg, summary, report, extra_files, str(e))
+            record_refused_promotion(cfg, summary, report, extra_files, str(e))
             raise
 
 
@@ -318,20 +318,6 @@ def _window_days(snaps: dict, window: str) -> list[str]:
     for name in ("scores", "features", "labels"):
         days.update(select_partitions(snaps[name], window)[0])
     return sorted(days)
-
-
-def _record_refused_promotion(cfg, summary: EvalSummary, report: dict, extra_files: dict, reason: str) -> None:
-    """The gates passed but the alias moved under the evaluation: the verdict becomes fail, with the reason in the
-    summary, the report (rewritten in place) and the MLflow run."""
-    from engine.evaluation.publish import mark_failed, write_report
-
-    row = gating.promotion_refused(summary.champion, summary.models[1], reason)
-    report["gates"] = [*report["gates"], row]
-    report["promotion"].update(outcome="refused", reason=reason)
-    summary.verdict = report["verdict"] = "fail"
-    summary.gates_failed.append(f"{row['gate']} [{row['model']} {row['slice']}]: {reason}")
-    summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
-    mark_failed(cfg, summary.mlflow_run_id)
 
 
 def _commit(ev: _Eval, metrics: list[dict], deltas: list[dict]) -> None:

@@ -156,3 +156,17 @@ def promote(cfg, champ, challenger, summary) -> str:
     log.warning("promoted %s version %s to @%s (previous holder: version %s)", champ.name, challenger.version, alias,
                 champ.version)
     return f"models:/{champ.name}/{challenger.version}@{alias} (was {champ.version})"
+
+
+def record_refused_promotion(cfg, summary, report: dict, extra_files: dict, reason: str) -> None:
+    """The gates passed but the alias moved under the evaluation: the verdict becomes fail, with the reason in the
+    summary, the report (rewritten in place) and the MLflow run."""
+    from engine.evaluation import gates as gating
+
+    row = gating.promotion_refused(summary.champion, summary.models[1], reason)
+    report["gates"] = [*report["gates"], row]
+    report["promotion"].update(outcome="refused", reason=reason)
+    summary.verdict = report["verdict"] = "fail"
+    summary.gates_failed.append(f"{row['gate']} [{row['model']} {row['slice']}]: {reason}")
+    summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
+    mark_failed(cfg, summary.mlflow_run_id)
