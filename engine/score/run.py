@@ -332,26 +332,6 @@ def _require_device(cfg: ScoreConfig, executor: Executor) -> None:
                           "model.device=cpu")
 
 
-def _rewritten_since(out, unit: protocol.Unit, inputs: CommitLog) -> int | None:
-    """The input version the unit was scored from, if every commit since then that touched its day is free of data
-    changes (Delta's `dataChange: false`: compaction) and the contract is the same; else None (re-score it).
-
-    The recorded fingerprint stays that of the scored version, so later runs ask the log again from there: a real
-    change of the day after the rewrite is seen, and a log that expired meanwhile falls back to the fingerprint.
-    """
-    d = unit.partition_values["ds"]
-    since = protocol.recorded_input_version(out, unit)
-    if since is None or unit.input_version is None or not protocol.same_context(out, unit):
-        return None
-    changed = inputs.changed_days(since, unit.input_version, [d])
-    if changed is None:
-        log.info("unit %s: the log of %s between versions %d and %d cannot say whether ds=%s changed (expired or "
-                 "too long); its new fingerprint re-scores it", unit.app_id, unit.input_table, since,
-                 unit.input_version, d)
-        return None
-    return None if changed else since
-
-
 def _check_columns(cfg: ScoreConfig, snap, bundle: ModelBundle) -> None:
     names = set(snap.schema.names)
     need = [*cfg.input.key_columns, *cfg.input.passthrough_columns]
