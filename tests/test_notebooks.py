@@ -1,8 +1,11 @@
 """The notebooks run top to bottom against a freshly built lake, and what they print agrees with an independent read
 of the tables (deltalake and pyarrow, none of the notebook's code). The analyst notebook: its pandas cells and its
 Spark SQL cells (counts per model version, time travel, DESCRIBE HISTORY with the stamps) against scores and
-features. The evaluation notebook: evaluations, one slice's history, two versions side by side and their paired
-deltas against eval_metrics."""
+features, its Polars and DuckDB cells (counts, days, score sums, time travel), and no Spark log below ERROR on the
+kernel's stderr. The evaluation notebook: evaluations, the headline metrics over evaluations and versions, one
+slice's history, two versions side by side, their paired deltas and the slices that regressed, against
+eval_metrics. The backtest notebook: folds, per-fold metrics and the paired deltas with their intervals. In every
+notebook, each cell that calls a plotting function left an inline image/png."""
 from __future__ import annotations
 
 import json
