@@ -1,8 +1,11 @@
 """The notebooks run top to bottom against a freshly built lake, and what they print agrees with an independent read
 of the tables (deltalake and pyarrow, none of the notebook's code). The analyst notebook: its pandas cells and its
 Spark SQL cells (counts per model version, time travel, DESCRIBE HISTORY with the stamps) against scores and
-features. The evaluation notebook: evaluations, one slice's history, two versions side by side and their paired
-deltas against eval_metrics."""
+features, its Polars and DuckDB cells (counts, days, score sums, time travel), and no Spark log below ERROR on the
+kernel's stderr. The evaluation notebook: evaluations, the headline metrics over evaluations and versions, one
+slice's history, two versions side by side, their paired deltas and the slices that regressed, against
+eval_metrics. The backtest notebook: folds, per-fold metrics and the paired deltas with their intervals. In every
+notebook, each cell that calls a plotting function left an inline image/png."""
 from __future__ import annotations
 
 import json
@@ -42,11 +45,20 @@ def expected_partitions(lake) -> dict[tuple, tuple]:
     return out
 
 
-def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_root, monkeypatch):
+SPARK_LOG = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (TRACE|DEBUG|INFO|WARN) |log4j profile|Setting default log level|"
+                       r"To adjust logging level", re.M)
+
+
+def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_root, monkeypatch, capfd):
     cfg = score_config(lake, demo_root)
     summary = run_score(cfg, executor(cfg.ray))
+    capfd.readouterr()
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
-    lines, _ = run_notebook("scores_analyst.ipynb")
+    lines, outputs = run_notebook("scores_analyst.ipynb")
+    # Quiet: Spark's JVM logs below ERROR (its startup notices, DeltaHistoryManager's timestamp warning) reach neither
+    # the notebook's stderr blocks nor the kernel's own stderr (where the JVM writes under nbclient).
+    kernel_err = capfd.readouterr().err + "".join(o["text"] for o in outputs if o.get("name") == "stderr")
+    assert not SPARK_LOG.findall(kernel_err), kernel_err
 
     got = {}
     for ln in lines:
@@ -72,6 +84,31 @@ def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_ro
     assert sum(summary.run_id[:8] in line for line in lines if not line.startswith("spark history:")) == min(
         5, summary.units_committed)
     check_spark_and_pandas_lines(lines, lake, scores)
+    check_polars_and_duckdb_lines(lines, lake, scores)
+
+
+JVM_FREE = re.compile(r"^(polars|duckdb): (\S+) v(\d+): (\d+) rows, (\d+) days, score sum ([0-9.]+)$")
+JVM_FREE_THEN = re.compile(r"^(polars|duckdb): scores at version (\d+): (\d+) rows$")
+
+
+def check_polars_and_duckdb_lines(lines: list[str], lake, scores: DeltaTable) -> None:
+    """The JVM-free paths (Polars' read_delta/scan_delta, DuckDB over the deltalake Arrow dataset): per model version
+    counts, days and score sums, and a time-travel count, against deltalake's own reads."""
+    t = scores.to_pyarrow_table(columns=["model_name", "model_version", "ds", "score"])
+    agg = t.group_by(["model_name", "model_version"]).aggregate([("ds", "count"), ("ds", "count_distinct"),
+                                                                  ("score", "sum")])
+    want = {(r["model_name"], r["model_version"]): (r["ds_count"], r["ds_count_distinct"], r["score_sum"])
+            for r in agg.to_pylist()}
+    then = scores.version() - 1
+    n_then = DeltaTable(str(lake / "scores"), version=then).to_pyarrow_dataset().count_rows()
+    for engine in ("polars", "duckdb"):
+        got = {(m[2], int(m[3])): (int(m[4]), int(m[5]), float(m[6])) for ln in lines
+               if (m := JVM_FREE.match(ln)) and m[1] == engine}
+        assert got.keys() == want.keys(), (engine, lines)
+        for k, (n, days, total) in want.items():
+            assert got[k][:2] == (n, days) and got[k][2] == pytest.approx(total, rel=1e-9, abs=1e-6), (engine, k)
+        assert [(int(m[2]), int(m[3])) for ln in lines if (m := JVM_FREE_THEN.match(ln)) and m[1] == engine] == [
+            (then, n_then)], (engine, lines)
 
 
 def check_spark_and_pandas_lines(lines: list[str], lake, scores: DeltaTable) -> None:
@@ -111,12 +148,28 @@ SIDE = re.compile(rf"^side: (.+?) \| {NUM} \[{NUM}, {NUM}\] support (\d+) (\w+) 
 DELTA = re.compile(rf"^delta: (\S+) v(\d+) - (\S+) (\S+) on (.+?) \| {NUM} \[{NUM}, {NUM}\] support (\d+) \| "
                    r"(above 0|below 0|spans 0|undefined)$")
 STAMP = "%Y-%m-%dT%H:%M:%SZ"
+HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
+OVER = re.compile(rf"^over evaluations: (\S+) v(\d+) (\S+) on overall \| (\S+) \| {NUM} \[{NUM}, {NUM}\] "
+                  r"support (\d+) (\w+)$")
+REGRESSED = re.compile(rf"^regressed: (\S+) on (.+?) \| {NUM} \[{NUM}, {NUM}\] support (\d+)$")
+
+
+PLOTTING = re.compile(r"\bplt\.|\.(plot|errorbar|hlines|fill_between|scatter|bar|barh|imshow)\(")
+
+
+def undrawn_plots(nb) -> list[int]:
+    """Code cells that call a plotting function but left no image/png among their outputs (an Agg backend, a
+    missing plt.show() or an exception swallowed on the way): the analyst would see no picture."""
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and PLOTTING.search(c.source)
+            and not any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
 
 
 def run_notebook(name: str) -> tuple[list[str], list[dict]]:
-    """Execute notebooks/<name> in a fresh kernel; its printed lines and every output of its code cells."""
+    """Execute notebooks/<name> in a fresh kernel; its printed lines and every output of its code cells. Every
+    cell that plots must have drawn an inline image."""
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    assert not undrawn_plots(nb), f"{name}: plotting cells {undrawn_plots(nb)} drew no image/png"
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     # Stream outputs may split a line across messages: join each cell's text before splitting it into lines.
     lines = [ln for c in nb.cells if c.cell_type == "code"
@@ -200,6 +253,26 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
     assert f"plot: 3 history points, {len(want)} differences" in lines
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
+    # Metrics over evaluations and model versions, with intervals: every overall row of the headline metrics.
+    want = metrics[(metrics.slice == "overall") & metrics.metric.isin(HEADLINE)]
+    got = {(m[1], int(m[2]), m[3], m[4]): m.groups()[4:] for ln in lines if (m := OVER.match(ln))}
+    assert len(got) == len(want) == 5 * len(set(want.metric)) and set(want.metric) == set(HEADLINE), lines
+    for r in want.itertuples():
+        value, low, high, n, status = got[(r.model_name, r.model_version, r.metric, r.evaluation)]
+        assert close(value, r.value) and close(low, r.ci_low) and close(high, r.ci_high), r
+        assert (int(n), status) == (r.support, r.status)
+
+    # The slices that regressed on that evaluation: every challenger − champion delta (all metrics) whose paired
+    # interval says worse, from the table and an independent reading of the interval.
+    cand = deltas[(deltas.evaluation == newest) & (deltas.model_name == MLP) & (deltas.model_version == 1)]
+    worse = cand[[expected_reading(r.metric, r.value, r.ci_low, r.ci_high) == "worse" for r in cand.itertuples()]]
+    got = {(m[1], m[2]): m.groups()[2:] for ln in lines if (m := REGRESSED.match(ln))}
+    assert set(got) == {(r.metric, r.slice) for r in worse.itertuples()}, (sorted(got), lines)
+    for r in worse.itertuples():
+        value, low, high, n = got[(r.metric, r.slice)]
+        assert close(value, r.value) and close(low, r.ci_low) and close(high, r.ci_high) and int(n) == r.support
+    assert f"regressed: {len(worse)} of {len(cand)} (metric, slice) deltas worse by the paired interval" in lines
+
 
 def test_evaluation_notebook_with_one_model_version_shows_its_history_only(lake, demo_root, monkeypatch, tmp_path):
     """A table without delta rows: the champion is the version with most evaluations; nothing to put side by side."""
@@ -223,6 +296,9 @@ def test_evaluation_notebook_with_one_model_version_shows_its_history_only(lake,
     assert "side by side: no evaluation holds both a champion and a challenger" in lines
     assert not any(DELTA.match(ln) or SIDE.match(ln) for ln in lines)
     assert "plot: 2 history points, 0 differences" in lines
+    assert "regressed: no evaluation compares a challenger with the champion" in lines
+    want = metrics[(metrics.slice == "overall") & metrics.metric.isin(HEADLINE)]
+    assert len([ln for ln in lines if OVER.match(ln)]) == len(want) == 2 * len(HEADLINE)
 
 
 FOLD = re.compile(r"^fold: (\d+) cutoff (\S+) train (\S+)\.\.(\S+) \((\d+) rows\) test (\S+)\.\.(\S+) \((\d+) rows\) "
@@ -239,10 +315,7 @@ def test_backtest_notebook_agrees_with_backtest_metrics(lake, demo_root, monkeyp
     s = run_backtest(bt_config(lake, demo_root, "baseline.kind=base_rate", "mlflow.log_reports=false"),
                      LocalExecutor())
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
-    nb = nbformat.read(ROOT / "notebooks" / "backtest.ipynb", as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
-    lines = [ln for c in nb.cells if c.cell_type == "code"
-             for ln in "".join(o.get("text", "") for o in c.get("outputs", [])).splitlines()]
+    lines, _ = run_notebook("backtest.ipynb")
     bm = DeltaTable(str(lake / "backtest_metrics")).to_pandas()
     assert set(bm.backtest_id) == {s.backtest_id}
     folds = [m.groups() for ln in lines if (m := FOLD.match(ln))]
@@ -260,3 +333,31 @@ def test_backtest_notebook_agrees_with_backtest_metrics(lake, demo_root, monkeyp
     across = {m[1]: (float(m[2]), float(m[3]), int(m[4])) for ln in lines if (m := ACROSS.match(ln))}
     for model, g in overall.groupby("model"):
         assert across[model] == pytest.approx((g.value.mean(), g.value.std(), len(g)), abs=1e-6)
+
+    # The delta table: recipe − baseline per fold and slice with the table's paired interval and its reading.
+    deltas = bm[(bm.kind == "delta") & (bm.metric == "roc_auc")]
+    got = [m.groups() for ln in lines if (m := BT_DELTA.match(ln))]
+    assert len(got) == len(deltas) > 0, lines
+    for fold, slice_, value, low, high, where in got:
+        (r,) = deltas[(deltas.fold == int(fold)) & (deltas.slice == slice_)].itertuples()
+        assert close(value, r.value) and close(low, r.ci_low) and close(high, r.ci_high), (fold, slice_)
+        assert where == expected_reading("roc_auc", r.value, r.ci_low, r.ci_high), (fold, slice_, where)
+
+
+BT_DELTA = re.compile(rf"^delta: fold (\d+) (.+?) roc_auc recipe - baseline {NUM} \[{NUM}, {NUM}\] "
+                      r"(better|worse|no clear difference|changed|undefined)$")
+LOWER = {"log_loss", "brier", "ece", "mae", "rmse", "mape"}
+HIGHER = {"roc_auc", "pr_auc", "r2"}
+
+
+def expected_reading(metric: str, value, low, high) -> str:
+    """Independent of engine.evaluation.report: a paired interval that excludes 0 is a change; better or worse by
+    the metric's direction."""
+    if value is None or math.isnan(value):
+        return "undefined"
+    if low is None or high is None or math.isnan(low) or math.isnan(high) or low <= 0 <= high:
+        return "no clear difference"
+    up = 1 if metric in HIGHER or metric.startswith(("precision@", "recall@", "f1@")) else -1 if metric in LOWER else 0
+    if up == 0:
+        return "changed"
+    return "better" if (low > 0) == (up > 0) else "worse"
