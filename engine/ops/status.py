@@ -1,6 +1,6 @@
 """What `lakescore status` answers: per day and model version, what is scored, from which input version, and
 what needs attention — days not scored, days scored from other input rows than the current snapshot holds
-(stale), partitions scored under another config than the model's latest run, and days that failed in the last run.
+(stale), partitions scored under another config than the model's latest run into that table, and days that failed in the last run.
 
 Everything comes from Delta logs and the run ledger (no data read): partition values, row counts and stamp
 statistics from the scores table's add actions, the input version each unit was computed from from its
@@ -79,10 +79,14 @@ class _Inputs:
         return self.cache[key]
 
 
-def _latest_runs(lake: LakeConfig) -> dict[tuple, dict]:
-    """The newest score run of each model version in the ledger."""
+def _latest_runs(lake: LakeConfig, table: str) -> dict[tuple, dict]:
+    """The newest score run of each model version in the ledger that wrote `table`: a run into another table (the
+    `redo` command of `lakescore explain` writes `<table>_repro`) says nothing about this table's config."""
+    uri = table_uri(lake, table)
     newest = {}
     for r in ledger.read(lake, job="score").to_pylist():
+        if r["output_table"] is None or table_uri(lake, r["output_table"]) != uri:
+            continue
         if r["model_name"] is not None and r["model_version"] is not None:
             newest[(r["model_name"], r["model_version"])] = r  # rows come oldest first
     return newest
@@ -98,7 +102,7 @@ def table_status(lake: LakeConfig, table: str = "scores", since: str | None = No
     out = open_output(lake, table)
     parts = _partitions(out)
     inputs = _Inputs(lake)
-    runs = _latest_runs(lake)
+    runs = _latest_runs(lake, table)
     states: list[DayState] = []
     models = sorted({(m, v) for (_d, m, v) in parts})
     input_days: dict[str, list[str]] = {}
