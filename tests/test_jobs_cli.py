@@ -143,3 +143,30 @@ def test_submit_uploads_every_source_file_and_none_of_the_lake(tmp_path):
     assert not dropped, f"source files left out of the upload: {dropped[:5]}"
     for output in ("lake", "lake/scores/part-0.parquet", "mlartifacts", "mlruns.db", "benchmarks/out"):
         assert excluded(repo / output), f"{output} would be uploaded"
+
+
+@pytest.mark.parametrize("override, code, setting", [
+    (f"model.uri=models:/{XGB}/99", 5, "model.uri"),
+    ("model.uri=models:/nope@champion", 5, "model.uri"),
+    ("input.version=99", 5, "input.version"),
+    ("lake.root={tmp}/no-such-lake", 2, "lake.root"),
+])
+def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_root, tmp_path, override, code, setting):
+    """A missing model version or alias, input version or lake fails before the engine starts, naming the setting.
+    The job is pointed at the session's Ray (RAY_ADDRESS), so a job that starts its engine first logs "ray:
+    connected" (no new cluster either way)."""
+    import os
+
+    from test_ledger import job_argv
+
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    out = subprocess.run([sys.executable, "-m", "jobs.score", *job_argv(lake, demo_root),
+                          override.format(tmp=tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == code, out.stderr
+    assert "ray: connected" not in out.stderr and "ray.init" not in out.stderr, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and setting in errors[0], out.stderr
+    if setting == "lake.root":
+        assert "input.table" not in errors[0] and "no-such-lake" in errors[0]
+    assert last_json(out.stdout)["exit_code"] == code
