@@ -72,6 +72,17 @@ def day_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD")
 
 
+def override_example(examples: tuple[str, ...]) -> str:
+    """The first `key=value` of the job's own examples (a key its config has), else lake.root, which every job has."""
+    import shlex
+
+    for e in examples:
+        for token in shlex.split(e, comments=True):
+            if "=" in token and not token.startswith("-"):
+                return token
+    return "lake.root=/data/lake"
+
+
 class _ArgError(Exception):
     pass
 
@@ -97,7 +108,8 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
         p.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     else:
         p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. input.ds=2026-01-03")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help=f"dotted overrides, e.g. {override_example(examples)}")
     add_output_flags(p)
     if extra_args:
         extra_args(p)

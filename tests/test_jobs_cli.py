@@ -170,3 +170,28 @@ def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_r
     if setting == "lake.root":
         assert "input.table" not in errors[0] and "no-such-lake" in errors[0]
     assert last_json(out.stdout)["exit_code"] == code
+
+
+JOB_CONFIGS = {"score": "ScoreConfig", "validate": "ValidateConfig", "evaluate": "EvaluateConfig",
+               "backtest": "BacktestConfig", "demo": "DemoConfig", "status": "ScoreConfig", "vacuum": "ScoreConfig",
+               "forget": "ScoreConfig", "rollback": "ScoreConfig", "explain": "ScoreConfig"}
+
+
+@pytest.mark.parametrize("job", sorted(JOB_CONFIGS))
+def test_help_override_example_is_a_real_key_of_the_job(job, capsys):
+    """The `key=value` example in each job's --help loads into that job's config (no unknown key)."""
+    import importlib
+    import re
+
+    import engine.config as config
+    from jobs.cli import COMMANDS
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(COMMANDS[job].module).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    example = re.search(r"dotted overrides, e\.g\. (\S+)", text).group(1)
+    assert "=" in example
+    config.load_config(getattr(config, JOB_CONFIGS[job]), str(ROOT / "conf" / f"{job}.yaml"
+                       if (ROOT / "conf" / f"{job}.yaml").exists() else ROOT / "conf" / "score.yaml"), [example])
+    if job == "status":
+        assert not example.startswith("input.ds="), "status does not take input.ds"

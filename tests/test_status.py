@@ -129,3 +129,14 @@ def test_status_compares_configs_only_with_runs_that_wrote_the_table(ray_local, 
     summary, _ = status(lake, demo_root, capsys)
     assert len(summary["attention"]) == DAYS
     assert all("scored under config" in a["notes"][0] for a in summary["attention"]), summary["attention"]
+
+
+def test_status_refuses_input_ds_instead_of_ignoring_it(lake, demo_root, capsys):
+    from jobs.status import main
+
+    code = main([*job_argv(lake, demo_root), "input.ds=2026-01-02"])
+    out = capsys.readouterr()
+    assert code == 2, out.out
+    (line,) = [ln for ln in out.err.splitlines() if "error:" in ln]
+    assert "input.ds" in line and "--since" in line
+    assert json.loads(out.out.strip().splitlines()[-1])["exit_code"] == 2
