@@ -195,3 +195,18 @@ def test_help_override_example_is_a_real_key_of_the_job(job, capsys):
                        if (ROOT / "conf" / f"{job}.yaml").exists() else ROOT / "conf" / "score.yaml"), [example])
     if job == "status":
         assert not example.startswith("input.ds="), "status does not take input.ds"
+
+
+@pytest.mark.parametrize("job, args", [("vacuum", ["--table", "features", "--retain-days", "30", "--dry-run"]),
+                                       ("forget", ["--dry-run"]), ("rollback", ["--model", "nope"])])
+def test_operator_commands_log_a_short_config_line(job, args, lake, demo_root, capsys):
+    """vacuum, forget and rollback log the config's hash and the keys they use, not the whole resolved config."""
+    import importlib
+
+    from test_ledger import job_argv
+
+    importlib.import_module(f"jobs.{job}").main([*job_argv(lake, demo_root), *args])
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if " config " in ln and "(hash " in ln]
+    assert len(line) < 300 and f"lake.root={lake}" in line, line
+    assert "passthrough_columns" not in line and "ray" not in line.split("(hash ", 1)[1], line
