@@ -1,6 +1,8 @@
 """What `lakescore status` answers: per day and model version, what is scored, from which input version, and
 what needs attention — days not scored, days scored from other input rows than the current snapshot holds
-(stale), partitions scored under another config than the model's latest run into that table, and days that failed in the last run.
+(stale; with a hint where `lakescore forget` already removed the deleted keys), partitions scored under another
+config than the model's latest run into that table, and days that failed
+in the last run.
 
 Everything comes from Delta logs and the run ledger (no data read): partition values, row counts and stamp
 statistics from the scores table's add actions, the input version each unit was computed from from its
@@ -92,6 +94,22 @@ def _latest_runs(lake: LakeConfig, table: str) -> dict[tuple, dict]:
     return newest
 
 
+def _forgotten(lake: LakeConfig, table: str) -> dict[str, int]:
+    """Partition → the input version its deleted keys were checked against by the newest `forget` that removed rows
+    from it (ledger; ok runs into `table` only)."""
+    uri = table_uri(lake, table)
+    done: dict[str, int] = {}
+    for r in ledger.read(lake, job="forget").to_pylist():
+        if r["status"] != "ok" or not r["inputs"] or not r["output_table"]:
+            continue
+        if table_uri(lake, r["output_table"]) != uri:
+            continue
+        for o in r["unit_outcomes"] or []:
+            if o["outcome"] == "committed":
+                done[o["unit"]] = r["inputs"][0]["version"]
+    return done
+
+
 def table_status(lake: LakeConfig, table: str = "scores", since: str | None = None,
                  day_changed=None, key_columns: list[str] | None = None) -> tuple[list[DayState], dict]:
     """Every (day, model version) of `table` from `since` on, plus the input days each model version has not scored.
@@ -103,6 +121,7 @@ def table_status(lake: LakeConfig, table: str = "scores", since: str | None = No
     parts = _partitions(out)
     inputs = _Inputs(lake)
     runs = _latest_runs(lake, table)
+    forgotten = _forgotten(lake, table)
     states: list[DayState] = []
     models = sorted({(m, v) for (_d, m, v) in parts})
     input_days: dict[str, list[str]] = {}
@@ -118,6 +137,9 @@ def table_status(lake: LakeConfig, table: str = "scores", since: str | None = No
             current = inputs.get(p["input_table"])
             input_days.setdefault(p["input_table"], current.partitions)
             _compare(s, current, inputs, lake, day_changed)
+            if s.state == "stale" and forgotten.get(f"ds={d}/model_name={m}/model_version={v}") == current.version:
+                s.notes.append(f"lakescore forget already removed the rows of keys deleted by v{current.version}: "
+                               "re-scoring is optional (needed only if other rows of the day changed)")
         latest = runs.get((m, v))
         if latest is not None and latest["config_hash"] and p["hashes"] - {latest["config_hash"]}:
             s.notes.append(f"scored under config {','.join(sorted(p['hashes'] - {latest['config_hash']}))}, not "
