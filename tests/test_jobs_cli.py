@@ -210,3 +210,10 @@ def test_operator_commands_log_a_short_config_line(job, args, lake, demo_root, c
     (line,) = [ln for ln in err.splitlines() if " config " in ln and "(hash " in ln]
     assert len(line) < 300 and f"lake.root={lake}" in line, line
     assert "passthrough_columns" not in line and "ray" not in line.split("(hash ", 1)[1], line
+
+
+def test_submit_usage_matches_its_examples_without_a_double_dash():
+    out = run("jobs.cli", "submit", "--help")
+    assert out.returncode == 0, out.stderr
+    assert " -- " not in out.stdout, out.stdout  # the examples pass the job straight after submit's own flags
+    assert "lakescore submit score --config" in out.stdout

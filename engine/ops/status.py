@@ -1,8 +1,7 @@
 """What `lakescore status` answers: per day and model version, what is scored, from which input version, and
 what needs attention — days not scored, days scored from other input rows than the current snapshot holds
 (stale; with a hint where `lakescore forget` already removed the deleted keys), partitions scored under another
-config than the model's latest run into that table, and days that failed
-in the last run.
+config than the model's latest run into that table, and days that failed in the last run.
 
 Everything comes from Delta logs and the run ledger (no data read): partition values, row counts and stamp
 statistics from the scores table's add actions, the input version each unit was computed from from its
