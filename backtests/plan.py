@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Literal
 
 from engine.errors import ConfigError, short_list
@@ -148,7 +148,32 @@ def _cutoffs(spec: FoldSpec, end: dt.date) -> list[dt.date]:
 
 
 def plan_folds(spec: FoldSpec) -> list[Fold]:
-    """The folds of `spec`, oldest first; ConfigError (exit 2) on the first fold that does not fit the data."""
+    """The folds of `spec`, oldest first; ConfigError (exit 2) on the first fold that does not fit the data.
+
+    Generated cutoffs end on the data's last day, so too many folds push the first ones out of the data: then the
+    error names the largest n_folds that fits (the fix), not the window sizes."""
+    try:
+        return _plan(spec)
+    except ConfigError as e:
+        if spec.cutoffs is not None or not spec.n_folds or spec.n_folds < 2:
+            raise
+        fits = next((n for n in range(spec.n_folds - 1, 0, -1) if _fits(replace(spec, n_folds=n))), None)
+        if fits is None:
+            raise
+        reason = str(e).rsplit("; ", 1)[0]  # what does not fit, without the advice about window sizes
+        raise ConfigError(f"{reason}; n_folds={spec.n_folds} folds stepping {spec.step} day(s) back from {spec.end} "
+                          f"do not fit the data: at most {fits} fold(s) fit, set folds.n_folds={fits}") from None
+
+
+def _fits(spec: FoldSpec) -> bool:
+    try:
+        _plan(spec)
+    except ConfigError:
+        return False
+    return True
+
+
+def _plan(spec: FoldSpec) -> list[Fold]:
     start, end = dt.date.fromisoformat(spec.start), dt.date.fromisoformat(spec.end)
     one = dt.timedelta(days=1)
     folds = []

@@ -72,6 +72,17 @@ def day_arg(value: str) -> str:
     raise argparse.ArgumentTypeError(f"{value!r} is not a date; use YYYY-MM-DD")
 
 
+def override_example(examples: tuple[str, ...]) -> str:
+    """The first `key=value` of the job's own examples (a key its config has), else lake.root, which every job has."""
+    import shlex
+
+    for e in examples:
+        for token in shlex.split(e, comments=True):
+            if "=" in token and not token.startswith("-"):
+                return token
+    return "lake.root=/data/lake"
+
+
 class _ArgError(Exception):
     pass
 
@@ -83,11 +94,12 @@ class _Parser(argparse.ArgumentParser):
 
 def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str] | None,
             extra_args: Callable[[argparse.ArgumentParser], None] | None = None, examples: tuple[str, ...] = (),
-            default_config: str | None = None, record: bool = True) -> int:
+            default_config: str | None = None, record: bool = True, config_keys: tuple[str, ...] = ()) -> int:
     """Parse, load, run `body(cfg, args) -> dict`, print one JSON summary line; return the exit code.
 
     Every run that got as far as a loaded config is appended to the run ledger (`runs`), unless `record` is False
-    (read-only commands such as `lakescore status`). `default_config` makes `--config` optional."""
+    (read-only commands such as `lakescore status`). `default_config` makes `--config` optional. `config_keys`: the
+    dotted keys an operator command uses; its config line shows only those (and the hash), not the whole config."""
     configure_logging(_format_in(argv))  # before parsing, so that an argument error comes out in that format too
     set_run_id(None)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in batch logs
@@ -97,7 +109,8 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
         p.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
     else:
         p.add_argument("--config", required=True, help=f"YAML config, e.g. conf/{job}.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. input.ds=2026-01-03")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help=f"dotted overrides, e.g. {override_example(examples)}")
     add_output_flags(p)
     if extra_args:
         extra_args(p)
@@ -124,7 +137,7 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
         summary["config_hash"] = config_hash(cfg)
         # Jobs log their resolved config; read-only commands for people (status, explain) keep quiet about it.
         log.log(logging.INFO if record else logging.DEBUG, "config %s (hash %s): %s", args.config,
-                summary["config_hash"], to_json(cfg))
+                summary["config_hash"], _keys_line(cfg, config_keys) if config_keys else to_json(cfg))
         result = body(cfg, args)
         summary.update(_plain(result))
         summary["status"] = "ok"
@@ -151,6 +164,17 @@ def run_job(job: str, doc: str, cls: type[Model], body: Callable, argv: list[str
     print(json.dumps(summary, sort_keys=True, default=str), flush=True)
     set_run_id(None)  # the run is over: later records in this process (tests run jobs in process) are not its
     return code
+
+
+def _keys_line(cfg: Model, keys: tuple[str, ...]) -> str:
+    """`key=value` for each dotted key of `cfg`, e.g. "lake.root=/data/lake input.table=features"."""
+    values = []
+    for key in keys:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        values.append(f"{key}={value if isinstance(value, str) else json.dumps(value, default=str)}")
+    return " ".join(values)
 
 
 def _record_run(job: str, cfg: Model, summary: dict, started: float, argv: list[str] | None,

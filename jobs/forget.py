@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--dry-run", action="store_true", help="count the rows to remove; change nothing")
         p.epilog = EXAMPLES
 
-    return run_job("forget", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml")
+    return run_job("forget", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml",
+                   config_keys=("lake.root", "input.table", "input.key_columns"))
 
 
 if __name__ == "__main__":

@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--table", default="scores", help="scores table to plan re-scoring for (default scores)")
         p.epilog = EXAMPLES
 
-    return run_job("rollback", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml")
+    return run_job("rollback", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml",
+                   config_keys=("lake.root", "mlflow.tracking_uri", "input.table"))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,17 @@ states: ok; stale (the input day changed since it was scored: a score run re-sco
 removed: a score run or `lakescore forget` removes it); unscored; failed (in the model's latest run, with why)."""
 
 
+IGNORED = ("input.ds", "input.version")  # status reads every day of the current snapshot: --since selects days
+
+
 def body(cfg: ScoreConfig, args) -> dict:
+    from engine.errors import ConfigError
     from engine.ops.status import as_dict, table_status
+
+    ignored = [o.split("=", 1)[0] for o in args.overrides if o.split("=", 1)[0] in IGNORED]
+    if ignored:
+        raise ConfigError(f"status does not take {', '.join(ignored)} (it compares every day with the input's current "
+                          "snapshot); use --since YYYY-MM-DD to start at a day")
 
     states, head = table_status(cfg.lake, args.table, args.since, _day_changed(), list(cfg.input.key_columns))
     print(render(states, head), flush=True)

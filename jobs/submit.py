@@ -1,4 +1,4 @@
-"""`lakescore submit [--address URL] -- <job> --config conf/<job>.yaml [key=value …]`: run a job on a Ray cluster.
+"""`lakescore submit [--address URL] <job> --config conf/<job>.yaml [key=value …]`: run a job on a Ray cluster.
 
 Unlike `ray job submit`, which exits 1 for any failure, this exits with the job's own code (DESIGN.md's table).
 Before uploading it validates the config here (a bad key is exit 2 without touching the cluster), resolves every

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                             "pinned versions stay protected)")
         p.epilog = EXAMPLES
 
-    return run_job("vacuum", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml")
+    return run_job("vacuum", DOC, ScoreConfig, body, argv, extra, default_config="conf/score.yaml",
+                   config_keys=("lake.root",))
 
 
 if __name__ == "__main__":

@@ -221,3 +221,24 @@ def test_cutoffs_outside_the_data_are_refused(cutoff, which):
 def test_bad_specs_are_config_errors(kw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         spec(**kw)
+
+
+@pytest.mark.parametrize("horizon, step, gap", [(7, None, 0), (3, 5, 2), (1, 1, 0), (10, 3, 4)])
+def test_too_many_folds_names_the_largest_number_that_fits(horizon, step, gap):
+    """`folds.n_folds` too large: the one line gives the largest n_folds that fits (found here by trying each),
+    not "lower horizon_days"."""
+    fits = [n for n in range(1, N_DAYS + 1) if _plans(spec(n_folds=n, horizon_days=horizon, step_days=step,
+                                                              gap_days=gap))]
+    largest = max(fits)
+    assert fits == list(range(1, largest + 1))
+    with pytest.raises(ConfigError) as e:
+        plan_folds(spec(n_folds=largest + 5, horizon_days=horizon, step_days=step, gap_days=gap))
+    assert f"n_folds={largest}" in str(e.value) and "lower horizon_days" not in str(e.value), str(e.value)
+
+
+def _plans(s: FoldSpec) -> bool:
+    try:
+        plan_folds(s)
+        return True
+    except ConfigError:
+        return False

@@ -66,3 +66,27 @@ def test_explain_errors_name_the_problem(ray_local, lake, demo_root, capsys):
     assert code == 2 and "table 'nope' not found" in summary["error"]
     code, summary, _ = explain(lake, demo_root, capsys, "entity_id = -1")
     assert code == 0 and summary["matched"] == 0
+
+
+def write_scores_shaped(lake) -> None:
+    """A small table with the scores table's partitioning, written with deltalake directly (no engine needed)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    write_deltalake(str(lake / "scores"), pa.table({
+        "entity_id": pa.array([1, 2], pa.int64()), "score": [0.1, 0.9], "ds": ["2026-01-05", "2026-01-06"],
+        "model_name": ["m", "m"], "model_version": pa.array([1, 1], pa.int64())}),
+        partition_by=["ds", "model_name", "model_version"])
+
+
+def test_explain_unquoted_date_is_a_bad_argument_with_a_hint_to_quote_it(lake, demo_root, capsys):
+    write_scores_shaped(lake)
+    code, summary, err = explain(lake, demo_root, capsys, "ds = 2026-01-05")
+    assert code == 2, err
+    assert "this is a bug" not in err and "Traceback" not in err
+    (line,) = [ln for ln in err.splitlines() if "error:" in ln]
+    assert "quote" in line and "ds = '2026-01-05'" in line, line
+    # Another predicate the SQL engine rejects at run time (a cast): exit 2 naming the predicate, no traceback.
+    code, summary, err = explain(lake, demo_root, capsys, "entity_id = 'abc'")
+    assert code == 2 and "Traceback" not in err and "entity_id = 'abc'" in summary["error"], err
+    assert "\n" not in summary["error"]

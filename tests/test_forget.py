@@ -36,7 +36,7 @@ def run_forget(lake, demo_root, *args: str, capsys) -> tuple[int, dict, str]:
                  *args])
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
-    return code, json.loads(lines[-1]), "\n".join(lines[:-1])
+    return code, json.loads(lines[-1]), "\n".join([*lines[:-1], *out.err.splitlines()])  # the log lines too
 
 
 def scores(lake) -> pa.Table:
@@ -79,6 +79,8 @@ def test_forget_removes_deleted_entities_from_every_models_partitions(ray_local,
 
     code, s, text = run_forget(lake, demo_root, capsys=capsys)
     assert code == 0, s.get("error")
+    removed = [ln for ln in text.splitlines() if "row(s) whose key is gone" in ln]
+    assert len(removed) == 4 and all(" INFO " in ln for ln in removed), removed  # routine work, not a warning
     after = scores(lake)
     is_deleted = pc.and_(pc.equal(before.column("ds"), DAY), pc.is_in(before.column("entity_id"), pa.array(deleted)))
     gone = pc.or_(is_deleted, pc.equal(before.column("ds"), GONE))
@@ -110,6 +112,17 @@ def test_forget_removes_deleted_entities_from_every_models_partitions(ray_local,
     assert code == 0 and again["outcomes"] == [] and again["rows_removed"] == 0
     assert DeltaTable(str(lake / "scores")).version() == version_before + 4  # no new commit
     assert orphan_counts(LakeConfig(root=str(lake)), "scores", KEYS) == {}
+
+    # status still calls the day stale (its input changed), and says forget already took the deleted keys out.
+    from jobs.status import main as status_main
+
+    assert status_main(["--config", str(ROOT / "conf" / "score.yaml"), f"lake.root={lake}",
+                        f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+                        "input.key_columns=[entity_id,event_ts]"]) == 0
+    attention = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["attention"]
+    stale = [a for a in attention if a["ds"] == DAY]
+    assert len(stale) == 2 and all(a["state"] == "stale" for a in stale)
+    assert all(any("forget" in n and "optional" in n for n in a["notes"]) for a in stale), stale
 
 
 def test_forget_reaches_the_quarantine_table(ray_local, lake, demo_root, capsys, tmp_path):

@@ -143,3 +143,77 @@ def test_submit_uploads_every_source_file_and_none_of_the_lake(tmp_path):
     assert not dropped, f"source files left out of the upload: {dropped[:5]}"
     for output in ("lake", "lake/scores/part-0.parquet", "mlartifacts", "mlruns.db", "benchmarks/out"):
         assert excluded(repo / output), f"{output} would be uploaded"
+
+
+@pytest.mark.parametrize("override, code, setting", [
+    (f"model.uri=models:/{XGB}/99", 5, "model.uri"),
+    ("model.uri=models:/nope@champion", 5, "model.uri"),
+    ("input.version=99", 5, "input.version"),
+    ("lake.root={tmp}/no-such-lake", 2, "lake.root"),
+])
+def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_root, tmp_path, override, code, setting):
+    """A missing model version or alias, input version or lake fails before the engine starts, naming the setting.
+    The job is pointed at the session's Ray (RAY_ADDRESS), so a job that starts its engine first logs "ray:
+    connected" (no new cluster either way)."""
+    import os
+
+    from test_ledger import job_argv
+
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    out = subprocess.run([sys.executable, "-m", "jobs.score", *job_argv(lake, demo_root),
+                          override.format(tmp=tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == code, out.stderr
+    assert "ray: connected" not in out.stderr and "ray.init" not in out.stderr, out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and setting in errors[0], out.stderr
+    if setting == "lake.root":
+        assert "input.table" not in errors[0] and "no-such-lake" in errors[0]
+    assert last_json(out.stdout)["exit_code"] == code
+
+
+JOB_CONFIGS = {"score": "ScoreConfig", "validate": "ValidateConfig", "evaluate": "EvaluateConfig",
+               "backtest": "BacktestConfig", "demo": "DemoConfig", "status": "ScoreConfig", "vacuum": "ScoreConfig",
+               "forget": "ScoreConfig", "rollback": "ScoreConfig", "explain": "ScoreConfig"}
+
+
+@pytest.mark.parametrize("job", sorted(JOB_CONFIGS))
+def test_help_override_example_is_a_real_key_of_the_job(job, capsys):
+    """The `key=value` example in each job's --help loads into that job's config (no unknown key)."""
+    import importlib
+    import re
+
+    import engine.config as config
+    from jobs.cli import COMMANDS
+
+    with pytest.raises(SystemExit):
+        importlib.import_module(COMMANDS[job].module).main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    example = re.search(r"dotted overrides, e\.g\. (\S+)", text).group(1)
+    assert "=" in example
+    config.load_config(getattr(config, JOB_CONFIGS[job]), str(ROOT / "conf" / f"{job}.yaml"
+                       if (ROOT / "conf" / f"{job}.yaml").exists() else ROOT / "conf" / "score.yaml"), [example])
+    if job == "status":
+        assert not example.startswith("input.ds="), "status does not take input.ds"
+
+
+@pytest.mark.parametrize("job, args", [("vacuum", ["--table", "features", "--retain-days", "30", "--dry-run"]),
+                                       ("forget", ["--dry-run"]), ("rollback", ["--model", "nope"])])
+def test_operator_commands_log_a_short_config_line(job, args, lake, demo_root, capsys):
+    """vacuum, forget and rollback log the config's hash and the keys they use, not the whole resolved config."""
+    import importlib
+
+    from test_ledger import job_argv
+
+    importlib.import_module(f"jobs.{job}").main([*job_argv(lake, demo_root), *args])
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if " config " in ln and "(hash " in ln]
+    assert len(line) < 300 and f"lake.root={lake}" in line, line
+    assert "passthrough_columns" not in line and "ray" not in line.split("(hash ", 1)[1], line
+
+
+def test_submit_usage_matches_its_examples_without_a_double_dash():
+    out = run("jobs.cli", "submit", "--help")
+    assert out.returncode == 0, out.stderr
+    assert " -- " not in out.stdout, out.stdout  # the examples pass the job straight after submit's own flags
+    assert "lakescore submit score --config" in out.stdout

@@ -105,3 +105,38 @@ def test_a_compacted_input_day_is_not_stale(ray_local, lake, demo_root, capsys):
     summary, table = status(lake, demo_root, capsys)
     assert summary["attention"][0]["state"] == "ok" and "compaction" in summary["attention"][0]["notes"][0]
     assert {a["state"] for a in summary["attention"]} == {"ok"}
+
+
+def test_status_compares_configs_only_with_runs_that_wrote_the_table(ray_local, lake, demo_root, capsys):
+    from test_ledger import runs
+
+    assert run_score(lake, demo_root, capsys=capsys)[0] == 0
+    # The `redo` command `lakescore explain` prints: one pinned day into scores_repro, under another config.
+    day = ALL_DAYS[1]
+    code, redo = run_score(lake, demo_root, f"input.ds={day}", "output.table=scores_repro",
+                           "output.quarantine_table=scores_repro_quarantine", "--force", capsys=capsys)
+    assert code == 0, redo["error"]
+    first, second = runs(lake)
+    assert second["output_table"] == "scores_repro" and second["config_hash"] != first["config_hash"]
+    summary, table = status(lake, demo_root, capsys)
+    assert summary["attention"] == [] and "scored under config" not in table, table
+    summary, _ = status(lake, demo_root, capsys, "--table", "scores_repro")
+    assert summary["counts"] == {"ok": 1, "unscored": DAYS - 1}  # the repro holds the one pinned day
+    assert not any(a["notes"] for a in summary["attention"]), summary["attention"]
+    # A later run that writes `scores` under another config still flags its days.
+    code, _ = run_score(lake, demo_root, "output.target_file_rows=1500", capsys=capsys)
+    assert code == 0
+    summary, _ = status(lake, demo_root, capsys)
+    assert len(summary["attention"]) == DAYS
+    assert all("scored under config" in a["notes"][0] for a in summary["attention"]), summary["attention"]
+
+
+def test_status_refuses_input_ds_instead_of_ignoring_it(lake, demo_root, capsys):
+    from jobs.status import main
+
+    code = main([*job_argv(lake, demo_root), "input.ds=2026-01-02"])
+    out = capsys.readouterr()
+    assert code == 2, out.out
+    (line,) = [ln for ln in out.err.splitlines() if "error:" in ln]
+    assert "input.ds" in line and "--since" in line
+    assert json.loads(out.out.strip().splitlines()[-1])["exit_code"] == 2

@@ -37,6 +37,16 @@ def absolute_tracking_uri(uri: str, base: str | os.PathLike | None = None) -> st
     return uri
 
 
+def require_root(lake: LakeConfig) -> None:
+    """A local lake.root that is not a directory is a config error (exit 2) naming lake.root, before any table of it
+    is blamed (a missing input table would otherwise say "fix input.table"). URLs (s3://…) are not checked here."""
+    from engine.errors import ConfigError
+
+    if not is_url(lake.root) and not os.path.isdir(lake.root):
+        raise ConfigError(f"lake.root {lake.root} does not exist; set lake.root to the lake's folder "
+                          "(e.g. lake.root=./lake, made by `make demo`)")
+
+
 def table_uri(lake: LakeConfig, table: str) -> str:
     """Table paths are relative to lake.root unless absolute or URLs."""
     if is_url(table) or os.path.isabs(table):

@@ -102,9 +102,11 @@ def download_model(ref: ModelRef, tracking_uri: str, registry_uri: str | None, d
         raise ModelRefused(f"model {ref.uri}: artifacts cannot be downloaded ({type(e).__name__}); check the artifact store") from e
 
 
-def fetch_bundle(uri: str, tracking_uri: str, registry_uri: str | None, allow_pickle: bool) -> ModelBundle:
-    """Resolve, download and validate a registered model; every failure is ModelRefused (exit 5)."""
-    ref = resolve_model(uri, tracking_uri, registry_uri)
+def fetch_bundle(uri: str, tracking_uri: str, registry_uri: str | None, allow_pickle: bool,
+                 ref: ModelRef | None = None) -> ModelBundle:
+    """Resolve (unless `ref` is already resolved from `uri`), download and validate a registered model; every failure
+    is ModelRefused (exit 5)."""
+    ref = ref or resolve_model(uri, tracking_uri, registry_uri)
     with tempfile.TemporaryDirectory(prefix="lakescore-model-") as tmp:
         path = download_model(ref, tracking_uri, registry_uri, tmp)
         return load_bundle(path, ref, allow_pickle)

@@ -7,6 +7,7 @@ takes any SQL predicate, e.g. "entity_id = 123 AND ds = '2026-01-05'"; partition
 """
 from __future__ import annotations
 
+import re
 import shlex
 
 import pyarrow as pa
@@ -35,11 +36,27 @@ def find_rows(lake: LakeConfig, table: str, where: str, limit: int) -> tuple[pa.
         total = pa.table(qb.execute(f"SELECT count(*) AS n FROM t WHERE {where}").read_all()).column("n")[0].as_py()
         rows = pa.table(qb.execute(f"SELECT * FROM t WHERE {where} ORDER BY ds, model_name, model_version "
                                    f"LIMIT {int(limit)}").read_all())
-    except DeltaError as e:
-        first = " ".join(str(e).split())[:300]
-        raise ConfigError(f"--where {where!r} on table {table!r}: {first}") from None
+    except (DeltaError, Exception) as e:  # noqa: BLE001 - DataFusion raises a bare Exception for a failed cast
+        if isinstance(e, (OSError, MemoryError)):  # the lake, not the predicate: not an argument error
+            raise
+        raise ConfigError(bad_predicate(where, table, e)) from None
     cast = pa.schema([pa.field(f.name, pa.string() if pa.types.is_string_view(f.type) else f.type) for f in rows.schema])
     return rows.cast(cast), total
+
+
+_UNQUOTED_DATE = re.compile(r"(?<!['\"\w-])(\d{4}-\d{2}-\d{2})(?!['\"\w-])")
+
+
+def bad_predicate(where: str, table: str, error: Exception) -> str:
+    """The one line for a predicate the SQL engine rejects; an unquoted date (`ds = 2026-01-05`, which SQL reads
+    as 2026 minus 1 minus 5) gets the quoted form to use instead."""
+    first = " ".join(str(error).split())[:300]
+    dates = _UNQUOTED_DATE.findall(where)
+    if dates:
+        quoted = _UNQUOTED_DATE.sub(r"'\1'", where)
+        return (f"--where {where!r} on table {table!r}: {', '.join(dates)} is not quoted, so SQL reads it as "
+                f"arithmetic; quote dates: --where \"{quoted}\" ({first})")
+    return f"--where {where!r} on table {table!r}: {first}"
 
 
 def ledger_entries(lake: LakeConfig, run_ids: set[str]) -> dict[str, dict]:

@@ -329,6 +329,6 @@ def _rewrite(scan: _Scan, part: Partition, unit: str, run_id: str, retries: int,
             time.sleep(delay)
             attempt += 1
             continue
-        log.warning("forget %s %s: removed %d row(s) whose key is gone from %s", scan.table, unit,
-                    rows.num_rows - keep.num_rows, part.input_table)
+        log.info("forget %s %s: removed %d row(s) whose key is gone from %s", scan.table, unit,
+                 rows.num_rows - keep.num_rows, part.input_table)
         return Outcome(unit, "committed", rows.num_rows, keep.num_rows, input_version)

@@ -1,6 +1,7 @@
 """What `lakescore status` answers: per day and model version, what is scored, from which input version, and
 what needs attention — days not scored, days scored from other input rows than the current snapshot holds
-(stale), partitions scored under another config than the model's latest run, and days that failed in the last run.
+(stale; with a hint where `lakescore forget` already removed the deleted keys), partitions scored under another
+config than the model's latest run into that table, and days that failed in the last run.
 
 Everything comes from Delta logs and the run ledger (no data read): partition values, row counts and stamp
 statistics from the scores table's add actions, the input version each unit was computed from from its
@@ -79,13 +80,33 @@ class _Inputs:
         return self.cache[key]
 
 
-def _latest_runs(lake: LakeConfig) -> dict[tuple, dict]:
-    """The newest score run of each model version in the ledger."""
+def _latest_runs(lake: LakeConfig, table: str) -> dict[tuple, dict]:
+    """The newest score run of each model version in the ledger that wrote `table`: a run into another table (the
+    `redo` command of `lakescore explain` writes `<table>_repro`) says nothing about this table's config."""
+    uri = table_uri(lake, table)
     newest = {}
     for r in ledger.read(lake, job="score").to_pylist():
+        if r["output_table"] is None or table_uri(lake, r["output_table"]) != uri:
+            continue
         if r["model_name"] is not None and r["model_version"] is not None:
             newest[(r["model_name"], r["model_version"])] = r  # rows come oldest first
     return newest
+
+
+def _forgotten(lake: LakeConfig, table: str) -> dict[str, int]:
+    """Partition → the input version its deleted keys were checked against by the newest `forget` that removed rows
+    from it (ledger; ok runs into `table` only)."""
+    uri = table_uri(lake, table)
+    done: dict[str, int] = {}
+    for r in ledger.read(lake, job="forget").to_pylist():
+        if r["status"] != "ok" or not r["inputs"] or not r["output_table"]:
+            continue
+        if table_uri(lake, r["output_table"]) != uri:
+            continue
+        for o in r["unit_outcomes"] or []:
+            if o["outcome"] == "committed":
+                done[o["unit"]] = r["inputs"][0]["version"]
+    return done
 
 
 def table_status(lake: LakeConfig, table: str = "scores", since: str | None = None,
@@ -98,7 +119,8 @@ def table_status(lake: LakeConfig, table: str = "scores", since: str | None = No
     out = open_output(lake, table)
     parts = _partitions(out)
     inputs = _Inputs(lake)
-    runs = _latest_runs(lake)
+    runs = _latest_runs(lake, table)
+    forgotten = _forgotten(lake, table)
     states: list[DayState] = []
     models = sorted({(m, v) for (_d, m, v) in parts})
     input_days: dict[str, list[str]] = {}
@@ -114,6 +136,9 @@ def table_status(lake: LakeConfig, table: str = "scores", since: str | None = No
             current = inputs.get(p["input_table"])
             input_days.setdefault(p["input_table"], current.partitions)
             _compare(s, current, inputs, lake, day_changed)
+            if s.state == "stale" and forgotten.get(f"ds={d}/model_name={m}/model_version={v}") == current.version:
+                s.notes.append(f"lakescore forget already removed the rows of keys deleted by v{current.version}: "
+                               "re-scoring is optional (needed only if other rows of the day changed)")
         latest = runs.get((m, v))
         if latest is not None and latest["config_hash"] and p["hashes"] - {latest["config_hash"]}:
             s.notes.append(f"scored under config {','.join(sorted(p['hashes'] - {latest['config_hash']}))}, not "

@@ -1,6 +1,7 @@
 """The scoring job's plan-check-score-commit loop, independent of the engine that computes the chunks.
 
-1. resolve the model (registry → version → validated bundle) and the input snapshot (latest → N);
+1. resolve the lake, the model (registry → version) and the input snapshot (latest → N) before the engine starts,
+   then the model's validated bundle;
    and record the run's start with that version in the ledger (a running row: `vacuum` keeps it while we run);
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint, and skip the units that are up
    to date (engine.score.plan: fingerprints, compaction, RESTORE evidence, retractions);
@@ -29,9 +30,9 @@ from deltalake import DeltaTable
 from engine.lake import commit as protocol
 from engine.tables import ledger
 from engine.config.jobs import ScoreConfig
-from engine.lake.paths import table_uri
+from engine.lake.paths import require_root, table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
-from engine.models.registry import ModelBundle, fetch_bundle
+from engine.models.registry import ModelBundle, fetch_bundle, resolve_model
 from engine.lake import scratch as scratch_space
 from engine.run import Run
 from engine.score.plan import ScorePlan, plan_units
@@ -138,18 +139,22 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
 
 def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hooks, force: bool,
              enforcer_factory: Callable | None) -> _Job:
-    """The model, then the input snapshot (its start recorded in the ledger), its days, the contract's enforcer."""
+    """The lake, the model version and the input snapshot (before the engine starts), the model artifact, the run's
+    start in the ledger, its days, the contract's enforcer."""
     opts = cfg.lake.storage_options
+    # Resolution before the engine starts (the executor is lazy: jobs.engines): a missing lake, model version or
+    # alias, or input version fails in a second, naming the setting, not after the engine's start-up.
+    require_root(cfg.lake)
+    ref = resolve_model(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri)
+    in_uri = table_uri(cfg.lake, cfg.input.table)
+    snap = open_snapshot(cfg.input.table, in_uri, cfg.input.version, opts)
+    summary.model, summary.model_version = ref.name, ref.version
     _require_device(cfg, executor)
     executor.warm_up()
 
-    # Model first: a refused or corrupt artifact fails before any row is read.
-    bundle = fetch_bundle(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, cfg.model.allow_pickle)
-    ref = bundle.ref
-    summary.model, summary.model_version = ref.name, ref.version
-
-    in_uri = table_uri(cfg.lake, cfg.input.table)
-    snap = open_snapshot(cfg.input.table, in_uri, cfg.input.version, opts)
+    # The model's artifact next: a refused or corrupt artifact fails before any row is read.
+    bundle = fetch_bundle(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, cfg.model.allow_pickle,
+                          ref=ref)
     summary.input_table, summary.input_version = cfg.input.table, snap.version
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id, [("input", cfg.input.table, snap.version)])
     days, absent = select_partitions(snap, cfg.input.ds)
