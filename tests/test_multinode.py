@@ -59,10 +59,13 @@ def chunk_running_on(node_group: int) -> bool:
 
     import psutil
 
+    from engine.ray.executor import _chunk_task
+
+    running = f"ray::{_chunk_task.__name__}"  # the Ray task every score chunk runs as
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
             title = " ".join(p.info["cmdline"] or ())
-            if title.startswith("ray::_score_chunk_task") and _in_group(p, node_group, os):
+            if title.startswith(running) and _in_group(p, node_group, os):
                 return True
         except (psutil.Error, OSError):
             continue
