@@ -109,11 +109,16 @@ def test_chunks_spread_over_both_nodes_and_the_table_is_the_single_process_one(t
         keyed(DeltaTable(str(single / "scores")).to_pyarrow_table(columns=cols))
 
 
+# Rows per day: enough that a day's chunk runs for a while, so that watching the processes (seconds on a loaded
+# machine) still finds one running on the second node before the job ends.
+ROWS = 60_000
+
+
 def test_losing_a_node_mid_run_leaves_exactly_one_copy_of_every_row(two_nodes, lake, demo_root):
     cluster, second = two_nodes
     days = [f"2026-01-{d:02d}" for d in range(5, 17)]
     for i, d in enumerate(days):
-        write_deltalake(str(lake / "features"), make_day(10 + i, d, 20_000, 50, seed=31)[0], partition_by=["ds"],
+        write_deltalake(str(lake / "features"), make_day(10 + i, d, ROWS, 50, seed=31)[0], partition_by=["ds"],
                         mode="append")
     job = submit(cluster, lake, demo_root, "input.ds=2026-01-05..2026-01-16", "ray.max_in_flight=2", wait=False)
     output: list[str] = []
@@ -126,9 +131,10 @@ def test_losing_a_node_mid_run_leaves_exactly_one_copy_of_every_row(two_nodes, l
         assert job.poll() is None, "".join(output)[-3000:]
         assert time.monotonic() < deadline, "".join(output)[-3000:]
         time.sleep(0.02)
+    units_done_at_kill = max(0, len(list(log_dir.glob("*.json"))) - 1)  # version 0 created the table
     cluster.kill_node(second)
     killed_while_running = job.poll() is None
-    units_done_at_kill = max(0, len(list(log_dir.glob("*.json"))) - 1)  # version 0 created the table
+    print(f"killed: job running {killed_while_running}, units committed just before {units_done_at_kill}")
     job.wait(timeout=400)
     reader.join(timeout=30)
     text = "".join(output)
@@ -145,6 +151,6 @@ def test_losing_a_node_mid_run_leaves_exactly_one_copy_of_every_row(two_nodes, l
                                                                 filters=[("ds", "in", days)])
     features = DeltaTable(str(lake / "features")).to_pyarrow_table(columns=["ds", "entity_id"],
                                                                     filters=[("ds", "in", days)])
-    assert scores.num_rows == features.num_rows == 12 * 20_000
+    assert scores.num_rows == features.num_rows == 12 * ROWS
     pairs = pc.binary_join_element_wise(scores.column("ds"), pc.cast(scores.column("entity_id"), "string"), "/")
     assert pc.count_distinct(pairs).as_py() == scores.num_rows  # no row twice
