@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
+import logging
 import math
 import re
 import shutil
@@ -246,7 +247,7 @@ def test_gates_fail_closed(scored, demo_root, tmp_path):
     assert sorted(entry["models"]) == sorted(json.loads(entry["summary"])["models"]) and len(entry["models"]) == 2
 
 
-def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo_root, tmp_path):
+def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo_root, tmp_path, caplog):
     from mlflow.tracking import MlflowClient
 
     from backtests import recipes
@@ -271,9 +272,13 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
     cfg = eval_config(lake, demo_root, "models.champion=models:/t-promo@champion", "models.challengers=[models:/t-promo/2]",
                       "gates.promote=true", "gates.thresholds=[{metric: roc_auc, min: 0.6}]",
                       "gates.max_regression=[{metric: roc_auc, slices: [overall], max_drop: 0.2}]")
-    s = run_evaluate(cfg, LocalExecutor())
+    with caplog.at_level(logging.INFO, logger="lakescore"):
+        s = run_evaluate(cfg, LocalExecutor())
     assert s.verdict == "pass" and s.promoted
     assert int(client.get_model_version_by_alias("t-promo", "champion").version) == 2
+    # a promotion the config asked for is news, not a warning (issue 21: it was logged at WARNING)
+    (moved,) = [r for r in caplog.records if r.getMessage().startswith("promoted t-promo version 2 to @champion")]
+    assert moved.levelno == logging.INFO
     record = json.loads(client.get_model_version("t-promo", "2").tags["lakescore.promotion"])
     assert record["from_version"] == 1 and record["to_version"] == 2 and s.run_id in record["why"]
     assert record["by"]

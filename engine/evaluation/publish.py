@@ -153,7 +153,7 @@ def promote(cfg, champ, challenger, summary) -> str:
     client.set_registered_model_alias(champ.name, alias, str(challenger.version))
     client.set_model_version_tag(champ.name, str(challenger.version), PROMOTION_TAG, record)
     client.set_registered_model_tag(champ.name, f"{PROMOTION_TAG}.{alias}.previous", str(champ.version))
-    log.warning("promoted %s version %s to @%s (previous holder: version %s)", champ.name, challenger.version, alias,
+    log.info("promoted %s version %s to @%s (previous holder: version %s)", champ.name, challenger.version, alias,
                 champ.version)
     return f"models:/{champ.name}/{challenger.version}@{alias} (was {champ.version})"
 
