@@ -588,7 +588,7 @@ def demo_report(scored, demo_root, tmp_path_factory):
                       "drift.sample_rows=1500", "gates.thresholds=[{metric: roc_auc, min: 0.5}]",
                       "gates.max_regression=[{metric: roc_auc, slices: [overall], max_drop: 0.5}]",
                       "metrics.thresholds=[0.3, 0.5]")
-    s = run_evaluate(cfg, LocalEvalExecutor())
+    s = run_evaluate(cfg, LocalExecutor())
     folder = Path(s.report).parent
     return s, report_of(s), (folder / "report.html").read_text(), folder
 

@@ -1,4 +1,4 @@
-"""The score job on Spark (file-level Spark tasks, engine.spark.score) against the same job on Ray: one table
+"""The score job on Spark (file-level Spark tasks, engine.spark.executor) against the same job on Ray: one table
 whichever engine wrote it. Real local Spark (local[2,2]: a failed task attempt is retried), real Ray, real Delta.
 """
 from __future__ import annotations
