@@ -211,13 +211,9 @@ def exit_now(code: int) -> None:
     import logging as _logging
     import os
 
-    try:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-    except ImportError:
-        pass
+    ray = sys.modules.get("ray")  # never imported here just to ask (a Spark job would pay a second for it)
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
     _logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

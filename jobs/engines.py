@@ -5,29 +5,63 @@ reads `cfg.engine`: Spark (`engine.spark.executor.SparkExecutor` on the process'
 scheduling it needs, or spark-submit's), else Ray (`engine.ray.executor.executor`: tasks or actors by
 `ray.pipeline`, after connecting to `ray.address`). The executor is lazy: the engine starts on the job's first call
 into it, so what a job resolves first (the lake, the model version, the input version) fails in about a second,
-naming the setting, and never after Ray's or Spark's start-up. Tests hand the job cores `engine.executor.LocalExecutor`
+naming the setting, and never after Ray's or Spark's start-up. The job's `warm_up()` call, right after that
+resolution, starts a Spark engine in a background thread: the SparkContext, its executors and their Python workers
+come up while the driver fetches the model, opens the outputs and plans, and the first call that needs the engine
+(run, gpus) waits for it, raising what the start raised. Tests hand the job cores `engine.executor.LocalExecutor`
 directly. Imports: engine.ray and engine.spark (lazily: a Ray job never starts a JVM, a Spark job never Ray).
 """
 from __future__ import annotations
 
+import threading
+
 
 class LazyExecutor:
-    """An executor built by `build()` on the first attribute the job asks of it (warm_up, run, gpus, …)."""
+    """An executor built by `build()` on the first attribute the job asks of it (run, gpus, …). With `background`,
+    `warm_up()` builds and warms it in a thread and returns at once; the next attribute asked waits for that thread."""
 
-    def __init__(self, build):
+    def __init__(self, build, background: bool = False):
         self._build = build
+        self._background = background
         self._real = None
+        self._starting: threading.Thread | None = None
+        self._error: BaseException | None = None
 
-    def __getattr__(self, name: str):  # called only for what this object lacks: the real executor's attributes
+    def warm_up(self) -> None:
+        if not self._background or self._real is not None or self._starting is not None:
+            self._executor().warm_up()
+            return
+
+        def start() -> None:
+            try:
+                real = self._build()
+                real.warm_up()
+                self._real = real
+            except BaseException as e:  # noqa: BLE001 - raised again on the job's thread, where it is asked for
+                self._error = e
+
+        self._starting = threading.Thread(target=start, name="lakescore-engine-start", daemon=True)
+        self._starting.start()
+
+    def _executor(self):
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
         if self._real is None:
             self._real = self._build()
-        return getattr(self._real, name)
+        return self._real
+
+    def __getattr__(self, name: str):  # called only for what this object lacks: the real executor's attributes
+        return getattr(self._executor(), name)
 
 
 def make_executor(cfg, job: str) -> LazyExecutor:
-    """The executor for `cfg.engine` ("ray" or "spark"), started when first used; `job` names the Spark application
-    (lakescore-<job>)."""
-    return LazyExecutor(lambda: _start(cfg, job))
+    """The executor for `cfg.engine` ("ray" or "spark"), started when first used (Spark: from `warm_up()` on, in the
+    background); `job` names the Spark application (lakescore-<job>)."""
+    return LazyExecutor(lambda: _start(cfg, job), background=cfg.engine == "spark")
 
 
 def _start(cfg, job: str):
@@ -35,7 +69,7 @@ def _start(cfg, job: str):
         from engine.spark.executor import SESSION_CONF, SparkExecutor
         from engine.spark.session import spark_session
 
-        spark = spark_session(f"lakescore-{job}", master=cfg.spark.master, extra_conf=SESSION_CONF)
+        spark = spark_session(f"lakescore-{job}", master=cfg.spark.master, extra_conf=SESSION_CONF, delta=False)
         return SparkExecutor(spark, cfg.spark)
     from engine.ray.executor import executor
     from engine.ray.session import connect

@@ -28,9 +28,9 @@ def spark_cluster(tmp_path_factory):
 
 
 def submit(master: str, env: dict, *args: str, job: str = "validate") -> subprocess.CompletedProcess:
-    jars = subprocess.run([sys.executable, "-m", "engine.spark.jars", "--print-jars"], capture_output=True,
-                          text=True, check=True, env=env).stdout.strip().splitlines()[-1]
-    cmd = [str(BIN / "spark-submit"), "--master", master, "--jars", jars,
+    """spark-submit as the README shows it: no `--jars`, since every job reads and commits its Delta tables through
+    deltalake (a job that came to need delta-spark's classes on Spark fails here)."""
+    cmd = [str(BIN / "spark-submit"), "--master", master,
            "--conf", f"spark.pyspark.python={sys.executable}", "--conf", f"spark.executorEnv.PYTHONPATH={ROOT}",
            "--conf", "spark.executor.memory=1g", str(ROOT / "jobs" / f"{job}.py"), "--config",
            str(ROOT / "conf" / f"{job}.yaml"), "engine=spark",

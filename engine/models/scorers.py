@@ -34,6 +34,14 @@ class Scorer:
         return ()
 
 
+def warm_worker() -> None:
+    """What a fresh worker (a Ray worker, a Spark Python worker) imports before its first chunk, so that the
+    engines can do it while the driver still plans: Parquet I/O and XGBoost (engine.ray / engine.spark warm_up)."""
+    import pyarrow.parquet  # noqa: F401
+
+    import_xgboost()
+
+
 def import_xgboost():
     """`import xgboost`, without the scikit-learn import that `xgboost.compat` makes when sklearn is installed.
 

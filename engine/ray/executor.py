@@ -62,11 +62,9 @@ def _chunk_task_started(unit: UnitWork, chunk: ChunkWork, bundle):
 
 def _warm_task() -> None:
     """Start a worker and import what scoring needs, while the driver resolves the model."""
-    import pyarrow.parquet  # noqa: F401
+    from engine.models.scorers import warm_worker
 
-    from engine.models.scorers import import_xgboost
-
-    import_xgboost()
+    warm_worker()
 
 
 def cluster_gpus() -> float:

@@ -35,6 +35,7 @@ import os
 import queue
 import re
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +66,14 @@ def _unit_of(key: str, unit_bc) -> UnitWork:
         _UNITS.clear()
         _UNITS[key] = cloudpickle.loads(unit_bc.value)
     return _UNITS[key]
+
+
+def _warm_partition(_rows):
+    """A warm-up task: import what scoring needs in this Python worker; its pid (the worker a chunk will reuse)."""
+    from engine.models.scorers import warm_worker
+
+    warm_worker()
+    yield os.getpid()
 
 
 def _executor_name() -> str:
@@ -101,9 +110,29 @@ class SparkExecutor:
     def __init__(self, spark, cfg: SparkConfig | None = None):
         self.spark = spark
         self.cfg = cfg or SparkConfig()
+        self._warming: threading.Thread | None = None
+        self.warm_pids: set[int] = set()  # the Python workers the warm-up started (benchmarks, tests)
 
     def warm_up(self) -> None:
-        """Nothing to start: the session is up, and each Python worker loads the model on its first chunk."""
+        """Start the executors' Python workers now, while the driver still plans: one short task per core
+        (`defaultParallelism`) imports what scoring needs (engine.models.scorers.warm_worker); with
+        `spark.python.worker.reuse` those workers stay up and take the units' chunks. `run` waits for this job
+        before it submits the units' (so the two never compete for the cores); a failed warm-up only costs the head
+        start. Its job group (`warmup-lakescore-…`) is apart from the units' (`lakescore-…`, which
+        benchmarks/spark_job.py times)."""
+        sc = self.spark.sparkContext
+        n = max(1, sc.defaultParallelism)
+
+        def warm() -> None:
+            sc.setJobGroup(f"warmup-lakescore-{uuid.uuid4().hex[:8]}", "lakescore: start Python workers")
+            try:
+                self.warm_pids = set(sc.parallelize(range(n), n).mapPartitions(_warm_partition).collect())
+                log.debug("Spark Python workers started and warm: pids %s", sorted(self.warm_pids))
+            except Exception as e:  # noqa: BLE001 - only a head start: the units' jobs start their workers anyway
+                log.debug("Spark warm-up job failed: %s", one_line(e))
+
+        self._warming = threading.Thread(target=warm, name="lakescore-spark-warmup", daemon=True)
+        self._warming.start()
 
     def gpus(self) -> float:
         """GPUs per executor as the session was configured (`spark.executor.resource.gpu.amount`), 0 if unset."""
@@ -113,6 +142,9 @@ class SparkExecutor:
         from pyspark import cloudpickle
 
         sc = self.spark.sparkContext
+        if self._warming is not None:
+            self._warming.join(min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
+            self._warming = None
         by_unit: dict[str, list[ChunkWork]] = {}
         for c in chunks:
             by_unit.setdefault(c.unit, []).append(c)

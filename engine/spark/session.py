@@ -66,11 +66,14 @@ def s3a_conf(storage_options: Mapping[str, str]) -> dict[str, str]:
 
 
 def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_conf: dict | None = None,
-                  lake: LakeConfig | None = None):
+                  lake: LakeConfig | None = None, delta: bool = True):
     """Get or create the process's SparkSession, Delta-enabled; `extra_conf` overrides the defaults.
 
     With a `lake` on S3 the session can read it (`s3a://…` or `s3://…` paths): the S3A jars and `s3a_conf`.
     JVM-level settings (jars, driver memory, `spark.hadoop.*`) only take effect when this call starts the JVM.
+    `delta=False` (the jobs' sessions, jobs.engines): no delta-spark at all, neither its jars nor its SQL extension.
+    The jobs read and commit every Delta table through `deltalake` in Python; Spark only runs their tasks. So a job
+    neither ships the ~35 jars to each executor (seconds of its start-up) nor needs `--jars` under spark-submit.
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -80,8 +83,8 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
     if on_s3 and running is not None:  # refused before its conf is touched
         _require_s3a(running._jvm, lake.root)
     conf = {
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        **({"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"} if delta else {}),
         # Small by default (local runs, tests); a cluster job raises both through extra_conf. Delta rebuilds
         # each snapshot's state (every time-travel version) with `snapshotPartitions` tasks, 50 by default.
         "spark.sql.shuffle.partitions": "2",
@@ -93,7 +96,8 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
         **(s3a_conf(lake.storage_options) if on_s3 else {}),
     }
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit / the pyspark shell)
-        conf["spark.jars"] = ",".join(jar_paths(s3a=on_s3))
+        if delta or on_s3:
+            conf["spark.jars"] = ",".join(jar_paths(s3a=on_s3))
         # Python workers (mapInArrow) run this interpreter and import this project, not the system python3
         # (PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts).
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
