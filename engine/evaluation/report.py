@@ -1,13 +1,15 @@
 """The evaluation report: one self-contained HTML page and its JSON twin, rendered from the report dict.
 
-The page opens offline: inline CSS and inline SVG drawn here, no script, no external URL. It reads top-down:
-the verdict, the promotion outcome and what changed (report_header, report_changed), the gates, then the detail:
-the run, challenger minus champion per slice with paired intervals (report_deltas), support and each metric per
-slice and model with its interval (report_slices), ROC / precision–recall curves, confusion matrices,
-reliability diagrams and score distributions by label when the dict has them, i.e. binary tasks (report_charts),
-rows left out (immature labels, unmatched keys) and the notes on the statistics (report_notes), drift (PSI per
-column and a relative link to the Evidently page, report_drift). The shared look is report_page. This module
-orders the sections and writes the files.
+The page opens offline: inline CSS and inline SVG drawn here, no external URL. One small inline script
+(report_script) sorts and filters the slice tables; the page is complete and in its own order without it.
+
+It reads top-down: the verdict, the promotion outcome and what changed (report_header, report_changed), the
+gates, then the detail: the run, challenger minus champion per slice with paired intervals (report_deltas),
+support and each metric per slice and model with its interval (report_slices), ROC / precision–recall curves,
+confusion matrices, reliability diagrams and score distributions by label when the dict has them, i.e. binary
+tasks (report_charts), rows left out (immature labels, unmatched keys) and the notes on the statistics
+(report_notes), drift (PSI per column and a relative link to the Evidently page, report_drift). The shared look
+is report_page. This module orders the sections and writes the files.
 
 The dict format is the "Report dict" of the evaluation interfaces; it carries aggregates only, never row values,
 so no PII can reach the page. Rendering reads no clock and iterates in the dict's order: the same dict gives
@@ -24,6 +26,7 @@ from engine.evaluation.report_drift import drift_section
 from engine.evaluation.report_header import gates_section, header, promotion_line, run_facts
 from engine.evaluation.report_notes import excluded_section, notes_section
 from engine.evaluation.report_page import CSS, READING_COLOURS
+from engine.evaluation.report_script import SCRIPT, SORT_CSS
 from engine.evaluation.report_slices import metrics_section, support_section
 from engine.evaluation.summary import reading
 from engine.evaluation.svg import MODEL_COLOURS, finite, html_page
@@ -54,8 +57,9 @@ def plain(value):
 
 
 def render_html(report: dict) -> str:
-    """The report dict as one self-contained HTML page (no script, no external URL); deterministic. It reads
-    top-down: verdict, promotion, what changed, gates, then the detail (long and ungated parts folded)."""
+    """The report dict as one self-contained HTML page (no external URL; the inline sorting script is optional to
+    read it); deterministic. It reads top-down: verdict, promotion, what changed, gates, then the detail (long and
+    ungated parts folded)."""
     rep = plain(report)
     models = list(rep["models"])
     colours = {m: MODEL_COLOURS[i % len(MODEL_COLOURS)] for i, m in enumerate(models)}
@@ -65,7 +69,8 @@ def render_html(report: dict) -> str:
                 "reliability": reliability_section(rep, models, colours), "scores": score_hist_section(rep, models),
                 "excluded": excluded_section(rep),
                 "drift": drift_section(rep), "notes": notes_section(rep)}
-    return html_page(f"lakescore evaluation · run {rep['run_id']}", header(rep), sections, TITLES, CSS)
+    return html_page(f"lakescore evaluation · run {rep['run_id']}", header(rep), sections, TITLES, CSS + SORT_CSS,
+                     SCRIPT)
 
 
 def report_json(report: dict) -> str:

@@ -5,7 +5,7 @@ the readings.
 """
 from __future__ import annotations
 
-from engine.evaluation.report_page import READING_COLOURS, fold, under_support
+from engine.evaluation.report_page import READING_COLOURS, fold, slice_table, under_support
 from engine.evaluation.summary import gated_metrics, reading, summarise, worst_first
 from engine.evaluation.svg import count, esc, finite, html_table, interval, mini_interval, num
 
@@ -40,7 +40,8 @@ def deltas_section(rep: dict) -> str:
                 colour = READING_COLOURS[read]
                 under = under_support(r, rep.get("min_support"))
                 rows.append(("muted" if under else "", [
-                    esc(r["slice"]), num(r["value"], sign=True), esc(interval(r["ci_low"], r["ci_high"], sign=True)),
+                    esc(r["slice"]), num(r["value"], sign=True),
+                    (esc(interval(r["ci_low"], r["ci_high"], sign=True)), r["value"]),  # sorts by its estimate
                     mini_interval(r["value"], r["ci_low"], r["ci_high"], span * 1.1, colour),
                     count(r["support"]) + (" (under support)" if under else ""),
                     f'<span style="color:{colour}">{esc(read)}</span>']))
@@ -49,7 +50,7 @@ def deltas_section(rep: dict) -> str:
             changed = f", {sm['changed']} changed" if sm["changed"] else ""
             title = (f"{metric}{'' if metric in gated else ' (not gated)'}: {sm['worse']} worse, {sm['better']} "
                      f"better, {sm['no_clear_difference']} no clear difference{changed} of {sm['slices']} slices")
-            table = html_table(head, rows, {1, 2, 4})
+            table = html_table(head, rows, {1, 2, 4}, cls=slice_table(len(rows)))
             out.append(f'<h4 id="delta-{esc(metric)}">{esc(title)}</h4>{table}' if metric in gated
                        else fold(title, table))
     return "".join(out)

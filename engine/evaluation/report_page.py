@@ -1,7 +1,8 @@
 """The evaluation report's look and the helpers its sections share: the inline CSS, the colours of a delta's reading
 and of a drift verdict, which slices and rows a section shows (overall first; a row under the minimum support is
-greyed, never dropped) and the folding of long or ungated parts under a <details> title (no script: a click opens
-it). The backtest report reuses CSS and READING_COLOURS, so its page looks the same.
+greyed, never dropped), the folding of long or ungated parts under a <details> title (no script: a click opens
+it) and the class that marks a slice table for report_script. The backtest report reuses CSS and READING_COLOURS,
+so its page looks the same.
 """
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def slice_order(metrics: list[dict]) -> list[str]:
     """The slices in the dict's order, overall first."""
     seen = list(dict.fromkeys(r["slice"] for r in metrics))
     return (["overall"] if "overall" in seen else []) + [s for s in seen if s != "overall"]
+
+
+def slice_table(n_rows: int) -> str:
+    """The class of a table with one row per slice: "slices" (sortable by report_script), plus "long" (a filter box)
+    past LONG rows."""
+    return "slices long" if n_rows > LONG else "slices"
 
 
 def fold(title: str, body: str) -> str:

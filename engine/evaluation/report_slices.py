@@ -4,7 +4,7 @@ metrics open and the others folded.
 """
 from __future__ import annotations
 
-from engine.evaluation.report_page import COUNT_METRICS, LONG, fold, legend, slice_order, under_support
+from engine.evaluation.report_page import COUNT_METRICS, LONG, fold, legend, slice_order, slice_table, under_support
 from engine.evaluation.summary import direction, gated_metrics
 from engine.evaluation.svg import DASH, MUTED, IntervalRow, count, esc, html_table, interval, interval_chart, num
 
@@ -23,7 +23,7 @@ def support_section(rep: dict, models: list[str]) -> str:
             DASH if v is None else count(v[0]) + (" (under support)" if v[1] else "") for v in vals]))
     note = (f'<p class="note">A slice with fewer than {esc(count(rep.get("min_support")))} rows is reported '
             f"with its support and greyed, never dropped.</p>")
-    table = html_table(["slice", *models], rows, set(range(1, len(models) + 1)))
+    table = html_table(["slice", *models], rows, set(range(1, len(models) + 1)), cls=slice_table(len(rows)))
     return (f'<h2 id="slices">Slices and support</h2>{note}'
             f'{fold(f"support of {len(rows)} slices", table) if len(rows) > LONG else table}')
 
