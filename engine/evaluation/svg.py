@@ -1,4 +1,5 @@
-"""Inline SVG charts and number formats for the evaluation report: plain strings, no JS, no external assets.
+"""Inline SVG charts, number formats and page markup for the reports: plain strings, no external assets (the only
+script is one a report passes to html_page, inlined).
 
 Every text that reaches the markup goes through `esc`; coordinates are written with one decimal so the same input
 gives byte-identical output.
@@ -288,21 +289,30 @@ def curve_chart(series: list[tuple[str, list[tuple[float, float]], str]], xlabel
     return "".join(out)
 
 
-def html_table(head: list[str], rows: list[tuple[str, list[str]]], numeric: set[int] = frozenset()) -> str:
-    """`rows` are (row class, cells as HTML already escaped); `numeric` columns are right-aligned."""
-    out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
-    for cls, cells in rows:
-        out.append(f'<tr class="{cls}">' if cls else "<tr>")
-        out.extend(f'<td class="n">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(cells))
+def html_table(head: list[str], rows: list[tuple[str, list]], numeric: set[int] = frozenset(), cls: str = "") -> str:
+    """`rows` are (row class, cells as HTML already escaped); `numeric` columns are right-aligned; `cls` is the
+    table's class. A cell may be (html, sort key): the key, a number, is written as the cell's data-sort attribute
+    for the report's sorting script (an interval's estimate: "[low, high]" alone does not carry it)."""
+    out = [f'<table class="{esc(cls)}"><thead><tr>' if cls else "<table><thead><tr>",
+           *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
+    for row_cls, cells in rows:
+        out.append(f'<tr class="{row_cls}">' if row_cls else "<tr>")
+        for i, cell in enumerate(cells):
+            text, key = cell if isinstance(cell, tuple) else (cell, None)
+            attrs = (' class="n"' if i in numeric else "") + (f' data-sort="{key!r}"' if finite(key) else "")
+            out.append(f"<td{attrs}>{text}</td>")
         out.append("</tr>")
     out.append("</tbody></table>")
     return "".join(out)
 
 
-def html_page(title: str, header: str, sections: dict[str, str], titles: dict[str, str], css: str) -> str:
-    """A self-contained report page: the header, a nav of the non-empty sections, the sections in order."""
+def html_page(title: str, header: str, sections: dict[str, str], titles: dict[str, str], css: str,
+              script: str = "") -> str:
+    """A self-contained report page: the header, a nav of the non-empty sections, the sections in order; `script`,
+    when given, is inlined at the end of the body (it must not be needed to read the page)."""
     nav = "".join(f'<a href="#{k}">{esc(titles[k])}</a>' for k, v in sections.items() if v)
     body = "\n".join([header, f"<nav>{nav}</nav>", *(v for v in sections.values() if v)])
+    tail = f"<script>{script}</script>\n" if script else ""
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-            f"<title>{esc(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+            f"<title>{esc(title)}</title>\n<style>{css}</style>\n</head>\n<body>\n{body}\n{tail}</body>\n</html>\n")
