@@ -93,7 +93,6 @@ def test_pii_values_never_reach_reports_or_errors(ray_local, lake, demo_root):
     assert texts and all(PLANTED not in t for t in texts) and PLANTED not in msg
     assert any("1000000.0" in t for t in texts)  # the non-PII failing value is quoted
     # MLflow: the report run's params and artifacts
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from contracts.enforce import REPORT_EXPERIMENT

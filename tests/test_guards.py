@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 

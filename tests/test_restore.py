@@ -167,7 +167,7 @@ def metric_rows(uri: str) -> dict[int, list[tuple]]:
     return {f: sorted(v) for f, v in out.items()}
 
 
-def test_a_restored_eval_metrics_table_redoes_the_unit_restored_away(scored, demo_root, tmp_path):
+def test_a_restored_eval_metrics_table_redoes_the_unit_restored_away(scored, demo_root, tmp_path):  # noqa: F811
     """`eval_metrics` rolled back to after the first model's unit: the second model's unit is gone though its
     transaction stays. Re-running the same evaluation must commit it again (not call it already done)."""
     lake = tmp_path / "lake"
