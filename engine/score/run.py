@@ -121,6 +121,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     job = _resolve(cfg, executor, summary, hooks, force, enforcer_factory)
     job.run.mark("resolve")
     outs = _open_outputs(job)
+    job.run.step("outputs")
     plan = _plan(job, outs)
     ctx = _unit_context(job, outs, executor)
     for d, unit in plan.retract.items():
@@ -129,12 +130,16 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     works, chunks = _works(job, outs, plan, ctx.stamps, row_check)
     job.run.mark("plan")
     res = _execute(job, executor, ctx, plan, works, chunks)
+    job.run.mark("execute")
     _discard_failed(job, outs, plan, res)
     if row_check is not None:
         scratch_space.remove_scratch(cfg.lake.root, summary.run_id, job.opts)
     summary.measure(res.all(), res.committing, job.run.elapsed())
     summary.finish()
-    return _conclude(job, plan, res)
+    try:
+        return _conclude(job, plan, res)
+    finally:
+        job.run.mark("conclude")
 
 
 def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hooks, force: bool,
@@ -144,23 +149,30 @@ def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hook
     opts = cfg.lake.storage_options
     # Resolution before the engine starts (the executor is lazy: jobs.engines): a missing lake, model version or
     # alias, or input version fails in a second, naming the setting, not after the engine's start-up.
+    run = summary.run
     require_root(cfg.lake)
     ref = resolve_model(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri)
+    run.step("model_ref")
     in_uri = table_uri(cfg.lake, cfg.input.table)
     snap = open_snapshot(cfg.input.table, in_uri, cfg.input.version, opts)
+    run.step("snapshot")
     summary.model, summary.model_version = ref.name, ref.version
     _require_device(cfg, executor)
     executor.warm_up()
+    run.step("engine_start")
 
     # The model's artifact next: a refused or corrupt artifact fails before any row is read.
     bundle = fetch_bundle(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, cfg.model.allow_pickle,
                           ref=ref)
+    run.step("bundle")
     summary.input_table, summary.input_version = cfg.input.table, snap.version
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id, [("input", cfg.input.table, snap.version)])
+    run.step("ledger")
     days, absent = select_partitions(snap, cfg.input.ds)
     enforcer = None
     if cfg.input.contract:
         enforcer = enforcer_factory(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts)
+        run.step("contract_setup")
     if enforcer is None or not enforcer.schema_violations:
         _check_columns(cfg, snap, bundle)
     return _Job(cfg=cfg, summary=summary, hooks=hooks, force=force, bundle=bundle, in_uri=in_uri, snap=snap,
