@@ -7,7 +7,8 @@
    starts the engine and for the bundle before it records its start. Errors keep the order of the steps run in
    line (the choice that fails the same way as before): a missing lake first (and MLflow untouched), then the
    model version's error even where the snapshot failed meanwhile, then the snapshot's, then the artifact's; each
-   with its own exit code;
+   with its own exit code. With the bundle in hand, warm workers load it (`preload`, where the executor has it)
+   while the driver plans;
    and record the run's start with that version in the ledger (a running row: `vacuum` keeps it while we run);
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint, and skip the units that are up
    to date (engine.score.plan: fingerprints, compaction, RESTORE evidence, retractions);
@@ -180,6 +181,10 @@ def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hook
     bundle = model.bundle()
     run.step("bundle")
     run.phases.update({f"{k}_background": v for k, v in model.seconds.items()})
+    preload = getattr(executor, "preload", None)  # warm workers load the model while the driver plans
+    if preload is not None:
+        preload(bundle, cfg.model.device, cfg.model.micro_batch_rows)
+        run.step("preload")
     summary.input_table, summary.input_version = cfg.input.table, snap.version
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id, [("input", cfg.input.table, snap.version)])
     run.step("ledger")
