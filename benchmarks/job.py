@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.ray.executor import _chunk_task
 from engine.testing.ray_cluster import LocalRayCluster
 from monitor import MemorySampler
 from workload import ALIAS, MODEL_NAME, Workdir, log
@@ -59,6 +60,7 @@ def _profile(lines: list[str], t_submit: float, t_end: float) -> dict:
     prof: dict = {"wall_s": round(t_end - t_submit, 3)}
     if summary:
         prof["job_elapsed_s"] = summary.get("elapsed_s")
+        prof["driver_phases_s"] = summary.get("phases")  # the job's own phase clock (engine.run.Run: mark, step)
     def span(a: str | float, b: str | float) -> float | None:
         ta = marks.get(a) if isinstance(a, str) else a
         tb = marks.get(b) if isinstance(b, str) else b
@@ -102,7 +104,9 @@ def _task_stats(cluster: LocalRayCluster, submission_id: str, t_submit: float) -
     try:
         jobs = cluster.api("/api/jobs/")
         job_id = next((j.get("job_id") for j in jobs if j.get("submission_id") == submission_id), None)
-        path = "/api/v0/tasks?limit=10000&detail=1&filter_keys=name&filter_predicates=%3D&filter_values=_score_chunk_task"
+        # The Ray task every score chunk (and key-uniqueness bucket) runs as; named from the module, not spelled out.
+        path = ("/api/v0/tasks?limit=10000&detail=1&filter_keys=name&filter_predicates=%3D"
+                f"&filter_values={_chunk_task.__name__}")
         if job_id:
             path += f"&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}"
         data = cluster.api(path, timeout=20)

@@ -49,6 +49,8 @@ class Executor(Protocol):
 
     # Optional: `run_side(units, chunks, None, deadline)`, like `run`, for a row check's second stage (one short
     # task per key-hash bucket, no model) while `run` may still hold the workers; without it `run` is used.
+    # Optional: `preload(bundle, device, micro_batch_rows)`: load the model into the warm workers while the driver
+    # plans (the Ray tasks executor), so the first chunks find it loaded; `run` then ships the same bundle.
 
 
 def side_run(executor) -> Callable:

@@ -2,7 +2,7 @@
 
 `Run` is what every job (score, validate, evaluate, backtest) sets up the same way: a run id (stamped on every
 later log record through engine.logs), the config hash, the MLflow run id where the job logs one, the deadline
-of `run.time_budget_s`, the phase clock (`mark`) and the progress display. `RunSummary` is the base of every
+of `run.time_budget_s`, the phase clock (`mark`, and `step` for finer marks inside a phase) and the progress display. `RunSummary` is the base of every
 job's summary dataclass: it holds the `Run` and writes the summary line (`as_line`) with the run's identity and
 the summary's own fields, never the run's internals, so the printed line and the ledger's copy keep their keys.
 
@@ -37,7 +37,7 @@ class Run:
     started: float = field(init=False)
 
     def __post_init__(self) -> None:
-        self.started = self._last = self.clock()
+        self.started = self._last = self._step = self.clock()
 
     @classmethod
     def start(cls, job: str, cfg) -> Run:
@@ -58,7 +58,14 @@ class Run:
         """The phase clock: record `phase` as the seconds since the previous mark (or the run's start)."""
         now = self.clock()
         self.phases[phase] = round(now - self._last, 3)
-        self._last = now
+        self._last = self._step = now
+
+    def step(self, name: str) -> None:
+        """A finer mark inside a phase: `name` gets the seconds since the previous step or mark, and the phase's own
+        mark still counts from the previous mark (so `resolve` and `plan` keep their meaning in the ledger)."""
+        now = self.clock()
+        self.phases[name] = round(now - self._step, 3)
+        self._step = now
 
     @staticmethod
     def progress(total: int, what: str) -> Progress:

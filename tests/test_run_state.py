@@ -135,6 +135,22 @@ def test_run_phase_clock_marks_each_phase_since_the_previous():
     assert run.phases == {"resolve": 2.5, "plan": 0.5}
 
 
+def test_run_steps_split_a_phase_without_changing_its_mark():
+    """Finer marks inside a phase (where the score job's fixed cost goes: model, snapshot, engine start…) each count
+    from the previous step or mark, and the phase's mark still counts from the previous mark (the ledger's
+    resolve_s and plan_s keep their meaning)."""
+    from engine.run import Run
+
+    now = iter([10.0, 11.0, 11.5, 13.0, 13.25, 14.0])
+    run = Run("score", "h", time_budget_s=5.0, clock=lambda: next(now))
+    run.step("model_ref")
+    run.step("snapshot")
+    run.mark("resolve")
+    run.step("outputs")
+    run.mark("plan")
+    assert run.phases == {"model_ref": 1.0, "snapshot": 0.5, "resolve": 3.0, "outputs": 0.25, "plan": 1.0}
+
+
 def test_score_failures_are_typed_and_serialised_as_before():
     """A unit failure is a `UnitFailure`; the summary line's `failed` strings and `outcomes` are what the job
     printed before: "ds=D: message" and {"unit": D, "message": message}, the message kept whole (colons too)."""

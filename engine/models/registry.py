@@ -80,6 +80,57 @@ def resolve_model(uri: str, tracking_uri: str, registry_uri: str | None = None) 
     return ModelRef(name=name, version=int(mv.version), run_id=mv.run_id or "", source=mv.source, alias=alias)
 
 
+class ModelResolution:
+    """`resolve_model` then `fetch_bundle`, in a background thread started at once, so that MLflow's import (about
+    two seconds), the registry look-up and the artifact's download and check overlap the caller's own start-up (the
+    input snapshot, the engine's start). `ref()` and `bundle()` wait for their step and re-raise its error as it is
+    (ModelRefused: exit 5), so the caller decides what comes first, exactly as if it had called them in line."""
+
+    def __init__(self, uri: str, tracking_uri: str, registry_uri: str | None, allow_pickle: bool):
+        from concurrent.futures import Future
+        import threading
+
+        self._ref: Future = Future()
+        self._bundle: Future = Future()
+        self.seconds: dict[str, float] = {}  # step → seconds it took in the background thread
+        args = (uri, tracking_uri, registry_uri, allow_pickle)
+        threading.Thread(target=self._work, args=args, name="lakescore-model", daemon=True).start()
+
+    def _work(self, uri: str, tracking_uri: str, registry_uri: str | None, allow_pickle: bool) -> None:
+        import time
+
+        t = time.monotonic()
+        try:
+            ref = resolve_model(uri, tracking_uri, registry_uri)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever waits, raised there as it is
+            self._ref.set_exception(e)
+            self._bundle.set_exception(e)
+            return
+        self.seconds["model_ref"] = round(time.monotonic() - t, 3)
+        self._ref.set_result(ref)
+        t = time.monotonic()
+        try:
+            bundle = fetch_bundle(uri, tracking_uri, registry_uri, allow_pickle, ref=ref)
+        except BaseException as e:  # noqa: BLE001
+            self._bundle.set_exception(e)
+            return
+        self.seconds["bundle"] = round(time.monotonic() - t, 3)
+        self._bundle.set_result(bundle)
+
+    def ref(self) -> ModelRef:
+        """The resolved version (waits for it); the registry's error, if it failed."""
+        return self._ref.result()
+
+    def bundle(self) -> ModelBundle:
+        """The validated bundle (waits for it); the resolution's or the artifact's error, if either failed."""
+        return self._bundle.result()
+
+    def error(self) -> BaseException | None:
+        """The resolution's error once it is known (waits for the version), else None: lets a caller that failed on
+        something else meanwhile raise the model's error first, the order the steps had when run in line."""
+        return self._ref.exception()
+
+
 def experiment_id(client, name: str, artifact_root: str) -> str:
     """The MLflow experiment `name` (an MlflowClient's), created with its artifacts under `artifact_root` (a local
     path, or a URL such as s3://…) if it does not exist yet."""

@@ -36,6 +36,7 @@ from engine.executor import Item, budget_exhausted, decode_item, encode_item, fa
 from engine.work import ChunkStarted, ChunkWork, UnitWork
 
 SYSTEM_RETRIES = 3
+WARM_WAIT_S = 30.0  # the most `run` waits for the warm-up tasks before its first chunk (they are normally done)
 STARTED = "started"  # a streaming task's first item
 
 
@@ -67,6 +68,14 @@ def _warm_task() -> None:
     warm_worker()
 
 
+def _preload_task(_warmed, bundle, device: str, micro_batch_rows: int) -> None:
+    """Load the model into this worker's scorer cache (the key the chunks ask for), after its warm task (`_warmed`:
+    that task's result, so this one follows it onto the worker it left idle), while the driver plans."""
+    from engine.models.scorers import cached_scorer
+
+    cached_scorer(bundle, device, micro_batch_rows)
+
+
 def cluster_gpus() -> float:
     import ray
 
@@ -81,6 +90,7 @@ class RayTasksExecutor:
         self.num_cpus = cfg.num_cpus if num_cpus is None else num_cpus
         self.fill_slots = fill_slots
         self._warming: list = []
+        self._bundle: tuple = (None, None)  # the preloaded bundle and its object ref, reused by `run`
 
     def _limit(self) -> int:
         """`ray.max_in_flight`, else one chunk per cluster CPU (the score job: its chunks hold a model each), or with
@@ -99,15 +109,39 @@ class RayTasksExecutor:
                                               scheduling_strategy=self.cfg.scheduling.upper())
         self._warming = [warm.remote() for _ in range(self._limit())]
 
+    def preload(self, bundle, device: str, micro_batch_rows: int) -> None:
+        """Ship `bundle` to the object store once and load it in each warm worker while the driver plans, so the
+        first chunks find the model loaded (fire and forget: a failure here is the chunks' to report)."""
+        import ray
+
+        self._bundle = (bundle, ray.put(bundle))
+        load = ray.remote(_preload_task).options(num_cpus=self.cfg.num_cpus, max_retries=0,
+                                                 scheduling_strategy=self.cfg.scheduling.upper())
+        warmed = self._warming or [None] * self._limit()
+        self._warming = [load.remote(w, self._bundle[1], device, micro_batch_rows) for w in warmed]
+
+    def _settle(self, deadline: float) -> None:
+        """Let the warm-up tasks finish (bounded) before the first chunk: a chunk submitted while they still hold
+        their workers would start a cold one. Their errors are not this run's: the chunks report their own."""
+        import ray
+
+        warming, self._warming = self._warming, []
+        if warming:
+            try:
+                ray.get(warming, timeout=max(0.0, min(WARM_WAIT_S, deadline - time.monotonic())))
+            except Exception:  # noqa: BLE001 - a warm-up that failed or is late changes nothing but speed
+                pass
+
     def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle, deadline: float) -> Iterator[Item]:
         import ray
 
+        self._settle(deadline)
         opts = dict(num_cpus=self.num_cpus, num_gpus=self.cfg.num_gpus if _gpu(units) else 0,
                     max_retries=SYSTEM_RETRIES, retry_exceptions=False,
                     scheduling_strategy=self.cfg.scheduling.upper())
         plain = ray.remote(_chunk_task).options(**opts)
         streaming = ray.remote(_chunk_task_started).options(num_returns="streaming", **opts)
-        bundle_ref = ray.put(bundle)
+        bundle_ref = self._bundle[1] if bundle is not None and bundle is self._bundle[0] else ray.put(bundle)
         unit_refs = {name: ray.put(u) for name, u in units.items()}  # shipped once per unit, not per chunk
 
         def submit(c: ChunkWork):

@@ -1,7 +1,14 @@
 """The scoring job's plan-check-score-commit loop, independent of the engine that computes the chunks.
 
 1. resolve the lake, the model (registry → version) and the input snapshot (latest → N) before the engine starts,
-   then the model's validated bundle;
+   then the model's validated bundle. The model is resolved and fetched in a background thread
+   (`engine.models.registry.ModelResolution`) started right after the lake check, so MLflow's import, the
+   registry and the download overlap the snapshot and the engine's start; the job waits for the version before it
+   starts the engine and for the bundle before it records its start. Errors keep the order of the steps run in
+   line (the choice that fails the same way as before): a missing lake first (and MLflow untouched), then the
+   model version's error even where the snapshot failed meanwhile, then the snapshot's, then the artifact's; each
+   with its own exit code. With the bundle in hand, warm workers load it (`preload`, where the executor has it)
+   while the driver plans;
    and record the run's start with that version in the ledger (a running row: `vacuum` keeps it while we run);
 2. plan one unit per (ds, model_name, model_version), with its input fingerprint, and skip the units that are up
    to date (engine.score.plan: fingerprints, compaction, RESTORE evidence, retractions);
@@ -32,7 +39,7 @@ from engine.tables import ledger
 from engine.config.jobs import ScoreConfig
 from engine.lake.paths import require_root, table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
-from engine.models.registry import ModelBundle, fetch_bundle, resolve_model
+from engine.models.registry import ModelBundle, ModelResolution
 from engine.lake import scratch as scratch_space
 from engine.run import Run
 from engine.score.plan import ScorePlan, plan_units
@@ -121,6 +128,7 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     job = _resolve(cfg, executor, summary, hooks, force, enforcer_factory)
     job.run.mark("resolve")
     outs = _open_outputs(job)
+    job.run.step("outputs")
     plan = _plan(job, outs)
     ctx = _unit_context(job, outs, executor)
     for d, unit in plan.retract.items():
@@ -129,12 +137,16 @@ def _run(cfg: ScoreConfig, executor: Executor, force: bool, hooks: Hooks, summar
     works, chunks = _works(job, outs, plan, ctx.stamps, row_check)
     job.run.mark("plan")
     res = _execute(job, executor, ctx, plan, works, chunks)
+    job.run.mark("execute")
     _discard_failed(job, outs, plan, res)
     if row_check is not None:
         scratch_space.remove_scratch(cfg.lake.root, summary.run_id, job.opts)
     summary.measure(res.all(), res.committing, job.run.elapsed())
     summary.finish()
-    return _conclude(job, plan, res)
+    try:
+        return _conclude(job, plan, res)
+    finally:
+        job.run.mark("conclude")
 
 
 def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hooks, force: bool,
@@ -144,23 +156,43 @@ def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hook
     opts = cfg.lake.storage_options
     # Resolution before the engine starts (the executor is lazy: jobs.engines): a missing lake, model version or
     # alias, or input version fails in a second, naming the setting, not after the engine's start-up.
-    require_root(cfg.lake)
-    ref = resolve_model(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri)
+    run = summary.run
+    require_root(cfg.lake)  # before MLflow is touched: a missing lake opens no tracking store
+    # The model (MLflow's import, the registry, the artifact) resolves in the background from here on, overlapping
+    # the snapshot and the engine's start; its errors are raised where the steps stood in line (see the docstring).
+    model = ModelResolution(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, cfg.model.allow_pickle)
     in_uri = table_uri(cfg.lake, cfg.input.table)
-    snap = open_snapshot(cfg.input.table, in_uri, cfg.input.version, opts)
+    try:
+        snap = open_snapshot(cfg.input.table, in_uri, cfg.input.version, opts)
+    except Exception:
+        first = model.error()  # the model version is resolved before the input: its error comes first
+        if first is not None:
+            raise first from None
+        raise
+    run.step("snapshot")
+    ref = model.ref()  # no engine starts before the model version is known to exist
+    run.step("model_ref")
     summary.model, summary.model_version = ref.name, ref.version
     _require_device(cfg, executor)
     executor.warm_up()
+    run.step("engine_start")
 
-    # The model's artifact next: a refused or corrupt artifact fails before any row is read.
-    bundle = fetch_bundle(cfg.model.uri, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, cfg.model.allow_pickle,
-                          ref=ref)
+    # The model's artifact next (fetched meanwhile): a refused or corrupt artifact fails before any row is read.
+    bundle = model.bundle()
+    run.step("bundle")
+    run.phases.update({f"{k}_background": v for k, v in model.seconds.items()})
+    preload = getattr(executor, "preload", None)  # warm workers load the model while the driver plans
+    if preload is not None:
+        preload(bundle, cfg.model.device, cfg.model.micro_batch_rows)
+        run.step("preload")
     summary.input_table, summary.input_version = cfg.input.table, snap.version
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id, [("input", cfg.input.table, snap.version)])
+    run.step("ledger")
     days, absent = select_partitions(snap, cfg.input.ds)
     enforcer = None
     if cfg.input.contract:
         enforcer = enforcer_factory(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts)
+        run.step("contract_setup")
     if enforcer is None or not enforcer.schema_violations:
         _check_columns(cfg, snap, bundle)
     return _Job(cfg=cfg, summary=summary, hooks=hooks, force=force, bundle=bundle, in_uri=in_uri, snap=snap,
