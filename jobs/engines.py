@@ -13,7 +13,10 @@ directly. Imports: engine.ray and engine.spark (lazily: a Ray job never starts a
 """
 from __future__ import annotations
 
+import logging
 import threading
+
+log = logging.getLogger("lakescore")
 
 
 class LazyExecutor:
@@ -26,6 +29,8 @@ class LazyExecutor:
         self._real = None
         self._starting: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, tuple]] = []
 
     def warm_up(self) -> None:
         if not self._background or self._real is not None or self._starting is not None:
@@ -36,12 +41,29 @@ class LazyExecutor:
             try:
                 real = self._build()
                 real.warm_up()
-                self._real = real
+                with self._lock:
+                    self._real = real
+                    pending, self._pending = self._pending, []
             except BaseException as e:  # noqa: BLE001 - raised again on the job's thread, where it is asked for
                 self._error = e
+                return
+            for name, args in pending:  # asked for while the engine started: done here, before run is let in
+                try:
+                    getattr(real, name, lambda *a: None)(*args)
+                except Exception as e:  # noqa: BLE001 - a head start only (preload): the chunks report their own
+                    log.debug("%s during the engine's start failed: %s", name, e)
 
         self._starting = threading.Thread(target=start, name="lakescore-engine-start", daemon=True)
         self._starting.start()
+
+    def preload(self, *args) -> None:
+        """The executor's optional `preload` (the model into warm workers): while the engine is still starting in
+        the background, the start thread does it once the engine is up, and the job's thread goes on planning."""
+        with self._lock:
+            if self._real is None and self._starting is not None:
+                self._pending.append(("preload", args))
+                return
+        getattr(self._executor(), "preload", lambda *a: None)(*args)
 
     def _executor(self):
         if self._starting is not None:

@@ -76,6 +76,17 @@ def _warm_partition(_rows):
     yield os.getpid()
 
 
+def _preload_partition(bundle_bc, device: str, micro_batch_rows: int):
+    def load(_rows):
+        """A warm-up task: load the model into this Python worker's scorer cache; its pid."""
+        from engine.models.scorers import cached_scorer
+
+        cached_scorer(bundle_bc.value, device, micro_batch_rows)
+        yield os.getpid()
+
+    return load
+
+
 def _executor_name() -> str:
     """host/executor-<id> of the Python worker running this task: a standalone executor's working dir is
     <worker dir>/<app id>/<executor id>, which its Python workers inherit; "driver" in local mode."""
@@ -112,6 +123,7 @@ class SparkExecutor:
         self.cfg = cfg or SparkConfig()
         self._warming: threading.Thread | None = None
         self.warm_pids: set[int] = set()  # the Python workers the warm-up started (benchmarks, tests)
+        self._broadcasts: list = []  # the preload's bundle, unpersisted with the run's broadcasts
 
     def warm_up(self) -> None:
         """Start the executors' Python workers now, while the driver still plans: one short task per core
@@ -120,16 +132,35 @@ class SparkExecutor:
         before it submits the units' (so the two never compete for the cores); a failed warm-up only costs the head
         start. Its job group (`warmup-lakescore-…`) is apart from the units' (`lakescore-…`, which
         benchmarks/spark_job.py times)."""
+        self._warm_job("start Python workers", lambda: _warm_partition)
+
+    def preload(self, bundle, device: str, micro_batch_rows: int) -> None:
+        """After the warm-up, load the model in those Python workers (the scorer cache key the chunks ask for,
+        engine.models.scorers.cached_scorer), while the driver plans; fire and forget like the warm-up."""
         sc = self.spark.sparkContext
+
+        def task():
+            bc = sc.broadcast(bundle)
+            self._broadcasts.append(bc)
+            return _preload_partition(bc, device, micro_batch_rows)
+
+        self._warm_job("load the model in the Python workers", task)
+
+    def _warm_job(self, what: str, task) -> None:
+        """One task per core running `task()`'s function, in a thread after the previous warm-up job; the Python
+        worker pids it ran in join `warm_pids`."""
+        sc, before = self.spark.sparkContext, self._warming
         n = max(1, sc.defaultParallelism)
 
         def warm() -> None:
-            sc.setJobGroup(f"warmup-lakescore-{uuid.uuid4().hex[:8]}", "lakescore: start Python workers")
+            if before is not None:
+                before.join()
+            sc.setJobGroup(f"warmup-lakescore-{uuid.uuid4().hex[:8]}", f"lakescore: {what}")
             try:
-                self.warm_pids = set(sc.parallelize(range(n), n).mapPartitions(_warm_partition).collect())
-                log.debug("Spark Python workers started and warm: pids %s", sorted(self.warm_pids))
+                self.warm_pids |= set(sc.parallelize(range(n), n).mapPartitions(task()).collect())
+                log.debug("Spark warm-up (%s): Python worker pids %s", what, sorted(self.warm_pids))
             except Exception as e:  # noqa: BLE001 - only a head start: the units' jobs start their workers anyway
-                log.debug("Spark warm-up job failed: %s", one_line(e))
+                log.debug("Spark warm-up job (%s) failed: %s", what, one_line(e))
 
         self._warming = threading.Thread(target=warm, name="lakescore-spark-warmup", daemon=True)
         self._warming.start()
@@ -187,8 +218,9 @@ class SparkExecutor:
             for name in pending:
                 sc.cancelJobGroup(groups[name])
             pool.shutdown(wait=True, cancel_futures=True)
-            for bc in [*unit_bcs.values(), *filter(None, [bundle_bc])]:
+            for bc in [*unit_bcs.values(), *filter(None, [bundle_bc]), *self._broadcasts]:
                 bc.unpersist()
+            self._broadcasts = []
 
     def _unit_job(self, sc, unit: UnitWork, chunks: list[ChunkWork], unit_bc, bundle_bc, group: str
                   ) -> list[ChunkResult | ChunkFailure]:
