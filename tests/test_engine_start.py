@@ -99,3 +99,47 @@ def test_spark_chunks_run_in_the_python_workers_the_warm_up_started(spark, caplo
         if m:
             ran |= {int(p) for p in json.loads(m.group(1))}
     assert ran and ran <= ex.warm_pids, f"chunks ran in {sorted(ran)}, the warm-up started {sorted(ex.warm_pids)}"
+
+
+def _preloaded(device: str, micro_batch_rows: int):
+    """A chunk function that reports whether its Python worker held the run's model, with these settings, in its
+    scorer cache before it ran (it loads nothing itself)."""
+
+    def preloaded(unit, chunk, bundle):
+        import json
+
+        from engine.models import scorers
+        from engine.work import ChunkResult
+
+        held = (bundle.digest, device, micro_batch_rows, None) in scorers._CACHE
+        return ChunkResult(chunk.unit, 1, 1, [], payload=json.dumps({"held": held}))
+
+    return preloaded
+
+
+@pytest.mark.slow
+def test_spark_preload_loads_the_model_in_the_workers_before_their_first_chunk(spark, lake, demo_root):
+    """Through the job's LazyExecutor: `preload` asked while Spark starts in the background is done by the start
+    thread, and every chunk finds the model already loaded in its worker (a preload dropped or run in other workers
+    leaves 0)."""
+    from conftest import score_config
+    from engine.models.registry import fetch_bundle
+    from engine.spark.executor import SparkExecutor
+
+    cfg = score_config(lake, demo_root)
+    bundle = fetch_bundle(cfg.model.uri, cfg.mlflow.tracking_uri, None, False)
+    release = threading.Event()
+
+    def build():
+        release.wait(20)  # the engine is still starting when the job asks for the preload
+        return SparkExecutor(spark)
+
+    lazy = LazyExecutor(build, background=True)
+    lazy.warm_up()
+    mbr = 4099  # a micro-batch no other test uses: only this preload puts this cache key in the shared workers
+    lazy.preload(bundle, cfg.model.device, mbr)  # returns at once: queued for the start thread
+    release.set()
+    units = {"u": UnitWork("u", "", "", None, _preloaded(cfg.model.device, mbr))}
+    items = list(lazy.run(units, [ChunkWork("u", (f"f{j}",), j) for j in range(4)], bundle, time.monotonic() + 600))
+    held = [json.loads(i.payload)["held"] for i in items if isinstance(i, ChunkResult)]
+    assert held == [True] * 4, f"the model was in the chunks' workers before they ran: {held}"
