@@ -76,6 +76,9 @@ class Summary(RunSummary):
     rows_per_s: float | None = None  # rows read per second of the run's wall time
     nodes: list[str] = field(default_factory=list)  # where chunks ran (Ray node ids), when the executor says
     outcomes: list[dict] = field(default_factory=list)  # one per unit: {unit, outcome, rows_in, rows_out, …}
+    # CPU seconds (user + system) of the driver process so far, all its threads (getrusage RUSAGE_SELF), set by
+    # finish(): what the driver's own work costs, which must not grow with the rows (the bench compares sizes).
+    driver_cpu_s: float | None = None
     failures: list[UnitFailure] = field(default_factory=list, metadata=OFF_LINE)
     unit_rows: dict[str, tuple[int, int]] = field(default_factory=dict, metadata=OFF_LINE)  # ds → (in, out)
 
@@ -104,6 +107,7 @@ class Summary(RunSummary):
         self.nodes = sorted({r.node for r in results if r.node})
 
     def finish(self) -> "Summary":
+        self.driver_cpu_s = driver_cpu_seconds()
         self.units_skipped, self.units_committed = len(self.skipped), len(self.committed)
         self.units_already_done, self.units_retracted = len(self.already_done), len(self.retracted)
         self.failed = [f.line() for f in self.failures]
@@ -124,6 +128,14 @@ class Summary(RunSummary):
                              "input_version": None, "message": f.message})
         self.outcomes = sorted(outcomes, key=lambda o: (o["unit"], o["outcome"]))
         return self
+
+
+def driver_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (every thread) since it started."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return round(ru.ru_utime + ru.ru_stime, 3)
 
 
 # Errors that fail one unit's commit, not the run: the other units go on (the run still exits non-zero).
