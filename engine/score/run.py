@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -41,6 +42,7 @@ from engine.executor import Executor, side_run
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, RowCheck, UnitWork
 from engine.score.units import (JOB, ContractEnforcer, Hooks, Summary, UnitContext, UnitFailure, commit_unit,
                                 fail_unit, guarded, retract_unit)
+from engine.score.stages import SecondStages, merged_checks, needs_second_stage
 from engine.lake.delta_log import CommitLog
 from engine.lake.snapshot import Snapshot, check_files_exist, check_files_stayed, open_snapshot, select_partitions
 
@@ -247,17 +249,40 @@ def _works(job: _Job, outs: _Outputs, plan: ScorePlan, stamps: Stamps,
 
 def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, works: dict[str, UnitWork],
              chunks: list[ChunkWork]) -> _Results:
-    """Run the chunks; commit each unit as soon as all its chunks are in; a failed unit is never committed."""
+    """Run the chunks; commit each unit as soon as all its chunks are in; a failed unit is never committed.
+
+    A unit whose row check has a second stage (key uniqueness across its chunks) has it run beside the result loop
+    (`SecondStages`), never inside it: the loop goes on committing the other units, and collects each finished second
+    stage (then commits its unit) at every item and, once the chunks are all in, until the deadline."""
     expected = {app: 0 for app in works}
     for c in chunks:
         expected[c.unit] += 1
     by_app, bundle, deadline = plan.by_app(), job.bundle, job.run.deadline
     res = _Results({a: [] for a in expected})
     results, errors = res.results, res.errors
-    done: set[str] = set()
+    done: set[str] = set()  # committed (or failed at commit)
     bar = job.run.progress(len(expected), "units")
+
+    def commit(app: str, stats, stage: Future | None = None) -> None:
+        d, unit = by_app[app]
+        rs = results[app]
+        t = time.monotonic()
+        done.add(app)
+
+        def step() -> None:
+            if stage is not None:
+                stage.result()  # a second stage's error (a failed bucket task) fails its unit, as a commit error would
+            commit_unit(ctx, d, unit, rs, stats)
+
+        guarded(ctx, d, unit, rs, step)
+        res.committing += time.monotonic() - t
+        bar.advance(rows=sum(r.rows_in for r in rs))
+
+    stages = SecondStages(ctx, lambda app: by_app[app][0])
     try:
         for item in executor.run(works, chunks, bundle, deadline) if chunks else ():
+            for app, stats, stage in stages.finished():
+                commit(app, stats, stage)
             if isinstance(item, ChunkFailure):
                 bar.advance(0 if item.unit in errors else 1)
                 errors.setdefault(item.unit, item)
@@ -265,14 +290,13 @@ def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, w
                 results[item.unit].append(item)
             if item.unit in errors or len(results[item.unit]) < expected[item.unit]:
                 continue  # a failed unit is never committed; a complete one is committed at once
-            d, unit = by_app[item.unit]
-            done.add(item.unit)
-            rs = results[item.unit]
-            t = time.monotonic()
-            work = works[item.unit]
-            guarded(ctx, d, unit, rs, lambda d=d, unit=unit, rs=rs, work=work: commit_unit(ctx, d, unit, rs, work))
-            res.committing += time.monotonic() - t
-            bar.advance(rows=sum(r.rows_in for r in rs))
+            stats = merged_checks(results[item.unit])
+            if needs_second_stage(works[item.unit], stats):
+                stages.submit(item.unit, stats, works[item.unit])
+            else:
+                commit(item.unit, stats)
+        for app, stats, stage in stages.rest(deadline):
+            commit(app, stats, stage)
     except UnitFailed as e:  # the executor gave up (time budget): the units not yet complete fail
         for app in expected:
             if app not in done and app not in errors:
@@ -281,6 +305,8 @@ def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, w
         bar.close()
         check_files_stayed(job.snap, plan.pending, job.opts)
         raise
+    finally:
+        stages.close()
     bar.close()
     return res
 
