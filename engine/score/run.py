@@ -264,19 +264,9 @@ def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, w
     bar = job.run.progress(len(expected), "units")
 
     def commit(app: str, stats, stage: Future | None = None) -> None:
-        d, unit = by_app[app]
-        rs = results[app]
-        t = time.monotonic()
         done.add(app)
-
-        def step() -> None:
-            if stage is not None:
-                stage.result()  # a second stage's error (a failed bucket task) fails its unit, as a commit error would
-            commit_unit(ctx, d, unit, rs, stats)
-
-        guarded(ctx, d, unit, rs, step)
-        res.committing += time.monotonic() - t
-        bar.advance(rows=sum(r.rows_in for r in rs))
+        res.committing += _commit(ctx, by_app[app], results[app], stats, stage)
+        bar.advance(rows=sum(r.rows_in for r in results[app]))
 
     stages = SecondStages(ctx, lambda app: by_app[app][0])
     try:
@@ -309,6 +299,21 @@ def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, w
         stages.close()
     bar.close()
     return res
+
+
+def _commit(ctx: UnitContext, d_unit: tuple, rs: list[ChunkResult], stats, stage: Future | None) -> float:
+    """Commit one unit whose chunks (and second stage, `stage`) are done; returns the seconds it took. An error of its
+    second stage (a failed bucket task) fails the unit, as a commit error would (`guarded`)."""
+    d, unit = d_unit
+    t = time.monotonic()
+
+    def step() -> None:
+        if stage is not None:
+            stage.result()
+        commit_unit(ctx, d, unit, rs, stats)
+
+    guarded(ctx, d, unit, rs, step)
+    return time.monotonic() - t
 
 
 def _discard_failed(job: _Job, outs: _Outputs, plan: ScorePlan, res: _Results) -> None:
