@@ -8,6 +8,9 @@ import json
 import resource
 import sys
 
+import numpy as np
+import pytest
+
 from conftest import ROOT, score_config
 from engine.executor import LocalExecutor
 from jobs.score import run_score
@@ -62,7 +65,6 @@ def test_a_days_key_uniqueness_stage_never_stalls_the_commit_of_another_day(lake
     import time
 
     import pandas as pd
-    import pytest
 
     from conftest import DAYS
     from engine.demo.data import make_day
@@ -101,3 +103,133 @@ def test_a_days_key_uniqueness_stage_never_stalls_the_commit_of_another_day(lake
     assert [(v["check"], v["rows"]) for v in s.violations if v["ds"] == day_a] == [("unique_key", expected)]
     assert _committed_days(lake / "scores") == [day_b]
     assert not (lake / "_scratch").exists()
+
+
+# ------------------------------------------------------------------ the drift reference, built in the workers
+
+WINDOW = ["2026-01-01", "2026-01-02", "2026-01-03"]  # the contract's drift.reference (one file per day here)
+
+
+def _window_values(lake, column: str) -> np.ndarray:
+    """The window's values of `column` in the reference's row order (days in order; one file each), read with
+    deltalake directly."""
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(str(lake / "features"))
+    return np.concatenate([dt.to_pyarrow_table(columns=[column], filters=[("ds", "=", d)]).column(column)
+                           .to_numpy().astype(np.float64) for d in WINDOW])
+
+
+def _numpy_reference(lake, column: str, bins: int, sample_rows: int):
+    """Independent numpy: edges from every s-th row (s the smallest power of two leaving at most `sample_rows`
+    rows), histogram over every finite row with np.histogram."""
+    v = _window_values(lake, column)
+    s = 1
+    while -(-len(v) // s) > sample_rows:
+        s *= 2
+    sample = v[::s]
+    sample = sample[np.isfinite(sample)]
+    edges = np.unique(np.quantile(sample, np.linspace(0, 1, bins + 1)[1:-1]))
+    return edges, np.histogram(v[np.isfinite(v)], bins=[-np.inf, *edges, np.inf])[0], s
+
+
+class _DriverReads:
+    """Rows read from Parquet files in this process (the driver): every pyarrow ParquetFile batch and table read."""
+
+    def __init__(self, monkeypatch):
+        import pyarrow.parquet as pq
+
+        self.rows = 0
+        for name in ("iter_batches", "read", "read_row_group", "read_row_groups"):
+            original = getattr(pq.ParquetFile, name)
+            monkeypatch.setattr(pq.ParquetFile, name, self._counting(original, name == "iter_batches"))
+
+    def _counting(self, original, streaming: bool):
+        def wrapper(pf, *args, **kwargs):
+            out = original(pf, *args, **kwargs)
+            if not streaming:
+                self.rows += out.num_rows
+                return out
+            return self._count(out)
+
+        return wrapper
+
+    def _count(self, batches):
+        for b in batches:
+            self.rows += b.num_rows
+            yield b
+
+
+def _ray_executor(lake, demo_root, **kw):
+    from engine.ray.executor import RayTasksExecutor
+
+    return RayTasksExecutor(score_config(lake, demo_root).ray, **kw)
+
+
+def _enforcer(lake, run=None, **kw):
+    import time
+
+    from contracts.enforce import Enforcer
+    from engine.lake.snapshot import open_snapshot
+    from test_contracts import CONTRACT
+
+    snap = open_snapshot("features", str(lake / "features"))
+    return Enforcer(CONTRACT, snap, ["entity_id"], [], run=run, deadline=time.monotonic() + 600, **kw)
+
+
+def test_the_contract_reference_is_built_by_the_workers_and_the_driver_reads_no_row(ray_local, lake, demo_root,
+                                                                                   monkeypatch):
+    from engine.tables.drift_reference import TABLE
+
+    reads = _DriverReads(monkeypatch)
+    enf = _enforcer(lake, _ray_executor(lake, demo_root).run, reference_table=str(lake / TABLE))
+    assert reads.rows == 0  # every row of the window was read in Ray workers
+    assert not enf.reference_reused
+    for c in ("f00", "f07", "f49"):
+        edges, counts, stride = _numpy_reference(lake, c, 10, 100_000)
+        assert stride == 1
+        assert np.array_equal(enf.edges[c], edges) and enf.ref_hist[c].tolist() == counts.tolist()
+    again = _enforcer(lake, lambda *a: pytest.fail("a stored reference is reused, not rebuilt"),
+                      reference_table=str(lake / TABLE))
+    assert again.reference_reused and all(np.array_equal(again.ref_hist[c], h) for c, h in enf.ref_hist.items())
+    local = _DriverReads(monkeypatch)  # positive control: in process, the hook sees every row, once per stage
+    _enforcer(lake)
+    assert local.rows == 2 * len(_window_values(lake, "f00"))
+
+
+@pytest.mark.parametrize("sample_rows", [100_000, 1_000, 333])
+def test_worker_built_edges_and_histograms_equal_numpy_and_the_old_driver_pass_whatever_the_workers(
+        ray_local, lake, demo_root, sample_rows):
+    """Stride 1 (every row), 16 and 32: the same numbers from numpy over a direct deltalake read, from the driver's
+    former single pass (engine.drift.stream_reference over the same files), and from 1, 2 or in-process workers."""
+    import time
+
+    from engine.drift import stream_reference
+    from engine.executor import LocalExecutor
+    from engine.lake.snapshot import file_path, filesystem, iter_file_batches, open_snapshot
+    from engine.tables.drift_reference import build_reference
+
+    snap = open_snapshot("features", str(lake / "features"))
+    cols = ["f00", "f13", "f49"]
+    runs = {"in process": LocalExecutor().run, "ray, 2 CPUs": _ray_executor(lake, demo_root).run,
+            "ray, 1 in flight": _one_in_flight(lake, demo_root).run}
+    built = {name: build_reference(snap, WINDOW, cols, 10, run, time.monotonic() + 600, "test", sample_rows=sample_rows)
+             for name, run in runs.items()}
+    fs, base = filesystem(snap.uri, {})
+    paths = [file_path(base, f.path) for d in WINDOW for f in snap.files[d]]
+    old = stream_reference(lambda: (b for p in paths for b in iter_file_batches(fs, p, cols, 4096)), cols, 10,
+                           sample_rows=sample_rows)
+    for c in cols:
+        edges, counts, stride = _numpy_reference(lake, c, 10, sample_rows)
+        assert stride == {100_000: 1, 1_000: 16, 333: 32}[sample_rows]
+        for name, (e, h) in {**built, "old driver pass": old}.items():
+            assert np.array_equal(e[c], edges), (name, c)
+            assert h[c].dtype == np.int64 and h[c].tolist() == counts.tolist(), (name, c)
+
+
+def _one_in_flight(lake, demo_root):
+    from engine.config.sections import RayConfig
+    from engine.ray.executor import RayTasksExecutor
+
+    cfg = score_config(lake, demo_root).ray
+    return RayTasksExecutor(RayConfig(**{**cfg.model_dump(), "max_in_flight": 1}))

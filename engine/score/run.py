@@ -56,7 +56,7 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
               enforcer_factory: Callable | None = None) -> Summary:
     """Score `cfg.input` into `cfg.output`; a LakescoreError carries the run's partial summary (`e.summary`).
 
-    `enforcer_factory(contract_path, snap, key_columns, passthrough, storage_options)` builds the contract's
+    `enforcer_factory(contract_path, snap, key_columns, passthrough, storage_options, run=, deadline=)` builds the contract's
     enforcer (contracts.enforce.Enforcer) when `input.contract` is set; `jobs.score.run_score` wires it.
     """
     summary = Summary(Run.start(JOB, cfg))
@@ -162,7 +162,9 @@ def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hook
     days, absent = select_partitions(snap, cfg.input.ds)
     enforcer = None
     if cfg.input.contract:
-        enforcer = enforcer_factory(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts)
+        # The drift reference window, when not stored yet, is read by the executor's side tasks, never here.
+        enforcer = enforcer_factory(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts,
+                                    run=side_run(executor), deadline=summary.run.deadline)
     if enforcer is None or not enforcer.schema_violations:
         _check_columns(cfg, snap, bundle)
     return _Job(cfg=cfg, summary=summary, hooks=hooks, force=force, bundle=bundle, in_uri=in_uri, snap=snap,
