@@ -233,3 +233,32 @@ def _one_in_flight(lake, demo_root):
 
     cfg = score_config(lake, demo_root).ray
     return RayTasksExecutor(RayConfig(**{**cfg.model_dump(), "max_in_flight": 1}))
+
+
+def test_without_row_counts_in_the_log_the_tasks_count_the_files_and_the_numbers_stay_the_same(lake, monkeypatch):
+    """A log without `numRecords` statistics: stage 0 (each file's footer, read by its task) positions the sample; the
+    edges and histograms are those of the log's counts, and the driver still reads no row."""
+    import dataclasses
+    import time
+
+    from engine.executor import LocalExecutor
+    from engine.lake.snapshot import open_snapshot
+    from engine.tables.drift_reference import build_reference
+
+    snap = open_snapshot("features", str(lake / "features"))
+    cols = ["f00", "f31"]
+    with_counts = build_reference(snap, WINDOW, cols, 10, LocalExecutor().run, time.monotonic() + 600, "test",
+                                  sample_rows=1_000)
+    snap.files.update({d: [dataclasses.replace(f, num_records=None) for f in snap.files[d]] for d in WINDOW})
+    stages: list[str] = []
+
+    def run(units, chunks, bundle, deadline):
+        stages.append(json.loads(next(iter(units.values())).args[0])["stage"])
+        return LocalExecutor().run(units, chunks, bundle, deadline)
+
+    without = build_reference(snap, WINDOW, cols, 10, run, time.monotonic() + 600, "test", sample_rows=1_000)
+    assert stages == ["rows", "sample", "hist"]
+    for c in cols:
+        edges, counts, _stride = _numpy_reference(lake, c, 10, 1_000)
+        for e, h in (with_counts, without):
+            assert np.array_equal(e[c], edges) and h[c].tolist() == counts.tolist()
