@@ -61,6 +61,9 @@ def _profile(lines: list[str], t_submit: float, t_end: float) -> dict:
     if summary:
         prof["job_elapsed_s"] = summary.get("elapsed_s")
         prof["driver_phases_s"] = summary.get("phases")  # the job's own phase clock (engine.run.Run: mark, step)
+        # The driver's own CPU seconds (its getrusage at the end of the run, every thread): the work that must not
+        # grow with the rows; the bench compares it across sizes (report.driver_cpu).
+        prof["driver_cpu_s"] = summary.get("driver_cpu_s")
     def span(a: str | float, b: str | float) -> float | None:
         ta = marks.get(a) if isinstance(a, str) else a
         tb = marks.get(b) if isinstance(b, str) else b
@@ -208,9 +211,9 @@ def run_lakescore(args, wd: Workdir, cluster: LocalRayCluster, rows: int, tag: s
     profile = _profile(lines, t_submit, t_end)
     profile.update(_job_info(cluster, submission_id, t_submit, t_end, lines))
     res = {"rows": rows, "seconds": round(elapsed, 3), "rows_per_s": rows / elapsed, "log": str(log_path),
-           "profile": profile, "tasks": _task_stats(cluster, submission_id, t_submit)}
+           "driver_cpu_s": profile.get("driver_cpu_s"), "profile": profile, "tasks": _task_stats(cluster, submission_id, t_submit)}
     if sampler:
         res["memory"] = sampler.summary()
         res["memory"]["idle_cluster_rss_mb"] = round(idle[0] / 2**20, 1)
-    log(f"lakescore[{tag}]: {rows:,} rows in {elapsed:.1f}s → {rows / elapsed:,.0f} rows/s ({rows:,} rows written, counted in the table)")
+    log(f"lakescore[{tag}]: {rows:,} rows in {elapsed:.1f}s → {rows / elapsed:,.0f} rows/s ({rows:,} rows written, counted in the table); driver CPU {profile.get('driver_cpu_s')} s")
     return res

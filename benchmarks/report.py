@@ -12,6 +12,7 @@ TARGET_SPARK_VS_UDF = 3.0
 TARGET_SPARK_STEADY_VS_RAW = 0.85
 TARGET_STEADY_VS_RAW = 0.9  # issue 12: Ray steady state (first chunk start → last commit) vs raw
 TARGET_FIXED_COST_S = 3.0  # issue 12: whole job minus steady state, sqlite registry
+DRIVER_CPU_GROWTH = 1.2  # issue 20: the driver's CPU seconds at the large size ≤ this × those at the small size
 TARGET_EVAL_PER_CORE = 1_000_000  # issue 9: metric accumulation, rows/s per core, 20 slices, 200 replicates
 
 
@@ -74,6 +75,8 @@ def derive(args, result: dict) -> dict:
         mem = (part or {}).get("memory", {})
         out[f"peak_rss_mb_largest_worker_{size}"] = mem.get("peak_rss_mb_largest_worker")
         out[f"peak_rss_mb_driver_{size}"] = mem.get("peak_rss_mb_driver")
+    out.update(driver_cpu(result))
+    out["targets"]["driver_cpu_ratio_large_small_max"] = DRIVER_CPU_GROWTH
     out["targets"].update({"lakescore_steady_ratio_vs_raw_min": TARGET_STEADY_VS_RAW,
                            "lakescore_large_ratio_vs_raw_min": TARGET_VS_RAW,
                            "lakescore_fixed_cost_s_max": TARGET_FIXED_COST_S})
@@ -88,6 +91,15 @@ def derive(args, result: dict) -> dict:
         # What the job itself reports (config parsed → summary), without the CLI, upload, driver exit and log tail.
         out["lakescore_job_rows_per_s"] = round(args.rows / job_s)
     return out
+
+
+def driver_cpu(result: dict) -> dict:
+    """The job driver's CPU seconds (what it reports on its summary line) at the small and the large size of the
+    memory runs, their ratio, and whether it is within DRIVER_CPU_GROWTH (None: a size was not run)."""
+    small, large = ((result.get(k) or {}).get("profile", {}).get("driver_cpu_s") for k in ("rss_small", "rss_large"))
+    r = round(large / small, 3) if small and large is not None else None
+    return {"driver_cpu_s_small": small, "driver_cpu_s_large": large, "driver_cpu_ratio_large_small": r,
+            "driver_cpu_ratio_ok": None if r is None else r <= DRIVER_CPU_GROWTH}
 
 
 def derive_spark_job(result: dict, raw: float | None, udf: float | None, udf_tuned: float | None) -> dict:
@@ -188,6 +200,9 @@ def print_table(args, result: dict) -> None:
               f"driver {fmt(d.get(f'peak_rss_mb_driver_{size}'))} MB")
     print(f"{'(b) at the large size vs raw':<36}{fmt(d.get('lakescore_large_ratio_vs_raw'), '.3f'):>12}  "
           f"target ≥ {TARGET_VS_RAW}")
+    print(f"{'driver CPU s @ small, @ large':<36}{fmt(d['driver_cpu_s_small'], '.2f'):>12}"
+          f"{fmt(d['driver_cpu_s_large'], '.2f'):>8}   large/small {fmt(d['driver_cpu_ratio_large_small'], '.2f')}, "
+          f"target ≤ {DRIVER_CPU_GROWTH}{mark(d['driver_cpu_ratio_ok'])}")
     rr = d["rss_ratio_large_small"]
     print(f"{'large/small':<36}{fmt(rr, '.2f'):>12}   target 1 ± {RSS_FLATNESS}"
           f"{mark(None if rr is None else abs(rr - 1) <= RSS_FLATNESS)}")

@@ -2,7 +2,8 @@
 
 The row checks run in the workers' scoring pass (engine.score.scoring.score_chunk) through `ContractCheck`, this
 package's implementation of the core's `engine.work.RowCheck`; the driver merges their statistics and adds the
-partition checks here, so enforcing a contract costs no extra pass over the data.
+partition checks here, so enforcing a contract costs no extra pass over the data. The drift reference, when not stored
+yet, is read by the executor's side tasks (engine.tables.drift_reference.build_reference), never on the driver.
 Reports name tables, versions, partitions, checks and counts; examples quote key values and non-PII values only.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -22,13 +24,11 @@ from contracts import unique
 from contracts.checks import CheckStats, row_masks
 from contracts.partition import Violation
 from contracts.spec import load_contract
-from engine.drift import stream_reference
-from engine.tables.drift_reference import load_or_build
+from engine.executor import LocalExecutor
+from engine.tables.drift_reference import build_reference, load_or_build
 from engine.errors import ConfigError, InputUnavailable
 from engine.lake.reports import report_target, write_report_files
-from engine.lake.snapshot import check_files_exist, file_path, filesystem, iter_file_batches, select_partitions
-
-REFERENCE_BATCH_ROWS = 65_536
+from engine.lake.snapshot import check_files_exist, select_partitions
 
 
 class ContractCheck:
@@ -67,9 +67,14 @@ class ContractCheck:
 
 class Enforcer:
     def __init__(self, contract_path: str, snap, key_columns: list[str], passthrough: list[str],
-                 storage_options: dict | None = None, reference_table: str | None = None):
+                 storage_options: dict | None = None, reference_table: str | None = None, run=None,
+                 deadline: float | None = None):
         """`reference_table`: the lake's `drift_reference` table, where the drift reference is stored once and
-        reused (None: computed from the window on every run, stored nowhere)."""
+        reused (None: computed from the window on every run, stored nowhere). `run`: the executor's side runner
+        (engine.executor.side_run) whose tasks read the reference window, so the driver reads none of its rows
+        (None: in this process, engine.executor.LocalExecutor); `deadline` (time.monotonic) bounds them."""
+        self.run = run or LocalExecutor().run
+        self.deadline = time.monotonic() + 86_400 if deadline is None else deadline  # finite: Ray waits on it
         self.contract = load_contract(contract_path)
         self.reference_table = reference_table
         self.reference_reused = False
@@ -116,9 +121,8 @@ class Enforcer:
 
     def _reference(self, storage_options) -> None:
         """Edges and histograms of the drift reference window: its files checked first; then the stored reference
-        of the same files (engine.tables.drift_reference), or the window streamed (bounded) and stored."""
-        from deltalake.exceptions import DeltaError
-
+        of the same files (engine.tables.drift_reference), or the window read by the executor's tasks in two stages
+        (a stride sample for the edges, then histograms: build_reference) and stored."""
         d = self.contract.drift
         days, _absent = select_partitions(self.snap, d.reference)
         if not days:
@@ -130,20 +134,9 @@ class Enforcer:
         except InputUnavailable as e:
             raise InputUnavailable(f"{where}: {e}, or move drift.reference to days whose files still exist") from e
         feats = pchecks.drift_features(self.rc)
-        fs, base = filesystem(self.snap.uri, storage_options)
-        paths = [file_path(base, f.path) for day in days for f in self.snap.files[day]]
-
-        def batches():
-            for path in paths:
-                yield from iter_file_batches(fs, path, feats, REFERENCE_BATCH_ROWS)
 
         def build():
-            try:
-                return stream_reference(batches, feats, d.bins)
-            except (OSError, pa.ArrowException, DeltaError) as e:
-                detail = " ".join(str(e).split())[:200]
-                raise InputUnavailable(f"{where} cannot be read ({type(e).__name__}: {detail}); repair or restore its "
-                                       "files, pin another input.version, or move drift.reference") from e
+            return build_reference(self.snap, days, feats, d.bins, self.run, self.deadline, where, storage_options)
 
         if self.reference_table is None:
             self.edges, self.ref_hist = build()

@@ -118,6 +118,9 @@ def executor_gather(executor):
         scratch_space.remove_scratch(cfg.lake.root, scratch_id, opts)
         return merged, errors, timings
 
+    # The drift reference window is read by the executor's tasks, not the driver (looked up when used: the engine
+    # starts lazily, after the inputs resolve).
+    gather.reference_run = lambda *args: side_run(executor)(*args)
     return gather
 
 
@@ -130,7 +133,8 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     snap = open_snapshot(cfg.input.table, uri, cfg.input.version, opts)
     s.input_table, s.input_version = cfg.input.table, snap.version
     days, absent = select_partitions(snap, cfg.input.ds)
-    enforcer = Enforcer(cfg.input.contract, snap, [], [], opts, reference_table=table_uri(cfg.lake, REFERENCE_TABLE))
+    enforcer = Enforcer(cfg.input.contract, snap, [], [], opts, reference_table=table_uri(cfg.lake, REFERENCE_TABLE),
+                        run=getattr(gather, "reference_run", None), deadline=s.run.deadline)
     s.units_planned = len(days) + len(absent)
     verdicts: dict[str, list] = {d: enforcer.verdict(d, 0, None) for d in absent}
     if enforcer.schema_violations:

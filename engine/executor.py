@@ -56,7 +56,8 @@ class Executor(Protocol):
 def side_run(executor) -> Callable:
     """The executor's runner for a row check's second stage (short tasks, no model): its `run_side` where it has
     one (the Ray actor pool, whose actors may hold every CPU), else its `run`."""
-    return getattr(executor, "run_side", executor.run)
+    side = getattr(executor, "run_side", None)  # asked first: `executor.run` would start a lazy executor now
+    return side if side is not None else executor.run
 
 
 def run_chunk(unit: UnitWork, chunk: ChunkWork, bundle) -> ChunkResult:

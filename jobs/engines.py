@@ -65,6 +65,13 @@ class LazyExecutor:
                 return
         getattr(self._executor(), "preload", lambda *a: None)(*args)
 
+    def run_side(self, *args):
+        """The executor's second-stage runner (engine.executor.side_run), its `run` where it has none; asking for it
+        does not wait for the engine's start, running it does."""
+        real = self._executor()
+        side = getattr(real, "run_side", None)
+        return (side if side is not None else real.run)(*args)
+
     def _executor(self):
         if self._starting is not None:
             self._starting.join()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -48,6 +49,7 @@ from engine.executor import Executor, side_run
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, Output, RowCheck, UnitWork
 from engine.score.units import (JOB, ContractEnforcer, Hooks, Summary, UnitContext, UnitFailure, commit_unit,
                                 fail_unit, guarded, retract_unit)
+from engine.score.stages import SecondStages, merged_checks, needs_second_stage
 from engine.lake.delta_log import CommitLog
 from engine.lake.snapshot import Snapshot, check_files_exist, check_files_stayed, open_snapshot, select_partitions
 
@@ -61,7 +63,7 @@ def run_score(cfg: ScoreConfig, executor: Executor, force: bool = False, hooks: 
               enforcer_factory: Callable | None = None) -> Summary:
     """Score `cfg.input` into `cfg.output`; a LakescoreError carries the run's partial summary (`e.summary`).
 
-    `enforcer_factory(contract_path, snap, key_columns, passthrough, storage_options)` builds the contract's
+    `enforcer_factory(contract_path, snap, key_columns, passthrough, storage_options, run=, deadline=)` builds the contract's
     enforcer (contracts.enforce.Enforcer) when `input.contract` is set; `jobs.score.run_score` wires it.
     """
     summary = Summary(Run.start(JOB, cfg))
@@ -191,7 +193,9 @@ def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hook
     days, absent = select_partitions(snap, cfg.input.ds)
     enforcer = None
     if cfg.input.contract:
-        enforcer = enforcer_factory(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts)
+        # The drift reference window, when not stored yet, is read by the executor's side tasks, never here.
+        enforcer = enforcer_factory(cfg.input.contract, snap, cfg.input.key_columns, cfg.input.passthrough_columns, opts,
+                                    run=side_run(executor), deadline=summary.run.deadline)
         run.step("contract_setup")
     if enforcer is None or not enforcer.schema_violations:
         _check_columns(cfg, snap, bundle)
@@ -279,17 +283,30 @@ def _works(job: _Job, outs: _Outputs, plan: ScorePlan, stamps: Stamps,
 
 def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, works: dict[str, UnitWork],
              chunks: list[ChunkWork]) -> _Results:
-    """Run the chunks; commit each unit as soon as all its chunks are in; a failed unit is never committed."""
+    """Run the chunks; commit each unit as soon as all its chunks are in; a failed unit is never committed.
+
+    A unit whose row check has a second stage (key uniqueness across its chunks) has it run beside the result loop
+    (`SecondStages`), never inside it: the loop goes on committing the other units, and collects each finished second
+    stage (then commits its unit) at every item and, once the chunks are all in, until the deadline."""
     expected = {app: 0 for app in works}
     for c in chunks:
         expected[c.unit] += 1
     by_app, bundle, deadline = plan.by_app(), job.bundle, job.run.deadline
     res = _Results({a: [] for a in expected})
     results, errors = res.results, res.errors
-    done: set[str] = set()
+    done: set[str] = set()  # committed (or failed at commit)
     bar = job.run.progress(len(expected), "units")
+
+    def commit(app: str, stats, stage: Future | None = None) -> None:
+        done.add(app)
+        res.committing += _commit(ctx, by_app[app], results[app], stats, stage)
+        bar.advance(rows=sum(r.rows_in for r in results[app]))
+
+    stages = SecondStages(ctx, lambda app: by_app[app][0])
     try:
         for item in executor.run(works, chunks, bundle, deadline) if chunks else ():
+            for app, stats, stage in stages.finished():
+                commit(app, stats, stage)
             if isinstance(item, ChunkFailure):
                 bar.advance(0 if item.unit in errors else 1)
                 errors.setdefault(item.unit, item)
@@ -297,14 +314,13 @@ def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, w
                 results[item.unit].append(item)
             if item.unit in errors or len(results[item.unit]) < expected[item.unit]:
                 continue  # a failed unit is never committed; a complete one is committed at once
-            d, unit = by_app[item.unit]
-            done.add(item.unit)
-            rs = results[item.unit]
-            t = time.monotonic()
-            work = works[item.unit]
-            guarded(ctx, d, unit, rs, lambda d=d, unit=unit, rs=rs, work=work: commit_unit(ctx, d, unit, rs, work))
-            res.committing += time.monotonic() - t
-            bar.advance(rows=sum(r.rows_in for r in rs))
+            stats = merged_checks(results[item.unit])
+            if needs_second_stage(works[item.unit], stats):
+                stages.submit(item.unit, stats, works[item.unit])
+            else:
+                commit(item.unit, stats)
+        for app, stats, stage in stages.rest(deadline):
+            commit(app, stats, stage)
     except UnitFailed as e:  # the executor gave up (time budget): the units not yet complete fail
         for app in expected:
             if app not in done and app not in errors:
@@ -313,8 +329,25 @@ def _execute(job: _Job, executor: Executor, ctx: UnitContext, plan: ScorePlan, w
         bar.close()
         check_files_stayed(job.snap, plan.pending, job.opts)
         raise
+    finally:
+        stages.close()
     bar.close()
     return res
+
+
+def _commit(ctx: UnitContext, d_unit: tuple, rs: list[ChunkResult], stats, stage: Future | None) -> float:
+    """Commit one unit whose chunks (and second stage, `stage`) are done; returns the seconds it took. An error of its
+    second stage (a failed bucket task) fails the unit, as a commit error would (`guarded`)."""
+    d, unit = d_unit
+    t = time.monotonic()
+
+    def step() -> None:
+        if stage is not None:
+            stage.result()
+        commit_unit(ctx, d, unit, rs, stats)
+
+    guarded(ctx, d, unit, rs, step)
+    return time.monotonic() - t
 
 
 def _discard_failed(job: _Job, outs: _Outputs, plan: ScorePlan, res: _Results) -> None:

@@ -76,6 +76,9 @@ class Summary(RunSummary):
     rows_per_s: float | None = None  # rows read per second of the run's wall time
     nodes: list[str] = field(default_factory=list)  # where chunks ran (Ray node ids), when the executor says
     outcomes: list[dict] = field(default_factory=list)  # one per unit: {unit, outcome, rows_in, rows_out, …}
+    # CPU seconds (user + system) of the driver process so far, all its threads (getrusage RUSAGE_SELF), set by
+    # finish(): what the driver's own work costs, which must not grow with the rows (the bench compares sizes).
+    driver_cpu_s: float | None = None
     failures: list[UnitFailure] = field(default_factory=list, metadata=OFF_LINE)
     unit_rows: dict[str, tuple[int, int]] = field(default_factory=dict, metadata=OFF_LINE)  # ds → (in, out)
 
@@ -104,6 +107,7 @@ class Summary(RunSummary):
         self.nodes = sorted({r.node for r in results if r.node})
 
     def finish(self) -> "Summary":
+        self.driver_cpu_s = driver_cpu_seconds()
         self.units_skipped, self.units_committed = len(self.skipped), len(self.committed)
         self.units_already_done, self.units_retracted = len(self.already_done), len(self.retracted)
         self.failed = [f.line() for f in self.failures]
@@ -126,6 +130,14 @@ class Summary(RunSummary):
         return self
 
 
+def driver_cpu_seconds() -> float:
+    """User + system CPU seconds of this process (every thread) since it started."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return round(ru.ru_utime + ru.ru_stime, 3)
+
+
 # Errors that fail one unit's commit, not the run: the other units go on (the run still exits non-zero).
 def _unit_errors() -> tuple[type[BaseException], ...]:
     from deltalake.exceptions import DeltaError
@@ -143,6 +155,8 @@ class Hooks:
 
     after_check: Callable[[list[protocol.Unit]], None] = _noop
     before_commit: Callable[[protocol.Unit], None] = _noop
+    # With the unit's ds, just before its row check's second stage runs (on the thread that runs it).
+    before_second_stage: Callable[[str], None] = _noop
 
 
 class ContractEnforcer(Protocol):
@@ -253,8 +267,9 @@ def _quarantine_unit(ctx: UnitContext, d: str, unit: protocol.Unit) -> protocol.
 
 
 def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[ChunkResult],
-                work: UnitWork | None = None) -> None:
-    """Commit one unit whose chunks are all in, unless its rows do not reconcile or it breaks its contract."""
+                stats: MergeableStats | None = None) -> None:
+    """Commit one unit whose chunks are all in (`stats`: their merged row-check statistics, the second stage done),
+    unless its rows do not reconcile or it breaks its contract."""
     summary, qcommitter = ctx.summary, ctx.qcommitter
     rows_in = sum(r.rows_in for r in results)
     rows_out = sum(r.rows_out for r in results)
@@ -274,7 +289,7 @@ def commit_unit(ctx: UnitContext, d: str, unit: protocol.Unit, results: list[Chu
         drop("scores", "quarantine")
         summary.fail(failure)
         return
-    violations = _violations(ctx, d, results, rows_in, work)
+    violations = _violations(ctx, d, results, rows_in, stats)
     if qcommitter is not None:
         violations = _commit_quarantine(ctx, d, unit, qadds, rows_in, rows_q, violations)
     if ctx.enforcer is not None:
@@ -303,15 +318,11 @@ def _unreconciled(snap: Snapshot, d: str, rows_in: int, rows_out: int, rows_q: i
 
 
 def _violations(ctx: UnitContext, d: str, results: list[ChunkResult], rows_in: int,
-                work: UnitWork | None) -> list[dict]:
-    """The unit's contract verdict (after the row check's second stage) and the output's own score check."""
+                stats: MergeableStats | None) -> list[dict]:
+    """The unit's contract verdict (`stats`: its chunks' merged, after the row check's second stage) and the output's
+    own score check."""
     violations = []
     if ctx.enforcer is not None:
-        stats = None
-        for r in results:
-            stats = r.checks if stats is None else stats.merge(r.checks)
-        if stats is not None and work is not None and ctx.complete is not None:
-            ctx.complete(stats, work)
         violations = [asdict(v) for v in ctx.enforcer.verdict(d, rows_in, stats)]
     bad_scores = sum(r.bad_scores for r in results)
     if bad_scores:  # the output's own contract: one finite score in [0, 1] per input row

@@ -19,6 +19,10 @@ transaction version encodes the same key. Deciding "stored or not" is then an O(
 application transactions; two runs that build the same reference at once conflict at commit and the second finds
 it done (its files dropped); a reference is never appended twice nor overwritten by another one. A reference is
 fully determined by its key (the window's rows in file order), so any run that rebuilds it writes the same numbers.
+
+Building one (`build_reference`) never reads the window on the driver: the executor's side tasks read it, one task
+per file, in two stages (the files' rows of the stride sample for the edges, then histograms over those edges), and
+the driver receives the bounded sample and integer counts, which it adds (exact). Its work is O(files + days).
 """
 from __future__ import annotations
 
@@ -35,10 +39,12 @@ import numpy as np
 import pyarrow as pa
 
 from engine.lake import commit as protocol
-from engine.drift import REFERENCE_METHOD
-from engine.errors import InputUnavailable
-from engine.lake.snapshot import filesystem
+from engine.drift import REFERENCE_METHOD, REFERENCE_SAMPLE_ROWS, bin_counts, column_floats, quantile_edges
+from engine.errors import InputUnavailable, LakescoreError
+from engine.executor import raised
+from engine.lake.snapshot import file_path, filesystem, iter_file_batches
 from engine.lake.writer import RollingParquetWriter
+from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
 
@@ -64,6 +70,7 @@ TABLE_SCHEMA = pa.schema([*FILE_SCHEMA, pa.field("table", pa.string()), pa.field
 
 Edges = dict[str, np.ndarray]
 Hist = dict[str, np.ndarray]
+REFERENCE_BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -218,3 +225,112 @@ def _read(table, uri: str, key: ReferenceKey) -> tuple[Edges, Hist, int] | None:
     edges = {r["column"]: np.asarray(r["edges"], dtype=np.float64) for r in rows if r["edges"] is not None}
     hist = {r["column"]: np.asarray(r["counts"], dtype=np.int64) for r in rows if r["edges"] is not None}
     return edges, hist, rows[0]["table_version"]
+
+
+# ------------------------------------------------------------------ built in the workers, never on the driver
+
+
+def build_reference(snap, days: list[str], columns: list[str], bins: int, run: Callable, deadline: float, where: str,
+                    storage_options: dict | None = None, sample_rows: int = REFERENCE_SAMPLE_ROWS) -> tuple[Edges, Hist]:
+    """Edges and histograms of `columns` over the files of `days`, read by the executor's tasks (`run`: its side
+    runner, engine.executor.side_run), one task per file, in two stages; the driver receives only the bounded sample
+    and integer counts.
+
+    The rule is `engine.drift.stream_reference`'s (REFERENCE_METHOD), so stored references stay valid: the window's
+    rows in file order (days in order, each day's files in the log's order), every s-th row kept for the edges, s the
+    smallest power of two that keeps at most `sample_rows` rows. Stage 1: each file's task keeps the rows of the
+    sample that fall in it, knowing its first row's position from the log's row counts (the files' footers, read by
+    tasks, when the log has none): the sample, hence the edges, depend only on the files, never on how many workers
+    there are or in what order tasks end. Stage 2: each file's task counts its rows over those edges; the driver adds
+    the counts (integers: exact in any order)."""
+    files = [f.path for d in days for f in snap.files[d]]
+    if not columns or not files:
+        return {}, {}
+    counts = [f.num_records for d in days for f in snap.files[d]]
+    if any(n is None for n in counts):
+        counts = [r.rows_in for r in _stage(run, snap, files, {"stage": "rows"}, deadline, where, storage_options)]
+    stride = 1
+    while -(-sum(counts) // stride) > sample_rows:
+        stride *= 2
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
+    sampled = _stage(run, snap, files, {"stage": "sample", "columns": columns, "stride": stride}, deadline, where,
+                     storage_options, offsets)
+    for r, n, path in zip(sampled, counts, files):
+        if r.rows_in != n:
+            raise InputUnavailable(f"{where}: the Delta log counts {n} rows in {path} but the file holds {r.rows_in}; "
+                                   "the table's statistics are wrong: rewrite those days upstream, or move drift.reference")
+    sample = {c: np.concatenate([_floats(r, c) for r in sampled]) for c in columns}
+    edges = {c: e for c in columns if (e := quantile_edges(sample[c], bins)) is not None}
+    if not edges:
+        return {}, {}
+    spec = {"stage": "hist", "columns": sorted(edges), "edges": {c: e.tolist() for c, e in edges.items()}}
+    hist = {c: np.zeros(len(e) + 1, dtype=np.int64) for c, e in edges.items()}
+    for r in _stage(run, snap, files, spec, deadline, where, storage_options):
+        for c, n in json.loads(r.payload).items():
+            hist[c] += np.asarray(n, dtype=np.int64)
+    return edges, hist
+
+
+def _stage(run: Callable, snap, files: list[str], spec: dict, deadline: float, where: str,
+           storage_options: dict | None, offsets: list[int] | None = None) -> list[ChunkResult]:
+    """One task per file through `run`; the results in file order. A failed task is exit 5 naming the window."""
+    name = f"drift_reference/{snap.name}"
+    work = UnitWork(name, "", snap.uri, None, reference_task, storage_options=dict(storage_options or {}),
+                    args=(json.dumps(spec),), what="drift reference file(s)")
+    chunks = [ChunkWork(name, (f,), i, json.dumps({"offset": offsets[i] if offsets else 0}))
+              for i, f in enumerate(files)]
+    out: dict[int, ChunkResult] = {}
+    try:
+        for item in run({name: work}, chunks, None, deadline):
+            if isinstance(item, ChunkFailure):
+                raise raised(item)
+            out[item.chunk] = item
+    except (LakescoreError, OSError, pa.ArrowException) as e:
+        if str(e).startswith("time budget exhausted"):
+            raise  # the run's time budget, not the window's files
+        detail = " ".join(str(e).split())[:200]
+        raise InputUnavailable(f"{where} cannot be read ({type(e).__name__}: {detail}); repair or restore its files, "
+                               "pin another input.version, or move drift.reference") from e
+    return [out[i] for i in range(len(files))]
+
+
+def reference_task(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
+    """On a worker, one file of a reference window: its row count ("rows"), its rows of the stride sample ("sample":
+    float64 bytes per column, in `columns` order), or its histograms over the edges ("hist": JSON integers)."""
+    spec, offset = json.loads(unit.args[0]), json.loads(chunk.args)["offset"]
+    fs, base = filesystem(unit.input_uri, unit.storage_options)
+    path = file_path(base, chunk.files[0])
+    if spec["stage"] == "rows":
+        import pyarrow.parquet as pq
+
+        with fs.open_input_file(path) as f:
+            return ChunkResult(unit.unit, pq.ParquetFile(f).metadata.num_rows, 0, [])
+    cols, rows = spec["columns"], 0
+    if spec["stage"] == "sample":
+        stride, parts = spec["stride"], {c: [] for c in cols}
+        for batch in iter_file_batches(fs, path, cols, REFERENCE_BATCH_ROWS):
+            start = (-(offset + rows)) % stride  # the first row of this batch whose position is a multiple of stride
+            for c in cols:
+                parts[c].append(column_floats(batch, c, start, stride))
+            rows += batch.num_rows
+        kept = {c: np.concatenate(p) if p else np.empty(0) for c, p in parts.items()}
+        return ChunkResult(unit.unit, rows, 0, [], payload=json.dumps({c: len(kept[c]) for c in cols}),
+                           blob=b"".join(kept[c].astype(np.float64).tobytes() for c in cols))
+    edges = {c: np.asarray(spec["edges"][c], dtype=np.float64) for c in cols}
+    counts = {c: np.zeros(len(e) + 1, dtype=np.int64) for c, e in edges.items()}
+    for batch in iter_file_batches(fs, path, cols, REFERENCE_BATCH_ROWS):
+        for c, e in edges.items():
+            counts[c] += bin_counts(column_floats(batch, c), e)
+        rows += batch.num_rows
+    return ChunkResult(unit.unit, rows, 0, [], payload=json.dumps({c: n.tolist() for c, n in counts.items()}))
+
+
+def _floats(r: ChunkResult, column: str) -> np.ndarray:
+    """One column of a file's stride sample (stage 1's payload: lengths in column order, then the float64 bytes)."""
+    lengths = json.loads(r.payload)
+    at = 0
+    for c, n in lengths.items():
+        if c == column:
+            return np.frombuffer(r.blob, dtype=np.float64, count=n, offset=at * 8)
+        at += n
+    raise KeyError(column)
