@@ -15,6 +15,7 @@
                  master and worker (engine/testing/spark_cluster.py): whole job, steady state, fixed cost, model loads
 Every output is joined to (a)'s on entity_id: a missing, extra or repeated key, or a score more than 1e-6 away,
 stops the bench with exit 1. Each throughput part runs --repeat times; all runs are listed, the median reported.
+`--scaling`: (a), (b), (c′) and (d) at several sizes instead, a table and a plot (benchmarks/scaling.py).
 Peak RSS of (b) at two sizes (benchmarks/monitor.py). Prints a human table, then ONE JSON line (the last line on
 stdout). Setup (data, model) is cached under --out (benchmarks/workload.py). See benchmarks/README.md.
 """
@@ -109,12 +110,21 @@ def parse_args(argv=None):
     p.add_argument("--skip", default="", help="comma list of parts to skip: " + ",".join(PARTS))
     p.add_argument("--repeat", type=int, default=3, help="runs of each throughput part; all listed, the median reported")
     p.add_argument("--fresh", action="store_true", help="regenerate data and model even if cached")
+    p.add_argument("--scaling", action="store_true",
+                   help="the scaling curve instead: (a), (b), (c′) whole and (d) at --scaling-rows; writes scaling.md, "
+                        "scaling.png and scaling.json into --out (benchmarks/scaling.py)")
+    p.add_argument("--scaling-rows", default="1000000,4000000,16000000", metavar="N,N,…",
+                   help="the sizes of --scaling (default 1M, 4M, 16M rows)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if args.scaling:
+        import scaling
+
+        return scaling.run(args)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if skip - set(PARTS):
         raise SystemExit(f"--skip: unknown part(s) {sorted(skip - set(PARTS))}; known: {', '.join(PARTS)}")
