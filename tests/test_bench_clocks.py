@@ -78,3 +78,13 @@ def test_the_spark_jobs_in_session_clock_is_its_core_after_the_session():
     t = spark_job._log_time(lines[0]) - 10
     tl = spark_job.timeline(parsed, {}, t + 5, t + 62.5, 1000)
     assert (tl["in_session_s"], tl["in_session_rows_per_s"], tl["whole_s"]) == (40.0, 25.0, 57.5)
+
+
+def test_rays_steady_state_counts_the_executors_chunk_tasks_by_their_real_names():
+    """(b)'s steady state is the span of its chunk tasks in Ray's state API; the names come from the executor."""
+    import job
+    from engine.ray.executor import _chunk_task, _chunk_task_started
+
+    rows = [{"name": _chunk_task.__name__, "start_time_ms": 1}, {"name": _chunk_task_started.__name__},
+            {"name": "_warm_task"}, {"name": "JobSupervisor.__init__"}]
+    assert [t["name"] for t in job.chunk_tasks(rows)] == [_chunk_task.__name__, _chunk_task_started.__name__]
