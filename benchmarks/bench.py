@@ -9,10 +9,13 @@
 (c)  spark_udf:  mlflow.pyfunc.spark_udf on Spark local[N] with Spark's and XGBoost's defaults
 (c′) spark_udf tuned: Arrow batch size, one XGBoost thread per task, partitions per core (benchmarks/peers.py)
 (c″) score_dataframe: lakescore's DataFrame path (engine/spark/dataframe.py) with (c′)'s settings
+     (c), (c′), (c″) on two clocks: in a running local[N] session (start-up excluded), and whole-process: spark-submit
+     of benchmarks/peer_app.py to (d)'s standalone master and worker, from launch to exit, as (d) is timed
 (d)  spark_job:  `spark-submit jobs/score.py --config conf/score.yaml engine=spark` to an already running standalone
                  master and worker (engine/testing/spark_cluster.py): whole job, steady state, fixed cost, model loads
 Every output is joined to (a)'s on entity_id: a missing, extra or repeated key, or a score more than 1e-6 away,
 stops the bench with exit 1. Each throughput part runs --repeat times; all runs are listed, the median reported.
+`--scaling`: (a), (b), (c′) and (d) at several sizes instead, a table and a plot (benchmarks/scaling.py).
 Peak RSS of (b) at two sizes (benchmarks/monitor.py). Prints a human table, then ONE JSON line (the last line on
 stdout). Setup (data, model) is cached under --out (benchmarks/workload.py). See benchmarks/README.md.
 """
@@ -34,19 +37,19 @@ import psutil  # noqa: E402
 import verify  # noqa: E402
 from chunk_profile import profile_chunk, profile_driver  # noqa: E402
 from engine.testing.ray_cluster import LocalRayCluster  # noqa: E402
-from engine.spark.jars import jar_paths  # noqa: E402
 from engine.testing.spark_cluster import StandaloneSpark  # noqa: E402
 from job import run_lakescore  # noqa: E402
 from monitor import ForeignLoad  # noqa: E402
-from peers import run_spark, run_spark_dataframe, spark_dataframe_out  # noqa: E402
+from peers import PEERS, peer_out, run_peer_in_session, run_peer_whole  # noqa: E402
 from raw import run_raw  # noqa: E402
 from report import print_table  # noqa: E402
 from evaluate_bench import run_evaluate_job, run_micro  # noqa: E402
 from spark_job import run_spark_job  # noqa: E402
 from workload import Workdir, load_booster, log, setup  # noqa: E402
 
-PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "spark_job", "rss", "profile",
-         "evaluate")
+PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "spark_job", "peers_whole", "rss",
+         "profile", "evaluate")
+PEER_PART = dict(zip(PEERS, ("spark", "spark_tuned", "spark_df")))  # (c), (c′), (c″): JSON key → --skip name
 
 
 def timed(name: str, fn, cluster, check) -> dict:
@@ -106,12 +109,21 @@ def parse_args(argv=None):
     p.add_argument("--skip", default="", help="comma list of parts to skip: " + ",".join(PARTS))
     p.add_argument("--repeat", type=int, default=3, help="runs of each throughput part; all listed, the median reported")
     p.add_argument("--fresh", action="store_true", help="regenerate data and model even if cached")
+    p.add_argument("--scaling", action="store_true",
+                   help="the scaling curve instead: (a), (b), (c′) whole and (d) at --scaling-rows; writes scaling.md, "
+                        "scaling.png and scaling.json into --out (benchmarks/scaling.py)")
+    p.add_argument("--scaling-rows", default="1000000,4000000,16000000", metavar="N,N,…",
+                   help="the sizes of --scaling (default 1M, 4M, 16M rows)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if args.scaling:
+        import scaling
+
+        return scaling.run(args)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if skip - set(PARTS):
         raise SystemExit(f"--skip: unknown part(s) {sorted(skip - set(PARTS))}; known: {', '.join(PARTS)}")
@@ -135,29 +147,42 @@ def main(argv=None) -> int:
     return 0
 
 
-def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, spark: dict, spark_df: list,
-                  spark_job: list) -> None:
-    """(c), (c′), (c″) and (d), interleaved run by run, so a change in the machine's load hits all alike."""
+def whole_peers(skip: set[str]) -> list[str]:
+    """The peers run on the whole-process clock: those not skipped, unless `peers_whole` is."""
+    return [] if "peers_whole" in skip else [p for p in PEERS if PEER_PART[p] not in skip]
+
+
+def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, peers: dict, spark_job: list) -> None:
+    """(c), (c′), (c″) on both clocks, then (d), interleaved run by run, so a change in the machine's load hits all
+    alike. `peers` gets "<part>" (in-session) and "<part>_whole" lists."""
     def parquet_check(path):
         return lambda r: verify.compare(path.name, reference, verify.read_parquet_scores(path))
 
-    jars = ",".join(jar_paths()) if standalone is not None else ""
+    env = {**standalone.env, "PYTHONPATH": str(REPO)} if standalone is not None else None
     for i in range(args.repeat):
-        for tuned in (False, True):
-            if ("spark_tuned" if tuned else "spark") not in skip:
-                log(f"spark_udf{' tuned' if tuned else ''}: run {i + 1}/{args.repeat}")
-                spark[tuned].append(timed("spark_udf_tuned" if tuned else "spark_udf", lambda: run_spark(args, wd, tuned), None,
-                                          parquet_check(wd.spark_out(tuned))))
-        if "spark_df" not in skip:
-            log(f"score_dataframe: run {i + 1}/{args.repeat}")
-            spark_df.append(timed("score_dataframe", lambda: run_spark_dataframe(args, wd), None,
-                                  parquet_check(spark_dataframe_out(wd))))
-        if standalone is not None:
+        for part in PEERS:
+            if PEER_PART[part] not in skip:
+                log(f"{part}: run {i + 1}/{args.repeat}")
+                peers[part].append(timed(part, lambda: run_peer_in_session(args, wd, part), None,
+                                         parquet_check(peer_out(wd, part, whole=False))))
+        for part in whole_peers(skip):
+            log(f"{part} whole: run {i + 1}/{args.repeat}")
+            peers[f"{part}_whole"].append(timed(f"{part}_whole", lambda: run_peer_whole(args, wd, part, standalone.master_url, env),
+                                                None, parquet_check(peer_out(wd, part, whole=True))))
+        if "spark_job" not in skip:
             log(f"spark_job: run {i + 1}/{args.repeat}")
-            env = {**standalone.env, "PYTHONPATH": str(REPO)}
-            spark_job.append(timed("spark_job", lambda: run_spark_job(args, wd, standalone.master_url, env, jars, args.rows),
+            spark_job.append(timed("spark_job", lambda: run_spark_job(args, wd, standalone.master_url, env, args.rows),
                                    None, lambda r: verify.compare("(d) spark_job", reference,
                                                                   verify.read_delta_scores(wd.scores(args.rows)))))
+
+
+def start_standalone(args, wd: Workdir, result: dict) -> StandaloneSpark:
+    """(d)'s standalone master and one worker (--spark-cores cores), also the whole-process peers' cluster."""
+    standalone = StandaloneSpark(wd.out / "spark-standalone", workers=1, cores=args.spark_cores,
+                                 memory=args.spark_worker_memory)
+    log(f"spark: starting a standalone master and worker ({args.spark_cores} cores)")
+    result["spark_standalone_startup_s"] = round(standalone.start(), 2)
+    return standalone
 
 
 def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) -> None:
@@ -167,22 +192,19 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         log(f"raw: run {i + 1}")
         raw_runs.append(timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True))
     reference = verify.read_parquet_scores(wd.raw_out)
-    spark = {False: [], True: []}
-    spark_df: list[dict] = []
+    peers: dict[str, list[dict]] = {k: [] for p in PEERS for k in (p, f"{p}_whole")}
     spark_job: list[dict] = []
     standalone = None
-    if "spark_job" not in skip:  # started once, before any timing, as (b)'s Ray cluster is
-        standalone = StandaloneSpark(wd.out / "spark-standalone", workers=1, cores=args.spark_cores,
-                                     memory=args.spark_worker_memory)
-        log(f"spark_job: starting a standalone master and worker ({args.spark_cores} cores)")
-        result["spark_standalone_startup_s"] = round(standalone.start(), 2)
+    if "spark_job" not in skip or whole_peers(skip):  # started once, before any timing, as (b)'s Ray cluster is
+        standalone = start_standalone(args, wd, result)
     try:
-        measure_spark(args, wd, skip, reference, standalone, spark, spark_df, spark_job)
+        measure_spark(args, wd, skip, reference, standalone, peers, spark_job)
     finally:
         if standalone is not None:
             standalone.stop()
-            log("spark_job: standalone master and worker stopped")
+            log("spark: standalone master and worker stopped")
     result["spark_job"] = summarize(spark_job)
+    result.update({k: summarize(v) for k, v in peers.items() if k.endswith("_whole")})
     prof = None
     if "profile" not in skip:
         prof = {f"nthread_{n}": profile_chunk(args, wd, bundle, n) for n in (1, 2)}
@@ -221,8 +243,8 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         finally:
             cluster.stop()
             log("ray: cluster stopped")
-    result.update({"raw": summarize(raw_runs) if "raw" not in skip else None, "spark_udf": summarize(spark[False]),
-                   "spark_udf_tuned": summarize(spark[True]), "spark_dataframe": summarize(spark_df),
+    result.update({"raw": summarize(raw_runs) if "raw" not in skip else None,
+                   **{p: summarize(peers[p]) for p in PEERS},
                    "lakescore": summarize(ls[True]),
                    "lakescore_no_contract": summarize(ls[False]), "evaluate": summarize(evaluate),
                    "chunk_profile": prof, "rss_small": small,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.ray.executor import _chunk_task
 from engine.testing.ray_cluster import LocalRayCluster
 from monitor import MemorySampler
 from workload import ALIAS, MODEL_NAME, Workdir, log
@@ -102,18 +101,25 @@ def _job_info(cluster: LocalRayCluster, submission_id: str, t_submit: float, t_e
     return out
 
 
+def chunk_tasks(tasks: list[dict]) -> list[dict]:
+    """The state API's rows of the score job's chunk tasks: the Ray executor's remote functions, plain and streaming
+    (named from the module, so a rename cannot silently empty (b)'s steady state); not its warm-up or side tasks."""
+    from engine.ray.executor import _chunk_task, _chunk_task_started
+
+    names = {_chunk_task.__name__, _chunk_task_started.__name__}
+    return [t for t in tasks if t.get("name") in names]
+
+
 def _task_stats(cluster: LocalRayCluster, submission_id: str, t_submit: float) -> dict:
     """Per-task timings of the chunk tasks from Ray's state API (best effort)."""
     try:
         jobs = cluster.api("/api/jobs/")
         job_id = next((j.get("job_id") for j in jobs if j.get("submission_id") == submission_id), None)
-        # The Ray task every score chunk (and key-uniqueness bucket) runs as; named from the module, not spelled out.
-        path = ("/api/v0/tasks?limit=10000&detail=1&filter_keys=name&filter_predicates=%3D"
-                f"&filter_values={_chunk_task.__name__}")
+        path = "/api/v0/tasks?limit=10000&detail=1"
         if job_id:
             path += f"&filter_keys=job_id&filter_predicates=%3D&filter_values={job_id}"
         data = cluster.api(path, timeout=20)
-        tasks = data["data"]["result"]["result"]
+        tasks = chunk_tasks(data["data"]["result"]["result"])
     except Exception as e:  # the state API is optional here
         return {"error": f"{type(e).__name__}: {e}"[:200]}
     durs, starts, ends, pending = [], [], [], []

@@ -6,7 +6,9 @@ exits, and split with the job's own log lines:
   commits, the contract report, the exit);
 - steady state: from the first Spark task's launch (Spark's event log, `Launch Time` of the scoring jobs' tasks)
   to the last unit's commit on the driver (the job's log line "unit …: committed, N rows");
-- fixed cost: whole − steady.
+- fixed cost: whole − steady;
+- in-session: the job's core from its SparkSession being up to "score run … finished in Ns" (N, 0.1 s resolution),
+  the region the peers' in-session clock times (benchmarks/peers.py).
 Between the two, the SparkExecutor's per-unit line "unit …: N chunk(s) ran on Spark from <start> to <end>; model
 loads by Python worker pid {…}" says when the chunk function itself began (after the Python worker's start-up).
 
@@ -78,6 +80,7 @@ def parse_log(lines: list[str]) -> dict:
         elif t is not None and (m := _FINISHED.match(msg)):
             marks["finished"] = t
             marks["run_start"] = t - float(m.group(1))  # the job core's start: after the SparkSession is up
+            marks["in_session"] = float(m.group(1))
         elif m := _CHUNKS.match(msg):
             chunks.append((int(m.group(2)), float(m.group(3)), float(m.group(4))))
             for pid, loads in json.loads(m.group(5)).items():
@@ -147,10 +150,13 @@ def timeline(parsed: dict, tasks: dict, t_start: float, t_end: float, rows: int)
         out[key] = None if ta is None or tb is None else round(tb - ta, 3)
     if parsed["summary"]:
         out["job_elapsed_s"] = parsed["summary"].get("elapsed_s")
+    if marks.get("in_session"):  # the in-session clock, as the peers': the job's core once its SparkSession is up
+        out["in_session_s"] = marks["in_session"]
+        out["in_session_rows_per_s"] = rows / marks["in_session"]
     return out
 
 
-def run_spark_job(args, wd: Workdir, master: str, env: dict, jars: str, rows: int) -> dict:
+def run_spark_job(args, wd: Workdir, master: str, env: dict, rows: int) -> dict:
     """spark-submit the score job for the `rows`-row lake to `master`; check the exit code and the row count."""
     scores = Path(wd.scores(rows))
     for derived in (scores, wd.lake(rows) / "quarantine"):
@@ -161,7 +167,7 @@ def run_spark_job(args, wd: Workdir, master: str, env: dict, jars: str, rows: in
         shutil.rmtree(events)
     events.mkdir(parents=True)
     conf = spark_job_conf(args, events)
-    cmd = [str(BIN / "spark-submit"), "--master", master, "--jars", jars]
+    cmd = [str(BIN / "spark-submit"), "--master", master]  # no --jars: the job needs no delta-spark (README)
     for k, v in conf.items():
         cmd += ["--conf", f"{k}={v}"]
     cmd += [str(REPO / "jobs" / "score.py"), "--config", str(REPO / "conf" / "score.yaml"), "engine=spark",
