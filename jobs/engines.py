@@ -90,16 +90,19 @@ class LazyExecutor:
 def make_executor(cfg, job: str) -> LazyExecutor:
     """The executor for `cfg.engine` ("ray" or "spark"), started when first used (Spark: from `warm_up()` on, in the
     background); `job` names the Spark application (lakescore-<job>)."""
-    return LazyExecutor(lambda: _start(cfg, job), background=cfg.engine == "spark")
+    spark = cfg.engine == "spark"
+    return LazyExecutor(lambda: _start_spark(cfg, job) if spark else _start_ray(cfg, job), background=spark)
 
 
-def _start(cfg, job: str):
-    if cfg.engine == "spark":
-        from engine.spark.executor import SESSION_CONF, SparkExecutor
-        from engine.spark.session import spark_session
+def _start_spark(cfg, job: str):
+    from engine.spark.executor import SESSION_CONF, SparkExecutor
+    from engine.spark.session import spark_session
 
-        spark = spark_session(f"lakescore-{job}", master=cfg.spark.master, extra_conf=SESSION_CONF, delta=False)
-        return SparkExecutor(spark, cfg.spark)
+    spark = spark_session(f"lakescore-{job}", master=cfg.spark.master, extra_conf=SESSION_CONF, delta=False)
+    return SparkExecutor(spark, cfg.spark)
+
+
+def _start_ray(cfg, job: str):
     from engine.ray.executor import executor
     from engine.ray.session import connect
 
