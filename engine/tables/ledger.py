@@ -93,16 +93,21 @@ SCHEMA = pa.schema([*FIELDS, pa.field("job", pa.string()), pa.field("date", pa.s
 
 @functools.lru_cache(maxsize=1)
 def code_revision() -> tuple[str, str | None]:
-    """(package version, git commit or None): the commit comes from LAKESCORE_CODE_COMMIT (set by `lakescore
-    submit`, whose upload has no .git) or from git in the source tree."""
+    """(package version, git commit or None): the version of the source tree that runs (its pyproject.toml; the
+    installed metadata only without one: `make` installs no copy of the package, see the Makefile), the commit from
+    LAKESCORE_CODE_COMMIT (set by `lakescore submit`, whose upload has no .git) or from git in the source tree."""
+    import tomllib
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        pkg = version("lakescore")
-    except PackageNotFoundError:
-        pkg = "unknown"
-    commit = os.environ.get("LAKESCORE_CODE_COMMIT") or None
     root = Path(__file__).resolve().parents[2]  # the source tree: engine/tables/ledger.py → the repository
+    try:
+        pkg = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    except (OSError, ValueError, KeyError):
+        try:
+            pkg = version("lakescore")
+        except PackageNotFoundError:
+            pkg = "unknown"
+    commit = os.environ.get("LAKESCORE_CODE_COMMIT") or None
     if commit is None and (root / ".git").exists():
         try:
             out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
