@@ -113,3 +113,50 @@ def test_vacuum_after_moving_the_project_keeps_the_versions_earlier_runs_pinned(
         assert got is not None and got.equals(held[v]), f"version {v} of the moved features table"
     assert content(uri, N_DAYS - 1) is None
     assert scored["inputs"][0]["uri"] == "features"  # recorded relative to lake.root: it moves with the lake
+
+
+def test_a_moved_project_fails_fast_on_its_stale_mlflow_locations_and_logs_there_after_relocate(
+        ray_local, project, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from contracts.enforce import REPORT_EXPERIMENT
+    from jobs.score import main as score
+    from jobs.validate import main as validate
+
+    validate_argv = ["--config", str(ROOT / "conf" / "validate.yaml"), f"input.contract={CONTRACT}", "input.ds=2026-01-04"]
+    score_argv = ["--config", str(ROOT / "conf" / "score.yaml"), f"model.uri=models:/{XGB}@champion",
+                  f"input.contract={CONTRACT}", "input.ds=2026-01-04"]
+    code, _, err = run(validate, [*validate_argv, *settings(project)], capsys)  # as `make demo` does: its reports
+    assert code == 0, err                                                       # experiment is at orig/mlartifacts
+    old_root = project / "mlartifacts"
+    new = move(project, tmp_path / "moved")
+
+    code, summary, err = run(validate, [*validate_argv, *settings(new)], capsys)
+    assert not project.exists(), "the job wrote MLflow artifacts into the folder the project was moved from"
+    assert code == 2 and summary["exit_code"] == 2
+    (line,) = [ln for ln in err.splitlines() if "error:" in ln]
+    assert (f"MLflow experiment '{REPORT_EXPERIMENT}' keeps its artifacts at file://{old_root}, which no longer exists"
+            in line and "lakescore relocate" in line and str(new / "mlartifacts") in line), line
+    code, summary, err = run(score, [*score_argv, *settings(new)], capsys)
+    assert code == 5 and f"its artifacts at {old_root}/models/" in summary["error"]
+    assert "lakescore relocate" in summary["error"] and not project.exists()
+
+    from jobs.relocate import main as relocate
+
+    code, moved, err = run(relocate, ["--config", str(ROOT / "conf" / "score.yaml"), *settings(new)], capsys)
+    assert code == 0, err
+    assert moved["from"] == str(old_root) and moved["to"] == str(new / "mlartifacts")
+    assert moved["changed"]["experiments.artifact_location"] == 2  # lakescore-demo and the contract reports
+    assert moved["changed"]["model_versions.storage_location"] == 2  # both demo models
+
+    code, summary, err = run(validate, [*validate_argv, *settings(new)], capsys)
+    assert code == 0, err
+    client = MlflowClient(f"sqlite:///{new}/mlruns.db")
+    exp = client.get_experiment_by_name(REPORT_EXPERIMENT)
+    (latest, *_) = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])
+    assert latest.info.artifact_uri.startswith(f"file://{new}/mlartifacts/")
+    logged = {a.path for a in client.list_artifacts(latest.info.run_id)}
+    assert logged and all((Path(latest.info.artifact_uri.removeprefix("file://")) / p).is_file() for p in logged)
+    code, summary, err = run(score, [*score_argv, *settings(new)], capsys)
+    assert code == 0 and summary["units_committed"] == 1, err  # the champion loads from the moved artifacts
+    assert not project.exists()
