@@ -160,3 +160,40 @@ def test_a_moved_project_fails_fast_on_its_stale_mlflow_locations_and_logs_there
     code, summary, err = run(score, [*score_argv, *settings(new)], capsys)
     assert code == 0 and summary["units_committed"] == 1, err  # the champion loads from the moved artifacts
     assert not project.exists()
+
+
+def locations(db: Path) -> list[tuple]:
+    """Every artifact location MLflow's sqlite store holds, read with sqlite3 (not through lakescore)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        return sorted(c.execute("SELECT 'e', artifact_location FROM experiments UNION ALL SELECT 'r', artifact_uri "
+                                "FROM runs UNION ALL SELECT 'l', artifact_location FROM logged_models UNION ALL "
+                                "SELECT 'v', storage_location FROM model_versions").fetchall())
+
+
+def test_relocate_of_a_copy_changes_nothing_until_its_artifacts_are_there(project, tmp_path, capsys):
+    """A copy whose original still exists runs fine against the original's artifacts; relocate points it at its own,
+    but only once they are under its mlflow.artifact_root: before that it refuses and changes nothing."""
+    from jobs.relocate import main as relocate
+
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("mlartifacts"))  # the copy left its artifacts behind
+    original, before = locations(project / "mlruns.db"), locations(copy / "mlruns.db")
+    argv = ["--config", str(ROOT / "conf" / "score.yaml"), *settings(copy)]
+    code, summary, _ = run(relocate, argv, capsys)
+    assert code == 2 and "nothing changed" in summary["error"] and str(copy / "mlartifacts") in summary["error"]
+    assert locations(copy / "mlruns.db") == before
+
+    shutil.copytree(project / "mlartifacts", copy / "mlartifacts")
+    code, summary, err = run(relocate, [*argv, "--dry-run"], capsys)
+    assert code == 0 and summary["from"] == str(project / "mlartifacts") and summary["changed"], err
+    assert locations(copy / "mlruns.db") == before
+    code, summary, err = run(relocate, argv, capsys)
+    assert code == 0, err
+    after = locations(copy / "mlruns.db")
+    old, new = f"{project}/mlartifacts", f"{copy}/mlartifacts"
+    assert after == sorted((k, v.replace(old, new) if v and v.startswith(("file://" + old, old)) else v)
+                           for k, v in before)
+    assert sum(str(v).startswith(f"file://{new}") for _, v in after) == sum(summary["changed"].values()) >= 5
+    assert locations(project / "mlruns.db") == original  # the original project's store is untouched
