@@ -5,12 +5,16 @@ PYTHON_BASE ?= python3
 LOCK_HASH := $(shell sha256sum requirements.lock | cut -c1-12)
 VENV ?= $(HOME)/.cache/lakescore/venv-$(LOCK_HASH)
 PY := $(VENV)/bin/python
+# Stamps name the lock's content, not its time: a second clone or a copy of the repository (whose files are all newer
+# than any stamp) finds the venv installed and runs no pip; a changed lock has another hash, so it is installed.
+STAMP := $(VENV)/.lock-$(LOCK_HASH)
 DELTA_SPARK := $(shell sed -n 's/^delta[-_]spark==//p' requirements.lock)
 PYSPARK := $(shell sed -n 's/^pyspark==//p' requirements.lock)
 JARS_DIR ?= $(HOME)/.cache/lakescore/jars-delta-$(DELTA_SPARK)-spark-$(PYSPARK)
 # moto's S3 server for the object-store tests, in a tool venv of its own (its Flask/Werkzeug would clash with MLflow's pins).
 MOTO := $(shell sed -n 's/^moto==//p' tests/moto.lock)
 MOTO_VENV ?= $(HOME)/.cache/lakescore/moto-$(MOTO)
+MOTO_STAMP := $(MOTO_VENV)/.lock-$(shell sha256sum tests/moto.lock | cut -c1-12)
 
 export PATH := $(VENV)/bin:$(PATH)
 export PYTHONPATH := $(CURDIR)
@@ -21,36 +25,37 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup setup-s3a demo shell test bench lock clean-demo
 
-$(VENV)/.installed: requirements.lock
+# No editable install: it would point the shared venv at whichever clone ran `make` last. The venv's `lakescore`
+# command (jobs/console.sh) runs the checkout on PYTHONPATH, which make and `make shell` set, or the one in the
+# current directory; an older venv's editable install is removed for the same reason.
+$(STAMP):
 	@echo "== creating $(VENV) from requirements.lock (first time only; torch is large)"
 	$(PYTHON_BASE) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.lock
+	$(VENV)/bin/pip uninstall -q -y lakescore
+	install -m 755 jobs/console.sh $(VENV)/bin/lakescore
 	touch $@
 
-.make/editable: pyproject.toml $(VENV)/.installed
-	@mkdir -p .make
-	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
-	touch $@
-
-$(JARS_DIR)/jars.txt: $(VENV)/.installed
+# The jars need a venv to fetch them, not a newer one: order-only, so a new stamp does not fetch them again.
+$(JARS_DIR)/jars.txt: | $(STAMP)
 	@echo "== fetching the delta-spark $(DELTA_SPARK) jars for Spark $(PYSPARK) from Maven Central (once)"
 	$(PY) -m engine.spark.jars --dest $(JARS_DIR)
 
 # Hadoop's S3A connector (hadoop-aws and the AWS SDK bundle, ~640 MB) for Spark SQL on a lake on S3: analysts and the
 # object-store tests need it, `make demo` does not.
-$(JARS_DIR)/s3a.txt: $(VENV)/.installed
+$(JARS_DIR)/s3a.txt: | $(STAMP)
 	@echo "== fetching Hadoop's S3A connector (hadoop-aws, AWS SDK bundle) for Spark $(PYSPARK) from Maven Central (once)"
 	$(PY) -m engine.spark.jars --dest $(JARS_DIR) --s3a
 
-$(MOTO_VENV)/.installed: tests/moto.lock
+$(MOTO_STAMP):
 	@echo "== creating $(MOTO_VENV) (moto's S3 server for the object-store tests) from tests/moto.lock"
 	$(PYTHON_BASE) -m venv $(MOTO_VENV)
 	$(MOTO_VENV)/bin/pip install -q --upgrade pip
 	$(MOTO_VENV)/bin/pip install -q -r tests/moto.lock
 	touch $@
 
-setup: $(VENV)/.installed .make/editable $(JARS_DIR)/jars.txt $(MOTO_VENV)/.installed
+setup: $(STAMP) $(JARS_DIR)/jars.txt $(MOTO_STAMP)
 
 setup-s3a: setup $(JARS_DIR)/s3a.txt
 

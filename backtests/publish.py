@@ -83,12 +83,10 @@ def _mlflow(cfg, summary, folds_plan, fresh: list[dict], plan, report: dict) -> 
     from mlflow.tracking import MlflowClient
 
     from engine.evaluation.report import report_json
+    from engine.models.registry import experiment_id
 
     client = MlflowClient(cfg.mlflow.tracking_uri)
-    exp = client.get_experiment_by_name(EXPERIMENT)
-    root = cfg.mlflow.artifact_root
-    exp_id = exp.experiment_id if exp else client.create_experiment(
-        EXPERIMENT, artifact_location=root if "://" in root else "file://" + root)
+    exp_id = experiment_id(client, EXPERIMENT, cfg.mlflow.artifact_root)
     parent = client.create_run(exp_id, run_name=f"backtest-{summary.backtest_id}",
                                tags={"lakescore.backtest_id": summary.backtest_id, "lakescore.run_id": summary.run_id})
     pid = parent.info.run_id

@@ -21,9 +21,12 @@ EXAMPLES = (
 
 
 def body(cfg: BacktestConfig, args):
+    from backtests.publish import EXPERIMENT
     from backtests.runner import run_backtest
+    from engine.models.relocate import check_experiment
     from jobs.engines import make_executor
 
+    check_experiment(cfg.mlflow, EXPERIMENT)  # a moved project's stale MLflow location: exit 2 before any work
     return run_backtest(cfg, make_executor(cfg, "backtest"))
 
 

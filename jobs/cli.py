@@ -33,6 +33,8 @@ COMMANDS: dict[str, Command] = {
                         "lakescore rollback --model lakescore-demo-xgb"),
     "vacuum": Command("jobs.vacuum", "remove unreferenced files, keeping every version a recent run pinned",
                       "lakescore vacuum --table features --retain-days 7 --dry-run"),
+    "relocate": Command("jobs.relocate", "point a moved or copied project's MLflow store at its own artifact folder",
+                        "lakescore relocate --dry-run"),
     "forget": Command("jobs.forget", "remove rows whose key is gone from the input, from every model's partitions",
                       "lakescore forget --table scores"),
 }

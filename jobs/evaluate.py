@@ -28,8 +28,11 @@ def run_evaluate(cfg: EvaluateConfig, executor):
 
 
 def body(cfg: EvaluateConfig, args):
+    from engine.evaluation.publish import EXPERIMENT
+    from engine.models.relocate import check_experiment
     from jobs.engines import make_executor
 
+    check_experiment(cfg.mlflow, EXPERIMENT)  # a moved project's stale MLflow location: exit 2 before any work
     return run_evaluate(cfg, make_executor(cfg, "evaluate"))
 
 

@@ -19,9 +19,12 @@ EXAMPLES = (
 
 
 def body(cfg: ValidateConfig, args):
+    from contracts.enforce import REPORT_EXPERIMENT
     from contracts.validate import executor_gather, run_validate
+    from engine.models.relocate import check_experiment
     from jobs.engines import make_executor
 
+    check_experiment(cfg.mlflow, REPORT_EXPERIMENT)  # a moved project's stale MLflow location: exit 2 before any work
     return run_validate(cfg, executor_gather(make_executor(cfg, "validate")))
 
 

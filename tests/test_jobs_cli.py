@@ -174,7 +174,8 @@ def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_r
 
 JOB_CONFIGS = {"score": "ScoreConfig", "validate": "ValidateConfig", "evaluate": "EvaluateConfig",
                "backtest": "BacktestConfig", "demo": "DemoConfig", "status": "ScoreConfig", "vacuum": "ScoreConfig",
-               "forget": "ScoreConfig", "rollback": "ScoreConfig", "explain": "ScoreConfig"}
+               "forget": "ScoreConfig", "rollback": "ScoreConfig", "explain": "ScoreConfig",
+               "relocate": "ScoreConfig"}
 
 
 @pytest.mark.parametrize("job", sorted(JOB_CONFIGS))

@@ -56,7 +56,7 @@ def test_successful_then_skipped_run_reconcile_with_the_scores_table(ray_local, 
     assert entry["config_hash"] == summary["config_hash"]
     assert entry["code_version"] and entry["command"].startswith("score --config ")
     version = DeltaTable(str(lake / "features")).version()
-    assert entry["inputs"] == [{"role": "input", "table": "features", "uri": f"{lake}/features", "version": version}]
+    assert entry["inputs"] == [{"role": "input", "table": "features", "uri": "features", "version": version}]
     assert (entry["model_name"], entry["model_version"]) == (XGB, summary["model_version"])
     assert entry["units_planned"] == entry["units_committed"] == DAYS and entry["units_failed"] == 0
     per_day = rows_per_day(lake)

@@ -133,9 +133,13 @@ class ModelResolution:
 
 def experiment_id(client, name: str, artifact_root: str) -> str:
     """The MLflow experiment `name` (an MlflowClient's), created with its artifacts under `artifact_root` (a local
-    path, or a URL such as s3://…) if it does not exist yet."""
+    path, or a URL such as s3://…) if it does not exist yet; an existing one whose artifact folder is gone (a moved
+    project) is a ConfigError (engine.models.relocate)."""
+    from engine.models.relocate import require_location
+
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        require_location(name, exp.artifact_location, artifact_root, client.tracking_uri)
         return exp.experiment_id
     location = artifact_root if "://" in artifact_root else "file://" + artifact_root
     return client.create_experiment(name, artifact_location=location)
@@ -145,12 +149,37 @@ def download_model(ref: ModelRef, tracking_uri: str, registry_uri: str | None, d
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from engine.models.relocate import local_folder
+
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(registry_uri or tracking_uri)
+    gone = local_folder(_stored_at(ref, tracking_uri, registry_uri))  # MLflow "downloads" a missing folder as empty
+    if gone is not None and not os.path.exists(gone):
+        raise ModelRefused(f"model {ref.uri}: its artifacts at {gone} no longer exist (was the project moved?); run "
+                           "`lakescore relocate` with this job's config (README: Moving or copying a project)")
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=dst))
     except (MlflowException, OSError) as e:
         raise ModelRefused(f"model {ref.uri}: artifacts cannot be downloaded ({type(e).__name__}); check the artifact store") from e
+
+
+def _stored_at(ref: ModelRef, tracking_uri: str, registry_uri: str | None) -> str | None:
+    """Where the registry says a model version's files are (None when it cannot say)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, registry_uri or tracking_uri)
+    try:
+        source = client.get_model_version(ref.name, str(ref.version)).source or ""
+        logged = re.fullmatch(r"models:/(m-[0-9a-f]+)", source)  # an MLflow 3 logged model
+        if logged:
+            return client.get_logged_model(logged.group(1)).artifact_location
+        run = re.fullmatch(r"runs:/([^/]+)/(.*)", source)
+        if run:
+            return f"{client.get_run(run.group(1)).info.artifact_uri.rstrip('/')}/{run.group(2)}"
+    except MlflowException:
+        return None
+    return source
 
 
 def fetch_bundle(uri: str, tracking_uri: str, registry_uri: str | None, allow_pickle: bool,

@@ -19,6 +19,13 @@ while its run is live: no final row with its run id yet, and its lease not expir
 row stops protecting when its lease ends; a run that outlived its own budget by more than the grace would too,
 which is why the grace is generous. `read()` leaves running rows out unless asked (`running=True`), so `status`,
 `explain` and every other reader see finished runs only, as before.
+
+Pins follow the lake: each input's `uri` is recorded relative to `lake.root` when the table lies inside the lake
+(`features`), and absolute (a path or URL) only for a table outside it, so a project folder that is moved or copied
+keeps its pins. Rows written before that hold absolute URIs; `pinned_versions` matches such a URI by its path
+relative to the lake root recorded in the same row (its `config`), and where that root cannot be read, by the
+table's name. We chose to fail closed: a doubtful match counts as a pin, since a version kept too long costs disk
+while a version vacuumed too early cannot be read again.
 """
 from __future__ import annotations
 
@@ -86,16 +93,21 @@ SCHEMA = pa.schema([*FIELDS, pa.field("job", pa.string()), pa.field("date", pa.s
 
 @functools.lru_cache(maxsize=1)
 def code_revision() -> tuple[str, str | None]:
-    """(package version, git commit or None): the commit comes from LAKESCORE_CODE_COMMIT (set by `lakescore
-    submit`, whose upload has no .git) or from git in the source tree."""
+    """(package version, git commit or None): the version of the source tree that runs (its pyproject.toml; the
+    installed metadata only without one: `make` installs no copy of the package, see the Makefile), the commit from
+    LAKESCORE_CODE_COMMIT (set by `lakescore submit`, whose upload has no .git) or from git in the source tree."""
+    import tomllib
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        pkg = version("lakescore")
-    except PackageNotFoundError:
-        pkg = "unknown"
-    commit = os.environ.get("LAKESCORE_CODE_COMMIT") or None
     root = Path(__file__).resolve().parents[2]  # the source tree: engine/tables/ledger.py → the repository
+    try:
+        pkg = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    except (OSError, ValueError, KeyError):
+        try:
+            pkg = version("lakescore")
+        except PackageNotFoundError:
+            pkg = "unknown"
+    commit = os.environ.get("LAKESCORE_CODE_COMMIT") or None
     if commit is None and (root / ".git").exists():
         try:
             out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
@@ -128,8 +140,24 @@ def inputs_of(cfg, summary: dict) -> list[dict]:
             found.append((role, ref.table, versions.get(role)))
     for extra in summary.get("pins") or []:  # further versions the run read (a backtest's per-fold features)
         found.append((extra["role"], extra["table"], extra["version"]))
-    return [{"role": role, "table": t, "uri": table_uri(cfg.lake, t), "version": None if v is None else int(v)}
+    return [{"role": role, "table": t, "uri": recorded_uri(cfg.lake, t), "version": None if v is None else int(v)}
             for role, t, v in found]
+
+
+def _inside(uri: str, root: str) -> str | None:
+    """`uri`'s path relative to `root` when it lies inside it, else None."""
+    uri, root = uri.rstrip("/"), root.rstrip("/")
+    return uri[len(root) + 1:] if root and uri.startswith(root + "/") else None
+
+
+def _relative(uri: str) -> bool:
+    return bool(uri) and not is_url(uri) and not os.path.isabs(uri)
+
+
+def recorded_uri(lake: LakeConfig, table: str) -> str:
+    """Where the ledger says a table is: relative to lake.root inside the lake (so pins move with it), else absolute."""
+    uri = table_uri(lake, table)
+    return _inside(uri, lake.root) or uri
 
 
 def row(job: str, cfg, summary: dict, started: dt.datetime, finished: dt.datetime, command: str,
@@ -260,7 +288,7 @@ def start_row(job: str, cfg, run_id: str, inputs: list[tuple[str, str, int]], st
     entry.update(
         run_id=run_id, status=RUNNING, engine=getattr(cfg, "engine", None), started_at=started,
         config_hash=config_hash(cfg), config=cfg.model_dump_json(), code_version=pkg, code_commit=commit,
-        inputs=[{"role": role, "table": t, "uri": table_uri(cfg.lake, t), "version": int(v)} for role, t, v in inputs],
+        inputs=[{"role": role, "table": t, "uri": recorded_uri(cfg.lake, t), "version": int(v)} for role, t, v in inputs],
         output_table=_output_table(cfg), job=job, date=started.astimezone(dt.timezone.utc).strftime("%Y-%m-%d"),
         summary=json.dumps({"run_id": run_id, "status": RUNNING, "lease_until": lease.isoformat()}, sort_keys=True))
     return entry
@@ -286,9 +314,10 @@ def record_start(lake: LakeConfig, job: str, cfg, run_id: str, inputs: list[tupl
 def running_runs(lake: LakeConfig, now: dt.datetime | None = None) -> list[dict]:
     """The runs still running: a running row, no final row with its run id, and a lease not yet expired.
 
-    Each: run_id, job, started_at, lease_until, inputs; oldest first."""
+    Each: run_id, job, started_at, lease_until, inputs, lake_root (the lake.root it ran with); oldest first."""
     now = now or dt.datetime.now(dt.timezone.utc)
-    rows = read(lake, running=True).select(["run_id", "job", "status", "started_at", "inputs", "summary"]).to_pylist()
+    rows = read(lake, running=True).select(["run_id", "job", "status", "started_at", "inputs", "summary",
+                                            "config"]).to_pylist()
     ended = {r["run_id"] for r in rows if r["status"] != RUNNING}
     live = []
     for r in rows:
@@ -297,21 +326,47 @@ def running_runs(lake: LakeConfig, now: dt.datetime | None = None) -> list[dict]
         until = json.loads(r["summary"] or "{}").get("lease_until")
         lease = dt.datetime.fromisoformat(until) if until else None  # a row without a lease protects nothing
         if lease is not None and lease > now:
-            live.append({**{k: r[k] for k in ("run_id", "job", "started_at", "inputs")}, "lease_until": lease})
+            live.append({**{k: r[k] for k in ("run_id", "job", "started_at", "inputs")}, "lease_until": lease,
+                         "lake_root": _lake_root(r["config"])})
     return live
+
+
+def _lake_root(config: str | None) -> str | None:
+    """The lake.root a ledger row's run used (its config JSON), or None where the row does not say."""
+    try:
+        root = json.loads(config or "")["lake"]["root"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return root if isinstance(root, str) and root else None
+
+
+def _same_table(recorded: str, root_then: str | None, uri: str, inside: str | None) -> bool:
+    """Whether an input the ledger recorded as `recorded` (by a run whose lake.root was `root_then`) is the table at
+    `uri` (`inside`: its path relative to today's lake.root, None outside the lake). See the module docstring."""
+    if _relative(recorded):  # recorded relative to the lake: the same path inside today's lake
+        return inside is not None and recorded.rstrip("/") == inside
+    if recorded.rstrip("/") == uri.rstrip("/"):
+        return True
+    if inside is None:  # a table outside the lake is known by its absolute location only
+        return False
+    if root_then is None:  # an old absolute row whose lake is unknown: the table's name decides, keeping when alike
+        return recorded.rstrip("/").rsplit("/", 1)[-1] == inside.rsplit("/", 1)[-1]
+    return _inside(recorded, root_then) == inside  # an old absolute row: its path inside the lake it ran on
 
 
 def pinned_versions(lake: LakeConfig, uri: str, since: dt.datetime, now: dt.datetime | None = None
                     ) -> dict[int, list[str]]:
     """Versions of the table at `uri` that runs read as input: version → run ids. Finished runs count when they
-    started at or after `since`; running runs (`running_runs`) count whenever they started."""
+    started at or after `since`; running runs (`running_runs`) count whenever they started. A run's inputs match
+    the table by their place in the lake, wherever the lake was then (see the module docstring)."""
     runs = read(lake, since=since.astimezone(dt.timezone.utc).strftime("%Y-%m-%d"))
-    found = [r for r in runs.select(["run_id", "started_at", "inputs"]).to_pylist() if r["started_at"] >= since]
+    found = [{**r, "lake_root": _lake_root(r.pop("config"))}
+             for r in runs.select(["run_id", "started_at", "inputs", "config"]).to_pylist() if r["started_at"] >= since]
     pins: dict[int, list[str]] = {}
-    want = uri.rstrip("/")
+    inside = _inside(uri, lake.root)
     for r in [*found, *running_runs(lake, now)]:
         for i in r["inputs"] or []:
-            if i["version"] is not None and (i["uri"] or "").rstrip("/") == want:
+            if i["version"] is not None and _same_table(i["uri"] or i["table"] or "", r["lake_root"], uri, inside):
                 pins.setdefault(int(i["version"]), [])
                 if r["run_id"] not in pins[int(i["version"])]:
                     pins[int(i["version"])].append(r["run_id"])
