@@ -217,3 +217,37 @@ def test_submit_usage_matches_its_examples_without_a_double_dash():
     assert out.returncode == 0, out.stderr
     assert " -- " not in out.stdout, out.stdout  # the examples pass the job straight after submit's own flags
     assert "lakescore submit score --config" in out.stdout
+
+
+# Ray 2.60's warning on every new local cluster when RAY_AUTH_MODE is unset (ray._private.authentication.
+# authentication_token_setup._warn_token_auth_enabled), printed on every job's stderr.
+RAY_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+_JOB_THEN_AUTH_MODE = """\
+import json, sys
+from jobs.validate import main
+code = main(sys.argv[1:])
+import ray
+from ray._raylet import AuthenticationMode, get_authentication_mode
+print(json.dumps({"job_exit": code, "ray_started": ray.is_initialized(),
+                  "token_auth": get_authentication_mode() == AuthenticationMode.TOKEN}))
+"""
+
+
+def test_a_job_on_its_own_local_ray_keeps_token_auth_without_ray_s_notice(lake, tmp_path):
+    """A job that starts its own local Ray (no ray.address, no RAY_ADDRESS, RAY_AUTH_MODE unset as in a user's shell)
+    runs with Ray's token authentication on, and its stderr carries no "Token authentication is enabled … Set
+    RAY_AUTH_MODE=disabled to opt out" notice. Whether auth is on is asked of Ray itself in the job's process, after
+    the job: a job that silenced the notice by turning auth off (RAY_AUTH_MODE=disabled) fails here."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    out = subprocess.run([sys.executable, "-c", _JOB_THEN_AUTH_MODE, "--config", "conf/validate.yaml",
+                          f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlruns.db",
+                          f"mlflow.artifact_root={tmp_path}/mlartifacts", "input.ds=2026-01-01", "--no-progress"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = last_json(out.stdout)
+    assert after == {"job_exit": 0, "ray_started": True, "token_auth": True}, out.stderr[-3000:]
+    assert "ray: connected" in out.stderr  # the job did start its own Ray
+    assert RAY_AUTH_NOTICE not in out.stderr and "RAY_AUTH_MODE" not in out.stderr, out.stderr
