@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DAYS, ROOT, ROWS, XGB
+from conftest import DAYS, MLP, ROOT, ROWS, XGB, score_config
 
 pytestmark = pytest.mark.slow
 
@@ -145,30 +145,68 @@ def test_submit_uploads_every_source_file_and_none_of_the_lake(tmp_path):
         assert excluded(repo / output), f"{output} would be uploaded"
 
 
-@pytest.mark.parametrize("override, code, setting", [
-    (f"model.uri=models:/{XGB}/99", 5, "model.uri"),
-    ("model.uri=models:/nope@champion", 5, "model.uri"),
-    ("input.version=99", 5, "input.version"),
-    ("lake.root={tmp}/no-such-lake", 2, "lake.root"),
-])
-def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_root, tmp_path, override, code, setting):
-    """A missing model version or alias, input version or lake fails before the engine starts, naming the setting.
-    The job is pointed at the session's Ray (RAY_ADDRESS), so a job that starts its engine first logs "ray:
-    connected" (no new cluster either way)."""
-    import os
+RESOLUTION_CASES = [
+    ("score", f"model.uri=models:/{XGB}/99", 5, "model.uri"),
+    ("score", "model.uri=models:/nope@champion", 5, "model.uri"),
+    ("score", "input.version=99", 5, "input.version"),
+    ("score", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+    # An unresolvable champion is a failed gate (DESIGN.md: exit 4 includes "an unreadable champion").
+    ("evaluate", f"models.champion=models:/{XGB}/99", 4, "models.champion"),
+    ("evaluate", "models.champion=models:/nope@champion", 4, "models.champion"),
+    ("evaluate", f"models.challengers=[models:/{XGB}/99]", 5, "models.challengers"),
+    ("evaluate", "scores.version=99", 5, "scores.version"),
+    ("evaluate", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+    ("backtest", f"baseline.model=models:/{XGB}/99", 5, "baseline.model"),
+    ("backtest", "baseline.model=models:/nope@champion", 5, "baseline.model"),
+    ("backtest", "features.version=99", 5, "features.version"),
+    ("backtest", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+    ("validate", "input.version=99", 5, "input.version"),
+    ("validate", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+]
 
+
+def resolution_argv(job: str, lake, demo_root) -> list[str]:
+    """`job`'s arguments on the test lake and registry (every store outside the repository)."""
+    from test_contracts import CONTRACT
     from test_ledger import job_argv
 
+    if job == "score":
+        return job_argv(lake, demo_root)
+    stores = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+              f"mlflow.artifact_root={demo_root}/mlartifacts"]
+    own = {"evaluate": [f"models.champion=models:/{XGB}@champion", f"models.challengers=[models:/{MLP}/1]",
+                        f"features.contract={CONTRACT}"],
+           "backtest": [f"baseline.model=models:/{XGB}@champion", f"features.contract={CONTRACT}",
+                        "folds.n_folds=1"],  # what fits the test lake's days
+           "validate": [f"input.contract={CONTRACT}"]}[job]
+    return ["--config", str(ROOT / "conf" / f"{job}.yaml"), *stores, *own]
+
+
+@pytest.mark.parametrize("job, override, code, setting", RESOLUTION_CASES)
+def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_root, tmp_path, job, override, code,
+                                                         setting):
+    """A missing model version or alias, input version or lake fails before the engine starts, naming the setting,
+    in every job. The job is pointed at the session's Ray (RAY_ADDRESS), so a job that starts its engine first logs
+    "ray: connected" (no new cluster either way)."""
+    import os
+
+    if job == "evaluate" and setting == "scores.version":  # a scores table to pin: one day scored in process
+        from engine.executor import LocalExecutor
+        from jobs.score import run_score
+
+        run_score(score_config(lake, demo_root, "input.ds=2026-01-04"), LocalExecutor())
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    out = subprocess.run([sys.executable, "-m", "jobs.score", *job_argv(lake, demo_root),
+    out = subprocess.run([sys.executable, "-m", f"jobs.{job}", *resolution_argv(job, lake, demo_root),
                           override.format(tmp=tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == code, out.stderr
-    assert "ray: connected" not in out.stderr and "ray.init" not in out.stderr, out.stderr
+    assert out.returncode == code, out.stderr[-3000:]
+    assert "ray: connected" not in out.stderr and "ray.init" not in out.stderr, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
-    assert len(errors) == 1 and setting in errors[0], out.stderr
+    assert len(errors) == 1 and setting in errors[0], out.stderr[-3000:]
     if setting == "lake.root":
-        assert "input.table" not in errors[0] and "no-such-lake" in errors[0]
+        assert ".table" not in errors[0] and "no-such-lake" in errors[0]
+    if setting.startswith("models.") or setting == "baseline.model":
+        assert "model.uri" not in errors[0]  # the setting this job has, not the score job's
     assert last_json(out.stdout)["exit_code"] == code
 
 

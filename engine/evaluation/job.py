@@ -1,7 +1,9 @@
 """The evaluate job, independent of the engine that runs its tasks.
 
-1. resolve the models (the champion alias and the challengers → versions) and pin `scores`, `labels` and
-   `features` to Delta versions (recorded); resolve the as-of time (default: the newest `label_ts` pinned);
+1. resolve the lake, the models (the champion alias and the challengers → versions) and pin `scores`, `labels` and
+   `features` to Delta versions (recorded), all before the executor is first used (its engine starts then:
+   jobs.engines), so each fails in a second naming its setting; resolve the as-of time (default: the newest
+   `label_ts` pinned);
 2. plan one task per day of the window that every model scored (key-hash buckets for a large day); a window day
    that an input holds but some model did not score is a failed coverage gate (engine.evaluation.gates);
 3. an executor (engine.executor: Ray, Spark, or this process) runs `engine.evaluation.join.evaluate_chunk_task`
@@ -32,7 +34,7 @@ from typing import ClassVar, Iterator
 
 from engine.tables import ledger
 from engine.config.jobs import EvaluateConfig
-from engine.lake.paths import table_uri
+from engine.lake.paths import require_root, table_uri
 from engine.errors import GateFailed, UnitFailed
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
@@ -159,6 +161,7 @@ def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader 
     """The models (champion alias and challengers → versions), the three inputs pinned to versions (recorded in
     the ledger), the features' PII columns (never named, never read)."""
     opts = cfg.lake.storage_options
+    require_root(cfg.lake)  # a missing lake is exit 2 naming lake.root, not "fix scores.table"
     spec = spec_from_config(cfg)
     preflight.check_slices(cfg)
     champ, challengers = inputs.resolve_models(cfg.models.champion, cfg.models.challengers, cfg.mlflow.tracking_uri,
@@ -169,11 +172,9 @@ def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader 
     if cfg.gates.promote:
         preflight.check_promotion(cfg, champ, challengers)
 
-    snaps = {
-        "scores": open_snapshot(cfg.scores.table, table_uri(cfg.lake, cfg.scores.table), cfg.scores.version, opts),
-        "labels": open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts),
-        "features": open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts),
-    }
+    snaps = {name: open_snapshot(getattr(cfg, name).table, table_uri(cfg.lake, getattr(cfg, name).table),
+                                 getattr(cfg, name).version, opts, setting=name)
+             for name in ("scores", "labels", "features")}
     summary.versions = {k: s.version for k, s in snaps.items()}
     pii = frozenset(pii_columns(cfg.features.contract, snaps["features"].schema, contract_pii, JOB))
     refuse_named(pii, {"features.slice_columns": cfg.features.slice_columns, "drift.columns": cfg.drift.columns},
