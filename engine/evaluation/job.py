@@ -15,7 +15,8 @@
    (compare-and-set, engine.evaluation.publish).
 
 A failed gate is exit 4 after the metrics and the report are written: they are the evidence; so is a promotion
-refused because the alias moved meanwhile (the report is rewritten with that reason). Duplicate keys in scores or
+refused because the alias moved meanwhile (the report is rewritten with that reason). A promotion whose report
+cannot be rewritten afterwards stands: a warning line, exit 0 (engine.evaluation.publish). Duplicate keys in scores or
 features are exit 3 before anything is written (the join would count each copy again).
 Columns the features' contract (`features.contract`, read through the caller's `contract_pii`) tags `pii` are
 never read (engine.pii): naming one as a slice or drift column is exit 2, and default drift columns leave them out.
@@ -295,7 +296,8 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
         _commit(ev, metrics, deltas)
-    from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, record_refused_promotion, write_report
+    from engine.evaluation.publish import (AliasMoved, log_to_mlflow, promote, record_refused_promotion,
+                                           rewrite_after_promotion, write_report)
 
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
     summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary, extra_files)
@@ -305,11 +307,11 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
     if cfg.gates.promote and summary.verdict == "pass":
         try:
             summary.promoted = promote(cfg, ev.champ, ev.challengers[0], summary)
-            report["promotion"]["outcome"] = "promoted"  # the report says so too, with from/to versions
-            summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
         except AliasMoved as e:
             record_refused_promotion(cfg, summary, report, extra_files, str(e))
             raise
+        report["promotion"]["outcome"] = "promoted"  # the report says so too, with from/to versions
+        summary.report = rewrite_after_promotion(cfg, report, summary, extra_files)  # a failure: a warning, exit 0
 
 
 def _window_days(snaps: dict, window: str) -> list[str]:
