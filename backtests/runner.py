@@ -1,7 +1,9 @@
 """The backtest job's driver: plan, guard, run the folds in parallel, commit each fold, resume, publish.
 
-1. pin `features` and `labels` to Delta versions; the backtest id is a hash of the config and those versions, so
-   a re-run of the same backtest finds its completed folds;
+1. check the lake, resolve the champion baseline's version and pin `features` and `labels` to Delta versions,
+   before the executor is first used (its engine starts then: jobs.engines), so each fails in a second naming its
+   setting; the backtest id is a hash of the config and those versions, so a re-run of the same backtest finds its
+   completed folds;
 2. plan the folds (printed before any work), and, with `features_at_cutoff`, find each fold's features version
    current at its cutoff and check it holds no day at or after the cutoff;
 3. run one task per refit group (an engine.executor.Executor: Ray, Spark, or this process), each training once and
@@ -36,12 +38,12 @@ from backtests.fold_run import FoldPlan, fold_seed, group_task, plan_json
 from engine.tables import backtest_metrics as bt_results
 from engine.tables import ledger
 from engine.config.jobs import BacktestConfig
-from engine.lake.paths import table_uri
+from engine.lake.paths import require_root, table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
 from engine.evaluation.inputs import resolve_as_of
 from engine.evaluation.spec import spec_from_config, spec_to_dict
 from engine.executor import Executor, raised
-from engine.models.registry import ModelBundle, fetch_bundle
+from engine.models.registry import ModelBundle, ModelRef, fetch_bundle, resolve_model
 from engine.pii import pii_columns, refuse_named, without_pii
 from engine.models.preprocess import Feature, PreprocessSpec
 from engine.run import Run, RunSummary
@@ -129,6 +131,7 @@ class _Backtest:
     folds: list[fold_plan.Fold]
     train_versions: dict[str, int]  # fold index (str) → features version at its cutoff (features_at_cutoff)
     pii: frozenset[str]
+    baseline: ModelRef | None  # the champion baseline's version (baseline.kind champion), resolved first
     done: set[int] = field(default_factory=set)  # folds an earlier run of the same backtest completed
     results: list[dict] = field(default_factory=list)  # this run's fresh fold results (logged to MLflow)
     errors: list[str] = field(default_factory=list)
@@ -164,8 +167,13 @@ def _pin_and_plan(cfg: BacktestConfig, summary: BacktestSummary) -> _Backtest:
     """Pin `features` and `labels` (the backtest id hashes the config and those versions), plan and print the folds,
     check each fold's features version at its cutoff (`features_at_cutoff`), record the pins in the ledger."""
     opts = cfg.lake.storage_options
-    feats = open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts)
-    labels = open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts)
+    require_root(cfg.lake)  # a missing lake is exit 2 naming lake.root, not "fix features.table"
+    baseline = (resolve_model(cfg.baseline.model, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, "baseline.model")
+                if cfg.baseline.kind == "champion" else None)
+    feats = open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts,
+                          setting="features")
+    labels = open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts,
+                           setting="labels")
     summary.versions = {"features": feats.version, "labels": labels.version}
     summary.backtest_id = hashlib.sha256(f"{summary.config_hash}|{feats.version}|{labels.version}".encode()).hexdigest()[:16]
     pii = _pii(cfg, feats)
@@ -190,7 +198,7 @@ def _pin_and_plan(cfg: BacktestConfig, summary: BacktestSummary) -> _Backtest:
                         [("features", cfg.features.table, feats.version), ("labels", cfg.labels.table, labels.version),
                          *((p["role"], p["table"], p["version"]) for p in summary.pins)])
     return _Backtest(cfg=cfg, summary=summary, feats=feats, labels=labels, folds=folds,
-                     train_versions=train_versions, pii=pii)
+                     train_versions=train_versions, pii=pii, baseline=baseline)
 
 
 def _fold_plan(bt: _Backtest) -> tuple[FoldPlan, ModelBundle | None]:
@@ -200,8 +208,9 @@ def _fold_plan(bt: _Backtest) -> tuple[FoldPlan, ModelBundle | None]:
     sample = _first_training_day(cfg, feats, bt.folds[0])
     spec = recipe_spec(cfg, feats.schema, sample, bt.pii)
     baseline = None
-    if cfg.baseline.kind == "champion":
-        baseline = fetch_bundle(cfg.baseline.model, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, False)
+    if bt.baseline is not None:
+        baseline = fetch_bundle(cfg.baseline.model, cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, False,
+                                ref=bt.baseline, setting="baseline.model")
         base_name = f"{baseline.ref.name}/{baseline.ref.version}"
     else:
         base_name = "base_rate"

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from contracts.checks import CheckStats, row_masks
 from contracts.enforce import Enforcer
 from engine.config.jobs import ValidateConfig
-from engine.lake.paths import table_uri
+from engine.lake.paths import require_root, table_uri
 from engine.tables.drift_reference import TABLE as REFERENCE_TABLE
 from engine.errors import ContractViolation, UnitFailed
 from engine.lake import scratch as scratch_space
@@ -129,6 +129,7 @@ def run_validate(cfg: ValidateConfig, gather) -> ValidateSummary:
     day, worker seconds by phase)."""
     s = ValidateSummary(Run.start("validate", cfg))
     opts = cfg.lake.storage_options
+    require_root(cfg.lake)  # a missing lake is exit 2 naming lake.root, not "fix input.table"
     uri = table_uri(cfg.lake, cfg.input.table)
     snap = open_snapshot(cfg.input.table, uri, cfg.input.version, opts)
     s.input_table, s.input_version = cfg.input.table, snap.version

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DAYS, ROOT, ROWS, XGB
+from conftest import DAYS, MLP, ROOT, ROWS, XGB, score_config
 
 pytestmark = pytest.mark.slow
 
@@ -145,30 +145,68 @@ def test_submit_uploads_every_source_file_and_none_of_the_lake(tmp_path):
         assert excluded(repo / output), f"{output} would be uploaded"
 
 
-@pytest.mark.parametrize("override, code, setting", [
-    (f"model.uri=models:/{XGB}/99", 5, "model.uri"),
-    ("model.uri=models:/nope@champion", 5, "model.uri"),
-    ("input.version=99", 5, "input.version"),
-    ("lake.root={tmp}/no-such-lake", 2, "lake.root"),
-])
-def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_root, tmp_path, override, code, setting):
-    """A missing model version or alias, input version or lake fails before the engine starts, naming the setting.
-    The job is pointed at the session's Ray (RAY_ADDRESS), so a job that starts its engine first logs "ray:
-    connected" (no new cluster either way)."""
-    import os
+RESOLUTION_CASES = [
+    ("score", f"model.uri=models:/{XGB}/99", 5, "model.uri"),
+    ("score", "model.uri=models:/nope@champion", 5, "model.uri"),
+    ("score", "input.version=99", 5, "input.version"),
+    ("score", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+    # An unresolvable champion is a failed gate (DESIGN.md: exit 4 includes "an unreadable champion").
+    ("evaluate", f"models.champion=models:/{XGB}/99", 4, "models.champion"),
+    ("evaluate", "models.champion=models:/nope@champion", 4, "models.champion"),
+    ("evaluate", f"models.challengers=[models:/{XGB}/99]", 5, "models.challengers"),
+    ("evaluate", "scores.version=99", 5, "scores.version"),
+    ("evaluate", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+    ("backtest", f"baseline.model=models:/{XGB}/99", 5, "baseline.model"),
+    ("backtest", "baseline.model=models:/nope@champion", 5, "baseline.model"),
+    ("backtest", "features.version=99", 5, "features.version"),
+    ("backtest", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+    ("validate", "input.version=99", 5, "input.version"),
+    ("validate", "lake.root={tmp}/no-such-lake", 2, "lake.root"),
+]
 
+
+def resolution_argv(job: str, lake, demo_root) -> list[str]:
+    """`job`'s arguments on the test lake and registry (every store outside the repository)."""
+    from test_contracts import CONTRACT
     from test_ledger import job_argv
 
+    if job == "score":
+        return job_argv(lake, demo_root)
+    stores = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
+              f"mlflow.artifact_root={demo_root}/mlartifacts"]
+    own = {"evaluate": [f"models.champion=models:/{XGB}@champion", f"models.challengers=[models:/{MLP}/1]",
+                        f"features.contract={CONTRACT}"],
+           "backtest": [f"baseline.model=models:/{XGB}@champion", f"features.contract={CONTRACT}",
+                        "folds.n_folds=1"],  # what fits the test lake's days
+           "validate": [f"input.contract={CONTRACT}"]}[job]
+    return ["--config", str(ROOT / "conf" / f"{job}.yaml"), *stores, *own]
+
+
+@pytest.mark.parametrize("job, override, code, setting", RESOLUTION_CASES)
+def test_resolution_errors_come_before_any_engine_starts(ray_local, lake, demo_root, tmp_path, job, override, code,
+                                                         setting):
+    """A missing model version or alias, input version or lake fails before the engine starts, naming the setting,
+    in every job. The job is pointed at the session's Ray (RAY_ADDRESS), so a job that starts its engine first logs
+    "ray: connected" (no new cluster either way)."""
+    import os
+
+    if job == "evaluate" and setting == "scores.version":  # a scores table to pin: one day scored in process
+        from engine.executor import LocalExecutor
+        from jobs.score import run_score
+
+        run_score(score_config(lake, demo_root, "input.ds=2026-01-04"), LocalExecutor())
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    out = subprocess.run([sys.executable, "-m", "jobs.score", *job_argv(lake, demo_root),
+    out = subprocess.run([sys.executable, "-m", f"jobs.{job}", *resolution_argv(job, lake, demo_root),
                           override.format(tmp=tmp_path)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
-    assert out.returncode == code, out.stderr
-    assert "ray: connected" not in out.stderr and "ray.init" not in out.stderr, out.stderr
+    assert out.returncode == code, out.stderr[-3000:]
+    assert "ray: connected" not in out.stderr and "ray.init" not in out.stderr, out.stderr[-3000:]
     errors = [ln for ln in out.stderr.splitlines() if "error:" in ln]
-    assert len(errors) == 1 and setting in errors[0], out.stderr
+    assert len(errors) == 1 and setting in errors[0], out.stderr[-3000:]
     if setting == "lake.root":
-        assert "input.table" not in errors[0] and "no-such-lake" in errors[0]
+        assert ".table" not in errors[0] and "no-such-lake" in errors[0]
+    if setting.startswith("models.") or setting == "baseline.model":
+        assert "model.uri" not in errors[0]  # the setting this job has, not the score job's
     assert last_json(out.stdout)["exit_code"] == code
 
 
@@ -218,3 +256,37 @@ def test_submit_usage_matches_its_examples_without_a_double_dash():
     assert out.returncode == 0, out.stderr
     assert " -- " not in out.stdout, out.stdout  # the examples pass the job straight after submit's own flags
     assert "lakescore submit score --config" in out.stdout
+
+
+# Ray 2.60's warning on every new local cluster when RAY_AUTH_MODE is unset (ray._private.authentication.
+# authentication_token_setup._warn_token_auth_enabled), printed on every job's stderr.
+RAY_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
+
+_JOB_THEN_AUTH_MODE = """\
+import json, sys
+from jobs.validate import main
+code = main(sys.argv[1:])
+import ray
+from ray._raylet import AuthenticationMode, get_authentication_mode
+print(json.dumps({"job_exit": code, "ray_started": ray.is_initialized(),
+                  "token_auth": get_authentication_mode() == AuthenticationMode.TOKEN}))
+"""
+
+
+def test_a_job_on_its_own_local_ray_keeps_token_auth_without_ray_s_notice(lake, tmp_path):
+    """A job that starts its own local Ray (no ray.address, no RAY_ADDRESS, RAY_AUTH_MODE unset as in a user's shell)
+    runs with Ray's token authentication on, and its stderr carries no "Token authentication is enabled … Set
+    RAY_AUTH_MODE=disabled to opt out" notice. Whether auth is on is asked of Ray itself in the job's process, after
+    the job: a job that silenced the notice by turning auth off (RAY_AUTH_MODE=disabled) fails here."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    out = subprocess.run([sys.executable, "-c", _JOB_THEN_AUTH_MODE, "--config", "conf/validate.yaml",
+                          f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{tmp_path}/mlruns.db",
+                          f"mlflow.artifact_root={tmp_path}/mlartifacts", "input.ds=2026-01-01", "--no-progress"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = last_json(out.stdout)
+    assert after == {"job_exit": 0, "ray_started": True, "token_auth": True}, out.stderr[-3000:]
+    assert "ray: connected" in out.stderr  # the job did start its own Ray
+    assert RAY_AUTH_NOTICE not in out.stderr and "RAY_AUTH_MODE" not in out.stderr, out.stderr

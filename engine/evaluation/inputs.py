@@ -31,10 +31,10 @@ def resolve_models(champion: str, challengers: list[str], tracking_uri: str, reg
     baseline must never pass. A missing challenger is a missing input (exit 5).
     """
     try:
-        champ = resolve_model(champion, tracking_uri, registry_uri)
+        champ = resolve_model(champion, tracking_uri, registry_uri, "models.champion")
     except ModelRefused as e:
         raise GateFailed(f"champion {champion} cannot be resolved ({e}); the evaluation fails closed") from e
-    refs = [resolve_model(u, tracking_uri, registry_uri) for u in challengers]
+    refs = [resolve_model(u, tracking_uri, registry_uri, "models.challengers") for u in challengers]
     keys = [model_key(champ), *map(model_key, refs)]
     if len(set(keys)) != len(keys):
         raise ConfigError(f"models.champion and models.challengers name the same version twice ({keys}); "

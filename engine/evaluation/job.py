@@ -1,7 +1,9 @@
 """The evaluate job, independent of the engine that runs its tasks.
 
-1. resolve the models (the champion alias and the challengers → versions) and pin `scores`, `labels` and
-   `features` to Delta versions (recorded); resolve the as-of time (default: the newest `label_ts` pinned);
+1. resolve the lake, the models (the champion alias and the challengers → versions) and pin `scores`, `labels` and
+   `features` to Delta versions (recorded), all before the executor is first used (its engine starts then:
+   jobs.engines), so each fails in a second naming its setting; resolve the as-of time (default: the newest
+   `label_ts` pinned);
 2. plan one task per day of the window that every model scored (key-hash buckets for a large day); a window day
    that an input holds but some model did not score is a failed coverage gate (engine.evaluation.gates);
 3. an executor (engine.executor: Ray, Spark, or this process) runs `engine.evaluation.join.evaluate_chunk_task`
@@ -13,7 +15,8 @@
    (compare-and-set, engine.evaluation.publish).
 
 A failed gate is exit 4 after the metrics and the report are written: they are the evidence; so is a promotion
-refused because the alias moved meanwhile (the report is rewritten with that reason). Duplicate keys in scores or
+refused because the alias moved meanwhile (the report is rewritten with that reason). A promotion whose report
+cannot be rewritten afterwards stands: a warning line, exit 0 (engine.evaluation.publish). Duplicate keys in scores or
 features are exit 3 before anything is written (the join would count each copy again).
 Columns the features' contract (`features.contract`, read through the caller's `contract_pii`) tags `pii` are
 never read (engine.pii): naming one as a slice or drift column is exit 2, and default drift columns leave them out.
@@ -32,7 +35,7 @@ from typing import ClassVar, Iterator
 
 from engine.tables import ledger
 from engine.config.jobs import EvaluateConfig
-from engine.lake.paths import table_uri
+from engine.lake.paths import require_root, table_uri
 from engine.errors import GateFailed, UnitFailed
 from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
@@ -159,6 +162,7 @@ def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader 
     """The models (champion alias and challengers → versions), the three inputs pinned to versions (recorded in
     the ledger), the features' PII columns (never named, never read)."""
     opts = cfg.lake.storage_options
+    require_root(cfg.lake)  # a missing lake is exit 2 naming lake.root, not "fix scores.table"
     spec = spec_from_config(cfg)
     preflight.check_slices(cfg)
     champ, challengers = inputs.resolve_models(cfg.models.champion, cfg.models.challengers, cfg.mlflow.tracking_uri,
@@ -169,11 +173,9 @@ def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader 
     if cfg.gates.promote:
         preflight.check_promotion(cfg, champ, challengers)
 
-    snaps = {
-        "scores": open_snapshot(cfg.scores.table, table_uri(cfg.lake, cfg.scores.table), cfg.scores.version, opts),
-        "labels": open_snapshot(cfg.labels.table, table_uri(cfg.lake, cfg.labels.table), cfg.labels.version, opts),
-        "features": open_snapshot(cfg.features.table, table_uri(cfg.lake, cfg.features.table), cfg.features.version, opts),
-    }
+    snaps = {name: open_snapshot(getattr(cfg, name).table, table_uri(cfg.lake, getattr(cfg, name).table),
+                                 getattr(cfg, name).version, opts, setting=name)
+             for name in ("scores", "labels", "features")}
     summary.versions = {k: s.version for k, s in snaps.items()}
     pii = frozenset(pii_columns(cfg.features.contract, snaps["features"].schema, contract_pii, JOB))
     refuse_named(pii, {"features.slice_columns": cfg.features.slice_columns, "drift.columns": cfg.drift.columns},
@@ -294,7 +296,8 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
         _commit(ev, metrics, deltas)
-    from engine.evaluation.publish import AliasMoved, log_to_mlflow, promote, record_refused_promotion, write_report
+    from engine.evaluation.publish import (AliasMoved, log_to_mlflow, promote, record_refused_promotion,
+                                           rewrite_after_promotion, write_report)
 
     summary.report = write_report(cfg, report, summary.run_id, extra_files)
     summary.mlflow_run_id = log_to_mlflow(cfg, report, metrics, summary, extra_files)
@@ -304,11 +307,11 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
     if cfg.gates.promote and summary.verdict == "pass":
         try:
             summary.promoted = promote(cfg, ev.champ, ev.challengers[0], summary)
-            report["promotion"]["outcome"] = "promoted"  # the report says so too, with from/to versions
-            summary.report = write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
         except AliasMoved as e:
             record_refused_promotion(cfg, summary, report, extra_files, str(e))
             raise
+        report["promotion"]["outcome"] = "promoted"  # the report says so too, with from/to versions
+        summary.report = rewrite_after_promotion(cfg, report, summary, extra_files)  # a failure: a warning, exit 0
 
 
 def _window_days(snaps: dict, window: str) -> list[str]:

@@ -9,6 +9,15 @@ would restore that wrong version). So the alias is re-read just before the move,
 `AliasMoved` (exit 4, a failed gate), the alias and its tags left as they are, the reason in the report. The MLflow
 registry has no conditional write, so what is left is the moment between that re-read and the move (one sqlite or
 REST round trip), not the whole evaluation.
+
+After the move the report is rewritten to say so. If that rewrite fails (the report folder unwritable, the object
+store or MLflow unreachable), the move stands and the run says so truthfully: exit 0 (DESIGN.md's "done"), its
+summary line with `promoted`, and one warning line naming the failure, the move (model, alias, from and to
+versions), what the report on disk still says, and what to do. Not 1 ("unexpected failure"): a scheduler would
+retry, and the retry would judge the new champion against itself; not 4 ("promotion gate failed"): the promotion
+happened, and a scheduler acting on 4 would treat the registry's new champion as refused. The move itself is the
+record (the registry's alias and its `lakescore.promotion` tag, which `lakescore rollback` reads), as the run ledger
+is for a run: a ledger that cannot be written is a warning too (jobs._main), never a new exit code.
 """
 from __future__ import annotations
 
@@ -31,6 +40,9 @@ EXPERIMENT = "lakescore-evaluate"
 PROMOTION_TAG = "lakescore.promotion"  # on the promoted version: who, when, why, and the previous holder
 # Called by `promote` after the gates passed and before it re-reads the alias (tests force a concurrent move here).
 before_alias_check: Callable[[], None] | None = None
+# Called by `promote` once the alias has moved and the move is recorded, before the report is rewritten (tests make
+# the report's files unwritable here).
+after_alias_move: Callable[[], None] | None = None
 
 
 class AliasMoved(GateFailed):
@@ -154,8 +166,40 @@ def promote(cfg, champ, challenger, summary) -> str:
     client.set_model_version_tag(champ.name, str(challenger.version), PROMOTION_TAG, record)
     client.set_registered_model_tag(champ.name, f"{PROMOTION_TAG}.{alias}.previous", str(champ.version))
     log.info("promoted %s version %s to @%s (previous holder: version %s)", champ.name, challenger.version, alias,
-                champ.version)
+             champ.version)
+    if after_alias_move is not None:
+        after_alias_move()
     return f"models:/{champ.name}/{challenger.version}@{alias} (was {champ.version})"
+
+
+def rewrite_after_promotion(cfg, report: dict, summary, extra_files: dict) -> str:
+    """The report (and its MLflow copies) rewritten with the promotion's outcome; returns its location. The alias has
+    moved by now: a rewrite that fails is one warning line, never an error (module docstring)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return write_report(cfg, report, summary.run_id, extra_files, summary.mlflow_run_id)
+    except (OSError, MlflowException) as e:  # pyarrow's filesystem errors are OSErrors
+        p = report["promotion"]
+        folder = summary.report.rsplit("/", 1)[0] if summary.report else f"_reports/evaluate/{summary.run_id}"
+        log.warning("report rewrite failed: %s: %s; %s@%s moved from version %s to version %s all the same "
+                    "(recorded in the registry); the report.json in %s (and its copy in MLflow run %s) still says the "
+                    "promotion is %r; the registry is the record: to undo the move run `lakescore rollback --model %s "
+                    "--alias %s`, and fix the report folder's storage before the next evaluation",
+                    type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", p["model"], p["alias"],
+                    p["from_version"], p["to_version"], folder, summary.mlflow_run_id,
+                    _outcome_written(cfg, summary.run_id), p["model"], p["alias"])
+        return summary.report
+
+
+def _outcome_written(cfg, run_id: str) -> str:
+    """The promotion outcome that the report.json on the lake says, read back ("unreadable" if it cannot be)."""
+    fs, base, _ = report_target(cfg.lake.root, f"evaluate/{run_id}", cfg.lake.storage_options)
+    try:
+        with fs.open_input_stream(f"{base}/report.json") as f:
+            return str(json.loads(f.read().decode("utf-8"))["promotion"]["outcome"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "unreadable"
 
 
 def record_refused_promotion(cfg, summary, report: dict, extra_files: dict, reason: str) -> None:

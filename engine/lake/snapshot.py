@@ -71,15 +71,17 @@ class Snapshot:
         return f"{self.name}@v{self.version}" + (f" ds={ds}" if ds else "")
 
 
-def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_options: dict | None = None) -> Snapshot:
-    """Resolve `version` ("latest" → N) and list the files of that snapshot by partition."""
+def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_options: dict | None = None,
+                  setting: str = "input") -> Snapshot:
+    """Resolve `version` ("latest" → N) and list the files of that snapshot by partition. `setting`: the job's config
+    section naming the table (input, scores, features…), for the messages' "fix <setting>.table"."""
     from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError, TableNotFoundError
 
     try:
         table = DeltaTable(uri, storage_options=storage_options or None)
     except TableNotFoundError as e:
-        raise InputUnavailable(f"input table {name} not found at {uri}; build it (make demo) or fix input.table") from e
+        raise InputUnavailable(f"input table {name} not found at {uri}; build it (make demo) or fix {setting}.table") from e
     except DeltaError as e:  # e.g. a table feature delta-rs cannot read (catalog-managed, unknown reader features)
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise InputUnavailable(f"input table {name} at {uri} cannot be opened ({type(e).__name__}: {first}); "
@@ -87,13 +89,13 @@ def open_snapshot(name: str, uri: str, version: int | str = "latest", storage_op
     latest = table.version()
     if version != "latest":
         if int(version) > latest:
-            raise InputUnavailable(f"input table {name} has no version {version} (latest is {latest}); fix input.version")
+            raise InputUnavailable(f"input table {name} has no version {version} (latest is {latest}); fix {setting}.version")
         try:
             table.load_as_version(int(version))
         except DeltaError as e:
             raise InputUnavailable(
                 f"input table {name} version {version} can no longer be read (log expired or checkpointed away; "
-                f"latest is {latest}); pin a newer version"
+                f"latest is {latest}); pin a newer {setting}.version"
             ) from e
     _refuse_unsupported_layout(table, name)
     parts = table.metadata().partition_columns

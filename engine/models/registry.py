@@ -59,14 +59,15 @@ class ModelBundle:
 # --------------------------------------------------------------------------------------------- resolve
 
 
-def resolve_model(uri: str, tracking_uri: str, registry_uri: str | None = None) -> ModelRef:
-    """models:/name@alias or models:/name/version → a concrete registered version (exit 5 if absent)."""
+def resolve_model(uri: str, tracking_uri: str, registry_uri: str | None = None, setting: str = "model.uri") -> ModelRef:
+    """models:/name@alias or models:/name/version → a concrete registered version (exit 5 if absent); `setting` is the
+    config key that named it (model.uri, models.champion, baseline.model…), for the message."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     m = re.fullmatch(r"models:/([^/@]+)(?:@([^/@]+)|/(\d+))", uri)
     if not m:
-        raise ModelRefused(f"model uri {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
+        raise ModelRefused(f"{setting} {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
     name, alias, version = m.groups()
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
     try:
@@ -75,7 +76,7 @@ def resolve_model(uri: str, tracking_uri: str, registry_uri: str | None = None) 
         what = f"alias @{alias}" if alias else f"version {version}"
         raise ModelRefused(
             f"model {name} {what} not found in the registry at {tracking_uri}; "
-            "register it (make demo) or fix model.uri"
+            f"register it (make demo) or fix {setting}"
         ) from e
     return ModelRef(name=name, version=int(mv.version), run_id=mv.run_id or "", source=mv.source, alias=alias)
 
@@ -183,10 +184,10 @@ def _stored_at(ref: ModelRef, tracking_uri: str, registry_uri: str | None) -> st
 
 
 def fetch_bundle(uri: str, tracking_uri: str, registry_uri: str | None, allow_pickle: bool,
-                 ref: ModelRef | None = None) -> ModelBundle:
+                 ref: ModelRef | None = None, setting: str = "model.uri") -> ModelBundle:
     """Resolve (unless `ref` is already resolved from `uri`), download and validate a registered model; every failure
     is ModelRefused (exit 5)."""
-    ref = ref or resolve_model(uri, tracking_uri, registry_uri)
+    ref = ref or resolve_model(uri, tracking_uri, registry_uri, setting)
     with tempfile.TemporaryDirectory(prefix="lakescore-model-") as tmp:
         path = download_model(ref, tracking_uri, registry_uri, tmp)
         return load_bundle(path, ref, allow_pickle)

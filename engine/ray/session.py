@@ -1,10 +1,23 @@
-"""Connecting to Ray: the job's cluster under `ray job submit`, a given address, or a local Ray."""
+"""Connecting to Ray: the job's cluster under `ray job submit`, a given address, or a local Ray.
+
+Token authentication: Ray 2.60 turns it on for every new local cluster when RAY_AUTH_MODE is unset, and then warns
+on every start ("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out…"), a
+notice on every job's stderr that asks nothing of the operator. A local start here sets RAY_AUTH_MODE=token itself
+(what Ray's default does, said explicitly, which Ray takes without a warning), through Ray's own step for it
+(`_enable_token_auth`: the variable, for the GCS and raylet it starts, and a reload of the config that `import ray`
+already cached; the variable alone leaves this driver without a token and the GCS never answers it). An operator's
+own RAY_AUTH_MODE is left as it is; a Ray without that step falls back to its default (auth on, with its notice).
+Auth is never turned off here: silencing the notice by `disabled` would open the cluster to anyone who can reach its
+ports. Joining a cluster by address leaves the mode to the environment (the cluster decides).
+"""
 from __future__ import annotations
 
 import logging
 import os
 
 log = logging.getLogger("lakescore")
+
+AUTH_MODE = "RAY_AUTH_MODE"  # Ray's variable (ray._private.authentication.authentication_token_setup)
 
 
 def connect(address: str | None) -> None:
@@ -18,8 +31,20 @@ def connect(address: str | None) -> None:
         ray.init(address=address or None, **kwargs)
     else:
         # A private local Ray for this process; the dashboard is not needed for a batch job.
+        _token_auth_explicitly()
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **kwargs)
     log.info("ray: connected, %s CPU, %s GPU", ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0))
+
+
+def _token_auth_explicitly() -> None:
+    """Turn Ray's token auth on for a local start, as Ray's default would, without its notice (module docstring)."""
+    if AUTH_MODE in os.environ:
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+    except ImportError:  # another Ray: its own default still turns auth on (and says so)
+        return
+    _enable_token_auth()
 
 
 def in_submitted_job() -> bool:
