@@ -183,12 +183,12 @@ def rewrite_after_promotion(cfg, report: dict, summary, extra_files: dict) -> st
         p = report["promotion"]
         folder = summary.report.rsplit("/", 1)[0] if summary.report else f"_reports/evaluate/{summary.run_id}"
         log.warning("report rewrite failed: %s: %s; %s@%s moved from version %s to version %s all the same "
-                    "(recorded in the registry); the report.json in %s (and its copy in MLflow run %s) still says the "
-                    "promotion is %r; the registry is the record: to undo the move run `lakescore rollback --model %s "
-                    "--alias %s`, and fix the report folder's storage before the next evaluation",
-                    type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", p["model"], p["alias"],
-                    p["from_version"], p["to_version"], folder, summary.mlflow_run_id,
-                    _outcome_written(cfg, summary.run_id), p["model"], p["alias"])
+                    "(recorded in the registry); the report.json in %s still says the promotion is %r (read back), "
+                    "and its copy in MLflow run %s was not rewritten; the registry is the record: to undo the move run "
+                    "`lakescore rollback --model %s --alias %s`, and fix the report folder's storage before the next "
+                    "evaluation", type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "", p["model"],
+                    p["alias"], p["from_version"], p["to_version"], folder, _outcome_written(cfg, summary.run_id),
+                    summary.mlflow_run_id, p["model"], p["alias"])
         return summary.report
 
 
