@@ -5,11 +5,11 @@ reads `cfg.engine`: Spark (`engine.spark.executor.SparkExecutor` on the process'
 scheduling it needs, or spark-submit's), else Ray (`engine.ray.executor.executor`: tasks or actors by
 `ray.pipeline`, after connecting to `ray.address`). The executor is lazy: the engine starts on the job's first call
 into it, so what a job resolves first (the lake, the model version, the input version) fails in about a second,
-naming the setting, and never after Ray's or Spark's start-up. The job's `warm_up()` call, right after that
-resolution, starts a Spark engine in a background thread: the SparkContext, its executors and their Python workers
-come up while the driver fetches the model, opens the outputs and plans, and the first call that needs the engine
-(run, gpus) waits for it, raising what the start raised. Tests hand the job cores `engine.executor.LocalExecutor`
-directly. Imports: engine.ray and engine.spark (lazily: a Ray job never starts a JVM, a Spark job never Ray).
+naming the setting, and never after Ray's start-up. A Spark engine starts in a background thread as soon as the
+job makes its executor: the SparkContext, its executors and their Python workers come up while the driver resolves,
+fetches the model, opens the outputs and plans, and the first call that needs the engine (run, gpus) waits for it,
+raising what the start raised. A resolution error still comes in about a second: nothing waits for the engine.
+Tests hand the job cores `engine.executor.LocalExecutor` directly. Imports: engine.ray and engine.spark (lazily: a Ray job never starts a JVM, a Spark job never Ray).
 """
 from __future__ import annotations
 
@@ -33,8 +33,14 @@ class LazyExecutor:
         self._pending: list[tuple[str, tuple]] = []
 
     def warm_up(self) -> None:
-        if not self._background or self._real is not None or self._starting is not None:
+        if not self._background or self._real is not None:
             self._executor().warm_up()
+            return
+        self.start()
+
+    def start(self) -> None:
+        """Start the engine in the background now (once): build it, warm it, then run what was asked meanwhile."""
+        if self._starting is not None or self._real is not None:
             return
 
         def start() -> None:
@@ -91,7 +97,13 @@ def make_executor(cfg, job: str) -> LazyExecutor:
     """The executor for `cfg.engine` ("ray" or "spark"), started when first used (Spark: from `warm_up()` on, in the
     background); `job` names the Spark application (lakescore-<job>)."""
     spark = cfg.engine == "spark"
-    return LazyExecutor(lambda: _start_spark(cfg, job) if spark else _start_ray(cfg, job), background=spark)
+    lazy = LazyExecutor(lambda: _start_spark(cfg, job) if spark else _start_ray(cfg, job), background=spark)
+    if spark:
+        # Spark's start (SparkContext, the application on the master, its executors' JVMs: ~10 s) begins with the
+        # job, beside the resolution: a bad setting still fails in a second (the job does not wait for the engine
+        # to report it, and its exit ends the half-started application), and a good one finds the engine up.
+        lazy.start()
+    return lazy
 
 
 def _start_spark(cfg, job: str):
