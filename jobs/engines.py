@@ -107,10 +107,10 @@ def make_executor(cfg, job: str) -> LazyExecutor:
 
 
 def _start_spark(cfg, job: str):
-    from engine.spark.executor import SESSION_CONF, SparkExecutor
+    from engine.spark.executor import SparkExecutor, session_conf
     from engine.spark.session import spark_session
 
-    spark = spark_session(f"lakescore-{job}", master=cfg.spark.master, extra_conf=SESSION_CONF, delta=False)
+    spark = spark_session(f"lakescore-{job}", master=cfg.spark.master, extra_conf=session_conf(), delta=False)
     return SparkExecutor(spark, cfg.spark)
 
 
