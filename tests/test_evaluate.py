@@ -247,7 +247,9 @@ def test_gates_fail_closed(scored, demo_root, tmp_path):
     assert sorted(entry["models"]) == sorted(json.loads(entry["summary"])["models"]) and len(entry["models"]) == 2
 
 
-def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo_root, tmp_path, caplog):
+def _two_versions_scored(scored, demo_root, tmp_path, name: str):
+    """A copy of the scored lake with two versions of a private model `name` registered (the shared test models'
+    aliases stay as they are), @champion on version 1, and both versions' scores committed; (lake, MlflowClient)."""
     from mlflow.tracking import MlflowClient
 
     from backtests import recipes
@@ -257,18 +259,24 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
     shutil.copytree(scored, lake)
     tracking = f"sqlite:///{demo_root}/mlruns.db"
     client = MlflowClient(tracking)
-    # Two versions of a private model name (the shared test models' aliases stay as they are).
     spec = demo_models.demo_spec(50)
     ft = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "in", ["2026-01-01"])])
     lt = DeltaTable(str(lake / "labels")).to_pyarrow_table(filters=[("ds", "in", ["2026-01-01"])])
     x, y = demo_models.training_set(ft, lt, spec)
     for seed in (1, 2):
-        demo_models.register(tracking, str(demo_root / "mlartifacts"), spec, x, y, "t-promo", "t-promo-mlp",
+        demo_models.register(tracking, str(demo_root / "mlartifacts"), spec, x, y, name, f"{name}-mlp",
                              trees=10 * seed, depth=3, seed=seed, champion="xgb", train_xgb=recipes.train_xgb,
                              train_mlp=recipes.train_mlp)
-    client.set_registered_model_alias("t-promo", "champion", "1")
+    client.set_registered_model_alias(name, "champion", "1")
     for v in (1, 2):
-        run_score(score_config(lake, demo_root, f"model.uri=models:/t-promo/{v}"), LocalExecutor())
+        run_score(score_config(lake, demo_root, f"model.uri=models:/{name}/{v}"), LocalExecutor())
+    return lake, client
+
+
+def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo_root, tmp_path, caplog):
+
+
+    lake, client = _two_versions_scored(scored, demo_root, tmp_path, "t-promo")
     cfg = eval_config(lake, demo_root, "models.champion=models:/t-promo@champion", "models.challengers=[models:/t-promo/2]",
                       "gates.promote=true", "gates.thresholds=[{metric: roc_auc, min: 0.6}]",
                       "gates.max_regression=[{metric: roc_auc, slices: [overall], max_drop: 0.2}]")
@@ -755,28 +763,11 @@ def test_a_report_rewrite_failing_after_the_alias_moved_leaves_a_truthful_promot
     engine.evaluation.publish says why), a summary line with the promotion, and one warning line saying what failed,
     which move happened, what the report on disk still says, and what to do; no traceback, no "this is a bug".
     On main the job exited 1 ("unexpected PermissionError … this is a bug") although the alias had moved."""
-    from mlflow.tracking import MlflowClient
 
-    from backtests import recipes
-    from engine.demo import models as demo_models
     from engine.evaluation import publish
     from jobs.evaluate import main
 
-    lake = tmp_path / "lake"
-    shutil.copytree(scored, lake)
-    tracking = f"sqlite:///{demo_root}/mlruns.db"
-    client = MlflowClient(tracking)
-    spec = demo_models.demo_spec(50)
-    ft = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "in", ["2026-01-01"])])
-    lt = DeltaTable(str(lake / "labels")).to_pyarrow_table(filters=[("ds", "in", ["2026-01-01"])])
-    x, y = demo_models.training_set(ft, lt, spec)
-    for seed in (1, 2):  # a private model name: the shared test models' aliases stay as they are
-        demo_models.register(tracking, str(demo_root / "mlartifacts"), spec, x, y, "t-stale", "t-stale-mlp",
-                             trees=10 * seed, depth=3, seed=seed, champion="xgb", train_xgb=recipes.train_xgb,
-                             train_mlp=recipes.train_mlp)
-    client.set_registered_model_alias("t-stale", "champion", "1")
-    for v in (1, 2):
-        run_score(score_config(lake, demo_root, f"model.uri=models:/t-stale/{v}"), LocalExecutor())
+    lake, client = _two_versions_scored(scored, demo_root, tmp_path, "t-stale")
     frozen: list[Path] = []
     reports = lake / "_reports" / "evaluate"
     earlier = set(reports.iterdir()) if reports.exists() else set()  # other tests' evaluations of `scored`
@@ -789,7 +780,7 @@ def test_a_report_rewrite_failing_after_the_alias_moved_leaves_a_truthful_promot
 
     monkeypatch.setattr(publish, "after_alias_move", freeze_report)
     args = ["--config", str(Path(__file__).parent.parent / "conf" / "evaluate.yaml"), f"lake.root={lake}",
-            f"mlflow.tracking_uri={tracking}", f"mlflow.artifact_root={demo_root}/mlartifacts",
+            f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db", f"mlflow.artifact_root={demo_root}/mlartifacts",
             "models.champion=models:/t-stale@champion", "models.challengers=[models:/t-stale/2]", f"window={WINDOW}",
             "min_support=50", "gates.min_support=50", "metrics.bootstrap=20", "drift.reference=null", "engine=ray",
             f"features.contract={Path(__file__).parent.parent / 'conf' / 'contracts' / 'features.yaml'}",
