@@ -127,26 +127,31 @@ def s3_server(tmp_path_factory):
         server.stop()
 
 
-@pytest.fixture(scope="session")
-def demo_root(tmp_path_factory):
-    """A small demo lake (DAYS days × ROWS rows, one Delta version per day) and both demo models registered."""
+def make_demo_project(root: Path, days: int, rows: int, data_seed: int, xgb: str, mlp: str, trees: int, depth: int
+                      ) -> Path:
+    """A project folder like `make demo` leaves, under `root`: lake/{features,labels} (one Delta version per day),
+    mlruns.db and mlartifacts/ with both demo models (`xgb` the champion) trained on the first two days."""
     from deltalake import DeltaTable
 
     from backtests import recipes
     from engine.demo import data, models
 
-    root = tmp_path_factory.mktemp("demo")
     lake = root / "lake"
-    data.write_lake(str(lake / "features"), str(lake / "labels"), "2026-01-01", DAYS, ROWS, 50, seed=11)
+    data.write_lake(str(lake / "features"), str(lake / "labels"), "2026-01-01", days, rows, 50, seed=data_seed)
     spec = models.demo_spec(50)
     train = data.days("2026-01-01", 2)
     ft = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "in", train)])
     lt = DeltaTable(str(lake / "labels")).to_pyarrow_table(filters=[("ds", "in", train)])
     x, y = models.training_set(ft, lt, spec)
-    tracking = f"sqlite:///{root}/mlruns.db"
-    models.register(tracking, str(root / "mlartifacts"), spec, x, y, XGB, MLP, trees=30, depth=4, seed=3, champion="xgb",
-                    train_xgb=recipes.train_xgb, train_mlp=recipes.train_mlp)
+    models.register(f"sqlite:///{root}/mlruns.db", str(root / "mlartifacts"), spec, x, y, xgb, mlp, trees=trees,
+                    depth=depth, seed=3, champion="xgb", train_xgb=recipes.train_xgb, train_mlp=recipes.train_mlp)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory):
+    """A small demo lake (DAYS days × ROWS rows, one Delta version per day) and both demo models registered."""
+    return make_demo_project(tmp_path_factory.mktemp("demo"), DAYS, ROWS, 11, XGB, MLP, trees=30, depth=4)
 
 
 @pytest.fixture

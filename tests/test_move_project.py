@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from conftest import ROOT
+from conftest import ROOT, make_demo_project
 from engine.config import LakeConfig, ScoreConfig
 from engine.tables import ledger
 
@@ -24,20 +24,7 @@ CONTRACT = str(ROOT / "conf" / "contracts" / "features.yaml")
 def project(tmp_path) -> Path:
     """A project folder like `make demo` leaves: lake/{features,labels} (one Delta version per day), mlruns.db and
     mlartifacts/ with both demo models registered (XGBoost as champion)."""
-    from backtests import recipes
-    from engine.demo import data, models
-
-    root = tmp_path / "orig"
-    lake = root / "lake"
-    data.write_lake(str(lake / "features"), str(lake / "labels"), "2026-01-01", N_DAYS, ROWS, 50, seed=5)
-    spec = models.demo_spec(50)
-    train = data.days("2026-01-01", 2)
-    ft = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "in", train)])
-    lt = DeltaTable(str(lake / "labels")).to_pyarrow_table(filters=[("ds", "in", train)])
-    x, y = models.training_set(ft, lt, spec)
-    models.register(f"sqlite:///{root}/mlruns.db", str(root / "mlartifacts"), spec, x, y, XGB, MLP, trees=5, depth=3,
-                    seed=3, champion="xgb", train_xgb=recipes.train_xgb, train_mlp=recipes.train_mlp)
-    return root
+    return make_demo_project(tmp_path / "orig", N_DAYS, ROWS, 5, XGB, MLP, trees=5, depth=3)
 
 
 def settings(root: Path) -> list[str]:
