@@ -25,15 +25,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from spark_job import spark_submit
 from workload import ALIAS, MODEL_NAME, Workdir, feature_names, log
 
 REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 PEERS = ("spark_udf", "spark_udf_tuned", "spark_dataframe")  # the parts' JSON keys, and peer_app.py's --part
 
 
@@ -173,22 +172,14 @@ def run_peer_whole(args, wd: Workdir, part: str, master: str, env: dict) -> dict
     """One run of a peer on the whole-process clock: spark-submit benchmarks/peer_app.py to `master`, from launch
     to exit. Its timed region inside the app (the in-session figure on the standalone cluster) and the app's own
     marks split the wall time; a non-zero exit stops the bench with the log's tail."""
-    out_dir = peer_out(wd, part, whole=True)
     result_path = wd.out / f"{part}_whole_result.json"
     result_path.unlink(missing_ok=True)
     conf = whole_conf(args, wd, part)
-    cmd = [str(BIN / "spark-submit"), "--master", master]
-    for k, v in conf.items():
-        cmd += ["--conf", f"{k}={v}"]
-    cmd += [str(REPO / "benchmarks" / "peer_app.py"), "--part", part, "--out", str(wd.out), "--rows", str(args.rows),
-            "--features", str(args.features), "--spark-cores", str(args.spark_cores), "--result", str(result_path)]
+    app = [str(REPO / "benchmarks" / "peer_app.py"), "--part", part, "--out", str(wd.out), "--rows", str(args.rows),
+           "--features", str(args.features), "--spark-cores", str(args.spark_cores), "--result", str(result_path)]
     log_path = wd.out / f"{part}-whole.log"
     log(f"{part} whole: spark-submit to {master} ({args.rows:,} rows)")
-    t_start = time.time()
-    with open(log_path, "w") as logf:
-        proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(wd.out),
-                              timeout=args.job_timeout)
-    t_end = time.time()
+    proc, t_start, t_end = spark_submit(master, conf, app, env, log_path, wd.out, args.job_timeout)
     if proc.returncode != 0 or not result_path.is_file():
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
         raise SystemExit(f"{part} whole: spark-submit exited {proc.returncode}; log {log_path}:\n{tail}")

@@ -158,6 +158,20 @@ def timeline(parsed: dict, tasks: dict, t_start: float, t_end: float, rows: int)
     return out
 
 
+def spark_submit(master: str, conf: dict[str, str], app: list[str], env: dict, log_path: Path, cwd: Path,
+                 timeout: float) -> tuple[subprocess.CompletedProcess, float, float]:
+    """`spark-submit --master master --conf k=v … app…`, its output into `log_path`; (the process, launch and exit
+    times in epoch s): the whole-process clock of (c)–(c″) whole and (d)."""
+    cmd = [str(BIN / "spark-submit"), "--master", master]
+    for k, v in conf.items():
+        cmd += ["--conf", f"{k}={v}"]
+    t_start = time.time()
+    with open(log_path, "w") as logf:
+        proc = subprocess.run([*cmd, *app], env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(cwd),
+                              timeout=timeout)
+    return proc, t_start, time.time()
+
+
 def run_spark_job(args, wd: Workdir, master: str, env: dict, rows: int) -> dict:
     """spark-submit the score job for the `rows`-row lake to `master`; check the exit code and the row count."""
     scores = Path(wd.scores(rows))
@@ -169,20 +183,14 @@ def run_spark_job(args, wd: Workdir, master: str, env: dict, rows: int) -> dict:
         shutil.rmtree(events)
     events.mkdir(parents=True)
     conf = spark_job_conf(args, events)
-    cmd = [str(BIN / "spark-submit"), "--master", master]  # no --jars: the job needs no delta-spark (README)
-    for k, v in conf.items():
-        cmd += ["--conf", f"{k}={v}"]
-    cmd += [str(REPO / "jobs" / "score.py"), "--config", str(REPO / "conf" / "score.yaml"), "engine=spark",
-            f"lake.root={wd.lake(rows)}", f"mlflow.tracking_uri={wd.tracking_uri}", f"mlflow.artifact_root={wd.artifacts}",
-            f"model.uri=models:/{MODEL_NAME}@{ALIAS}", f"input.contract={REPO / 'conf' / 'contracts' / 'features.yaml'}",
-            *args.spark_job_override]
+    app = [str(REPO / "jobs" / "score.py"), "--config", str(REPO / "conf" / "score.yaml"), "engine=spark",
+           f"lake.root={wd.lake(rows)}", f"mlflow.tracking_uri={wd.tracking_uri}", f"mlflow.artifact_root={wd.artifacts}",
+           f"model.uri=models:/{MODEL_NAME}@{ALIAS}", f"input.contract={REPO / 'conf' / 'contracts' / 'features.yaml'}",
+           *args.spark_job_override]
     log_path = wd.out / "spark-job.log"
     log(f"spark_job: spark-submit to {master} ({rows:,} rows)")
-    t_start = time.time()
-    with open(log_path, "w") as logf:
-        proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(wd.out),
-                              timeout=args.job_timeout)
-    t_end = time.time()
+    # no --jars: the job needs no delta-spark (README)
+    proc, t_start, t_end = spark_submit(master, conf, app, env, log_path, wd.out, args.job_timeout)
     lines = job_lines(proc, log_path, "spark_job: spark-submit", scores, rows)
     parsed = parse_log(lines)
     tasks = parse_event_log(events)
