@@ -216,7 +216,7 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         log("evaluate: metric accumulation microbenchmark (one thread)")
         result["eval_micro"] = run_micro(2_000_000, args.repeat)
     modes = [c for c, part in ((True, "lakescore"), (False, "nocontract")) if part not in skip]
-    if modes or "rss" not in skip:
+    if modes or "rss" not in skip or "evaluate" not in skip:  # (e) too needs the cluster, with or without (b)
         cluster = LocalRayCluster(args.num_cpus, log_path=wd.out / "ray-start.log")
         log(f"ray: starting a private cluster (temp dir {cluster.temp_dir}, dashboard {cluster.address})")
         try:
