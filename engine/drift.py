@@ -16,6 +16,7 @@ import pyarrow as pa
 from engine.errors import ConfigError
 
 REFERENCE_SAMPLE_ROWS = 100_000  # rows kept for the quantile edges: about (this + a batch) × features × 8 bytes
+SAMPLE_ROW_GROUPS = 64  # row groups the Evidently page's sample reads at most (sample_rows)
 PSI_EPS = 1e-4  # floor of a bin's share, so an empty bin gives a large but finite PSI
 # Names the algorithm behind `stream_reference`; a stored reference is reused only under the same method.
 REFERENCE_METHOD = f"quantile-stride/{REFERENCE_SAMPLE_ROWS}"
@@ -157,10 +158,17 @@ class Histograms:
 
 
 def sample_rows(snap, days: list[str], columns: list[str], n: int, seed: int,
-                storage_options: dict | None = None) -> pa.Table:
-    """A seeded uniform sample of at most `n` rows of `days` of a snapshot, reading only `columns` of the row
-    groups that hold a sampled row (row counts from the Parquet footers). Same snapshot, days, n and seed →
-    the same rows, in (day, file path, row) order."""
+                storage_options: dict | None = None, max_row_groups: int = SAMPLE_ROW_GROUPS) -> pa.Table:
+    """A seeded sample of at most `n` rows of `days` of a snapshot, reading only `columns` of the row groups that
+    hold a sampled row (row counts from the Parquet footers). Same snapshot, days, n and seed → the same rows, in
+    (day, file path, row) order.
+
+    Uniform over the rows while the days hold at most `max_row_groups` row groups. Above that, a sample of n rows
+    would touch nearly every row group (5,000 rows spread over 3 billion hit every one: a full pass over the columns,
+    on the driver), so it is drawn in two stages: `max_row_groups` row groups, chosen without replacement with
+    probability proportional to their rows, then the rows uniformly among those groups' rows. The reading is then
+    bounded by the setting, not the table; the drift verdicts never depend on it (PSI comes from every row's
+    histogram counts), only the Evidently page's pictures do."""
     import pyarrow.parquet as pq
 
     from engine.lake.snapshot import _conform, file_path, filesystem
@@ -172,22 +180,21 @@ def sample_rows(snap, days: list[str], columns: list[str], n: int, seed: int,
         raise ConfigError(f"drift sample: {snap.where()} has no column(s) {missing}; fix the drift columns")
     paths = [file_path(base, f.path) for d in sorted(days) for f in snap.files.get(d, ())]
     files = [pq.ParquetFile(fs.open_input_file(p)) for p in paths]
-    sizes = np.array([pf.metadata.num_rows for pf in files], dtype=np.int64)
-    total = int(sizes.sum())
+    groups = [(i, rg, pf.metadata.row_group(rg).num_rows) for i, pf in enumerate(files)
+              for rg in range(pf.metadata.num_row_groups)]
     rng = np.random.default_rng(seed)
+    sizes = np.array([g[2] for g in groups], dtype=np.int64)
+    if len(groups) > max_row_groups and sizes.sum():  # two stages (docstring): the groups by size, then rows among theirs
+        chosen = np.sort(rng.choice(len(groups), size=max_row_groups, replace=False, p=sizes / sizes.sum()))
+        groups, sizes = [groups[i] for i in chosen], sizes[chosen]
+    total = int(sizes.sum())
     picks = np.sort(rng.choice(total, size=min(n, total), replace=False)) if total else np.empty(0, np.int64)
     out: list[pa.RecordBatch] = []
-    start = 0
-    for path, pf, size in zip(paths, files, sizes):
-        mine = picks[(picks >= start) & (picks < start + size)] - start
-        start += int(size)
-        rg_start = 0
-        for rg in range(pf.metadata.num_row_groups if len(mine) else 0):
-            rg_rows = pf.metadata.row_group(rg).num_rows
-            local = mine[(mine >= rg_start) & (mine < rg_start + rg_rows)] - rg_start
-            rg_start += rg_rows
-            if not len(local):
-                continue
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for (i, rg, rg_rows), lo in zip(groups, starts[:-1]):
+        local = picks[(picks >= lo) & (picks < lo + rg_rows)] - lo
+        if len(local):
+            path, pf = paths[i], files[i]
             have = [f.name for f in target if f.name in pf.schema_arrow.names]
             if not have:  # none of the columns existed when this file was written: nulls
                 out.append(_conform(pa.RecordBatch.from_pydict({}), target, path, len(local)))

@@ -129,3 +129,21 @@ def test_bin_counts_equal_numpy_histogram_semantics_with_ties_and_non_finite_val
         expected = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
         got = bin_counts(v, edges)
         assert np.array_equal(got, expected) and got.sum() == len(finite)
+
+
+def test_sample_of_a_table_with_many_row_groups_reads_a_bounded_number_of_them(small_table):
+    """Above `max_row_groups` the sample comes from that many row groups, not from every one (a uniform sample of
+    5,000 rows of a billion-row window would read every row group on the driver); it stays seeded, of real rows,
+    and of the size asked. Breaks if the reader goes back to touching every row group that one pick falls in."""
+    snap = open_snapshot("t", small_table)
+    days = ["2026-02-01", "2026-02-02"]  # 2 days × 2 files × 4 row groups of 500 rows
+    s1 = sample_rows(snap, days, ["id", "v"], 600, seed=3, max_row_groups=3)
+    assert s1.num_rows == 600 and s1.equals(sample_rows(snap, days, ["id", "v"], 600, seed=3, max_row_groups=3))
+    groups = {(i // 10_000, (i % 10_000) // 500) for i in s1.column("id").to_pylist()}
+    assert len(groups) <= 3, groups
+    full = DeltaTable(small_table).to_pyarrow_table(columns=["id", "v"], filters=[("ds", "in", days)])
+    truth = dict(zip(full.column("id").to_pylist(), full.column("v").to_pylist()))
+    assert len(set(s1.column("id").to_pylist())) == 600
+    assert all(truth[i] == v for i, v in zip(s1.column("id").to_pylist(), s1.column("v").to_pylist()))
+    uniform = sample_rows(snap, days, ["id"], 600, seed=3)  # 16 groups ≤ the default bound: every group in reach
+    assert len({(i // 10_000, (i % 10_000) // 500) for i in uniform.column("id").to_pylist()}) > 3
