@@ -222,10 +222,12 @@ def test_the_same_event_written_twice_is_one_row(tmp_path, monkeypatch):
     """A retried write (the same event) is a no-op: sequentially, and when a second write of it lands while the first
     is about to commit (forced through the hook). Catches an append without the event's application transaction."""
     lake = LakeConfig(root=str(tmp_path))
-    e = model_events.Event(XGB, "champion", 1, 2, "rollback", "run-1", "ann", "why", {})
+    e = model_events.Event(model_name=XGB, alias="champion", from_version=1, to_version=2, kind="rollback",
+                           run_id="run-1", by="ann", why="why")
     assert model_events.record(lake, e) == "committed"
     assert model_events.record(lake, e) == "already-done"
-    f = model_events.Event(XGB, "champion", 2, 1, "rollback", "run-2", "ann", "why", {})
+    f = model_events.Event(model_name=XGB, alias="champion", from_version=2, to_version=1, kind="rollback",
+                           run_id="run-2", by="ann", why="why")
     raced = []
 
     def rival():

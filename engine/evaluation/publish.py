@@ -15,9 +15,11 @@ store or MLflow unreachable), the move stands and the run says so truthfully: ex
 summary line with `promoted`, and one warning line naming the failure, the move (model, alias, from and to
 versions), what the report on disk still says, and what to do. Not 1 ("unexpected failure"): a scheduler would
 retry, and the retry would judge the new champion against itself; not 4 ("promotion gate failed"): the promotion
-happened, and a scheduler acting on 4 would treat the registry's new champion as refused. The move itself is the
-record (the registry's alias and its `lakescore.promotion` tag, which `lakescore rollback` reads), as the run ledger
-is for a run: a ledger that cannot be written is a warning too (jobs._main), never a new exit code.
+happened, and a scheduler acting on 4 would treat the registry's new champion as refused. The move is recorded as a
+`promotion` event in `model_events` (engine.tables.model_events: evaluate run id, MLflow run, gate verdicts, report;
+the history `lakescore rollback` reads), mirrored by the registry's `lakescore.promotion` tags. An event that cannot
+be written after the move is a warning too, as a run ledger that cannot be written is (jobs._main), never a new exit
+code: the alias has moved, and the next job that resolves it records the move as `external`.
 """
 from __future__ import annotations
 
@@ -172,8 +174,9 @@ def promote(cfg, champ, challenger, summary, gates: list[dict] | None = None) ->
     evidence = {"evaluate_run_id": summary.run_id, "mlflow_run_id": getattr(summary, "mlflow_run_id", None),
                 "report": summary.report, "window": summary.window, "as_of": summary.as_of,
                 "gates": [{k: g.get(k) for k in ("gate", "model", "slice", "metric", "passed")} for g in gates or []]}
-    _record_event(cfg, model_events.Event(champ.name, alias, int(champ.version), int(challenger.version), "promotion",
-                                          summary.run_id, by, why, evidence, now))
+    _record_event(cfg, model_events.Event(model_name=champ.name, alias=alias, from_version=int(champ.version),
+                                          to_version=int(challenger.version), kind="promotion", run_id=summary.run_id,
+                                          by=by, why=why, evidence=evidence, at=now))
     log.info("promoted %s version %s to @%s (previous holder: version %s)", champ.name, challenger.version, alias,
              champ.version)
     if after_alias_move is not None:

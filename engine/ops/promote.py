@@ -75,8 +75,8 @@ def promote(tracking_uri: str, registry_uri: str | None, lake: LakeConfig, name:
         raise AliasMoved(f"not promoted: {name}@{alias} moved from {_named(current)} to {_named(now_holder)} while "
                          "this command ran (another promotion or a rollback); the alias is left as it is: re-run")
     by, now = os.environ.get("LAKESCORE_USER") or getpass.getuser(), dt.datetime.now(dt.timezone.utc)
-    event = model_events.Event(name, alias, current, to, "promote", run_id, by, why, {"command": "lakescore promote"},
-                               now)
+    event = model_events.Event(model_name=name, alias=alias, from_version=current, to_version=to, kind="promote",
+                               run_id=run_id, by=by, why=why, evidence={"command": "lakescore promote"}, at=now)
     after_stack = model_events.holders([{"kind": "external", "from_version": None, "to_version": v} for v in stack]
                                        + [event.row()])
     after = after_stack[-2] if len(after_stack) > 1 else current

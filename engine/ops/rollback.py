@@ -147,8 +147,9 @@ def rollback(tracking_uri: str, registry_uri: str | None, name: str, alias: str 
         after = stack[-2] if len(stack) > 1 else _int((rm.tags or {}).get(previous_tag(alias)))
         return Move(name, alias, current, current, after, moved=False)
     by, now = os.environ.get("LAKESCORE_USER") or getpass.getuser(), dt.datetime.now(dt.timezone.utc)
-    event = model_events.Event(name, alias, current, to, "rollback", run_id, by, why,
-                               {"source": source, "previous_holder": current}, now, seq=0)
+    event = model_events.Event(model_name=name, alias=alias, from_version=current, to_version=to, kind="rollback",
+                               run_id=run_id, by=by, why=why, evidence={"source": source, "previous_holder": current},
+                               at=now)
     after_stack = model_events.holders([{"kind": "external", "from_version": None, "to_version": v} for v in stack]
                                        + [event.row()])
     after = after_stack[-2] if len(after_stack) > 1 else _earlier_holder(target, alias, {to, current})

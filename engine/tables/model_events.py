@@ -208,9 +208,10 @@ def observe(lake: LakeConfig, name: str, alias: str, version: int, run_id: str) 
     last = past.slice(past.num_rows - 1).to_pylist()[0] if past.num_rows else None
     if last is not None and last["to_version"] == version:
         return None
-    event = Event(name, alias, None if last is None else last["to_version"], int(version), "external", run_id,
+    event = Event(model_name=name, alias=alias, from_version=None if last is None else last["to_version"],
+                  to_version=int(version), kind="external", run_id=run_id, seq=past.num_rows,
                   evidence={"seen_by_run": run_id, "note": "the registry's alias differs from the last recorded "
-                            "event; who moved it and why are unknown"}, seq=past.num_rows)
+                            "event; who moved it and why are unknown"})
     record(lake, event)
     log.warning("model_events: %s@%s names version %s but the last recorded holder is %s; recorded an external move "
                 "(who and why unknown)", name, alias, version,
