@@ -243,6 +243,20 @@ def test_the_same_event_written_twice_is_one_row(tmp_path, monkeypatch):
     assert len(files) == 2
 
 
+def test_the_holder_stack_counts_a_move_seen_twice_once():
+    """A job that read the alias between a promotion's move and its event records it as external first: the replay
+    must not count the move twice (a rollback would then ping-pong between the two versions)."""
+    def ev(kind, frm, to):
+        return {"kind": kind, "from_version": frm, "to_version": to}
+
+    seen_twice = [ev("external", None, 1), ev("external", 1, 2), ev("promotion", 1, 2)]
+    assert model_events.holders(seen_twice) == [1, 2]
+    assert model_events.holders([*seen_twice, ev("rollback", 2, 1)]) == [1]
+    assert model_events.holders([ev("promote", 1, 2), ev("promote", 2, 3), ev("rollback", 3, 2), ev("rollback", 2, 1),
+                                 ev("rollback", 1, 3)]) == [3]  # --to forward: a new start, no way back by default
+    assert model_events.holders([ev("external", None, 1), ev("external", 1, 5)]) == [1, 5]
+
+
 # ------------------------------------------------------------------------------------------------- queries
 
 

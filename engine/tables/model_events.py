@@ -28,7 +28,10 @@ and, on any error, logs one warning line (as the run ledger does) and lets the j
 The alias's holder history (`holders`) replays the events as a stack: a promotion, a person's promote or an external
 move puts the new holder on top; a rollback takes the rolled-back holder off and goes down to its target (or puts it
 on top when it is not below). The holder under the top is what the next `lakescore rollback` restores; a rollback
-therefore walks back through the history and never returns to the version just rolled back.
+therefore walks back through the history and never returns to the version just rolled back. A move whose new
+holder is already on top changes nothing: a job that read the registry between a promotion's alias move and the
+commit of its event records the move as `external`, and the promotion's own event follows it; both rows are kept (the
+history says what each writer saw), and the replay counts the move once.
 """
 from __future__ import annotations
 
@@ -193,11 +196,10 @@ def holders(events: list[dict]) -> list[int]:
                 del stack[len(stack) - stack[::-1].index(to):]
             else:
                 stack.append(to)
-        else:
+        elif not stack or stack[-1] != to:  # a move to the holder on top is one already seen (see below): skipped
             if frm is not None and (not stack or stack[-1] != frm):
                 stack.append(int(frm))
-            if not stack or stack[-1] != to:
-                stack.append(to)
+            stack.append(to)
     return stack
 
 
