@@ -209,6 +209,19 @@ def test_an_external_move_is_recorded_once_at_the_next_job(lake, demo_root, regi
     assert "unknown" in json.loads(ext["evidence"])["note"]
 
 
+def test_a_backtest_with_a_champion_baseline_records_an_external_move(lake, demo_root, registry):
+    """The backtest resolves its baseline `models:/NAME@champion` too: catches a runner that skips the comparison."""
+    from backtests.runner import run_backtest
+    from test_backtest import bt_config
+
+    uri, client = registry
+    cfg = bt_config(lake, demo_root, f"mlflow.tracking_uri={uri}", "folds.n_folds=1", "mlflow.log_reports=false")
+    run_backtest(cfg, LocalExecutor())
+    client.set_registered_model_alias(XGB, "champion", "3")
+    run_backtest(cfg, LocalExecutor())
+    assert moves(lake) == [("external", "champion", None, 1), ("external", "champion", 1, 3)]
+
+
 def test_a_job_still_runs_when_model_events_cannot_be_written(lake, demo_root, registry, caplog):
     """The event log is never a reason to fail a job: a lake whose model_events path is a plain file."""
     uri, _client = registry
