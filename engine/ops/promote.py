@@ -77,8 +77,7 @@ def promote(tracking_uri: str, registry_uri: str | None, lake: LakeConfig, name:
     by, now = os.environ.get("LAKESCORE_USER") or getpass.getuser(), dt.datetime.now(dt.timezone.utc)
     event = model_events.Event(model_name=name, alias=alias, from_version=current, to_version=to, kind="promote",
                                run_id=run_id, by=by, why=why, evidence={"command": "lakescore promote"}, at=now)
-    after_stack = model_events.holders([{"kind": "external", "from_version": None, "to_version": v} for v in stack]
-                                       + [event.row()])
+    after_stack = model_events.holders([event.row()], start=stack)
     after = after_stack[-2] if len(after_stack) > 1 else current
     tag = {"alias": alias, "from_version": current, "to_version": to, "by": by, "at": now.isoformat(timespec="seconds"),
            "why": why, "kind": "promote"}

@@ -150,8 +150,7 @@ def rollback(tracking_uri: str, registry_uri: str | None, name: str, alias: str 
     event = model_events.Event(model_name=name, alias=alias, from_version=current, to_version=to, kind="rollback",
                                run_id=run_id, by=by, why=why, evidence={"source": source, "previous_holder": current},
                                at=now)
-    after_stack = model_events.holders([{"kind": "external", "from_version": None, "to_version": v} for v in stack]
-                                       + [event.row()])
+    after_stack = model_events.holders([event.row()], start=stack)
     after = after_stack[-2] if len(after_stack) > 1 else _earlier_holder(target, alias, {to, current})
     record = {"alias": alias, "from_version": current, "to_version": to, "previous_holder": current, "by": by,
               "at": now.isoformat(timespec="seconds"), "why": why, "next_rollback_to": after}

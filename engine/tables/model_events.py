@@ -41,6 +41,7 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,7 +55,8 @@ from engine.lake.writer import RollingParquetWriter
 log = logging.getLogger("lakescore")
 
 TABLE = "model_events"
-KINDS = ("promotion", "rollback", "promote", "external")
+Kind = Literal["promotion", "rollback", "promote", "external"]
+KINDS: tuple[str, ...] = get_args(Kind)
 PARTITION_COLUMNS = ["model_name"]
 FILE_FIELDS = [
     pa.field("event_id", pa.string()),
@@ -81,7 +83,7 @@ class Event:
     alias: str
     from_version: int | None
     to_version: int
-    kind: str
+    kind: Kind
     run_id: str
     by: str | None = None
     why: str | None = None
@@ -184,9 +186,10 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def holders(events: list[dict]) -> list[int]:
-    """The alias's holder stack after `events` (oldest first): the current holder last (module docstring)."""
-    stack: list[int] = []
+def holders(events: list[dict], start: list[int] | None = None) -> list[int]:
+    """The alias's holder stack after `events` (oldest first), replayed on `start` (default empty): the current
+    holder last (module docstring)."""
+    stack: list[int] = list(start or [])
     for e in events:
         frm, to = e["from_version"], int(e["to_version"])
         if e["kind"] == "rollback":
