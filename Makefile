@@ -66,6 +66,9 @@ demo: setup
 	$(PY) -m jobs.score --config conf/score.yaml model.uri=models:/lakescore-demo-mlp/1
 	$(PY) -m jobs.evaluate --config conf/evaluate.yaml
 	$(PY) -m jobs.backtest --config conf/backtest.yaml
+	$(PY) -m jobs.promote --config conf/score.yaml --model lakescore-demo-xgb --to 2 --why "demo: a person promotes the candidate"
+	$(PY) -m jobs.rollback --config conf/score.yaml --model lakescore-demo-xgb --why "demo: roll the candidate back"
+	$(PY) -m jobs.models --config conf/score.yaml --history lakescore-demo-xgb --alias champion
 	@$(PY) -m jobs.demo_info --config conf/score.yaml
 
 # A shell with the venv active (the README's queries, `lakescore …`), or, when not at a terminal, the line that

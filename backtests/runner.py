@@ -37,6 +37,7 @@ from backtests import guard
 from backtests.fold_run import FoldPlan, fold_seed, group_task, plan_json
 from engine.tables import backtest_metrics as bt_results
 from engine.tables import ledger
+from engine.tables import model_events
 from engine.config.jobs import BacktestConfig
 from engine.lake.paths import require_root, table_uri
 from engine.errors import ConfigError, LakescoreError, UnitFailed
@@ -197,6 +198,8 @@ def _pin_and_plan(cfg: BacktestConfig, summary: BacktestSummary) -> _Backtest:
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
                         [("features", cfg.features.table, feats.version), ("labels", cfg.labels.table, labels.version),
                          *((p["role"], p["table"], p["version"]) for p in summary.pins)])
+    if baseline is not None:  # a champion alias moved outside lakescore is recorded (never fails the job)
+        model_events.observe_quietly(cfg.lake, baseline, summary.run_id)
     return _Backtest(cfg=cfg, summary=summary, feats=feats, labels=labels, folds=folds,
                      train_versions=train_versions, pii=pii, baseline=baseline)
 

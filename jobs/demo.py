@@ -44,6 +44,7 @@ def body(cfg: DemoConfig, args) -> dict:
         mv = client.get_model_version_by_alias(cfg.models.xgb_name if cfg.models.champion == "xgb" else cfg.models.torch_name, "champion")
         log.info("demo models already registered (champion is version %s); leaving them", mv.version)
         out["models"] = "already registered"
+        out["candidate"] = _candidate(client, cfg.models.xgb_name)
         return out
     except MlflowException:
         pass
@@ -58,7 +59,22 @@ def body(cfg: DemoConfig, args) -> dict:
                                train_mlp=recipes.train_mlp)
     out["models"] = {m.xgb_name: versions["xgb"], m.torch_name: versions["torch"], "champion": m.champion}
     out["train_rows"] = int(len(y))
+    out["candidate"] = _candidate(client, m.xgb_name)
     return out
+
+
+def _candidate(client, name: str) -> int:
+    """Version 2 of the demo's xgb model, for `make demo`'s `lakescore promote` and `lakescore rollback` (recorded in
+    model_events): the same artifact as version 1, so the demo's scores stay what they are whichever version holds
+    @champion. Registered once (a second `make demo` finds it)."""
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    if len(versions) > 1:
+        return versions[1]
+    v1 = client.get_model_version(name, str(versions[0]))
+    mv = client.create_model_version(name, source=v1.source, run_id=v1.run_id,
+                                     description="demo candidate: version 1's artifact, for the promote/rollback demo")
+    log.info("demo: registered %s version %s (version 1's artifact) for the promote and rollback demo", name, mv.version)
+    return int(mv.version)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,20 @@ def render(result: dict) -> str:
             lines.append(f"code     {r['code']}")
             lines.append(f"ledger   {e['status']} (exit {e['exit_code']}), {e['engine']}, started {e['started_at']}, "
                          f"{e['duration_s']} s, {e['units_committed']} unit(s), {e['rows_scored']} rows: {e['command']}")
+        for a in r["aliases"]:
+            lines.append(f"alias    {alias_line(a, r['partition']['model_version'])}")
         lines.append(f"redo     {r['reproduce']}")
     return "\n".join(lines)
+
+
+def alias_line(a: dict, version) -> str:
+    """Which version held the alias when the row was scored, and whether it still does (model_events)."""
+    if a["held_at_scoring"] is None:
+        return f"@{a['alias']}: no event recorded before the row was scored (model_events)"
+    then = f"@{a['alias']} was held by version {a['held_at_scoring']} when scored (since {a['since']}, {a['kind']})"
+    by = "" if a["scored_by_holder"] else f"; this row was scored by version {version}, not the holder"
+    now = ("still holds it" if a["still_holds"] else f"now held by version {a['holds_now']}")
+    return f"{then}{by}; {now}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,9 @@ if __package__ in (None, ""):
 from engine.config import ScoreConfig  # noqa: E402
 from jobs._main import exit_now, run_job  # noqa: E402
 
-DOC = ("Move a model's serving alias back to the version that held it before (recorded when it moved) or to --to, "
-       "record the move on the registry, and print the score commands for the days to re-score.")
+DOC = ("Move a model's serving alias back to the version that held it before (from the model_events table, else the "
+       "registry's tags) or to --to, record the move in model_events (tags mirror it), and print the score commands "
+       "for the days to re-score.")
 EXAMPLES = """examples:
   lakescore rollback --model lakescore-demo-xgb              # @champion back to its previous holder
   lakescore rollback --model lakescore-demo-xgb --to 3       # @champion to version 3
@@ -24,13 +25,17 @@ the restored version has no current partition; a plain score run skips the rest 
 
 
 def body(cfg: ScoreConfig, args) -> dict:
+    import uuid
+
     from engine.ops.rollback import rescore_commands, rescore_plan, rollback
 
-    move = rollback(cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, args.model, args.alias, args.to, args.why)
+    run_id = uuid.uuid4().hex
+    move = rollback(cfg.mlflow.tracking_uri, cfg.mlflow.registry_uri, args.model, args.alias, args.to, args.why,
+                    lake=cfg.lake, run_id=run_id)
     plan = rescore_plan(cfg.lake, args.table, move.name, move.from_version, move.to_version)
     commands = rescore_commands(args.config, args.overrides, move.name, move.alias, plan.days)
     print(render(move, plan, commands, args.table), flush=True)
-    return {"model": move.name, "model_version": move.to_version, "alias": move.alias, "moved": move.moved,
+    return {"run_id": run_id, "model": move.name, "model_version": move.to_version, "alias": move.alias, "moved": move.moved,
             "from_version": move.from_version, "next_rollback_to": move.previous_after, "output_table": args.table,
             "rescore_days": plan.days, "up_to_date_days": plan.up_to_date, "gone_days": plan.gone,
             "commands": commands}
@@ -41,8 +46,8 @@ def render(move, plan, commands: list[str], table: str) -> str:
     if not move.moved:
         lines = [f"{at} already points at version {move.to_version}; nothing moved"]
     else:
-        lines = [f"{at}: version {move.from_version} -> version {move.to_version} (tag lakescore.rollback on version "
-                 f"{move.to_version}); a further rollback goes to "
+        lines = [f"{at}: version {move.from_version} -> version {move.to_version} (recorded in model_events, tag "
+                 f"lakescore.rollback on version {move.to_version}); a further rollback goes to "
                  + (f"version {move.previous_after}" if move.previous_after is not None else "--to VERSION")]
     if plan.days:
         lines.append(f"re-score {len(plan.days)} day(s) of {table} that version {move.from_version} scored and version "

@@ -299,6 +299,15 @@ def test_a_challenger_that_passes_is_promoted_and_the_move_recorded(scored, demo
     assert page.index(line) < page.index('id="changed"')  # right under the verdict banner
     logged = Path(client.download_artifacts(s.mlflow_run_id, "report.html", str(tmp_path))).read_text()
     assert line in logged
+    # model_events (issue 22): the alias's first sight at the job's start, then the promotion with its evidence
+    events = DeltaTable(str(lake / "model_events")).to_pyarrow_table(filters=[("model_name", "=", "t-promo")])
+    first, moved = sorted(events.to_pylist(), key=lambda e: e["at"])
+    assert (first["kind"], first["from_version"], first["to_version"]) == ("external", None, 1)
+    assert (moved["kind"], moved["from_version"], moved["to_version"], moved["run_id"]) == ("promotion", 1, 2, s.run_id)
+    evidence = json.loads(moved["evidence"])
+    assert evidence["evaluate_run_id"] == s.run_id and evidence["mlflow_run_id"] == s.mlflow_run_id
+    assert evidence["report"] == s.report and evidence["gates"] and all(g["passed"] for g in evidence["gates"])
+    assert {g["gate"] for g in evidence["gates"]} == {g["gate"] for g in rep["gates"]}
 
 
 # ------------------------------------------------------------------ promotion, coverage, keys, duplicates, budget

@@ -18,7 +18,7 @@ import pytest
 from deltalake import DeltaTable
 from nbclient import NotebookClient
 
-from conftest import ROOT, score_config
+from conftest import ROOT, XGB, score_config
 from engine.ray.executor import executor
 from jobs.score import run_score
 
@@ -54,6 +54,7 @@ def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_ro
     summary = run_score(cfg, executor(cfg.ray))
     capfd.readouterr()
     monkeypatch.setenv("LAKESCORE_LAKE", str(lake))
+    plant_alias_moves(lake)
     lines, outputs = run_notebook("scores_analyst.ipynb")
     # Quiet: Spark's JVM logs below ERROR (its startup notices, DeltaHistoryManager's timestamp warning) reach neither
     # the notebook's stderr blocks nor the kernel's own stderr (where the JVM writes under nbclient).
@@ -85,6 +86,35 @@ def test_scores_analyst_notebook_agrees_with_the_tables(ray_local, lake, demo_ro
         5, summary.units_committed)
     check_spark_and_pandas_lines(lines, lake, scores)
     check_polars_and_duckdb_lines(lines, lake, scores)
+    check_alias_holder_lines(lines)
+
+
+HELD = re.compile(r"^(polars|spark sql): (\S+)@champion at \S+: version (\d+)$")
+
+
+def plant_alias_moves(lake) -> None:
+    """model_events after the score run (which recorded its first sight of @champion: version 1): a person's move to
+    version 2 now, and a rollback dated tomorrow. The holder now is 2; a query that took the newest event would say 1."""
+    import datetime as dt
+
+    from engine.config import LakeConfig
+    from engine.tables import model_events
+
+    lk, now = LakeConfig(root=str(lake)), dt.datetime.now(dt.timezone.utc)
+    for frm, to, kind, at, seq in ((1, 2, "promote", now, 1), (2, 1, "rollback", now + dt.timedelta(days=1), 2)):
+        model_events.record(lk, model_events.Event(model_name=XGB, alias="champion", from_version=frm, to_version=to,
+                                                   kind=kind, run_id=f"nb-{seq}", by="ann", why="notebook test", at=at,
+                                                   seq=seq))
+    rows = DeltaTable(str(lake / "model_events")).to_pyarrow_table().to_pylist()
+    assert sorted((r["kind"], r["from_version"], r["to_version"]) for r in rows) == [
+        ("external", None, 1), ("promote", 1, 2), ("rollback", 2, 1)]
+
+
+def check_alias_holder_lines(lines: list[str]) -> None:
+    """"Which version held @champion at T" in Polars and in Spark SQL: version 2 (plant_alias_moves), and the timeline."""
+    held = {m[1]: (m[2], int(m[3])) for ln in lines if (m := HELD.match(ln))}
+    assert held == {"polars": (XGB, 2), "spark sql": (XGB, 2)}, lines
+    assert len([ln for ln in lines if ln.startswith("timeline: ")]) == 3
 
 
 JVM_FREE = re.compile(r"^(polars|duckdb): (\S+) v(\d+): (\d+) rows, (\d+) days, score sum ([0-9.]+)$")

@@ -43,6 +43,7 @@ from engine.evaluation import gates as gating
 from engine.evaluation import inputs
 from engine.evaluation import preflight
 from engine.tables import eval_metrics as evtable
+from engine.tables import model_events
 from engine.evaluation.inputs import DayPlan
 from engine.evaluation.join import EvalPlan, evaluate_chunk_task, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, roc_pr_curves, score_histogram
@@ -182,6 +183,8 @@ def _resolve(cfg: EvaluateConfig, summary: EvalSummary, contract_pii: PiiReader 
                  cfg.features.contract, snaps["features"].where())
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id,
                         [(k, getattr(cfg, k).table, s.version) for k, s in snaps.items()])
+    for ref in (champ, *challengers):  # an alias moved outside lakescore is recorded (never fails the job)
+        model_events.observe_quietly(cfg.lake, ref, summary.run_id)
     preflight.check_columns(cfg, snaps)
     return _Eval(cfg=cfg, summary=summary, spec=spec, champ=champ, challengers=challengers, snaps=snaps, pii=pii)
 
@@ -306,7 +309,7 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
                          f"gate(s): {summary.gates_failed[0]}; report {summary.report}")
     if cfg.gates.promote and summary.verdict == "pass":
         try:
-            summary.promoted = promote(cfg, ev.champ, ev.challengers[0], summary)
+            summary.promoted = promote(cfg, ev.champ, ev.challengers[0], summary, report["gates"])
         except AliasMoved as e:
             record_refused_promotion(cfg, summary, report, extra_files, str(e))
             raise

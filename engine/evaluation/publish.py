@@ -15,9 +15,11 @@ store or MLflow unreachable), the move stands and the run says so truthfully: ex
 summary line with `promoted`, and one warning line naming the failure, the move (model, alias, from and to
 versions), what the report on disk still says, and what to do. Not 1 ("unexpected failure"): a scheduler would
 retry, and the retry would judge the new champion against itself; not 4 ("promotion gate failed"): the promotion
-happened, and a scheduler acting on 4 would treat the registry's new champion as refused. The move itself is the
-record (the registry's alias and its `lakescore.promotion` tag, which `lakescore rollback` reads), as the run ledger
-is for a run: a ledger that cannot be written is a warning too (jobs._main), never a new exit code.
+happened, and a scheduler acting on 4 would treat the registry's new champion as refused. The move is recorded as a
+`promotion` event in `model_events` (engine.tables.model_events: evaluate run id, MLflow run, gate verdicts, report;
+the history `lakescore rollback` reads), mirrored by the registry's `lakescore.promotion` tags. An event that cannot
+be written after the move is a warning too, as a run ledger that cannot be written is (jobs._main), never a new exit
+code: the alias has moved, and the next job that resolves it records the move as `external`.
 """
 from __future__ import annotations
 
@@ -28,12 +30,14 @@ import logging
 import os
 import re
 import tempfile
+from dataclasses import replace
 from typing import Callable
 
 from engine.config.load import to_json
 from engine.errors import GateFailed
 from engine.evaluation.report import plain, render_html, report_json
 from engine.lake.reports import report_target, write_report_files
+from engine.tables import model_events
 
 log = logging.getLogger("lakescore")
 EXPERIMENT = "lakescore-evaluate"
@@ -135,10 +139,12 @@ def mark_failed(cfg, mlflow_run_id: str | None) -> None:
     client.set_terminated(mlflow_run_id, "FAILED")
 
 
-def promote(cfg, champ, challenger, summary) -> str:
+def promote(cfg, champ, challenger, summary, gates: list[dict] | None = None) -> str:
     """Move the champion's alias to the challenger if it still names `champ` (else `AliasMoved`, nothing changed);
-    the move is recorded as a tag on the challenger's version and on the registered model (who, when, why, previous
-    holder), so `lakescore rollback` can undo it."""
+    the move is recorded as a `promotion` event in `model_events` (evidence: the evaluate run, its MLflow run, the
+    gate verdicts `gates`, the report) and mirrored as tags on the challenger's version and on the registered model
+    (who, when, why, previous holder), so `lakescore rollback` can undo it. An event that cannot be written is one
+    warning line: the move stands (module docstring), and the next job records it as an `external` move."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -157,19 +163,39 @@ def promote(cfg, champ, challenger, summary) -> str:
                          f"that challenger version {challenger.version} was judged against (another promotion or a "
                          f"rollback moved it during the evaluation); the alias is left as it is: re-run the "
                          f"evaluation against the current champion")
+    by, now = os.environ.get("LAKESCORE_USER") or getpass.getuser(), dt.datetime.now(dt.timezone.utc)
+    why = f"evaluate run {summary.run_id}: gates passed on {summary.window} as of {summary.as_of}"
     record = json.dumps({"alias": alias, "from_version": champ.version, "to_version": challenger.version,
-                         "by": os.environ.get("LAKESCORE_USER") or getpass.getuser(),
-                         "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                         "why": f"evaluate run {summary.run_id}: gates passed on {summary.window} as of {summary.as_of}",
+                         "by": by, "at": now.isoformat(timespec="seconds"), "why": why,
                          "evaluation_report": summary.report}, sort_keys=True)
     client.set_registered_model_alias(champ.name, alias, str(challenger.version))
     client.set_model_version_tag(champ.name, str(challenger.version), PROMOTION_TAG, record)
     client.set_registered_model_tag(champ.name, f"{PROMOTION_TAG}.{alias}.previous", str(champ.version))
+    evidence = {"evaluate_run_id": summary.run_id, "mlflow_run_id": getattr(summary, "mlflow_run_id", None),
+                "report": summary.report, "window": summary.window, "as_of": summary.as_of,
+                "gates": [{k: g.get(k) for k in ("gate", "model", "slice", "metric", "passed")} for g in gates or []]}
+    _record_event(cfg, model_events.Event(model_name=champ.name, alias=alias, from_version=int(champ.version),
+                                          to_version=int(challenger.version), kind="promotion", run_id=summary.run_id,
+                                          by=by, why=why, evidence=evidence, at=now))
     log.info("promoted %s version %s to @%s (previous holder: version %s)", champ.name, challenger.version, alias,
              champ.version)
     if after_alias_move is not None:
         after_alias_move()
     return f"models:/{champ.name}/{challenger.version}@{alias} (was {champ.version})"
+
+
+def _record_event(cfg, event) -> None:
+    """The promotion in `model_events` (a lake-less config, as in unit tests of the registry side, records none)."""
+    lake = getattr(cfg, "lake", None)
+    if lake is None:
+        return
+    try:
+        model_events.record(lake, replace(event, seq=model_events.read(lake, event.model_name, event.alias).num_rows))
+    except Exception as e:  # noqa: BLE001 - the alias has moved: a record that failed is a warning, never an error
+        log.warning("model_events not written to %s: %s: %s; %s@%s moved from version %s to version %s all the same "
+                    "(the registry's tags record it; the next job records it as an external move)",
+                    model_events.events_uri(lake), type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
+                    event.model_name, event.alias, event.from_version, event.to_version)
 
 
 def rewrite_after_promotion(cfg, report: dict, summary, extra_files: dict) -> str:

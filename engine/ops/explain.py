@@ -1,19 +1,23 @@
 """What `lakescore explain` answers for a scored row: which model (name, version, its MLflow run), which run of
 lakescore, which input table and version, which config and code revision made it, the run's ledger entry, and
-the command that reproduces it from the same pinned input.
+the command that reproduces it from the same pinned input, and, from the `model_events` table, which version held
+the serving alias when the row was scored (the alias the run's config named, else every alias of the model that has
+events) and whether it still does.
 
 Rows are found with DataFusion SQL (deltalake's QueryBuilder) over the table's current snapshot, so `--where`
 takes any SQL predicate, e.g. "entity_id = 123 AND ds = '2026-01-05'"; partition columns prune files.
 """
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import shlex
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.tables import ledger
+from engine.tables import ledger, model_events
 from engine.config.sections import LakeConfig
 from engine.errors import ConfigError
 from engine.score.scoring import FINGERPRINT, PARTITION_COLUMNS, STAMP_FIELDS
@@ -77,11 +81,47 @@ def reproduce_command(entry: dict | None, row: dict, table: str) -> str:
     return shlex.join(["lakescore", "score", *keep, *pins])
 
 
+def run_alias(entry: dict | None) -> str | None:
+    """The alias the scoring run's config named (`model.uri=models:/NAME@ALIAS`), from its ledger entry."""
+    try:
+        uri = json.loads(entry["config"])["model"]["uri"] if entry and entry.get("config") else ""
+    except (ValueError, KeyError, TypeError):
+        return None
+    m = re.fullmatch(r"models:/[^/@]+@([^/@]+)", uri or "")
+    return m.group(1) if m else None
+
+
+def alias_holders(lake: LakeConfig, row: dict, entry: dict | None, events) -> list[dict]:
+    """For each alias (the run's, else every alias the model has events for): the version that held it when the row
+    was scored (`scored_at` against the event timeline), the version that holds it now, and whether it still does."""
+    name, scored_at = row.get("model_name"), row.get("scored_at")
+    if not name or scored_at is None:
+        return []
+    mine = events.filter(pc.equal(events.column("model_name"), name)).to_pylist()
+    alias = run_alias(entry)
+    aliases = [alias] if alias else sorted({e["alias"] for e in mine})
+    out = []
+    # scored_at is stamped to the second (engine.score.run): an event within that second (the run's own first sight
+    # of the alias, recorded before it scored) counts as before the row.
+    until = scored_at + dt.timedelta(seconds=1, microseconds=-1) if scored_at.microsecond == 0 else scored_at
+    for a in aliases:
+        held = model_events.holder_at(lake, name, a, until)
+        now = [e for e in mine if e["alias"] == a]
+        now_v = now[-1]["to_version"] if now else None
+        then_v = None if held is None else held["to_version"]
+        out.append({"alias": a, "held_at_scoring": then_v, "since": None if held is None else str(held["at"]),
+                    "kind": None if held is None else held["kind"], "holds_now": now_v,
+                    "still_holds": None if then_v is None else then_v == now_v,
+                    "scored_by_holder": None if then_v is None else then_v == row.get("model_version")})
+    return out
+
+
 def explain(lake: LakeConfig, table: str, where: str, limit: int = 10) -> dict:
     rows, total = find_rows(lake, table, where, limit)
     explained = []
     found = rows.to_pylist()
     entries = ledger_entries(lake, {r["run_id"] for r in found if r.get("run_id")}) if found else {}
+    events = model_events.read(lake) if found else None
     for row in found:
         entry = entries.get(row.get("run_id"))
         values = {k: v for k, v in row.items() if k not in STAMPS and k not in PARTITION_COLUMNS}
@@ -100,5 +140,6 @@ def explain(lake: LakeConfig, table: str, where: str, limit: int = 10) -> dict:
                 for k in ("run_id", "status", "exit_code", "started_at", "duration_s", "units_committed",
                           "rows_scored", "command", "engine")},
             "reproduce": reproduce_command(entry, row, table),
+            "aliases": alias_holders(lake, row, entry, events),
         })
     return {"table": table, "where": where, "matched": total, "shown": len(explained), "rows": explained}

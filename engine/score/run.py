@@ -37,6 +37,7 @@ from deltalake import DeltaTable
 
 from engine.lake import commit as protocol
 from engine.tables import ledger
+from engine.tables import model_events
 from engine.config.jobs import ScoreConfig
 from engine.lake.paths import require_root, table_uri
 from engine.errors import ConfigError, ContractViolation, LakescoreError, UnitFailed, short_list
@@ -190,6 +191,8 @@ def _resolve(cfg: ScoreConfig, executor: Executor, summary: Summary, hooks: Hook
     summary.input_table, summary.input_version = cfg.input.table, snap.version
     ledger.record_start(cfg.lake, JOB, cfg, summary.run_id, [("input", cfg.input.table, snap.version)])
     run.step("ledger")
+    model_events.observe_quietly(cfg.lake, ref, summary.run_id)  # an alias moved outside lakescore (never fails)
+    run.step("model_events")
     days, absent = select_partitions(snap, cfg.input.ds)
     enforcer = None
     if cfg.input.contract:
