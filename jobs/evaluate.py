@@ -16,7 +16,14 @@ EXAMPLES = (
     "lakescore evaluate --config conf/evaluate.yaml",
     "lakescore evaluate --config conf/evaluate.yaml window=2026-01-04..2026-01-08 as_of=2026-01-10T00:00:00Z",
     "lakescore evaluate --config conf/evaluate.yaml 'models.challengers=[models:/lakescore-demo-mlp/1]'",
+    "lakescore evaluate --config conf/evaluate.yaml --follow   # daily: re-evaluate the windows whose labels changed",
 )
+
+
+def follow_flag(p) -> None:
+    p.add_argument("--follow", action="store_true",
+                   help="re-evaluate only the windows (already in eval_metrics, and the configured one) whose labels "
+                        "changed since their last evaluation; the others are skipped (engine.evaluation.follow)")
 
 
 def run_evaluate(cfg: EvaluateConfig, executor):
@@ -33,11 +40,16 @@ def body(cfg: EvaluateConfig, args):
     from jobs.engines import make_executor
 
     check_experiment(cfg.mlflow, EXPERIMENT)  # a moved project's stale MLflow location: exit 2 before any work
+    if getattr(args, "follow", False):
+        from contracts.spec import pii_columns
+        from engine.evaluation.follow import run_follow
+
+        return run_follow(cfg, make_executor(cfg, "evaluate"), contract_pii=pii_columns)
     return run_evaluate(cfg, make_executor(cfg, "evaluate"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("evaluate", DOC, EvaluateConfig, body, argv, examples=EXAMPLES)
+    return run_job("evaluate", DOC, EvaluateConfig, body, argv, extra_args=follow_flag, examples=EXAMPLES)
 
 
 if __name__ == "__main__":
