@@ -92,7 +92,7 @@ def maturity_section(rep: dict, models: list[str], colours: dict[str, str]) -> s
                 f"as-of time), from the {count(mat['rows'])} rows the window joined; no re-scoring.")
         if mat.get("observable_days", 0) < mat["days"]:
             note += (f" Right of the dashed line (k &gt; {mat['observable_days']}) the window's last days cannot "
-                     "have labels that late yet: those points still move.")
+                     "have labels that late yet: those points may still move.")
         out += [f'<p class="note">{note}</p>', *_curves(mat, models, colours)]
     out += _history(hist, models, colours)
     return "".join(out)
