@@ -9,7 +9,8 @@
 3. an executor (engine.executor: Ray, Spark, or this process) runs `engine.evaluation.join.evaluate_chunk_task`
    (`run_chunk_json`) per task: the join and the statistics stay on the workers, the driver merges statistics in
    plan order;
-4. metrics per slice with bootstrap intervals, challenger − champion differences, drift, gates;
+4. metrics per slice with bootstrap intervals, challenger − champion differences, the label maturity curve
+   (engine.evaluation.maturity), drift, gates;
 5. commit one `eval_metrics` unit per model version (idempotent), write the HTML and JSON report, log to MLflow,
    and, when the gates pass and the config asks, move the champion alias if it still names the version judged
    (compare-and-set, engine.evaluation.publish).
