@@ -40,11 +40,16 @@ def body(cfg: EvaluateConfig, args):
     from jobs.engines import make_executor
 
     check_experiment(cfg.mlflow, EXPERIMENT)  # a moved project's stale MLflow location: exit 2 before any work
-    if getattr(args, "follow", False):
-        from contracts.spec import pii_columns
+    if getattr(args, "follow", False):  # the engine starts with the first window to evaluate: a no-op starts none
         from engine.evaluation.follow import run_follow
 
-        return run_follow(cfg, make_executor(cfg, "evaluate"), contract_pii=pii_columns)
+        started = []
+
+        def evaluate(one: EvaluateConfig):
+            started or started.append(make_executor(cfg, "evaluate"))
+            return run_evaluate(one, started[0])
+
+        return run_follow(cfg, evaluate)
     return run_evaluate(cfg, make_executor(cfg, "evaluate"))
 
 

@@ -14,7 +14,10 @@ partition value) say which days gained or revised labels. Then, per window:
   why: fail safe, never skipped silently;
 - the configured window never evaluated for these models → evaluated.
 
-A compaction (`dataChange: false`) is not a change; a schema change counts as changing every day. A window whose
+A compaction (`dataChange: false`) is not a change; a schema change counts as changing every day. Labels that
+changed without moving `as_of` (a backfill whose `label_ts` are all at or before it) give the same evaluation key:
+the commit protocol replaces that evaluation (its inputs' fingerprint changed), since its old numbers no longer
+describe the labels known by that as-of. A window whose
 gates fail is still evaluated and recorded (its metrics are the evidence), the others run on, and the run ends
 with exit 4 naming the failed windows; any other error stops the run with its own exit code. The summary line lists
 the windows evaluated and skipped, each with its reason.
@@ -23,16 +26,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import Callable
 
 from engine.config.jobs import EvaluateConfig
 from engine.errors import GateFailed
 from engine.evaluation import history, inputs
-from engine.evaluation.job import run_evaluate
-from engine.executor import Executor
 from engine.lake.delta_log import CommitLog
 from engine.lake.paths import require_root, table_uri
 from engine.lake.snapshot import open_snapshot
-from engine.pii import PiiReader
 from engine.tables.eval_metrics import evaluation_key
 
 log = logging.getLogger("lakescore")
@@ -86,8 +87,10 @@ def plan(cfg: EvaluateConfig, models: list[str], labels_version: int, configured
     return evaluate, skipped
 
 
-def run_follow(cfg: EvaluateConfig, executor: Executor, contract_pii: PiiReader | None = None) -> dict:
-    """Re-evaluate the windows whose labels changed (module docstring); the summary as a dict."""
+def run_follow(cfg: EvaluateConfig, evaluate: Callable[[EvaluateConfig], object]) -> dict:
+    """Re-evaluate the windows whose labels changed (module docstring); the summary as a dict. `evaluate` runs one
+    evaluation of a config and returns its summary (jobs.evaluate hands in engine.evaluation.job's, with its
+    executor and PII reader: only jobs import the job core)."""
     opts = cfg.lake.storage_options
     require_root(cfg.lake)
     champ, challengers = inputs.resolve_models(cfg.models.champion, cfg.models.challengers, cfg.mlflow.tracking_uri,
@@ -98,18 +101,18 @@ def run_follow(cfg: EvaluateConfig, executor: Executor, contract_pii: PiiReader 
              for name in ("scores", "labels", "features")}
     labels_version = snaps["labels"].version
     days = inputs.window_days(snaps, cfg.window)
-    evaluate, skipped = plan(cfg, models, labels_version, (days[0], days[-1]) if days else None)
+    due, skipped = plan(cfg, models, labels_version, (days[0], days[-1]) if days else None)
     summary = {"follow": True, "models": models, "labels_version": labels_version, "evaluated": [],
                "skipped": skipped}
     for s in skipped:
         log.info("evaluate --follow: window %s skipped: %s", s["window"], s["reason"])
     failed = []
-    for w in evaluate:
+    for w in due:
         log.info("evaluate --follow: window %s re-evaluated: %s", w["window"], w["reason"])
         one = cfg.model_copy(update={"window": w["window"],
                                      "labels": cfg.labels.model_copy(update={"version": labels_version})})
         try:
-            s = run_evaluate(one, executor, contract_pii)
+            s = evaluate(one)
         except GateFailed as e:
             s = e.summary
             failed.append(f"{w['window']}: {e}")
