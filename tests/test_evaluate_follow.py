@@ -118,3 +118,16 @@ def test_follow_evaluates_the_configured_window_never_evaluated(followed, demo_r
     assert [w["window"] for w in summary["evaluated"]] == ["2026-01-02..2026-01-03"]
     assert "not evaluated yet" in summary["evaluated"][0]["reason"]
     assert sorted(w["window"] for w in summary["skipped"]) == [A, B]
+
+
+def test_windows_that_fail_their_gates_under_follow_exit_4_with_their_evidence(followed, demo_root, capsys):
+    plant_late_labels(followed, "2026-01-02")
+    plant_late_labels(followed, "2026-01-04")
+    before = evaluations(followed)
+    code, summary = follow(followed, demo_root, capsys, "gates.thresholds=[{metric: roc_auc, min: 0.999}]")
+    # Both windows changed: both are evaluated (the first failure does not stop the second), then exit 4.
+    assert code == 4 and summary["status"] == "error" and "failed their gates" in summary["error"]
+    assert sorted(w["window"] for w in summary["evaluated"]) == [A, B]
+    assert all(w["verdict"] == "fail" for w in summary["evaluated"])
+    # The evidence is written: a new as-of for each window and model.
+    assert len(evaluations(followed)) == len(before) + 4
