@@ -65,6 +65,7 @@ demo: setup
 	$(PY) -m jobs.score --config conf/score.yaml
 	$(PY) -m jobs.score --config conf/score.yaml model.uri=models:/lakescore-demo-mlp/1
 	$(PY) -m jobs.evaluate --config conf/evaluate.yaml
+	$(PY) -m jobs.evaluate --config conf/evaluate.yaml --follow
 	$(PY) -m jobs.backtest --config conf/backtest.yaml
 	$(PY) -m jobs.promote --config conf/score.yaml --model lakescore-demo-xgb --to 2 --why "demo: a person promotes the candidate"
 	$(PY) -m jobs.rollback --config conf/score.yaml --model lakescore-demo-xgb --why "demo: roll the candidate back"

@@ -16,7 +16,14 @@ EXAMPLES = (
     "lakescore evaluate --config conf/evaluate.yaml",
     "lakescore evaluate --config conf/evaluate.yaml window=2026-01-04..2026-01-08 as_of=2026-01-10T00:00:00Z",
     "lakescore evaluate --config conf/evaluate.yaml 'models.challengers=[models:/lakescore-demo-mlp/1]'",
+    "lakescore evaluate --config conf/evaluate.yaml --follow   # daily: re-evaluate the windows whose labels changed",
 )
+
+
+def follow_flag(p) -> None:
+    p.add_argument("--follow", action="store_true",
+                   help="re-evaluate only the windows (already in eval_metrics, and the configured one) whose labels "
+                        "changed since their last evaluation; the others are skipped (engine.evaluation.follow)")
 
 
 def run_evaluate(cfg: EvaluateConfig, executor):
@@ -33,11 +40,21 @@ def body(cfg: EvaluateConfig, args):
     from jobs.engines import make_executor
 
     check_experiment(cfg.mlflow, EXPERIMENT)  # a moved project's stale MLflow location: exit 2 before any work
+    if getattr(args, "follow", False):  # the engine starts with the first window to evaluate: a no-op starts none
+        from engine.evaluation.follow import run_follow
+
+        started = []
+
+        def evaluate(one: EvaluateConfig):
+            started or started.append(make_executor(cfg, "evaluate"))
+            return run_evaluate(one, started[0])
+
+        return run_follow(cfg, evaluate)
     return run_evaluate(cfg, make_executor(cfg, "evaluate"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_job("evaluate", DOC, EvaluateConfig, body, argv, examples=EXAMPLES)
+    return run_job("evaluate", DOC, EvaluateConfig, body, argv, extra_args=follow_flag, examples=EXAMPLES)
 
 
 if __name__ == "__main__":

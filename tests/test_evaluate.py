@@ -181,7 +181,8 @@ def test_engines_give_identical_metrics(scored, demo_root, ray_local, spark):
     spark_rep = report_of(run_evaluate(cfg, SparkExecutor(spark, cfg.spark)))
     assert local["metrics"] == ray_rep["metrics"] == spark_rep["metrics"]
     assert local["deltas"] == ray_rep["deltas"] == spark_rep["deltas"]
-    assert len(local["metrics"]) > 0 and len(local["deltas"]) > 0
+    assert local["maturity"] == ray_rep["maturity"] == spark_rep["maturity"]  # the label maturity curve too
+    assert len(local["metrics"]) > 0 and len(local["deltas"]) > 0 and local["maturity"]["points"]
 
 
 def test_key_hash_buckets_give_the_same_metrics_as_whole_days(scored, demo_root):

@@ -182,6 +182,9 @@ HEADLINE = ("roc_auc", "pr_auc", "log_loss", "brier", "ece")
 OVER = re.compile(rf"^over evaluations: (\S+) v(\d+) (\S+) on overall \| (\S+) \| {NUM} \[{NUM}, {NUM}\] "
                   r"support (\d+) (\w+)$")
 REGRESSED = re.compile(rf"^regressed: (\S+) on (.+?) \| {NUM} \[{NUM}, {NUM}\] support (\d+)$")
+MATURITY = re.compile(rf"^maturity: (\S+) v(\d+) k=(\d+) \| labelled {NUM} \| roc_auc {NUM}$")
+AS_OF = re.compile(rf"^as-of history: (\S+) v(\d+) window (\S+)\.\.(\S+) as_of (\S+) labels v(\d+) \| roc_auc {NUM} "
+                   r"support (\d+)$")
 
 
 PLOTTING = re.compile(r"\bplt\.|\.(plot|errorbar|hlines|fill_between|scatter|bar|barh|imshow)\(")
@@ -302,6 +305,25 @@ def test_evaluation_notebook_agrees_with_eval_metrics(lake, demo_root, monkeypat
         value, low, high, n = got[(r.metric, r.slice)]
         assert close(value, r.value) and close(low, r.ci_low) and close(high, r.ci_high) and int(n) == r.support
     assert f"regressed: {len(worse)} of {len(cand)} (metric, slice) deltas worse by the paired interval" in lines
+
+    # Labels as they mature: the newest evaluation's curve (the 03..04 window, the champion alone) and that window's
+    # evaluations over as-of times, every printed number against the table's rows.
+    mat = em[(em.kind == "maturity") & (em.window_start == "2026-01-03") & (em.window_end == "2026-01-04")]
+    got = [m.groups() for ln in lines if (m := MATURITY.match(ln))]
+    assert len(got) == mat.maturity_days.nunique() == 14 and {g[0] for g in got} == {XGB}, lines
+    for name, version, k, frac, auc in got:
+        row = mat[(mat.model_name == name) & (mat.model_version == int(version)) & (mat.maturity_days == int(k))]
+        assert close(frac, row[row.metric == "labelled_fraction"].value.item())
+        assert close(auc, row[row.metric == "roc_auc"].value.item()), (k, auc)
+    assert float(got[0][3]) < float(got[-1][3]) == 1.0  # the demo's labels arrive over days: a curve that rises
+    want = metrics[(metrics.window_start == "2026-01-03") & (metrics.window_end == "2026-01-04")
+                   & (metrics.slice == "overall") & (metrics.metric == "roc_auc")]
+    got = [m.groups() for ln in lines if (m := AS_OF.match(ln))]
+    assert len(got) == len(want) > 0, lines
+    for name, version, start, end, as_of, labels_v, value, n in got:
+        (r,) = want[(want.model_name == name) & (want.model_version == int(version))].itertuples()
+        assert (f"{r.as_of:{STAMP}}", int(labels_v), int(n)) == (as_of, r.labels_version, r.support)
+        assert close(value, r.value)
 
 
 def test_evaluation_notebook_with_one_model_version_shows_its_history_only(lake, demo_root, monkeypatch, tmp_path):

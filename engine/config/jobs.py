@@ -81,10 +81,17 @@ class RegressionGate(Model):
     use_interval: bool = False  # judge the interval's worse end instead of the point difference
 
 
+class MaturityGate(Model):
+    metric: str  # the metric whose gates need mature labels (a failure names it)
+    days: int = Field(ge=1)  # every event of the window is at least this many days old at as_of
+    min_labelled_fraction: float = Field(0.0, ge=0, le=1)  # and at least this share of its rows labelled by as_of
+
+
 class GatesConfig(Model):
     min_support: int = Field(200, ge=1)  # a gated slice with fewer rows fails the gate
     thresholds: list[ThresholdGate] = Field(default_factory=list)
     max_regression: list[RegressionGate] = Field(default_factory=list)
+    min_maturity: list[MaturityGate] = Field(default_factory=list)  # labels old enough per metric (gates docstring)
     max_immature_fraction: float = Field(0.2, ge=0, le=1)  # more scored rows than this without a label by as_of fails
     promote: bool = False  # on pass, move the champion's alias to the (single) challenger of the same model name
 
@@ -100,6 +107,11 @@ class EvalDriftConfig(Model):
     @classmethod
     def _reference_form(cls, v: str | None) -> str | None:
         return v if v is None else check_days(v)
+
+
+class EvalMaturityConfig(Model):
+    days: int = Field(14, ge=0, le=366)  # label maturity curve at event + 1..days days; 0: no curve
+    event_ts_column: str = "event_ts"  # the labels table's event time: a label's delay is label_ts - event_ts
 
 
 class EvalOutputConfig(Model):
@@ -123,6 +135,7 @@ class EvaluateConfig(Model):
     min_support: int = Field(200, ge=1)  # a slice below it is reported "under_support"
     gates: GatesConfig = GatesConfig()
     drift: EvalDriftConfig = EvalDriftConfig()
+    maturity: EvalMaturityConfig = EvalMaturityConfig()
     output: EvalOutputConfig = EvalOutputConfig()
     max_rows_per_task: int = Field(2_000_000, ge=1000)  # a larger day is split into key-hash buckets
     ray: RayConfig = RayConfig()

@@ -12,8 +12,15 @@ on a fraction of the window.
   or for every model.
 - `max_regression`: how far each challenger may fall behind the champion on a metric, per slice (every slice of
   the report with `all`), on the paired difference (or on its interval's worse end with `use_interval`).
+- `min_maturity`: the labels a metric needs before it can be judged: every event of the window at least `days`
+  days old at `as_of` (as_of − the day after the window's last day), and at least `min_labelled_fraction` of the
+  window's scored rows labelled by `as_of`. Too young or too sparse is a failed gate naming the metric (exit 4),
+  whatever that metric's value: a metric judged on the early labels alone (often the easy cases) would pass or fail
+  on the wrong rows. The maturity curve (engine.evaluation.maturity) shows how far a metric moves with k.
 """
 from __future__ import annotations
+
+import datetime as dt
 
 from engine.config.jobs import GatesConfig
 from engine.errors import ConfigError
@@ -45,6 +52,9 @@ def check_config(gates: GatesConfig, known: set[str]) -> None:
             usable = sorted(m for m in known if direction(m))
             raise ConfigError(f"gates.max_regression: {g.metric!r} cannot regress (unknown or descriptive); "
                               f"use one of {', '.join(usable)}")
+    for g in gates.min_maturity:
+        if g.metric not in known:
+            raise ConfigError(f"gates.min_maturity: unknown metric {g.metric!r}; known: {', '.join(sorted(known))}")
 
 
 def _fail(gate: str, model: str, slice_: str, metric: str, threshold, value, reason: str) -> dict:
@@ -53,13 +63,13 @@ def _fail(gate: str, model: str, slice_: str, metric: str, threshold, value, rea
 
 
 def configured(gates: GatesConfig) -> bool:
-    return bool(gates.thresholds or gates.max_regression)
+    return bool(gates.thresholds or gates.max_regression or gates.min_maturity)
 
 
 def judge(gates: GatesConfig, metrics: list[dict], deltas: list[dict], champion: str, challengers: list[str],
           window: dict) -> list[dict]:
     """Every gate's verdict (one row per gate, model and slice); `window` carries the window-level facts:
-    rows_evaluated, rows_excluded, missing (ds → models without scores).
+    rows_evaluated, rows_excluded, missing (ds → models without scores), end (the last day) and as_of.
 
     An empty window and a window day without scores fail even without gates (the report would cover less than it
     says); the immaturity check belongs to the gates and applies when any gate is configured.
@@ -84,6 +94,7 @@ def judge(gates: GatesConfig, metrics: list[dict], deltas: list[dict], champion:
         out.append(_fail("immature", "", "overall", "unlabelled_fraction", gates.max_immature_fraction, round(frac, 6),
                          f"{frac:.1%} of the window's scored rows have no label known by as_of (allowed "
                          f"{gates.max_immature_fraction:.0%}); evaluate an older window or a later as_of"))
+    out += [_maturity(g, window, frac) for g in gates.min_maturity]
     rows = {(m["model"], m["slice"], m["metric"]): m for m in metrics}
     for g in gates.thresholds:
         targets = challengers if (g.model == "challengers" and challengers) else [champion, *challengers]
@@ -99,6 +110,26 @@ def judge(gates: GatesConfig, metrics: list[dict], deltas: list[dict], champion:
             for s in watched:
                 out.append(_regression(g, model, s, drows.get((model, s, g.metric)), gates.min_support))
     return out
+
+
+def _maturity(g, window: dict, unlabelled: float) -> dict:
+    """`min_maturity` for one metric: the window's age at as_of and its fraction labelled (module docstring)."""
+    name = f"min_maturity {g.metric}"
+    end = dt.datetime.fromisoformat(window["end"]).replace(tzinfo=dt.timezone.utc) + dt.timedelta(days=1)
+    age = (window["as_of"] - end) / dt.timedelta(days=1)
+    labelled = 1.0 - unlabelled
+    if age < g.days:
+        return _fail(name, "", "overall", g.metric, g.days, round(age, 6),
+                     f"the window's last day {window['end']} is {max(age, 0.0):.1f} day(s) old at as_of "
+                     f"{window['as_of'].isoformat()}, under the {g.days} day(s) {g.metric} needs for its labels to "
+                     "mature; evaluate an older window or a later as_of")
+    if labelled < g.min_labelled_fraction:
+        return _fail(name, "", "overall", g.metric, g.min_labelled_fraction, round(labelled, 6),
+                     f"{labelled:.1%} of the window's scored rows are labelled by as_of "
+                     f"{window['as_of'].isoformat()}, under the {g.min_labelled_fraction:.0%} {g.metric} needs; "
+                     "evaluate an older window or a later as_of")
+    return {"gate": name, "model": "", "slice": "overall", "metric": g.metric, "threshold": g.days,
+            "value": round(age, 6), "passed": True, "reason": "ok"}
 
 
 def _threshold(g, model: str, row: dict | None, min_support: int) -> dict:

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from engine.errors import ConfigError, GateFailed, InputUnavailable, ModelRefused
 from engine.evaluation.join import EvalChunk
 from engine.models.registry import ModelRef, resolve_model
-from engine.lake.snapshot import DataFile, Snapshot, file_path, filesystem, iter_file_batches
+from engine.lake.snapshot import DataFile, Snapshot, file_path, filesystem, iter_file_batches, select_partitions
 
 
 def model_key(ref: ModelRef) -> str:
@@ -110,6 +110,15 @@ class DayPlan:
     days: list[str]  # evaluated days
     missing: dict[str, list[str]]  # ds → models without scores that day (the day is left out)
     chunks: list[EvalChunk]
+
+
+def window_days(snaps: dict, window: str) -> list[str]:
+    """The window's days present in any input: a day with features or labels but no scores is a day the evaluation
+    must cover (plan_days lists it as missing for every model, a failed coverage gate), never a day that vanishes."""
+    days: set[str] = set()
+    for name in ("scores", "features", "labels"):
+        days.update(select_partitions(snaps[name], window)[0])
+    return sorted(days)
 
 
 def plan_days(window_days: list[str], files: dict, labels: Snapshot, features: Snapshot, models: list[str],

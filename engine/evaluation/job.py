@@ -9,7 +9,8 @@
 3. an executor (engine.executor: Ray, Spark, or this process) runs `engine.evaluation.join.evaluate_chunk_task`
    (`run_chunk_json`) per task: the join and the statistics stay on the workers, the driver merges statistics in
    plan order;
-4. metrics per slice with bootstrap intervals, challenger − champion differences, drift, gates;
+4. metrics per slice with bootstrap intervals, challenger − champion differences, the label maturity curve
+   (engine.evaluation.maturity), drift, gates;
 5. commit one `eval_metrics` unit per model version (idempotent), write the HTML and JSON report, log to MLflow,
    and, when the gates pass and the config asks, move the champion alias if it still names the version judged
    (compare-and-set, engine.evaluation.publish).
@@ -41,6 +42,7 @@ from engine.drift import Histograms
 from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
 from engine.evaluation import inputs
+from engine.evaluation import history, maturity
 from engine.evaluation import preflight
 from engine.tables import eval_metrics as evtable
 from engine.tables import model_events
@@ -53,7 +55,7 @@ from engine.executor import Executor, raised
 from engine.pii import PiiReader, pii_columns, refuse_named
 from engine.models.registry import ModelRef
 from engine.run import Run, RunSummary
-from engine.lake.snapshot import Snapshot, check_files_exist, check_files_stayed, open_snapshot, select_partitions
+from engine.lake.snapshot import Snapshot, check_files_exist, check_files_stayed, open_snapshot
 from engine.work import ChunkFailure, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
@@ -146,6 +148,7 @@ class _Merged:
     stats: EvalStats
     current: Histograms | None
     per_day: dict[str, dict]
+    maturity: EvalStats | None = None  # by label delay (engine.evaluation.maturity)
 
 
 def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract_pii: PiiReader | None) -> EvalSummary:
@@ -195,7 +198,7 @@ def _plan(ev: _Eval) -> None:
     cfg, summary, snaps, models = ev.cfg, ev.summary, ev.snaps, ev.models
     ev.as_of = inputs.resolve_as_of(cfg.as_of, snaps["labels"], cfg.labels.label_ts_column, ev.opts)
     summary.as_of = ev.as_of.isoformat()
-    window_days = _window_days(snaps, cfg.window)
+    window_days = inputs.window_days(snaps, cfg.window)
     ev.files = inputs.scores_files(snaps["scores"], [ev.champ, *ev.challengers], ev.opts)
     plan_days = ev.plan_days = inputs.plan_days(window_days, ev.files, snaps["labels"], snaps["features"], models,
                                                 cfg.max_rows_per_task)
@@ -224,7 +227,8 @@ def _eval_plan(ev: _Eval, ref: dict | None) -> EvalPlan:
                     slice_columns=tuple(cfg.features.slice_columns), models=tuple(ev.models),
                     as_of_us=int(ev.as_of.timestamp() * 1_000_000), spec=spec_to_dict(ev.spec),
                     storage_options=dict(ev.opts),
-                    drift_edges={c: e.tolist() for c, e in ref["edges"].items()} if ref else {})
+                    drift_edges={c: e.tolist() for c, e in ref["edges"].items()} if ref else {},
+                    maturity_days=cfg.maturity.days, event_ts_column=cfg.maturity.event_ts_column)
 
 
 def _run_tasks(ev: _Eval, executor: Executor, ref: dict | None) -> dict[int, tuple[dict, bytes]]:
@@ -260,11 +264,11 @@ def _merge(ev: _Eval, results: dict[int, tuple[dict, bytes]]) -> _Merged:
     counts to the summary and to each day's."""
     summary = ev.summary
     stats = EvalStats(ev.spec, ev.models)
-    current = None
+    current = mat = None
     per_day: dict[str, dict] = {}
     for i in sorted(results):
         counts, data = results[i]
-        stats = stats.merge(EvalStats.from_bytes(data))
+        stats, mat = stats.merge(EvalStats.from_bytes(data)), maturity.merge(mat, counts)
         if "drift" in counts:
             part = Histograms.from_bytes(counts["drift"].encode())
             current = part if current is None else current.merge(part)
@@ -275,7 +279,7 @@ def _merge(ev: _Eval, results: dict[int, tuple[dict, bytes]]) -> _Merged:
         for k in ("scores_without_features", "features_without_scores", "rows_evaluated", "rows_without_label",
                   "rows_label_after_as_of", "rows_missing_a_model_score"):
             setattr(summary, k, getattr(summary, k) + counts[k])
-    return _Merged(stats=stats, current=current, per_day=per_day)
+    return _Merged(stats=stats, current=current, per_day=per_day, maturity=mat)
 
 
 def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
@@ -285,20 +289,25 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
     excluded = summary.rows_without_label + summary.rows_label_after_as_of
     metrics = compute_metrics(merged.stats)
     deltas = [d for ch in models[1:] for d in compare(merged.stats, models[0], ch)]
-    window = {"rows_evaluated": summary.rows_evaluated, "rows_excluded": excluded, "missing": plan_days.missing}
+    window = {"rows_evaluated": summary.rows_evaluated, "rows_excluded": excluded, "missing": plan_days.missing,
+              "end": plan_days.days[-1], "as_of": ev.as_of}
     gate_rows = gating.judge(cfg.gates, metrics, deltas, models[0], models[1:], window)
     summary.verdict = gating.verdict(gate_rows, cfg.gates)
     summary.gates_failed = [f"{g['gate']} [{g['model'] or 'window'} {g['slice']}]: {g['reason']}"
                             for g in gate_rows if not g["passed"]]
     report = _report(ev, metrics=metrics, deltas=deltas, stats=merged.stats, gate_rows=gate_rows,
                      per_day=merged.per_day)
+    report["maturity"] = maturity.section(merged.maturity, cfg.maturity.days, summary.rows_evaluated + excluded,
+                                          plan_days.days[-1], ev.as_of)
+    report["history"] = history.window_history(table_uri(cfg.lake, cfg.output.table), ev.opts, evtable.evaluation_key(
+        plan_days.days[0], plan_days.days[-1], ev.as_of, models), models, metrics, ev.as_of, summary.versions["labels"])
     extra_files: dict[str, str] = {}
     if ref is not None:
         t_drift = time.monotonic()
         report["drift"] = drift.section(cfg, ev.snaps, ref, merged.current, plan_days.days, models, extra_files)
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
-        _commit(ev, metrics, deltas)
+        _commit(ev, metrics, deltas, report["maturity"])
     from engine.evaluation.publish import (AliasMoved, log_to_mlflow, promote, record_refused_promotion,
                                            rewrite_after_promotion, write_report)
 
@@ -317,16 +326,7 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
         summary.report = rewrite_after_promotion(cfg, report, summary, extra_files)  # a failure: a warning, exit 0
 
 
-def _window_days(snaps: dict, window: str) -> list[str]:
-    """The window's days present in any input: a day with features or labels but no scores is a day the evaluation
-    must cover (plan_days lists it as missing for every model, a failed coverage gate), never a day that vanishes."""
-    days: set[str] = set()
-    for name in ("scores", "features", "labels"):
-        days.update(select_partitions(snaps[name], window)[0])
-    return sorted(days)
-
-
-def _commit(ev: _Eval, metrics: list[dict], deltas: list[dict]) -> None:
+def _commit(ev: _Eval, metrics: list[dict], deltas: list[dict], curve: dict) -> None:
     """One `eval_metrics` unit per model version (idempotent: a unit recorded and backed is already done)."""
     from engine.lake import commit as protocol
 
@@ -345,7 +345,8 @@ def _commit(ev: _Eval, metrics: list[dict], deltas: list[dict]) -> None:
     for model in models:
         name, version = model.rsplit("/", 1)
         pv = {"model_name": name, "model_version": int(version), "evaluation": key}
-        rows = [m for m in metrics if m["model"] == model] + [d for d in deltas if d["model"] == model]
+        rows = [m for m in metrics if m["model"] == model] + [d for d in deltas if d["model"] == model] + \
+            maturity.rows(curve, model)
         fp = inputs.inputs_fingerprint(days, files, snaps["labels"], snaps["features"], model,
                                        f"{as_of.isoformat()}|{summary.config_hash}|{','.join(models)}")
         unit = evtable.unit(pv, fp, cfg.scores.table, snaps["scores"].version)

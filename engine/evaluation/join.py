@@ -12,6 +12,8 @@ pyarrow's Acero inside the worker and folds the joined rows into mergeable stati
 - Labels: a label counts only if its `label_ts` is at or before `as_of`; when a key has several labels known by
   then, the newest one counts. A row whose label is missing, or known only after `as_of`, is excluded and
   counted per day (never a 0).
+- Label maturity (`maturity_days` > 0): the same counted rows again, by label delay (engine.evaluation.maturity),
+  their statistics in the counts as base64 text (`maturity`); merged on the driver like the others.
 - Keys are unique on each side: a key twice in one model's scores or in the features of a day would multiply rows
   in the join (and push the unmatched counts below zero). Such duplicates are counted per table in the task's
   counts (`duplicate_keys`), and the driver fails the evaluation as a contract violation (exit 3) naming the table,
@@ -32,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.drift import Histograms
+from engine.evaluation import maturity
 from engine.evaluation.keys import row_key_hash
 from engine.evaluation.spec import MetricsSpec
 from engine.evaluation.stats import EvalStats
@@ -40,7 +43,7 @@ from engine.work import ChunkResult
 
 SCORE_PREFIX = "score:"  # drift columns of scores are named "score:<model>"
 BUCKET_SEED = 0x5EED_B0C7  # bucket assignment is independent of the bootstrap seed
-_LABEL, _LABEL_TS = "__label", "__label_ts"
+_LABEL, _LABEL_TS, _EVENT_TS = "__label", "__label_ts", "__event_ts"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class EvalPlan:
     storage_options: dict = field(default_factory=dict)
     batch_rows: int = 131_072
     drift_edges: dict = field(default_factory=dict)  # column → reference edges; "score:<model>" for scores
+    maturity_days: int = 0  # K of the label maturity curve (engine.evaluation.maturity); 0: none
+    event_ts_column: str = "event_ts"  # the labels' event time, for a label's delay
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -165,10 +170,11 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
     joined = scored.join(feats, keys=keys, join_type="inner")
     counts["scores_without_features"] = scored.num_rows - joined.num_rows
     counts["features_without_scores"] = feats.num_rows - joined.num_rows
-    labels = _read(plan, plan.labels_uri, chunk.labels, keys + [plan.label_column, plan.label_ts_column], chunk,
-                   schemas["labels"])
+    event = [plan.event_ts_column] if plan.maturity_days and plan.event_ts_column not in keys else []
+    labels = _read(plan, plan.labels_uri, chunk.labels, keys + [plan.label_column, plan.label_ts_column, *event],
+                   chunk, schemas["labels"])
     (labels,) = _key_types_equal(plan, [joined, labels])[1:]
-    labels = labels.rename_columns(keys + [_LABEL, _LABEL_TS])
+    labels = labels.rename_columns(keys + [_LABEL, _LABEL_TS] + [_EVENT_TS] * len(event))
     ts = labels.column(_LABEL_TS).cast(pa.int64())
     # A label counts once known by as_of; a null label (known to be unknown) is no label at all.
     known_mask = pc.and_(pc.and_(pc.is_valid(ts), pc.less_equal(ts, pa.scalar(plan.as_of_us, pa.int64()))),
@@ -186,10 +192,15 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
     rows = rows.sort_by([(k, "ascending") for k in keys])  # a fixed order: float sums do not depend on the join
     stats = EvalStats(plan.metrics_spec(), list(plan.models))
     if rows.num_rows:
+        key_hash = row_key_hash(rows, keys, plan.spec.get("seed", 0))
         label = rows.column(_LABEL).to_numpy(zero_copy_only=False)
         scores = {m: rows.column(m).to_numpy(zero_copy_only=False) for m in plan.models}
         slices = {c: rows.column(c).combine_chunks() for c in plan.slice_columns}
-        stats.update(row_key_hash(rows, keys, plan.spec.get("seed", 0)), label, scores, slices)
+        stats.update(key_hash, label, scores, slices)
+        if plan.maturity_days:  # the same rows by label delay (engine.evaluation.maturity)
+            event = rows.column(plan.event_ts_column if plan.event_ts_column in keys else _EVENT_TS)
+            counts["maturity"] = maturity.fold(plan.metrics_spec(), list(plan.models), plan.maturity_days, key_hash,
+                                               label, scores, rows.column(_LABEL_TS), event)
     return counts, stats
 
 

@@ -59,14 +59,15 @@ def check_columns(cfg: EvaluateConfig, snaps: dict[str, Snapshot]) -> None:
     """Each pinned input has the columns the config names (exit 2)."""
     need = {
         "scores": [*cfg.key_columns, cfg.score_column],
-        "labels": [*cfg.key_columns, cfg.labels.label_column, cfg.labels.label_ts_column],
+        "labels": [*cfg.key_columns, cfg.labels.label_column, cfg.labels.label_ts_column,
+                   *([cfg.maturity.event_ts_column] if cfg.maturity.days else [])],
         "features": [*cfg.key_columns, *cfg.features.slice_columns],
     }
     for name, cols in need.items():
         missing = [c for c in cols if c not in snaps[name].schema.names]
         if missing:
             raise ConfigError(f"{snaps[name].where()} has no column(s) {missing}; fix key_columns, score_column, "
-                              f"labels.* or features.slice_columns")
+                              f"labels.*, maturity.event_ts_column or features.slice_columns")
 
 
 def check_promotion(cfg: EvaluateConfig, champ: ModelRef, challengers: list[ModelRef]) -> None:

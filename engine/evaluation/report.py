@@ -7,8 +7,8 @@ It reads top-down: the verdict, the promotion outcome and what changed (report_h
 gates, then the detail: the run, challenger minus champion per slice with paired intervals (report_deltas),
 support and each metric per slice and model with its interval (report_slices), ROC / precision–recall curves,
 confusion matrices, reliability diagrams and score distributions by label when the dict has them, i.e. binary
-tasks (report_charts), rows left out (immature labels, unmatched keys) and the notes on the statistics
-(report_notes), drift (PSI per column and a relative link to the Evidently page, report_drift). The shared look
+tasks (report_charts), the label maturity curves and the window's earlier evaluations (report_maturity), rows
+left out (immature labels, unmatched keys) and the notes on the statistics (report_notes), drift (PSI per column and a relative link to the Evidently page, report_drift). The shared look
 is report_page. This module orders the sections and writes the files.
 
 The dict format is the "Report dict" of the evaluation interfaces; it carries aggregates only, never row values,
@@ -23,6 +23,7 @@ import numbers
 from engine.evaluation.report_charts import curves_section, reliability_section, score_hist_section
 from engine.evaluation.report_deltas import deltas_section
 from engine.evaluation.report_drift import drift_section
+from engine.evaluation.report_maturity import maturity_section
 from engine.evaluation.report_header import gates_section, header, promotion_line, run_facts
 from engine.evaluation.report_notes import excluded_section, notes_section
 from engine.evaluation.report_page import CSS, READING_COLOURS
@@ -38,7 +39,7 @@ __all__ = ["CSS", "READING_COLOURS", "plain", "promotion_line", "reading", "rend
 
 TITLES = {"gates": "Gates", "run": "Run", "deltas": "Per-slice deltas", "slices": "Slices", "metrics": "Metrics",
           "curves": "ROC / PR", "reliability": "Reliability", "scores": "Score distributions",
-          "excluded": "Rows left out", "drift": "Drift", "notes": "Notes"}
+          "maturity": "Label maturity", "excluded": "Rows left out", "drift": "Drift", "notes": "Notes"}
 
 
 def plain(value):
@@ -67,7 +68,7 @@ def render_html(report: dict) -> str:
                 "slices": support_section(rep, models), "metrics": metrics_section(rep, models, colours),
                 "curves": curves_section(rep, models, colours),
                 "reliability": reliability_section(rep, models, colours), "scores": score_hist_section(rep, models),
-                "excluded": excluded_section(rep),
+                "maturity": maturity_section(rep, models, colours), "excluded": excluded_section(rep),
                 "drift": drift_section(rep), "notes": notes_section(rep)}
     return html_page(f"lakescore evaluation · run {rep['run_id']}", header(rep), sections, TITLES, CSS + SORT_CSS,
                      SCRIPT)

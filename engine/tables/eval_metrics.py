@@ -1,5 +1,8 @@
 """The `eval_metrics` Delta table: one row per (model version, slice, metric) of an evaluation, with its interval,
-support, window, as-of time, the pinned versions of its inputs, run id and config hash.
+support, window, as-of time, the pinned versions of its inputs, run id and config hash; and, with `kind =
+"maturity"`, one row per (model version, k, metric) of the window's label maturity curve: the value as of event + k
+days (`maturity_days = k`; metric `labelled_fraction` is the share of the window's rows labelled by then, its
+`support` the rows labelled), written by `evaluate` in the same unit as the evaluation's metric rows.
 
 Partitioned by `model_name`, `model_version` and `evaluation` (see `evaluation_key`: the window, the as-of time to
 the microsecond and the model set the deltas were computed against, e.g.
@@ -23,7 +26,7 @@ from engine.lake.writer import RollingParquetWriter
 
 PARTITION_COLUMNS = ["model_name", "model_version", "evaluation"]
 FILE_FIELDS = [
-    pa.field("kind", pa.string()),  # "metric", or "delta" (challenger − baseline on the same rows)
+    pa.field("kind", pa.string()),  # "metric", "delta" (challenger − baseline on the same rows) or "maturity"
     pa.field("baseline", pa.string()),  # the champion "name/version" for deltas, else null
     pa.field("window_start", pa.string()),
     pa.field("window_end", pa.string()),
@@ -47,6 +50,9 @@ FILE_FIELDS = [
     # The unit's input fingerprint on every row: what its files' statistics say they hold, checked against the
     # unit's transaction before it counts as done (engine.lake.commit.Evidence: a RESTORE keeps newer transactions).
     pa.field("input_fingerprint", pa.string()),
+    # kind "maturity": the label maturity curve's k (the value as of event + k days, engine.evaluation.maturity);
+    # null on other rows. Added after the first release: older tables gain it as a nullable column (open_table).
+    pa.field("maturity_days", pa.int64()),
 ]
 FILE_SCHEMA = pa.schema(FILE_FIELDS)
 TABLE_SCHEMA = pa.schema([*FILE_FIELDS, pa.field("model_name", pa.string()), pa.field("model_version", pa.int64()),
@@ -72,7 +78,7 @@ def rows_batch(rows: list[dict], common: dict) -> pa.RecordBatch:
     """Metric or delta rows (engine.evaluation.metrics' long form) plus the columns every row shares."""
     cols = {f.name: [] for f in FILE_FIELDS}
     for r in rows:
-        full = {**common, **r, "kind": "delta" if "baseline" in r else "metric"}
+        full = {**common, **r, "kind": "delta" if "baseline" in r else "maturity" if "maturity_days" in r else "metric"}
         for name in cols:
             cols[name].append(full.get(name))
     return pa.RecordBatch.from_pydict(cols, schema=FILE_SCHEMA)
@@ -107,4 +113,5 @@ BACKING = protocol.Backing("input_fingerprint")
 
 
 def open_table(uri: str, storage_options: dict | None):
-    return protocol.open_or_create(uri, TABLE_SCHEMA, PARTITION_COLUMNS, storage_options, added=("input_fingerprint",))
+    return protocol.open_or_create(uri, TABLE_SCHEMA, PARTITION_COLUMNS, storage_options,
+                                   added=("input_fingerprint", "maturity_days"))
