@@ -94,6 +94,10 @@ class EvalDriftConfig(Model):
     columns: list[str] = Field(default_factory=list)  # glob patterns of float features; empty: every float feature
     bins: int = Field(10, ge=2)
     psi_max: float = Field(0.25, gt=0)
+    # Per (feature, slice): flagged when PSI > psi_max AND the Wasserstein-1 distance, in reference standard
+    # deviations, > wasserstein_max, with min_support rows on both sides (engine.evaluation.slice_drift)
+    wasserstein_max: float = Field(0.1, gt=0)
+    top_slices: int = Field(10, ge=0)  # (feature, slice) pairs drawn in the report
     sample_rows: int = Field(5000, ge=0)  # rows per window for the Evidently page; 0: no page
 
     @field_validator("reference")
