@@ -134,3 +134,123 @@ def test_the_stored_evaluate_reference_equals_numpy_on_the_window(planted, evalu
     row = by_column[f"score:{XGB}/1"]
     assert np.array_equal(np.asarray(row.edges), edges)
     assert list(row.counts) == np.bincount(np.digitize(s, edges), minlength=len(edges) + 1).tolist()
+
+
+# ------------------------------------------------------------------ issue 22 part 3: drift per slice
+
+
+def test_the_planted_slice_is_flagged_and_neither_the_overall_figure_nor_the_other_slices_are(planted, evaluated):
+    """Every (feature, slice) figure equals the independent one; f03 in region=east is the one flagged pair; f03's
+    overall PSI (and the overall table's verdict) stays under the limit: the shift is visible only per slice."""
+    _s, rep, _rows = evaluated
+    sl = rep["drift"]["slices"]
+    pairs = {(p["feature"], p["slice"]): p for p in sl["pairs"]}
+    assert len(pairs) == len(sl["pairs"])
+    for column in ("f00", PLANTED, "f09"):
+        for name, want in _expected(planted, column).items():
+            got = pairs[(column, name)]
+            assert (got["support_reference"], got["support_current"]) == (want["support_reference"],
+                                                                         want["support_current"]), (column, name)
+            assert got["psi"] == pytest.approx(want["psi"], rel=1e-9, abs=1e-12), (column, name)
+            assert got["wasserstein"] == pytest.approx(want["wasserstein"], rel=1e-9, abs=1e-12), (column, name)
+    east = _expected(planted, PLANTED)[f"region={REGION}"]
+    overall = _expected(planted, PLANTED)["overall"]
+    assert east["psi"] > 0.25 and east["wasserstein"] > 0.1  # the independent figures of the planted slice
+    assert overall["psi"] < 0.25  # the overall figure alone would not flag it
+    assert [(p["feature"], p["slice"]) for p in sl["pairs"] if p["flagged"]] == [(PLANTED, f"region={REGION}")]
+    assert sl["pairs"][0]["rank"] == 1 and (sl["pairs"][0]["feature"], sl["pairs"][0]["slice"]) == (PLANTED,
+                                                                                                  f"region={REGION}")
+    assert pairs[(PLANTED, "overall")]["status"] == "ok" and sl["overall_flagged"] == []
+    assert {p["column"]: p["status"] for p in rep["drift"]["psi"]}[PLANTED] == "ok"
+
+
+def test_slices_under_min_support_are_reported_under_support_and_never_flagged(planted, evaluated):
+    """The 3-way crosses (~80 rows a day): region=east's carry the planted shift (PSI far above the limit) yet are
+    "under_support", not flagged, and ranked after every supported pair."""
+    _s, rep, _rows = evaluated
+    pairs = rep["drift"]["slices"]["pairs"]
+    want = _expected(planted, PLANTED)
+    crosses = [p for p in pairs if p["feature"] == PLANTED and p["slice"].startswith(f"region={REGION} & ")]
+    assert len(crosses) == 9
+    for p in crosses:
+        assert want[p["slice"]]["support_current"] < MIN_SUPPORT
+        assert p["status"] == "under_support" and not p["flagged"]
+    assert max(want[p["slice"]]["psi"] for p in crosses) > 0.25  # would be flagged by PSI alone
+    statuses = [p["status"] for p in pairs]
+    assert statuses.index("under_support") > max(i for i, s in enumerate(statuses) if s in ("ok", "drift"))
+    assert rep["drift"]["slices"]["under_support"] == statuses.count("under_support")
+
+
+def test_drift_metrics_rows_read_back_with_deltalake_equal_the_independent_figures(planted, evaluated):
+    s, rep, _rows = evaluated
+    t = DeltaTable(str(planted / "drift_metrics")).to_pandas()
+    assert len(t) == len(rep["drift"]["slices"]["pairs"]) and t["evaluation"].nunique() == 1
+    assert set(t["run_id"]) == {s.run_id} and set(t["config_hash"]) == {s.config_hash}
+    assert set(t["window_start"]) == {DAY} and set(t["reference_window"]) == {f"{REFERENCE_DAYS[0]}..{REFERENCE_DAYS[-1]}"}
+    assert t["as_of"].iloc[0] == pd.Timestamp("2026-01-20T00:00:00Z")
+    want = _expected(planted, PLANTED)
+    mine = t[t["feature"] == PLANTED].set_index("slice")
+    assert set(mine.index) == set(want)
+    for name, w in want.items():
+        row = mine.loc[name]
+        assert (row.support_reference, row.support_current) == (w["support_reference"], w["support_current"])
+        assert row.psi == pytest.approx(w["psi"], rel=1e-9) and row.wasserstein == pytest.approx(w["wasserstein"],
+                                                                                                  rel=1e-9)
+        supported = min(w["support_reference"], w["support_current"]) >= MIN_SUPPORT
+        assert bool(row.flagged) == (supported and w["psi"] > 0.25 and w["wasserstein"] > 0.1), name
+    assert t[t["flagged"]][["feature", "slice"]].values.tolist() == [[PLANTED, f"region={REGION}"]]
+
+
+def test_a_rerun_reuses_both_references_and_its_drift_metrics_unit_is_already_done(planted, demo_root, evaluated):
+    """In process this time, the runner refusing any reference task: both references come from their tables; the
+    same evaluation's drift_metrics unit is already done (no second file, the same rows)."""
+    from engine.tables import drift_reference
+
+    before = DeltaTable(str(planted / "drift_metrics")).version()
+    files = sorted((planted / "drift_metrics").rglob("*.parquet"))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(drift_reference, "reference_task", lambda *a: pytest.fail("a stored reference is rebuilt"))
+    try:
+        s = run_evaluate(config(planted, demo_root), LocalExecutor())
+    finally:
+        mp.undo()
+    rep = report_of(s)
+    assert "features" in rep["drift"]["reference_reused"] and "features slices" in rep["drift"]["reference_reused"]
+    assert DeltaTable(str(planted / "drift_metrics")).version() == before
+    assert sorted((planted / "drift_metrics").rglob("*.parquet")) == files
+    assert rep["drift"]["slices"]["pairs"] == evaluated[1]["drift"]["slices"]["pairs"]
+
+
+def test_a_tiny_shift_on_a_large_sample_is_not_flagged_while_a_real_shift_is():
+    """A million rows per slice: a 0.02-SD shift in slice g=a is "significant" (a KS test's p-value is ~0), yet its
+    effect sizes (PSI, Wasserstein in reference SDs, computed here with numpy/scipy) are tiny, so it is not
+    flagged; the 0.8-SD shift in g=b is. A p-value rule would flag both."""
+    import pyarrow as pa
+
+    from engine.drift import SliceHistograms
+    from engine.evaluation.slice_drift import compare
+
+    n = 1_000_000
+    rng = np.random.default_rng(5)
+    ref_x, cur_x = rng.standard_normal(2 * n), rng.standard_normal(2 * n)
+    cur_x[:n] += 0.02
+    cur_x[n:] += 0.8
+    g = np.array(["a"] * n + ["b"] * n)
+    assert sps.ks_2samp(ref_x[:n], cur_x[:n]).pvalue < 1e-12
+    edges = np.unique(np.quantile(ref_x, np.linspace(0, 1, 11)[1:-1]))
+
+    def hist(x):
+        return SliceHistograms({"x": edges}, [("g",)]).update(pa.table({"x": x, "g": g}))
+
+    pairs = {p["slice"]: p for p in compare(hist(ref_x), hist(cur_x), 0.25, 0.1, 200)}
+    points = np.concatenate([[edges[0]], (edges[:-1] + edges[1:]) / 2, [edges[-1]]])
+    for name, sl in (("g=a", slice(0, n)), ("g=b", slice(n, 2 * n))):
+        p = np.bincount(np.digitize(ref_x[sl], edges), minlength=len(points)) / n
+        q = np.bincount(np.digitize(cur_x[sl], edges), minlength=len(points)) / n
+        psi = float(np.sum((q - p) * np.log(q / p)))
+        w = sps.wasserstein_distance(points, points, p, q) / np.sqrt(np.cov(points, aweights=p, bias=True))
+        assert pairs[name]["psi"] == pytest.approx(psi, rel=1e-9)
+        assert pairs[name]["wasserstein"] == pytest.approx(w, rel=1e-9)
+    assert pairs["g=a"]["psi"] < 0.01 and pairs["g=a"]["wasserstein"] < 0.05
+    assert not pairs["g=a"]["flagged"] and pairs["g=a"]["status"] == "ok"
+    assert pairs["g=b"]["flagged"] and pairs["g=b"]["status"] == "drift"
