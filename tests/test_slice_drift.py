@@ -98,7 +98,8 @@ def _expected(lake, column: str) -> dict[str, dict]:
         c = cur[column].to_numpy(np.float64)[cmask.get(name, np.zeros(len(cur), bool))]
         p = np.bincount(np.digitize(r, edges), minlength=len(points)).astype(float)
         q = np.bincount(np.digitize(c, edges), minlength=len(points)).astype(float)
-        row = {"support_reference": len(r), "support_current": len(c), "psi": None, "wasserstein": None}
+        row = {"support_reference": len(r), "support_current": len(c), "psi": None, "wasserstein": None,
+               "reference_hist": p, "current_hist": q}
         if len(r) and len(c):
             ps, qs = np.maximum(p / p.sum(), 1e-4), np.maximum(q / q.sum(), 1e-4)
             row["psi"] = float(np.sum((qs - ps) * np.log(qs / ps)))
@@ -254,3 +255,35 @@ def test_a_tiny_shift_on_a_large_sample_is_not_flagged_while_a_real_shift_is():
     assert pairs["g=a"]["psi"] < 0.01 and pairs["g=a"]["wasserstein"] < 0.05
     assert not pairs["g=a"]["flagged"] and pairs["g=a"]["status"] == "ok"
     assert pairs["g=b"]["flagged"] and pairs["g=b"]["status"] == "drift"
+
+
+def test_the_report_ranks_the_pairs_and_draws_the_top_ones_with_both_histograms(planted, evaluated):
+    """The drift section keeps the overall table and adds the ranked pairs; the first is f03 in region=east, drawn as
+    inline SVG bars whose heights are the independent histograms' shares (no external resource on the page)."""
+    import re
+    from pathlib import Path
+
+    from html_check import parse
+
+    s, rep, _rows = evaluated
+    page = Path(s.report).with_name("report.html").read_text()
+    parse(page)
+    section = page[page.index('id="drift"'):page.index('id="notes"')]
+    assert "<h3>Features</h3>" in section and 'id="slice-drift"' in section  # the overall table stays
+    table = section[section.index('id="slice-drift"'):]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table.split("<tbody>")[1])
+    top = rep["drift"]["slices"]["top"]
+    assert 0 < len(rows) == len(top) <= 10
+    for row, p in zip(rows, top):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+        assert cells[:3] == [str(p["rank"]), p["feature"], p["slice"]]
+    first = rows[0]
+    assert f">{PLANTED}<" in first and f">region={REGION}<" in first and "<svg" in first
+    want = _expected(planted, PLANTED)[f"region={REGION}"]
+    heights = [float(h) for h in re.findall(r'<rect x="[^"]+" y="[^"]+" width="[^"]+" height="([^"]+)"', first)]
+    ref_h, cur_h = heights[2::2], heights[3::2]  # after the legend's two swatches: (reference, current) per bin
+    shares = np.concatenate([want["reference_hist"] / want["reference_hist"].sum(),
+                             want["current_hist"] / want["current_hist"].sum()])
+    scale = max(ref_h + cur_h) / shares.max()
+    assert np.allclose(ref_h + cur_h, shares * scale, atol=0.06)
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
