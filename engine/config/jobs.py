@@ -218,6 +218,7 @@ class DemoDataConfig(Model):
     n_features: int = Field(50, ge=8)
     train_days: int = Field(3, ge=1)
     seed: int = 7
+    slice_drift: bool = True  # plant a drift of f09 in region=east from the 4th day (engine.demo.data.SLICE_DRIFT)
 
     @field_validator("start_date")
     @classmethod
