@@ -287,3 +287,18 @@ def test_the_report_ranks_the_pairs_and_draws_the_top_ones_with_both_histograms(
     scale = max(ref_h + cur_h) / shares.max()
     assert np.allclose(ref_h + cur_h, shares * scale, atol=0.06)
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+
+
+def test_spark_builds_the_references_and_gives_the_same_drift_per_slice(planted, demo_root, evaluated, spark,
+                                                                          tmp_path):
+    """The same evaluation on Spark, in a copy of the lake without the stored references: Spark's side tasks build
+    them and its tasks accumulate the current histograms per slice; every pair equals Ray's."""
+    from engine.spark.executor import SparkExecutor
+
+    lake = tmp_path / "lake"
+    shutil.copytree(planted, lake, ignore=shutil.ignore_patterns("drift_*", "_reports"))
+    cfg = config(lake, demo_root)
+    rep = report_of(run_evaluate(cfg, SparkExecutor(spark, cfg.spark)))
+    assert rep["drift"]["reference_reused"] == []
+    assert rep["drift"]["slices"]["pairs"] == evaluated[1]["drift"]["slices"]["pairs"]
+    assert rep["drift"]["psi"] == evaluated[1]["drift"]["psi"]
