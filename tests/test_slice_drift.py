@@ -302,3 +302,13 @@ def test_spark_builds_the_references_and_gives_the_same_drift_per_slice(planted,
     assert rep["drift"]["reference_reused"] == []
     assert rep["drift"]["slices"]["pairs"] == evaluated[1]["drift"]["slices"]["pairs"]
     assert rep["drift"]["psi"] == evaluated[1]["drift"]["psi"]
+
+
+def test_the_new_drift_keys_leave_the_config_hash_alone_at_their_default_and_move_it_when_set(planted, demo_root):
+    """Outputs store the config hash: a config that does not set the new keys keeps its hash; setting one moves it."""
+    from engine.config import config_hash
+
+    base = config_hash(config(planted, demo_root))
+    assert config_hash(config(planted, demo_root, "drift.wasserstein_max=0.1", "drift.top_slices=10")) == base
+    assert config_hash(config(planted, demo_root, "drift.wasserstein_max=0.2")) != base
+    assert config_hash(config(planted, demo_root, "drift.top_slices=3")) != base
