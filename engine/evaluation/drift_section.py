@@ -69,7 +69,7 @@ def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str, pii
     groups = [tuple(g) for g in cfg.slices]
     key = drift_reference.reference_key(feats, window, days, cols, bins)
     slices, r = drift_reference_slices.load_or_build(
-        table_uri(cfg.lake, drift_reference_slices.TABLE), key, feats.version, groups,
+        table_uri(cfg.lake, drift_reference_slices.TABLE), key, feats.version, groups, e,
         lambda: drift_reference_slices.build_slices(feats, days, e, groups, run, deadline, where, opts), opts, run_id)
     reused += [f"{feats.name} slices"] if r else []
     scores = snaps["scores"]

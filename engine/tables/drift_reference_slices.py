@@ -1,8 +1,9 @@
 """The `drift_reference_slices` table: a drift reference's histograms per slice, computed once and reused.
 
 A row is one (column, slice) of one reference: the counts of the column's finite values of the slice's rows in the
-bins of the reference's edges (`drift_reference`'s, the global quantile edges of the whole window: a slice's
-histogram is compared with its current histogram over the same bins), and the slice's rows (its support). The
+bins of the reference's edges (`drift_reference`'s, the global quantile edges of the whole window, not stored again
+here: a slice's histogram is compared with its current histogram over the same bins), and the slice's rows (its
+support). The
 slices are the overall slice and every value of each configured group of slice columns (crosses included),
 named as the evaluation names them ("region=east", "segment=smb & channel=app").
 
@@ -56,7 +57,6 @@ FILE_SCHEMA = pa.schema([
     pa.field("slice", pa.string()),
     pa.field("slice_columns", pa.string()),  # comma-separated
     pa.field("slice_values", pa.string()),  # comma-separated
-    pa.field("edges", pa.list_(pa.float64())),
     pa.field("counts", pa.list_(pa.int64())),
     pa.field("rows", pa.int64()),  # the slice's rows (support), finite or not
     pa.field("run_id", pa.string()),
@@ -80,15 +80,16 @@ def _unit(base: ReferenceKey, groups, table_version: int) -> protocol.Unit:
 
 
 def load_or_build(uri: str, base: ReferenceKey, table_version: int, groups: list[tuple[str, ...]],
-                  build: Callable[[], SliceHistograms], storage_options: dict | None = None,
-                  run_id: str | None = None) -> tuple[SliceHistograms, bool]:
-    """(slice histograms, reused): the stored ones of this key if there are some, else `build()`'s, stored."""
+                  edges: dict[str, np.ndarray], build: Callable[[], SliceHistograms],
+                  storage_options: dict | None = None, run_id: str | None = None) -> tuple[SliceHistograms, bool]:
+    """(slice histograms, reused): the stored ones of this key if there are some, else `build()`'s, stored.
+    `edges` are the reference's (`drift_reference`'s, of the same key): they are not stored again here."""
     unit = _unit(base, groups, table_version)
     opts = storage_options or None
     table = drift_reference._open(uri, opts)
     recorded = table is not None and protocol.recorded_version(table, unit) == unit.txn_version
     if recorded:
-        stored = _read(table, uri, base, groups, unit)
+        stored = _read(table, uri, base, groups, unit, edges)
         if stored is not None:
             log.info("drift slice reference reused: %s window %s (reference_id %s)", base.table, base.window,
                      unit.partition_values["reference_id"])
@@ -138,7 +139,7 @@ def _rows(base: ReferenceKey, groups, table_version: int, hist: SliceHistograms,
             row = {"table_uri": base.table_uri, "table_version": table_version, "window": base.window,
                    "base_reference_id": base.reference_id, "groups": _groups_json(groups), "method": METHOD,
                    "column": c, "slice": name, "slice_columns": ",".join(s["columns"]),
-                   "slice_values": ",".join(s["values"]), "edges": hist.edges[c].tolist(),
+                   "slice_values": ",".join(s["values"]),
                    "counts": np.asarray(s["counts"][c], dtype=np.int64).tolist(), "rows": int(s["rows"]),
                    "run_id": run_id, "created_at": now}
             for k, v in row.items():
@@ -146,7 +147,8 @@ def _rows(base: ReferenceKey, groups, table_version: int, hist: SliceHistograms,
     return pa.RecordBatch.from_pydict(cols, schema=FILE_SCHEMA)
 
 
-def _read(table, uri: str, base: ReferenceKey, groups, unit: protocol.Unit) -> SliceHistograms | None:
+def _read(table, uri: str, base: ReferenceKey, groups, unit: protocol.Unit,
+          edges: dict[str, np.ndarray]) -> SliceHistograms | None:
     """The stored slices of the key, or None when its rows do not match it (then they are rebuilt)."""
     from deltalake.exceptions import DeltaError
 
@@ -161,13 +163,14 @@ def _read(table, uri: str, base: ReferenceKey, groups, unit: protocol.Unit) -> S
     if not rows or any(r["base_reference_id"] != base.reference_id or r["groups"] != _groups_json(groups)
                        or r["method"] != METHOD for r in rows):
         return None
-    hist = SliceHistograms({r["column"]: r["edges"] for r in rows}, groups)
+    hist = SliceHistograms(edges, groups)
     for r in rows:
         s = hist.slices.setdefault(r["slice"], {"columns": r["slice_columns"].split(",") if r["slice_columns"] else [],
                                                 "values": r["slice_values"].split(",") if r["slice_columns"] else [],
                                                 "rows": int(r["rows"]), "counts": {}})
         s["counts"][r["column"]] = np.asarray(r["counts"], dtype=np.int64)
-    if any(set(s["counts"]) != set(hist.edges) for s in hist.slices.values()):
+    if any(set(s["counts"]) != set(hist.edges) or any(len(h) != len(hist.edges[c]) + 1 for c, h in s["counts"].items())
+           for s in hist.slices.values()):
         return None
     return hist
 
