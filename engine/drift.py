@@ -209,10 +209,11 @@ class SliceHistograms:
             v = column_floats(batch, c)
             ok = np.isfinite(v)
             binned[c] = (np.searchsorted(e, v[ok], side="right"), ok)
+        encoded = {c: _codes(batch, c) for g in self.groups for c in g}  # each slice column once
         for group in [(), *self.groups]:
             code, names = np.zeros(n, dtype=np.int64), []
             for c in group:  # one integer per combination of the group's values
-                codes, vocab = _codes(batch, c)
+                codes, vocab = encoded[c]
                 code, names = code * len(vocab) + codes, names + [vocab]
             present, inverse = np.unique(code, return_inverse=True)
             inverse = inverse.reshape(-1)
