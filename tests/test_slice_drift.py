@@ -312,3 +312,46 @@ def test_the_new_drift_keys_leave_the_config_hash_alone_at_their_default_and_mov
     assert config_hash(config(planted, demo_root, "drift.wasserstein_max=0.1", "drift.top_slices=10")) == base
     assert config_hash(config(planted, demo_root, "drift.wasserstein_max=0.2")) != base
     assert config_hash(config(planted, demo_root, "drift.top_slices=3")) != base
+
+
+def test_slice_histograms_merge_by_addition_and_equal_numpy_per_slice(monkeypatch):
+    """NaN and ±inf values (left out of every bin, still rows of their slice), null slice values ("(null)"), three
+    chunks merged through JSON, and the fallback for groups with too many combinations: the same integers as numpy
+    counting each slice on its own."""
+    import pyarrow as pa
+
+    import engine.drift as drift
+    from engine.drift import SliceHistograms
+
+    rng = np.random.default_rng(3)
+    n = 30_000
+    x = rng.standard_normal(n)
+    x[::17], x[::23], x[::29] = np.nan, np.inf, -np.inf
+    region = np.array(["north", "east", "west", None], dtype=object)[rng.integers(0, 4, n)]
+    segment = np.array(["a", "b", "c"])[rng.integers(0, 3, n)]
+    table = pa.table({"x": x, "region": pa.array(region.tolist()), "segment": segment})
+    edges = np.array([-1.0, -0.2, 0.0, 0.5, 1.3])
+    groups = [("region",), ("region", "segment")]
+
+    def counted(t):
+        return SliceHistograms({"x": edges}, groups).update(t)
+
+    whole = counted(table)
+    parts = [counted(table.slice(a, 10_000)) for a in (0, 10_000, 20_000)]
+    merged = SliceHistograms.from_json(parts[0].to_json())
+    for p in parts[1:]:
+        merged.merge(SliceHistograms.from_json(p.to_json()))
+    monkeypatch.setattr(drift, "_MAX_COMBINATIONS", 1)
+    fallback = counted(table)
+    assert merged.to_json() == whole.to_json() == fallback.to_json()
+    names = np.array(["(null)" if r is None else r for r in region])
+    masks = {"overall": np.ones(n, bool)}
+    for r in set(names):
+        masks[f"region={r}"] = names == r
+        for s in "abc":
+            masks[f"region={r} & segment={s}"] = (names == r) & (segment == s)
+    assert set(whole.slices) == set(masks)
+    for name, m in masks.items():
+        v = x[m][np.isfinite(x[m])]
+        assert whole.slices[name]["rows"] == m.sum()
+        assert whole.slices[name]["counts"]["x"].tolist() == np.bincount(np.digitize(v, edges), minlength=6).tolist()
