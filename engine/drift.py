@@ -46,6 +46,17 @@ def bin_counts(vals: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return out
 
 
+def bin_index(vals: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each value's bin among the len(edges)+1 bins of `bin_counts` (`np.searchsorted(edges, vals, side="right")`):
+    one vectorised comparison per edge, several times faster than a binary search per value for a few edges."""
+    if len(edges) >= 255:
+        return np.searchsorted(edges, vals, side="right")
+    out = np.zeros(len(vals), dtype=np.uint8)
+    for e in edges:
+        out += vals >= e
+    return out
+
+
 def column_floats(batch: pa.RecordBatch | pa.Table, name: str, start: int = 0, stride: int = 1) -> np.ndarray:
     """A column's values (every `stride`-th from `start`) as a float64 copy; NaN where the batch lacks the column."""
     if name not in batch.schema.names:
@@ -152,6 +163,142 @@ class Histograms:
         d = json.loads(data)
         return cls({c: np.asarray(e, dtype=np.float64) for c, e in d["edges"].items()},
                    {c: np.asarray(v, dtype=np.int64) for c, v in d["counts"].items()}, int(d["rows"]))
+
+
+OVERALL = "overall"
+NULL_VALUE = "(null)"  # a null slice value's name, as the evaluation's statistics name it
+_MAX_COMBINATIONS = 1 << 16  # slice columns with more possible combinations: the combinations present are counted
+
+
+def slice_name(columns, values) -> str:
+    """"region=east", "segment=smb & channel=app", or "overall": the evaluation's names of its slices."""
+    return " & ".join(f"{c}={v}" for c, v in zip(columns, values)) or OVERALL
+
+
+def _codes(batch: pa.RecordBatch | pa.Table, column: str) -> tuple[np.ndarray, list[str]]:
+    """Per-row integer codes of a slice column and the value each code names (nulls and a missing column: "(null)")."""
+    if column not in batch.schema.names:
+        return np.zeros(batch.num_rows, dtype=np.int64), [NULL_VALUE]
+    arr = batch.column(column)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_encode()
+    names = [NULL_VALUE if v is None else str(v) for v in arr.dictionary.to_pylist()] + [NULL_VALUE]
+    return np.asarray(arr.indices.fill_null(len(names) - 1).to_numpy(zero_copy_only=False), dtype=np.int64), names
+
+
+@dataclass
+class SliceHistograms:
+    """Histograms of columns over fixed edges per slice (the overall slice and every value of each group of slice
+    columns, crosses included) and each slice's row count: mergeable by addition, like `Histograms`.
+
+    A slice's histogram counts its finite values in the bins of `bin_counts`; its rows (the support) count every
+    row of the slice. Serialised as JSON (`to_json` / `from_json`), never pickle."""
+
+    edges: dict[str, np.ndarray]
+    groups: list[tuple[str, ...]]
+    slices: dict[str, dict] = field(default_factory=dict)  # name → {"columns", "values", "rows", "counts": {c: …}}
+
+    def __post_init__(self):
+        self.edges = {c: np.asarray(e, dtype=np.float64) for c, e in self.edges.items()}
+        self.groups = [tuple(g) for g in self.groups]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {name: s["rows"] for name, s in self.slices.items()}
+
+    def _slice(self, columns: tuple[str, ...], values: tuple[str, ...]) -> dict:
+        name = slice_name(columns, values)
+        if name not in self.slices:
+            self.slices[name] = {"columns": list(columns), "values": list(values), "rows": 0,
+                                 "counts": {c: np.zeros(len(e) + 1, dtype=np.int64) for c, e in self.edges.items()}}
+        return self.slices[name]
+
+    def update(self, batch: pa.RecordBatch | pa.Table) -> "SliceHistograms":
+        """Count the batch once per cell of the cross of every slice column (one pass per feature), then add each
+        cell to the slices it belongs to (overall, each group's value): the same integers as counting every slice
+        separately, in one histogram pass per column instead of one per column and group."""
+        columns = sorted({c for g in self.groups for c in g})
+        encoded = [_codes(batch, c) for c in columns]
+        if np.prod([float(len(v)) for _, v in encoded]) <= _MAX_COMBINATIONS:
+            cell, size = np.zeros(batch.num_rows, dtype=np.int64), 1
+            for codes, vocab in encoded:
+                cell, size = cell * len(vocab) + codes, size * len(vocab)
+            combos = np.stack(np.unravel_index(np.arange(size), [len(v) for _, v in encoded] or [1]), axis=1)
+        else:  # too many possible combinations for a counting table: the ones present
+            combos, cell = np.unique(np.stack([c for c, _ in encoded], axis=1), axis=0, return_inverse=True)
+            cell, size = cell.reshape(-1), len(combos)
+        rows = np.bincount(cell, minlength=size)
+        hists = {}
+        for c, e in self.edges.items():
+            v = column_floats(batch, c)
+            ok = np.isfinite(v)
+            if not ok.all():
+                v, cut = v[ok], cell[ok]
+            else:
+                cut = cell
+            hists[c] = np.bincount(cut * (len(e) + 1) + bin_index(v, e),
+                                   minlength=size * (len(e) + 1)).reshape(size, len(e) + 1)
+        for k in np.flatnonzero(rows).tolist():
+            value = {c: encoded[j][1][combos[k][j]] for j, c in enumerate(columns)}
+            for group in [(), *self.groups]:
+                sl = self._slice(group, tuple(value[c] for c in group))
+                sl["rows"] += int(rows[k])
+                for c, h in hists.items():
+                    sl["counts"][c] += h[k]
+        return self
+
+    def merge(self, other: "SliceHistograms") -> "SliceHistograms":
+        if other.groups != self.groups or set(other.edges) != set(self.edges) or any(
+                not np.array_equal(other.edges[c], e) for c, e in self.edges.items()):
+            raise ValueError("cannot merge slice histograms over different edges or slice groups")
+        for name, s in other.slices.items():
+            mine = self._slice(tuple(s["columns"]), tuple(s["values"]))
+            mine["rows"] += s["rows"]
+            for c, h in s["counts"].items():
+                mine["counts"][c] += h
+        return self
+
+    @classmethod
+    def merged(cls, acc: "SliceHistograms | None", text: str | None) -> "SliceHistograms | None":
+        """`acc` plus the histograms in `text` (a task's JSON; None adds nothing); those alone when `acc` is None."""
+        if text is None:
+            return acc
+        part = cls.from_json(text)
+        return part if acc is None else acc.merge(part)
+
+    def to_json(self) -> str:
+        return json.dumps({"edges": {c: e.tolist() for c, e in self.edges.items()}, "groups": [list(g) for g in self.groups],
+                           "slices": {n: {**s, "counts": {c: h.tolist() for c, h in s["counts"].items()}}
+                                      for n, s in self.slices.items()}}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SliceHistograms":
+        d = json.loads(text)
+        out = cls(d["edges"], d["groups"])
+        out.slices = {n: {**s, "counts": {c: np.asarray(h, dtype=np.int64) for c, h in s["counts"].items()}}
+                      for n, s in d["slices"].items()}
+        return out
+
+
+def binned_wasserstein(ref: np.ndarray, cur: np.ndarray, edges: np.ndarray) -> float | None:
+    """Wasserstein-1 distance between two histograms over the same bins, in units of the reference's spread.
+
+    Each bin's share sits at one point: an inner bin's midpoint, the two open-ended bins at their finite edge. The
+    distance is Σ |P(≤ k) − Q(≤ k)| · (x_{k+1} − x_k) over those points, divided by the standard deviation of the
+    reference's shares at the same points: an effect size (how far the mass moved, in reference spreads), which,
+    unlike a test's p-value, does not shrink as the rows grow. None when either histogram is empty or the reference
+    has no spread (fewer than two distinct bins)."""
+    ref, cur, edges = np.asarray(ref, np.float64), np.asarray(cur, np.float64), np.asarray(edges, np.float64)
+    if not len(edges) or ref.sum() <= 0 or cur.sum() <= 0:
+        return None
+    x = np.concatenate([[edges[0]], (edges[:-1] + edges[1:]) / 2, [edges[-1]]])
+    p, q = ref / ref.sum(), cur / cur.sum()
+    spread = float(np.sqrt(p @ (x - p @ x) ** 2))
+    if not spread > 0:
+        return None
+    return float(np.sum(np.abs(np.cumsum(p - q)[:-1]) * np.diff(x)) / spread)
 
 
 # --------------------------------------------------------------------------------------- Evidently sample

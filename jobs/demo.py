@@ -35,7 +35,7 @@ def body(cfg: DemoConfig, args) -> dict:
         log.info("demo lake already at %s; leaving it as it is", feats)
     else:
         days = data.write_lake(feats, labels, d.start_date, d.days, d.rows_per_day, d.n_features, d.seed,
-                               cfg.lake.storage_options)
+                               cfg.lake.storage_options, slice_drift=d.slice_drift)
         log.info("demo lake: %d days × %d rows written to %s (one Delta version per day)", len(days), d.rows_per_day, feats)
     out["features_version"] = DeltaTable(feats).version()
 

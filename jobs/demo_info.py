@@ -62,6 +62,8 @@ lakescore demo is ready.
   evaluation {_newest_report(cfg)}
            (champion vs challenger per slice with intervals, gates, drift; opens offline in a browser)
   eval_metrics {cfg.lake.root}/eval_metrics  (Delta: one row per model version, evaluation, slice and metric)
+  drift_metrics {cfg.lake.root}/drift_metrics  (Delta: PSI and Wasserstein per feature and slice of each evaluation;
+           the demo plants a drift of f09 in region=east only: flagged there, not overall)
   backtest {_newest_report(cfg, "backtest")}
            (the fold plan, metrics per fold beside the champion, calibration, the leakage guard's verdicts)
   backtest_metrics {cfg.lake.root}/backtest_metrics  (Delta: one row per backtest, fold, model, slice and metric)

@@ -29,9 +29,10 @@ def test_config_is_a_package_of_small_modules_that_say_what_they_hold_and_how_th
 
 
 # Computed on main (d3497f3, engine/config.py before the split): the hash is stored with every output, so the
-# same config must keep the same hash, byte for byte.
+# same config must keep the same hash, byte for byte. The demo's moved when its data did (issue 22: the planted
+# slice drift, `data.slice_drift`); keys added since hold their default in the others (config.sections.ADDED).
 PINNED = {"score": "bf6c2e4df9ea4b9a", "evaluate": "56624498dd48fb61", "backtest": "56e50488aebf5f0b",
-          "validate": "0f84727d7dd86c8b", "demo": "01e848cd7f59279d"}
+          "validate": "0f84727d7dd86c8b", "demo": "e58f2fbaefb59393"}
 PINNED_RESOLVED = {"score": "defb2ee02a65a053", "evaluate": "c340ec4588286d66", "backtest": "71de23d4353a8df3"}
 
 

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from engine.config.sections import (EvalLabelsConfig, EvalMetricsConfig, FeaturesRef, InputConfig, LakeConfig,
-                                    MlflowConfig, Model, ModelConfig, OutputConfig, RayConfig, RunConfig,
+from engine.config.sections import (ADDED, EvalLabelsConfig, EvalMetricsConfig, FeaturesRef, InputConfig,
+                                    LakeConfig, MlflowConfig, Model, ModelConfig, OutputConfig, RayConfig, RunConfig,
                                     SparkConfig, TableRef, check_day, check_days, check_model_uri)
 
 
@@ -101,6 +101,10 @@ class EvalDriftConfig(Model):
     columns: list[str] = Field(default_factory=list)  # glob patterns of float features; empty: every float feature
     bins: int = Field(10, ge=2)
     psi_max: float = Field(0.25, gt=0)
+    # Per (feature, slice): flagged when PSI > psi_max AND the Wasserstein-1 distance, in reference standard
+    # deviations, > wasserstein_max, with min_support rows on both sides (engine.evaluation.slice_drift)
+    wasserstein_max: float = Field(0.1, gt=0, json_schema_extra=ADDED)
+    top_slices: int = Field(10, ge=0, json_schema_extra=ADDED)  # (feature, slice) pairs drawn in the report
     sample_rows: int = Field(5000, ge=0)  # rows per window for the Evidently page; 0: no page
 
     @field_validator("reference")
@@ -227,6 +231,7 @@ class DemoDataConfig(Model):
     n_features: int = Field(50, ge=8)
     train_days: int = Field(3, ge=1)
     seed: int = 7
+    slice_drift: bool = True  # plant a drift of f09 in region=east from the 4th day (engine.demo.data.SLICE_DRIFT)
 
     @field_validator("start_date")
     @classmethod

@@ -150,8 +150,20 @@ def resolve_paths(cfg: Model, base: str | os.PathLike | None = None) -> Model:
 _EXECUTION_KEYS = {"engine", "ray", "spark", "run"}
 
 
+def _without_added_defaults(model: Model, data: dict) -> dict:
+    out = dict(data)
+    for name, f in type(model).model_fields.items():
+        value = getattr(model, name)
+        if (f.json_schema_extra or {}).get("hash_when_default") is False and value == f.default:
+            out.pop(name, None)
+        elif isinstance(value, Model) and isinstance(out.get(name), dict):
+            out[name] = _without_added_defaults(value, out[name])
+    return out
+
+
 def config_hash(cfg: Model) -> str:
-    data = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _EXECUTION_KEYS}
+    data = {k: v for k, v in _without_added_defaults(cfg, cfg.model_dump(mode="json")).items()
+            if k not in _EXECUTION_KEYS}
     canon = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canon.encode()).hexdigest()[:16]
 

@@ -55,6 +55,11 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# A key added after configs were first hashed, declared `Field(default, json_schema_extra=ADDED)`: config_hash leaves
+# it out while it holds its default, so a config that does not set it keeps the hash its outputs were stored with.
+ADDED = {"hash_when_default": False}
+
+
 class LakeConfig(Model):
     root: str = "./lake"
     # Non-secret storage options only (region, endpoint); credentials come from the environment.

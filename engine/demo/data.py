@@ -16,8 +16,16 @@ def feature_names(n: int) -> list[str]:
     return [f"f{i:02d}" for i in range(n)]
 
 
-def make_day(day_index: int, ds: str, rows: int, n_features: int, seed: int) -> tuple[pa.Table, pa.Table]:
-    """One day of features and labels; the same (seed, day) always gives the same rows."""
+SLICE_DRIFT = ("f09", "east", 3, 1.0)  # feature, region, first day index, shift: the demo's planted slice drift
+
+
+def make_day(day_index: int, ds: str, rows: int, n_features: int, seed: int,
+             slice_drift: bool = False) -> tuple[pa.Table, pa.Table]:
+    """One day of features and labels; the same (seed, day, slice_drift) always gives the same rows.
+
+    `slice_drift`: from day index 3 on, f09 (no weight in the labels) moves up by one standard deviation in
+    region=east only: a drift the evaluation flags in that slice and not overall (its draws are the same: only
+    those values move)."""
     rng = np.random.default_rng([seed, day_index])
     ent = rng.choice(rows * 5, size=rows, replace=False).astype(np.int64) + 1_000_000
     day0 = dt.datetime.fromisoformat(ds).replace(tzinfo=dt.timezone.utc)
@@ -30,6 +38,9 @@ def make_day(day_index: int, ds: str, rows: int, n_features: int, seed: int) -> 
     region = rng.integers(0, len(REGIONS), rows)
     segment = rng.integers(0, len(SEGMENTS), rows)
     channel = rng.integers(0, len(CHANNELS), rows)
+    feature, where, first, shift = SLICE_DRIFT
+    if slice_drift and day_index >= first and n_features > int(feature[1:]):
+        x[region == REGIONS.index(where), int(feature[1:])] += shift
     w = np.zeros(n_features, dtype=np.float32)
     w[:8] = [1.2, -0.8, 0.5, 0.3 + 0.05 * day_index, 0.9, -0.6, 0.4, 0.2]
     logit = x @ w + np.array([0.3, -0.2, 0.1, -0.4])[region] + 0.5 * (segment == 2) - 1.0 + 0.3 * np.sin(x[:, 4] * x[:, 5])
@@ -63,13 +74,14 @@ def days(start: str, n: int) -> list[str]:
 
 
 def write_lake(features_uri: str, labels_uri: str, start: str, n_days: int, rows: int, n_features: int, seed: int,
-               storage_options: dict | None = None, target_file_size: int | None = None) -> list[str]:
+               storage_options: dict | None = None, target_file_size: int | None = None,
+               slice_drift: bool = False) -> list[str]:
     """Append one day per Delta version to both tables (version k holds days 0..k); returns the days."""
     from deltalake import write_deltalake
 
     all_days = days(start, n_days)
     for i, ds in enumerate(all_days):
-        f, lab = make_day(i, ds, rows, n_features, seed)
+        f, lab = make_day(i, ds, rows, n_features, seed, slice_drift)
         write_deltalake(features_uri, f, partition_by=["ds"], mode="append", storage_options=storage_options or None,
                         target_file_size=target_file_size)
         write_deltalake(labels_uri, lab, partition_by=["ds"], mode="append", storage_options=storage_options or None)

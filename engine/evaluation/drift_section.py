@@ -2,7 +2,9 @@
 
 - Reference histograms (quantile edges and counts) of the features' drift columns, and of each model's scores,
   come from the `drift_reference` table (engine.tables.drift_reference): computed once per (table, window, files,
-  columns, bins) and reused, so a daily evaluation does not re-read its reference window.
+  columns, bins) and reused, so a daily evaluation does not re-read its reference window; the features' histograms
+  per slice over the same edges come from its sibling `drift_reference_slices`. Both are built by the executor's
+  side tasks (one per reference file), never on the driver.
 - Current histograms over the same edges are accumulated by the evaluation's own tasks, beside the metric
   statistics (no second pass over the window, nothing on the driver).
 - PSI per column (engine.drift.feature_drift), and an Evidently `DataDriftPreset` page on a bounded, seeded sample
@@ -19,16 +21,15 @@ import logging
 import os
 import tempfile
 
-import numpy as np
 import pyarrow as pa
 
 from engine import drift as drift_core
-from engine.tables import drift_reference
+from engine.tables import drift_reference, drift_reference_slices
 from engine.lake.paths import table_uri
 from engine.errors import ConfigError
 from engine.evaluation.join import SCORE_PREFIX
 from engine.pii import without_pii
-from engine.lake.snapshot import file_path, filesystem, iter_file_batches, select_partitions
+from engine.lake.snapshot import select_partitions
 
 log = logging.getLogger("lakescore")
 
@@ -44,10 +45,12 @@ def drift_columns(cfg, schema: pa.Schema, pii: frozenset[str] = frozenset()) -> 
     return cols
 
 
-def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str,
-              pii: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
-    """Edges of every drift column ("score:<model>" for scores) and the reference histograms, from
-    `drift_reference` (built and stored on first use). Returns {"edges": …, "hist": …, "reused": […]}."""
+def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str, pii: frozenset[str] = frozenset(), *,
+              run, deadline: float) -> dict:
+    """Edges of every drift column ("score:<model>" for scores), the reference histograms and the features' histograms
+    per slice (`cfg.slices`), from `drift_reference` and `drift_reference_slices` (built and stored on first use).
+    A reference not stored yet is read by the executor's side tasks (`run`: engine.executor.side_run), never on the
+    driver: its work is O(files + days). Returns {"edges", "hist", "slices", "reused", …}."""
     opts = cfg.lake.storage_options
     feats = snaps["features"]
     days, _absent = select_partitions(feats, cfg.drift.reference)
@@ -55,37 +58,37 @@ def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str,
         raise ConfigError(f"drift.reference {cfg.drift.reference} has no partitions in {feats.where()}; fix it")
     uri = table_uri(cfg.lake, "drift_reference")
     cols = drift_columns(cfg, feats.schema, pii)
+    window, bins = cfg.drift.reference, cfg.drift.bins
+    where = f"drift reference window {window} of {feats.where()}"
     edges, hist, reused = {}, {}, []
-
-    def read(snap, paths, columns, rename=None):
-        fs, base = filesystem(snap.uri, opts)
-
-        def batches():
-            for p in paths:
-                for b in iter_file_batches(fs, file_path(base, p), columns, 131_072, snap.schema):
-                    yield b.rename_columns(rename) if rename else b
-        return batches
-
-    paths = [f.path for d in days for f in feats.files[d]]
     e, h, r = drift_reference.load_or_build(
-        uri, feats, cfg.drift.reference, days, cols, cfg.drift.bins,
-        lambda: drift_core.stream_reference(read(feats, paths, cols), cols, cfg.drift.bins), opts, run_id)
+        uri, feats, window, days, cols, bins,
+        lambda: drift_reference.build_reference(feats, days, cols, bins, run, deadline, where, opts), opts, run_id)
     edges.update(e), hist.update(h)
     reused += [feats.name] if r else []
+    groups = [tuple(g) for g in cfg.slices]
+    key = drift_reference.reference_key(feats, window, days, cols, bins)
+    slices, r = drift_reference_slices.load_or_build(
+        table_uri(cfg.lake, drift_reference_slices.TABLE), key, feats.version, groups, e,
+        lambda: drift_reference_slices.build_slices(feats, days, e, groups, run, deadline, where, opts), opts, run_id)
+    reused += [f"{feats.name} slices"] if r else []
     scores = snaps["scores"]
     sdays = [d for d in days if d in scores.files]
     for model in models:
         name = SCORE_PREFIX + model
-        spaths = [f.path for d in sdays for f in files.get(d, {}).get(model, ())]
-        if not spaths:
+        entries = [f for d in sdays for f in files.get(d, {}).get(model, ())]
+        if not entries:
             continue  # the model scored none of the reference days: no score drift for it (reported as missing)
+        swhere = f"drift reference window {window} of {model}'s scores in {scores.where()}"
         e, h, r = drift_reference.load_or_build(
-            uri, scores, cfg.drift.reference, sdays, [name], cfg.drift.bins,
-            lambda spaths=spaths, name=name: drift_core.stream_reference(
-                read(scores, spaths, [cfg.score_column], [name]), [name], cfg.drift.bins), opts, run_id)
+            uri, scores, window, sdays, [name], bins,
+            lambda entries=entries, name=name, swhere=swhere: drift_reference.build_reference(
+                scores, sdays, [name], bins, run, deadline, swhere, opts, files=entries,
+                source={name: cfg.score_column}), opts, run_id)
         edges.update(e), hist.update(h)
         reused += [name] if r else []
-    return {"edges": edges, "hist": hist, "reused": reused, "days": days, "columns": cols, "pii": sorted(pii)}
+    return {"edges": edges, "hist": hist, "slices": slices, "reference_id": key.reference_id, "reused": reused,
+            "days": days, "columns": cols, "pii": sorted(pii)}
 
 
 def section(cfg, snaps: dict, ref: dict, current: drift_core.Histograms | None, eval_days: list[str], models: list[str],

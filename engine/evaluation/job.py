@@ -38,12 +38,12 @@ from engine.tables import ledger
 from engine.config.jobs import EvaluateConfig
 from engine.lake.paths import require_root, table_uri
 from engine.errors import GateFailed, UnitFailed
-from engine.drift import Histograms
+from engine.drift import Histograms, SliceHistograms
 from engine.evaluation import drift_section as drift
 from engine.evaluation import gates as gating
 from engine.evaluation import inputs
 from engine.evaluation import history, maturity
-from engine.evaluation import preflight
+from engine.evaluation import preflight, slice_drift
 from engine.tables import eval_metrics as evtable
 from engine.tables import model_events
 from engine.evaluation.inputs import DayPlan
@@ -51,7 +51,7 @@ from engine.evaluation.join import EvalPlan, evaluate_chunk_task, schemas_json
 from engine.evaluation.metrics import compare, compute_metrics, reliability, roc_pr_curves, score_histogram
 from engine.evaluation.spec import MetricsSpec, spec_from_config, spec_to_dict
 from engine.evaluation.stats import EvalStats
-from engine.executor import Executor, raised
+from engine.executor import Executor, raised, side_run
 from engine.pii import PiiReader, pii_columns, refuse_named
 from engine.models.registry import ModelRef
 from engine.run import Run, RunSummary
@@ -149,12 +149,14 @@ class _Merged:
     current: Histograms | None
     per_day: dict[str, dict]
     maturity: EvalStats | None = None  # by label delay (engine.evaluation.maturity)
+    slices: SliceHistograms | None = None  # the features' drift histograms per slice (engine.evaluation.slice_drift)
 
 
 def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract_pii: PiiReader | None) -> EvalSummary:
     ev = _resolve(cfg, summary, contract_pii)
     _plan(ev)
-    ref = drift.reference(cfg, ev.snaps, ev.files, ev.models, summary.run_id, ev.pii) if cfg.drift.reference else None
+    ref = drift.reference(cfg, ev.snaps, ev.files, ev.models, summary.run_id, ev.pii, run=side_run(executor),
+                          deadline=summary.run.deadline) if cfg.drift.reference else None
     results = _run_tasks(ev, executor, ref)
     merged = _merge(ev, results)
     _judge_and_publish(ev, merged, ref)
@@ -228,7 +230,8 @@ def _eval_plan(ev: _Eval, ref: dict | None) -> EvalPlan:
                     as_of_us=int(ev.as_of.timestamp() * 1_000_000), spec=spec_to_dict(ev.spec),
                     storage_options=dict(ev.opts),
                     drift_edges={c: e.tolist() for c, e in ref["edges"].items()} if ref else {},
-                    maturity_days=cfg.maturity.days, event_ts_column=cfg.maturity.event_ts_column)
+                    maturity_days=cfg.maturity.days, event_ts_column=cfg.maturity.event_ts_column,
+                    drift_slices=[list(g) for g in ref["slices"].groups] if ref else [])
 
 
 def _run_tasks(ev: _Eval, executor: Executor, ref: dict | None) -> dict[int, tuple[dict, bytes]]:
@@ -264,7 +267,7 @@ def _merge(ev: _Eval, results: dict[int, tuple[dict, bytes]]) -> _Merged:
     counts to the summary and to each day's."""
     summary = ev.summary
     stats = EvalStats(ev.spec, ev.models)
-    current = mat = None
+    current = mat = slices = None
     per_day: dict[str, dict] = {}
     for i in sorted(results):
         counts, data = results[i]
@@ -272,6 +275,7 @@ def _merge(ev: _Eval, results: dict[int, tuple[dict, bytes]]) -> _Merged:
         if "drift" in counts:
             part = Histograms.from_bytes(counts["drift"].encode())
             current = part if current is None else current.merge(part)
+        slices = SliceHistograms.merged(slices, counts.get("slice_drift"))
         day = per_day.setdefault(counts["ds"], {"ds": counts["ds"], "rows_evaluated": 0, "rows_without_label": 0,
                                                 "rows_label_after_as_of": 0})
         for k in ("rows_evaluated", "rows_without_label", "rows_label_after_as_of"):
@@ -279,7 +283,7 @@ def _merge(ev: _Eval, results: dict[int, tuple[dict, bytes]]) -> _Merged:
         for k in ("scores_without_features", "features_without_scores", "rows_evaluated", "rows_without_label",
                   "rows_label_after_as_of", "rows_missing_a_model_score"):
             setattr(summary, k, getattr(summary, k) + counts[k])
-    return _Merged(stats=stats, current=current, per_day=per_day, maturity=mat)
+    return _Merged(stats=stats, current=current, per_day=per_day, maturity=mat, slices=slices)
 
 
 def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
@@ -305,9 +309,11 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
     if ref is not None:
         t_drift = time.monotonic()
         report["drift"] = drift.section(cfg, ev.snaps, ref, merged.current, plan_days.days, models, extra_files)
+        report["drift"]["slices"] = slice_drift.section(cfg, ref, merged.slices)
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
         _commit(ev, metrics, deltas, report["maturity"])
+        slice_drift.commit(cfg, summary, ev.as_of, plan_days.days, ev.snaps["features"], report["drift"].get("slices"))
     from engine.evaluation.publish import (AliasMoved, log_to_mlflow, promote, record_refused_promotion,
                                            rewrite_after_promotion, write_report)
 

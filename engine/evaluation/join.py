@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine.drift import Histograms
+from engine.drift import Histograms, SliceHistograms
 from engine.evaluation import maturity
 from engine.evaluation.keys import row_key_hash
 from engine.evaluation.spec import MetricsSpec
@@ -66,6 +66,7 @@ class EvalPlan:
     drift_edges: dict = field(default_factory=dict)  # column → reference edges; "score:<model>" for scores
     maturity_days: int = 0  # K of the label maturity curve (engine.evaluation.maturity); 0: none
     event_ts_column: str = "event_ts"  # the labels' event time, for a label's delay
+    drift_slices: list = field(default_factory=list)  # slice column groups of the features' per-slice histograms
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -165,6 +166,9 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
         hist.update(scored.rename_columns([SCORE_PREFIX + c if c in plan.models else c for c in scored.column_names]))
         hist.rows = feats.num_rows
         counts["drift"] = hist.to_bytes().decode()
+        if plan.drift_slices:  # the features' histograms per slice, over the same edges (engine.evaluation.slice_drift)
+            counts["slice_drift"] = SliceHistograms({c: np.asarray(plan.drift_edges[c]) for c in drift_cols},
+                                                    plan.drift_slices).update(feats).to_json()
     feats = feats.select(keys + list(plan.slice_columns))
     scored, feats = _key_types_equal(plan, [scored, feats])
     joined = scored.join(feats, keys=keys, join_type="inner")

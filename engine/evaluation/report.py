@@ -8,7 +8,9 @@ gates, then the detail: the run, challenger minus champion per slice with paired
 support and each metric per slice and model with its interval (report_slices), ROC / precision–recall curves,
 confusion matrices, reliability diagrams and score distributions by label when the dict has them, i.e. binary
 tasks (report_charts), the label maturity curves and the window's earlier evaluations (report_maturity), rows
-left out (immature labels, unmatched keys) and the notes on the statistics (report_notes), drift (PSI per column and a relative link to the Evidently page, report_drift). The shared look
+left out (immature labels, unmatched keys) and the notes on the statistics (report_notes), drift (PSI per column and
+a relative link to the Evidently page, report_drift; the (feature, slice) pairs ranked by drift with their
+histograms, report_slice_drift). The shared look
 is report_page. This module orders the sections and writes the files.
 
 The dict format is the "Report dict" of the evaluation interfaces; it carries aggregates only, never row values,
@@ -28,6 +30,7 @@ from engine.evaluation.report_header import gates_section, header, promotion_lin
 from engine.evaluation.report_notes import excluded_section, notes_section
 from engine.evaluation.report_page import CSS, READING_COLOURS
 from engine.evaluation.report_script import SCRIPT, SORT_CSS
+from engine.evaluation.report_slice_drift import slice_drift_section
 from engine.evaluation.report_slices import metrics_section, support_section
 from engine.evaluation.summary import reading
 from engine.evaluation.svg import MODEL_COLOURS, finite, html_page
@@ -69,7 +72,7 @@ def render_html(report: dict) -> str:
                 "curves": curves_section(rep, models, colours),
                 "reliability": reliability_section(rep, models, colours), "scores": score_hist_section(rep, models),
                 "maturity": maturity_section(rep, models, colours), "excluded": excluded_section(rep),
-                "drift": drift_section(rep), "notes": notes_section(rep)}
+                "drift": drift_section(rep) + slice_drift_section(rep), "notes": notes_section(rep)}
     return html_page(f"lakescore evaluation · run {rep['run_id']}", header(rep), sections, TITLES, CSS + SORT_CSS,
                      SCRIPT)
 

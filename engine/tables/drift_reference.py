@@ -39,7 +39,8 @@ import numpy as np
 import pyarrow as pa
 
 from engine.lake import commit as protocol
-from engine.drift import REFERENCE_METHOD, REFERENCE_SAMPLE_ROWS, bin_counts, column_floats, quantile_edges
+from engine.drift import (REFERENCE_METHOD, REFERENCE_SAMPLE_ROWS, SliceHistograms, bin_counts, column_floats,
+                          quantile_edges)
 from engine.errors import InputUnavailable, LakescoreError
 from engine.executor import raised
 from engine.lake.snapshot import file_path, filesystem, iter_file_batches
@@ -231,7 +232,8 @@ def _read(table, uri: str, key: ReferenceKey) -> tuple[Edges, Hist, int] | None:
 
 
 def build_reference(snap, days: list[str], columns: list[str], bins: int, run: Callable, deadline: float, where: str,
-                    storage_options: dict | None = None, sample_rows: int = REFERENCE_SAMPLE_ROWS) -> tuple[Edges, Hist]:
+                    storage_options: dict | None = None, sample_rows: int = REFERENCE_SAMPLE_ROWS,
+                    files: list | None = None, source: dict[str, str] | None = None) -> tuple[Edges, Hist]:
     """Edges and histograms of `columns` over the files of `days`, read by the executor's tasks (`run`: its side
     runner, engine.executor.side_run), one task per file, in two stages; the driver receives only the bounded sample
     and integer counts.
@@ -242,19 +244,25 @@ def build_reference(snap, days: list[str], columns: list[str], bins: int, run: C
     sample that fall in it, knowing its first row's position from the log's row counts (the files' footers, read by
     tasks, when the log has none): the sample, hence the edges, depend only on the files, never on how many workers
     there are or in what order tasks end. Stage 2: each file's task counts its rows over those edges; the driver adds
-    the counts (integers: exact in any order)."""
-    files = [f.path for d in days for f in snap.files[d]]
+    the counts (integers: exact in any order).
+
+    `files`: the window's data files (engine.lake.snapshot.DataFile, in order) when not all of the days' files (one
+    model's files of a scores table); `source`: column → the file column it is read from (a model's scores are read
+    from `score` and named "score:<model>")."""
+    entries = files if files is not None else [f for d in days for f in snap.files[d]]
+    files = [f.path for f in entries]
     if not columns or not files:
         return {}, {}
-    counts = [f.num_records for d in days for f in snap.files[d]]
+    counts = [f.num_records for f in entries]
+    src = dict(source or {})
     if any(n is None for n in counts):
         counts = [r.rows_in for r in _stage(run, snap, files, {"stage": "rows"}, deadline, where, storage_options)]
     stride = 1
     while -(-sum(counts) // stride) > sample_rows:
         stride *= 2
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()
-    sampled = _stage(run, snap, files, {"stage": "sample", "columns": columns, "stride": stride}, deadline, where,
-                     storage_options, offsets)
+    sampled = _stage(run, snap, files, {"stage": "sample", "columns": columns, "stride": stride, "source": src},
+                     deadline, where, storage_options, offsets)
     for r, n, path in zip(sampled, counts, files):
         if r.rows_in != n:
             raise InputUnavailable(f"{where}: the Delta log counts {n} rows in {path} but the file holds {r.rows_in}; "
@@ -263,7 +271,8 @@ def build_reference(snap, days: list[str], columns: list[str], bins: int, run: C
     edges = {c: e for c in columns if (e := quantile_edges(sample[c], bins)) is not None}
     if not edges:
         return {}, {}
-    spec = {"stage": "hist", "columns": sorted(edges), "edges": {c: e.tolist() for c, e in edges.items()}}
+    spec = {"stage": "hist", "columns": sorted(edges), "edges": {c: e.tolist() for c, e in edges.items()},
+            "source": src}
     hist = {c: np.zeros(len(e) + 1, dtype=np.int64) for c, e in edges.items()}
     for r in _stage(run, snap, files, spec, deadline, where, storage_options):
         for c, n in json.loads(r.payload).items():
@@ -296,7 +305,8 @@ def _stage(run: Callable, snap, files: list[str], spec: dict, deadline: float, w
 
 def reference_task(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResult:
     """On a worker, one file of a reference window: its row count ("rows"), its rows of the stride sample ("sample":
-    float64 bytes per column, in `columns` order), or its histograms over the edges ("hist": JSON integers)."""
+    float64 bytes per column, in `columns` order), its histograms over the edges ("hist": JSON integers), or its
+    histograms per slice over the same edges ("slices": engine.drift.SliceHistograms' JSON)."""
     spec, offset = json.loads(unit.args[0]), json.loads(chunk.args)["offset"]
     fs, base = filesystem(unit.input_uri, unit.storage_options)
     path = file_path(base, chunk.files[0])
@@ -305,10 +315,10 @@ def reference_task(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResul
 
         with fs.open_input_file(path) as f:
             return ChunkResult(unit.unit, pq.ParquetFile(f).metadata.num_rows, 0, [])
-    cols, rows = spec["columns"], 0
+    cols, rows, source = spec["columns"], 0, spec.get("source") or {}
     if spec["stage"] == "sample":
         stride, parts = spec["stride"], {c: [] for c in cols}
-        for batch in iter_file_batches(fs, path, cols, REFERENCE_BATCH_ROWS):
+        for batch in _batches(fs, path, cols, source):
             start = (-(offset + rows)) % stride  # the first row of this batch whose position is a multiple of stride
             for c in cols:
                 parts[c].append(column_floats(batch, c, start, stride))
@@ -317,12 +327,25 @@ def reference_task(unit: UnitWork, chunk: ChunkWork, _bundle=None) -> ChunkResul
         return ChunkResult(unit.unit, rows, 0, [], payload=json.dumps({c: len(kept[c]) for c in cols}),
                            blob=b"".join(kept[c].astype(np.float64).tobytes() for c in cols))
     edges = {c: np.asarray(spec["edges"][c], dtype=np.float64) for c in cols}
+    if spec["stage"] == "slices":
+        groups = [tuple(g) for g in spec["groups"]]
+        hist = SliceHistograms(edges, groups)
+        for batch in _batches(fs, path, cols + sorted({c for g in groups for c in g} - set(cols)), source):
+            hist.update(batch)
+        return ChunkResult(unit.unit, hist.rows.get("overall", 0), 0, [], payload=hist.to_json())
     counts = {c: np.zeros(len(e) + 1, dtype=np.int64) for c, e in edges.items()}
-    for batch in iter_file_batches(fs, path, cols, REFERENCE_BATCH_ROWS):
+    for batch in _batches(fs, path, cols, source):
         for c, e in edges.items():
             counts[c] += bin_counts(column_floats(batch, c), e)
         rows += batch.num_rows
     return ChunkResult(unit.unit, rows, 0, [], payload=json.dumps({c: n.tolist() for c, n in counts.items()}))
+
+
+def _batches(fs, path: str, cols: list[str], source: dict[str, str]):
+    """A file's batches of `cols`, each read from its `source` column when it has one (then renamed)."""
+    named = {source.get(c, c): c for c in cols}
+    for batch in iter_file_batches(fs, path, list(named), REFERENCE_BATCH_ROWS):
+        yield batch.rename_columns([named.get(n, n) for n in batch.schema.names]) if source else batch
 
 
 def _floats(r: ChunkResult, column: str) -> np.ndarray:
