@@ -312,6 +312,10 @@ def test_the_new_drift_keys_leave_the_config_hash_alone_at_their_default_and_mov
     assert config_hash(config(planted, demo_root, "drift.wasserstein_max=0.1", "drift.top_slices=10")) == base
     assert config_hash(config(planted, demo_root, "drift.wasserstein_max=0.2")) != base
     assert config_hash(config(planted, demo_root, "drift.top_slices=3")) != base
+    # The label-maturity keys (added with the drift ones; a gate list with a default factory too) behave the same.
+    assert config_hash(config(planted, demo_root, "maturity.days=14", "gates.min_maturity=[]")) == base
+    assert config_hash(config(planted, demo_root, "maturity.days=7")) != base
+    assert config_hash(config(planted, demo_root, "gates.min_maturity=[{metric: roc_auc, days: 3}]")) != base
 
 
 def test_slice_histograms_merge_by_addition_and_equal_numpy_per_slice(monkeypatch):

@@ -91,7 +91,7 @@ class GatesConfig(Model):
     min_support: int = Field(200, ge=1)  # a gated slice with fewer rows fails the gate
     thresholds: list[ThresholdGate] = Field(default_factory=list)
     max_regression: list[RegressionGate] = Field(default_factory=list)
-    min_maturity: list[MaturityGate] = Field(default_factory=list)  # labels old enough per metric (gates docstring)
+    min_maturity: list[MaturityGate] = Field(default_factory=list, json_schema_extra=ADDED)  # labels old enough per metric (gates docstring)
     max_immature_fraction: float = Field(0.2, ge=0, le=1)  # more scored rows than this without a label by as_of fails
     promote: bool = False  # on pass, move the champion's alias to the (single) challenger of the same model name
 
@@ -139,7 +139,7 @@ class EvaluateConfig(Model):
     min_support: int = Field(200, ge=1)  # a slice below it is reported "under_support"
     gates: GatesConfig = GatesConfig()
     drift: EvalDriftConfig = EvalDriftConfig()
-    maturity: EvalMaturityConfig = EvalMaturityConfig()
+    maturity: EvalMaturityConfig = Field(EvalMaturityConfig(), json_schema_extra=ADDED)
     output: EvalOutputConfig = EvalOutputConfig()
     max_rows_per_task: int = Field(2_000_000, ge=1000)  # a larger day is split into key-hash buckets
     ray: RayConfig = RayConfig()

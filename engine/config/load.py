@@ -154,7 +154,7 @@ def _without_added_defaults(model: Model, data: dict) -> dict:
     out = dict(data)
     for name, f in type(model).model_fields.items():
         value = getattr(model, name)
-        if (f.json_schema_extra or {}).get("hash_when_default") is False and value == f.default:
+        if (f.json_schema_extra or {}).get("hash_when_default") is False and value == f.get_default(call_default_factory=True):
             out.pop(name, None)
         elif isinstance(value, Model) and isinstance(out.get(name), dict):
             out[name] = _without_added_defaults(value, out[name])
