@@ -816,3 +816,35 @@ def test_a_report_rewrite_failing_after_the_alias_moved_leaves_a_truthful_promot
     on_disk = json.loads((frozen[0].parent / "report.json").read_text())["promotion"]["outcome"]
     assert on_disk == "pending" and "'pending'" in line and str(frozen[0].parent) in line, line
     assert "lakescore rollback --model t-stale" in line, line
+
+
+def test_the_evidently_page_is_built_while_the_tasks_run(scored, demo_root, tmp_path, monkeypatch):
+    """The page (Evidently's import and report: seconds of driver CPU) starts once the reference is known and is
+    built beside the tasks, not after them: the first task waits (bounded) for the page's build to have begun.
+    Breaks if the page goes back to being built in line after the tasks (the task's wait times out, and the page's
+    build then finds the tasks long done)."""
+    import threading
+
+    from engine.evaluation import drift_section, job
+
+    lake = tmp_path / "lake"
+    shutil.copytree(scored, lake)
+    page_started, seen_by_task = threading.Event(), []
+    real_page, real_task = drift_section._page, job.evaluate_chunk_task
+
+    def page(*args):
+        page_started.set()
+        return real_page(*args)
+
+    def task(unit, chunk, bundle):
+        seen_by_task.append(page_started.wait(timeout=60))
+        return real_task(unit, chunk, bundle)
+
+    monkeypatch.setattr(drift_section, "_page", page)
+    monkeypatch.setattr(job, "evaluate_chunk_task", task)
+    cfg = eval_config(lake, demo_root, "drift.reference=2026-01-01..2026-01-01", 'drift.columns=["f0?"]',
+                      "drift.sample_rows=500")
+    s = run_evaluate(cfg, LocalExecutor())
+    assert seen_by_task and all(seen_by_task), seen_by_task
+    page_html = (Path(s.report).parent / "drift.html").read_text()
+    assert "back to the evaluation report" in page_html and report_of(s)["drift"]["evidently_html"] == "drift.html"

@@ -7,7 +7,8 @@
   side tasks (one per reference file), never on the driver.
 - Current histograms over the same edges are accumulated by the evaluation's own tasks, beside the metric
   statistics (no second pass over the window, nothing on the driver).
-- PSI per column (engine.drift.feature_drift), and an Evidently `DataDriftPreset` page on a bounded, seeded sample
+- PSI per column (engine.drift.feature_drift), and an Evidently `DataDriftPreset` page (`EvidentlyPage`: built in a
+  thread while the tasks run) on a bounded, seeded sample
   of both windows (no PII column ever reaches it: only float features and the slice columns).
 
 Columns the features' contract tags `pii` are never drift columns (engine.pii): a pattern or the default leaves
@@ -91,9 +92,10 @@ def reference(cfg, snaps: dict, files: dict, models: list[str], run_id: str, pii
             "days": days, "columns": cols, "pii": sorted(pii)}
 
 
-def section(cfg, snaps: dict, ref: dict, current: drift_core.Histograms | None, eval_days: list[str], models: list[str],
-            report_files: dict[str, str]) -> dict:
-    """The report's drift dict; the Evidently page (when `drift.sample_rows` > 0) is added to `report_files`."""
+def section(cfg, ref: dict, current: drift_core.Histograms | None, eval_days: list[str], models: list[str],
+            report_files: dict[str, str], evidently: "EvidentlyPage | None" = None) -> dict:
+    """The report's drift dict; the Evidently page (`evidently`'s, when `drift.sample_rows` > 0) is added to
+    `report_files`."""
     cur = current.counts if current is not None else {}
     psi = drift_core.feature_drift(ref["hist"], ref["edges"], cur, cfg.drift.psi_max)
     for m in models:
@@ -104,25 +106,61 @@ def section(cfg, snaps: dict, ref: dict, current: drift_core.Histograms | None, 
         p["threshold"] = cfg.drift.psi_max
     page, cols = None, list(ref["columns"])
     window = f"{eval_days[0]}..{eval_days[-1]}"
-    if cfg.drift.sample_rows > 0 and cols:
-        feats = snaps["features"]
-        opts = cfg.lake.storage_options
-        reference_sample = drift_core.sample_rows(feats, ref["days"], cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
-        current_sample = drift_core.sample_rows(feats, eval_days, cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
-        with tempfile.TemporaryDirectory(prefix="lakescore-drift-") as tmp:
-            out = os.path.join(tmp, "drift.html")
-            drift_core.evidently_report(reference_sample, current_sample, cols, out, pii=ref["pii"],
-                                        title=f"lakescore drift: {feats.name} {cfg.drift.reference} vs {window}",
-                                        method="psi", threshold=cfg.drift.psi_max)
-            with open(out, encoding="utf-8") as f:
-                report_files["drift.html"] = with_header(f.read(), feats.where(), cfg.drift.reference, window, models,
-                                                         cfg.drift.psi_max, cfg.drift.sample_rows)
+    text = evidently.result() if evidently is not None else None
+    if text is not None:
+        report_files["drift.html"] = text
         page = "drift.html"
     log.info("drift: %d column(s), %d drifted; reference reused for %s", len(psi),
              sum(p["status"] == "drift" for p in psi), ref["reused"] or "none (built now)")
     return {"psi": psi, "psi_max": cfg.drift.psi_max, "evidently_html": page, "evidently_columns": cols if page else [],
             "sample_rows": cfg.drift.sample_rows, "reference": cfg.drift.reference, "window": window,
             "reference_reused": ref["reused"]}
+
+
+class EvidentlyPage:
+    """The Evidently page of one evaluation, built in a thread from the moment its inputs are known (the reference,
+    the evaluated days) while the evaluation's tasks run; `result()` waits for it and raises what the build raised.
+
+    Evidently's import alone costs ~5.5 s of CPU (hundreds of pydantic models) and its report a few more seconds; in
+    line after the tasks that was wall time the driver added to every evaluation, at the end, with the cores idle.
+    The page needs only the features' two bounded samples and the settings, not the tasks' results, and the driver's
+    own thread mostly waits on the engine meanwhile. A daemon thread: a job that fails its tasks exits without
+    waiting for the page. None of it is started when `drift.sample_rows` is 0 or there is no drift column."""
+
+    def __init__(self, cfg, features, ref: dict, eval_days: list[str], models: list[str]):
+        from concurrent.futures import Future
+        import threading
+
+        self._future: Future | None = None
+        if cfg.drift.sample_rows <= 0 or not ref["columns"]:
+            return
+        self._future = Future()
+        args = (cfg, features, ref, eval_days, models)
+        threading.Thread(target=self._work, args=args, name="lakescore-drift-page", daemon=True).start()
+
+    def _work(self, *args) -> None:
+        try:
+            self._future.set_result(_page(*args))
+        except BaseException as e:  # noqa: BLE001 - raised by result(), on the job's thread, where the page is asked
+            self._future.set_exception(e)
+
+    def result(self) -> str | None:
+        return None if self._future is None else self._future.result()
+
+
+def _page(cfg, feats, ref: dict, eval_days: list[str], models: list[str]) -> str:
+    """Evidently's DataDriftPreset on seeded samples of the reference and evaluated days, with lakescore's header."""
+    cols, opts, window = list(ref["columns"]), cfg.lake.storage_options, f"{eval_days[0]}..{eval_days[-1]}"
+    reference_sample = drift_core.sample_rows(feats, ref["days"], cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
+    current_sample = drift_core.sample_rows(feats, eval_days, cols, cfg.drift.sample_rows, cfg.metrics.seed, opts)
+    with tempfile.TemporaryDirectory(prefix="lakescore-drift-") as tmp:
+        out = os.path.join(tmp, "drift.html")
+        drift_core.evidently_report(reference_sample, current_sample, cols, out, pii=ref["pii"],
+                                    title=f"lakescore drift: {feats.name} {cfg.drift.reference} vs {window}",
+                                    method="psi", threshold=cfg.drift.psi_max)
+        with open(out, encoding="utf-8") as f:
+            return with_header(f.read(), feats.where(), cfg.drift.reference, window, models, cfg.drift.psi_max,
+                               cfg.drift.sample_rows)
 
 
 def with_header(page: str, table: str, reference: str, window: str, models: list[str], psi_max: float,

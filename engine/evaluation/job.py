@@ -157,9 +157,10 @@ def _run(cfg: EvaluateConfig, executor: Executor, summary: EvalSummary, contract
     _plan(ev)
     ref = drift.reference(cfg, ev.snaps, ev.files, ev.models, summary.run_id, ev.pii, run=side_run(executor),
                           deadline=summary.run.deadline) if cfg.drift.reference else None
+    page = drift.EvidentlyPage(cfg, ev.snaps["features"], ref, ev.plan_days.days, ev.models) if ref else None
     results = _run_tasks(ev, executor, ref)
     merged = _merge(ev, results)
-    _judge_and_publish(ev, merged, ref)
+    _judge_and_publish(ev, merged, ref, page)
     log.info("evaluate run %s finished in %.1fs: %s", summary.run_id, summary.run.elapsed(), summary.verdict)
     return summary
 
@@ -286,7 +287,7 @@ def _merge(ev: _Eval, results: dict[int, tuple[dict, bytes]]) -> _Merged:
     return _Merged(stats=stats, current=current, per_day=per_day, maturity=mat, slices=slices)
 
 
-def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
+def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None, page: drift.EvidentlyPage | None) -> None:
     """Metrics, differences and gates; commit the metrics, write the report, log to MLflow; a failed gate is exit 4
     after them (they are the evidence); promote the challenger where the gates pass and the config asks."""
     cfg, summary, models, plan_days = ev.cfg, ev.summary, ev.models, ev.plan_days
@@ -308,7 +309,7 @@ def _judge_and_publish(ev: _Eval, merged: _Merged, ref: dict | None) -> None:
     extra_files: dict[str, str] = {}
     if ref is not None:
         t_drift = time.monotonic()
-        report["drift"] = drift.section(cfg, ev.snaps, ref, merged.current, plan_days.days, models, extra_files)
+        report["drift"] = drift.section(cfg, ref, merged.current, plan_days.days, models, extra_files, page)
         report["drift"]["slices"] = slice_drift.section(cfg, ref, merged.slices)
         log.info("evaluate: drift section (PSI, Evidently page) in %.1fs", time.monotonic() - t_drift)
     if summary.rows_evaluated:
