@@ -359,3 +359,21 @@ def test_slice_histograms_merge_by_addition_and_equal_numpy_per_slice(monkeypatc
         v = x[m][np.isfinite(x[m])]
         assert whole.slices[name]["rows"] == m.sum()
         assert whole.slices[name]["counts"]["x"].tolist() == np.bincount(np.digitize(v, edges), minlength=6).tolist()
+
+
+def test_the_report_says_where_the_drift_is_before_what_changed(evaluated):
+    """A promotion reader sees the flagged pair at the top of the page (with a link down to it), before the metric
+    detail; a report without flagged drift says nothing there. Breaks if the drift stays only at the bottom."""
+    from pathlib import Path
+
+    from engine.evaluation.report import render_html
+
+    s, rep, _rows = evaluated
+    page = Path(s.report).with_name("report.html").read_text()
+    top = page[:page.index('id="changed"')]
+    assert f"{PLANTED} in region={REGION}" in top and 'href="#slice-drift"' in top
+    quiet = {**rep, "drift": {**rep["drift"], "psi": [{**p, "status": "ok"} for p in rep["drift"]["psi"]],
+                              "slices": {**rep["drift"]["slices"],
+                                         "pairs": [{**p, "flagged": False} for p in rep["drift"]["slices"]["pairs"]]}}}
+    quiet_page = render_html(quiet)
+    assert "Drift:" not in quiet_page[:quiet_page.index('id="changed"')]

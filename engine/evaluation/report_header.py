@@ -36,10 +36,30 @@ def promotion_line(promo: dict | None) -> str:
     return f"Not promoted: the verdict is not PASS, so {target} still names version {promo.get('from_version')}."
 
 
+def drift_line(drift: dict | None) -> str:
+    """Where the drift is, in one sentence with a link down to it ("" without drift or when nothing is flagged): the
+    flagged columns, then the flagged (feature, slice) pairs, largest PSI first. Not a gate: drift informs a reader
+    deciding on a promotion, it does not decide it."""
+    if not drift:
+        return ""
+    cols = [p["column"] for p in drift.get("psi") or [] if p.get("status") == "drift"]
+    pairs = [p for p in (drift.get("slices") or {}).get("pairs") or [] if p.get("flagged")]
+    if not cols and not pairs:
+        return ""
+    more = ", …" if len(cols) > 5 else ""
+    parts = [f"{len(cols)} column(s) drifted overall ({', '.join(cols[:5])}{more})"] if cols else []
+    if pairs:
+        top = ", ".join(f"{p['feature']} in {p['slice']} (PSI {num(p['psi'])})" for p in pairs[:3])
+        parts.append(f"{len(pairs)} (feature, slice) pair(s) flagged: {top}{', …' if len(pairs) > 3 else ''}")
+    return (f'<p class="promo">Drift: {esc("; ".join(parts))} — <a href="#{"slice-drift" if pairs else "drift"}">'
+            "details</a>.</p>")
+
+
 def header(rep: dict) -> str:
     promo = promotion_line(rep.get("promotion"))
     return (f"<h1>Evaluation report</h1>{banner(rep)}"
-            + (f'<p class="promo">{esc(promo)}</p>' if promo else "") + what_changed(rep))
+            + (f'<p class="promo">{esc(promo)}</p>' if promo else "") + drift_line(rep.get("drift"))
+            + what_changed(rep))
 
 
 def run_facts(rep: dict) -> str:
