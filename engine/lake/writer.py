@@ -125,6 +125,21 @@ class RollingParquetWriter:
             delete_quietly(self.fs, self._full(rel))
 
 
+def write_files(fs: pafs.FileSystem, base: str, rel_dir: str, schema: pa.Schema, partition_values: dict,
+                batch: pa.RecordBatch, prefix: str, target_rows: int | None = None) -> list[dict]:
+    """`batch` as the zstd Parquet file(s) of one partition of a table we own (one file unless `target_rows` says
+    otherwise), not yet visible; returns their add actions. On any failure the files written so far are removed and
+    the error raised: nothing half-written is left for a commit to pick up."""
+    w = RollingParquetWriter(fs, base, rel_dir, schema, partition_values, target_rows or max(1, batch.num_rows),
+                             "zstd", prefix)
+    try:
+        w.write(batch)
+        return w.close()
+    except BaseException:
+        w.abort()
+        raise
+
+
 def delete_quietly(fs: pafs.FileSystem, path: str) -> None:
     """Best-effort removal of an uncommitted file: a leftover is invisible to readers, never wrong."""
     try:

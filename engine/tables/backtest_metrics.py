@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from engine.lake import commit as protocol
 from engine.lake.snapshot import filesystem
-from engine.lake.writer import RollingParquetWriter
+from engine.lake.writer import write_files
 
 PARTITION_COLUMNS = ["backtest_id", "fold"]
 FILE_FIELDS = [
@@ -78,14 +78,7 @@ class Store:
         batch = pa.RecordBatch.from_pydict(cols, schema=FILE_SCHEMA)
         fs, base = filesystem(self.uri, self.opts)
         rel = f"backtest_id={self.summary.backtest_id}/fold={r['fold']}"
-        w = RollingParquetWriter(fs, base, rel, FILE_SCHEMA, unit.partition_values, max(1, batch.num_rows), "zstd",
-                                 f"part-{self.summary.run_id[:12]}")
-        try:
-            w.write(batch)
-            adds = w.close()
-        except BaseException:
-            w.abort()
-            raise
+        adds = write_files(fs, base, rel, FILE_SCHEMA, unit.partition_values, batch, f"part-{self.summary.run_id[:12]}")
         meta = {"app_id": unit.app_id, "job": "backtest", "fold": r["fold"], "cutoff": r["cutoff"],
                 "rows": batch.num_rows, "versions": self.summary.versions}
         return self.committer.commit(unit, adds, meta)

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from engine.lake import commit as protocol
 from engine.lake.snapshot import filesystem
-from engine.lake.writer import RollingParquetWriter
+from engine.lake.writer import write_files
 
 TABLE = "drift_metrics"
 JOB = "evaluate_drift"
@@ -91,12 +91,5 @@ def commit(uri: str, u: protocol.Unit, batch: pa.RecordBatch, run_id: str, stora
         return "already-done"
     fs, base = filesystem(uri, storage_options)
     rel = f"evaluation={u.partition_values['evaluation']}".replace(":", "%3A")
-    w = RollingParquetWriter(fs, base, rel, FILE_SCHEMA, u.partition_values, max(1, batch.num_rows), "zstd",
-                             f"part-{run_id[:12]}")
-    try:
-        w.write(batch)
-        adds = w.close()
-    except BaseException:
-        w.abort()
-        raise
+    adds = write_files(fs, base, rel, FILE_SCHEMA, u.partition_values, batch, f"part-{run_id[:12]}")
     return committer.commit(u, adds, {"app_id": u.app_id, "job": "evaluate", "rows": batch.num_rows})

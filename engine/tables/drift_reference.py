@@ -44,7 +44,7 @@ from engine.drift import (REFERENCE_METHOD, REFERENCE_SAMPLE_ROWS, SliceHistogra
 from engine.errors import InputUnavailable, LakescoreError
 from engine.executor import raised
 from engine.lake.snapshot import file_path, filesystem, iter_file_batches
-from engine.lake.writer import RollingParquetWriter
+from engine.lake.writer import write_files
 from engine.work import ChunkFailure, ChunkResult, ChunkWork, UnitWork
 
 log = logging.getLogger("lakescore")
@@ -152,14 +152,9 @@ def store(uri: str, key: ReferenceKey, table_version: int, edges: Edges, hist: H
         unit = key.unit(table_version)
         fs, base = filesystem(uri, storage_options)
         rel = "/".join(f"{c}={quote(str(unit.partition_values[c]), safe='')}" for c in PARTITION_COLUMNS)
-        writer = RollingParquetWriter(fs, base, rel, FILE_SCHEMA, unit.partition_values, 1_000_000, "zstd",
-                                      prefix=f"part-{run_id[:12]}-{uuid.uuid4().hex[:12]}")
-        try:
-            writer.write(_rows(key, table_version, edges, hist, run_id))
-            adds = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        adds = write_files(fs, base, rel, FILE_SCHEMA, unit.partition_values,
+                           _rows(key, table_version, edges, hist, run_id), f"part-{run_id[:12]}-{uuid.uuid4().hex[:12]}",
+                           target_rows=1_000_000)
         committer = protocol.Committer(uri, TABLE_SCHEMA, PARTITION_COLUMNS, run_id, storage_options=storage_options,
                                        force=force)
         meta = {"job": JOB, "app_id": unit.app_id, "table": key.table, "table_version": table_version,

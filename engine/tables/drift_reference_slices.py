@@ -36,7 +36,7 @@ from engine.drift import SliceHistograms
 from engine.errors import InputUnavailable
 from engine.lake import commit as protocol
 from engine.lake.snapshot import filesystem
-from engine.lake.writer import RollingParquetWriter
+from engine.lake.writer import write_files
 from engine.tables import drift_reference
 from engine.tables.drift_reference import ReferenceKey
 
@@ -109,14 +109,9 @@ def _store(uri: str, base: ReferenceKey, groups, unit: protocol.Unit, hist: Slic
         protocol.open_or_create(uri, TABLE_SCHEMA, PARTITION_COLUMNS, opts)
         fs, root = filesystem(uri, opts)
         rel = "/".join(f"{c}={quote(str(unit.partition_values[c]), safe='')}" for c in PARTITION_COLUMNS)
-        writer = RollingParquetWriter(fs, root, rel, FILE_SCHEMA, unit.partition_values, 1_000_000, "zstd",
-                                      prefix=f"part-{run_id[:12]}-{uuid.uuid4().hex[:12]}")
-        try:
-            writer.write(_rows(base, groups, unit.input_version, hist, run_id))
-            adds = writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        adds = write_files(fs, root, rel, FILE_SCHEMA, unit.partition_values,
+                           _rows(base, groups, unit.input_version, hist, run_id),
+                           f"part-{run_id[:12]}-{uuid.uuid4().hex[:12]}", target_rows=1_000_000)
         committer = protocol.Committer(uri, TABLE_SCHEMA, PARTITION_COLUMNS, run_id, storage_options=opts, force=force)
         meta = {"job": JOB, "app_id": unit.app_id, "table": base.table, "window": base.window,
                 "reference_id": unit.partition_values["reference_id"], "base_reference_id": base.reference_id}

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from engine.lake import commit as protocol
 from engine.lake.snapshot import filesystem
-from engine.lake.writer import RollingParquetWriter
+from engine.lake.writer import write_files
 
 PARTITION_COLUMNS = ["model_name", "model_version", "evaluation"]
 FILE_FIELDS = [
@@ -89,14 +89,7 @@ def write_unit(uri: str, batch: pa.RecordBatch, partition_values: dict, run_id: 
     """The unit's rows as one Parquet file in its partition (not yet visible); returns its add action."""
     fs, base = filesystem(uri, storage_options)
     rel = "/".join(f"{k}={partition_values[k]}" for k in PARTITION_COLUMNS)
-    w = RollingParquetWriter(fs, base, _escape(rel), FILE_SCHEMA, partition_values, max(1, batch.num_rows), "zstd",
-                             f"part-{run_id[:12]}")
-    try:
-        w.write(batch)
-        return w.close()
-    except BaseException:
-        w.abort()
-        raise
+    return write_files(fs, base, _escape(rel), FILE_SCHEMA, partition_values, batch, f"part-{run_id[:12]}")
 
 
 def _escape(rel: str) -> str:

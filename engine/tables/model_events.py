@@ -50,7 +50,7 @@ from engine.config.sections import LakeConfig
 from engine.lake import commit as protocol
 from engine.lake.paths import table_uri
 from engine.lake.snapshot import filesystem
-from engine.lake.writer import RollingParquetWriter
+from engine.lake.writer import write_files
 
 log = logging.getLogger("lakescore")
 
@@ -134,15 +134,10 @@ def record(lake: LakeConfig, event: Event) -> str:
     u = unit(event)
     batch = pa.RecordBatch.from_pylist([event.row()], schema=FILE_SCHEMA)
     fs, base = filesystem(uri, opts)
-    w = RollingParquetWriter(fs, base, f"model_name={event.model_name}", FILE_SCHEMA, u.partition_values, 1, "zstd",
-                             f"part-{event.event_id[:12]}-{uuid.uuid4().hex[:12]}")  # one name per write: a
-    # retried write of the same event must never overwrite (and then drop) the file that landed
-    try:
-        w.write(batch)
-        adds = w.close()
-    except BaseException:
-        w.abort()
-        raise
+    # One file name per write: a retried write of the same event must never overwrite (and then drop) the file that
+    # landed.
+    adds = write_files(fs, base, f"model_name={event.model_name}", FILE_SCHEMA, u.partition_values, batch,
+                       f"part-{event.event_id[:12]}-{uuid.uuid4().hex[:12]}")
     if before_commit is not None:
         before_commit()
     committer = _Appender(uri, TABLE_SCHEMA, PARTITION_COLUMNS, event.run_id, storage_options=opts)
