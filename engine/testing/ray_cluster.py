@@ -12,7 +12,9 @@ Every port is a free one chosen here, so a concurrent Ray on the same machine ca
 Ready means the dashboard's Jobs API answers `/api/version`, polled until a deadline (`ray start` returns
 before the dashboard is up); nothing here sleeps a fixed time. Token authentication stays on
 (`RAY_AUTH_MODE=token` for the cluster and for clients using `env`); the token comes from RAY_AUTH_TOKEN,
-RAY_AUTH_TOKEN_PATH or `~/.ray/auth_token`, which `ray start` creates when missing.
+RAY_AUTH_TOKEN_PATH or `~/.ray/auth_token`. `ray start` does not create one (only a local `ray.init()` does), so on
+a machine that never ran Ray the harness has Ray write `~/.ray/auth_token` first (`ray get-auth-token --generate`,
+its output discarded: the token never reaches a log).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -32,11 +35,27 @@ import psutil
 from engine.testing.processes import free_port, signal_all, stop_all
 
 
-def auth_token() -> str | None:
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+def auth_token(env: Mapping[str, str] | None = None) -> str | None:
+    """The token a client with environment `env` (default: this process's) sends, or None when it has none."""
+    env = os.environ if env is None else env
+    if env.get("RAY_AUTH_TOKEN"):
+        return env["RAY_AUTH_TOKEN"].strip()
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    path = Path(env.get("RAY_AUTH_TOKEN_PATH") or home / ".ray" / "auth_token")
     return path.read_text().strip() if path.is_file() else None
+
+
+def ensure_auth_token(env: Mapping[str, str]) -> None:
+    """Give a machine that never ran Ray its `~/.ray/auth_token` (what a local `ray.init()` does; `ray start` only
+    fails without it). A token already set (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, the file) is left as it is."""
+    if auth_token(env) is not None:
+        return
+    ray = str(Path(sys.executable).parent / "ray")
+    proc = subprocess.run([ray, "get-auth-token", "--generate"], env=dict(env), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    if proc.returncode != 0 or auth_token(env) is None:
+        raise RuntimeError(f"ray get-auth-token --generate exited {proc.returncode} and left no token "
+                           f"(~/.ray/auth_token): {proc.stderr.strip()[-500:]}")
 
 
 class LocalRayCluster:
@@ -83,6 +102,7 @@ class LocalRayCluster:
                f"--metrics-export-port={free_port()}", f"--min-worker-port={self.min_worker_port}",
                f"--max-worker-port={self.min_worker_port + self.worker_ports - 1}"]
         t0 = time.monotonic()
+        ensure_auth_token(self.env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "w") as logf:
             proc = subprocess.Popen(cmd, env=self.env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
@@ -95,7 +115,7 @@ class LocalRayCluster:
             self.stop()
             raise RuntimeError(f"ray start {'timed out' if rc is None else f'exited {rc}'}; see {self.log_path}:\n"
                                + self.log_path.read_text(errors="replace")[-2000:])
-        if auth_token() is None:
+        if auth_token(self.env) is None:
             self.stop()
             raise RuntimeError("ray start: token auth is on but no token was found (~/.ray/auth_token, RAY_AUTH_TOKEN "
                                "or RAY_AUTH_TOKEN_PATH); job clients cannot authenticate")
@@ -170,7 +190,7 @@ class LocalRayCluster:
     def api(self, path: str, timeout: float = 5.0):
         """GET a dashboard endpoint as JSON, with the cluster's token."""
         req = urllib.request.Request(self.address + path)
-        token = auth_token()
+        token = auth_token(self.env)
         if token:
             req.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(req, timeout=timeout) as r:
