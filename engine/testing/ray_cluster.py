@@ -51,7 +51,7 @@ def ensure_auth_token(env: Mapping[str, str]) -> None:
     if auth_token(env) is not None:
         return
     ray = str(Path(sys.executable).parent / "ray")
-    proc = subprocess.run([ray, "get-auth-token", "--generate"], env=dict(env), stdout=subprocess.DEVNULL,
+    proc = subprocess.run([ray, "get-auth-token", "--generate"], check=False, env=dict(env), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, timeout=120)
     if proc.returncode != 0 or auth_token(env) is None:
         raise RuntimeError(f"ray get-auth-token --generate exited {proc.returncode} and left no token "
