@@ -102,11 +102,14 @@ def test_metrics_equal_sklearn_on_the_joined_rows(scored, demo_root):
                           "features": DeltaTable(str(scored / "features")).version()}
 
 
-def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, tmp_path):
-    lake = tmp_path / "lake"
+AS_OF = dt.datetime(2026, 1, 6, 12, tzinfo=dt.timezone.utc)
+
+
+def plant_late_labels_and_strays(scored: Path, lake: Path, as_of: dt.datetime = AS_OF) -> None:
+    """A copy of the scored lake with revised, retracted and late labels, keys scored by the champion only and
+    features rows nobody scored, all on 2026-01-03."""
     shutil.copytree(scored, lake)
     labels = DeltaTable(str(lake / "labels")).to_pandas(filters=[("ds", "in", ["2026-01-03"])])
-    as_of = dt.datetime(2026, 1, 6, 12, tzinfo=dt.timezone.utc)
     # Planted: revisions of 200 known labels, flipped, that arrive after as_of: they must not count.
     known = labels[labels.label_ts <= pd.Timestamp(as_of)].head(200).copy()
     known["label"] = 1 - known["label"]
@@ -131,6 +134,11 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
     extra = DeltaTable(str(lake / "features")).to_pyarrow_table(filters=[("ds", "=", "2026-01-03")]).slice(0, 50)
     extra = extra.set_column(0, "entity_id", pa.array([10**12 + i for i in range(50)], pa.int64()))
     write_deltalake(str(lake / "features"), extra, mode="append", partition_by=["ds"])
+
+
+def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, tmp_path):
+    lake, as_of = tmp_path / "lake", AS_OF
+    plant_late_labels_and_strays(scored, lake)
     s = run_evaluate(eval_config(lake, demo_root, f"as_of={as_of.isoformat()}", "gates.max_immature_fraction=1"),
                      LocalExecutor())
     assert (s.features_without_scores, s.scores_without_features, s.rows_missing_a_model_score) == (50, 0, 20)
@@ -145,6 +153,48 @@ def test_labels_after_as_of_are_excluded_and_counted_per_day(scored, demo_root, 
     per_day = {d["ds"]: d for d in rep["immature"]}
     assert sum(d["rows_label_after_as_of"] for d in per_day.values()) == s.rows_label_after_as_of
     assert "2026-01-04" in per_day  # labels of the newest day arrive 1-6 days late: many are not known yet
+
+
+def test_keys_that_share_a_hash_are_joined_exactly(scored, demo_root, tmp_path, monkeypatch):
+    """The tasks join on key hashes and check every match on the key values. With a hash that gives different keys
+    of two tables the same value (a row's rank within its own table: unique in each table, so only the check can
+    catch it), the days whose tables hold different keys must fall back to the exact join and every figure must
+    equal the run with the real hash. Broken build this catches: a hash join that trusts the hash (rows of one key
+    matched with another's label or slice), or a fallback that counts differently from the hash path."""
+    from engine.evaluation import join, keyjoin
+
+    plant_late_labels_and_strays(scored, tmp_path / "a")
+    # Labels of keys nobody scored, below every scored key on 2026-01-03: they shift that day's label ranks.
+    labels = DeltaTable(str(tmp_path / "a" / "labels"))
+    strays = labels.to_pyarrow_table(filters=[("ds", "=", "2026-01-03")]).slice(0, 5)
+    strays = strays.set_column(strays.schema.get_field_index("entity_id"), "entity_id", pa.array([-5, -4, -3, -2, -1]))
+    write_deltalake(str(tmp_path / "a" / "labels"), strays.cast(pa.schema(labels.schema().to_arrow())), mode="append",
+                    partition_by=["ds"])
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    overrides = (f"as_of={AS_OF.isoformat()}", "gates.max_immature_fraction=1", "mlflow.log_reports=false")
+    real = run_evaluate(eval_config(tmp_path / "a", demo_root, *overrides), LocalExecutor())
+    paths = {"exact": 0, "hash": 0}
+    exact, by_hash = join._join_exact, join._join_by_hash
+
+    def counted(name, f):
+        def run(*a):
+            out = f(*a)
+            paths[name] += 1
+            return out
+        return run
+
+    monkeypatch.setattr(join, "_join_exact", counted("exact", exact))
+    monkeypatch.setattr(join, "_join_by_hash", counted("hash", by_hash))
+    monkeypatch.setattr(keyjoin, "key_hash", lambda t, keys: np.unique(
+        t.column("entity_id").to_numpy(), return_inverse=True)[1].astype(np.uint64).reshape(-1))
+    ranked = run_evaluate(eval_config(tmp_path / "b", demo_root, *overrides), LocalExecutor())
+    assert paths["exact"] >= 1 and paths["hash"] >= 1  # 2026-01-03 falls back; a day with the same keys does not
+    for field in ("rows_evaluated", "rows_label_after_as_of", "rows_without_label", "features_without_scores",
+                  "scores_without_features", "rows_missing_a_model_score"):
+        assert getattr(ranked, field) == getattr(real, field), field
+    a, b = report_of(real), report_of(ranked)
+    for part in ("metrics", "deltas", "immature"):
+        assert a[part] == b[part], part
 
 
 def test_eval_metrics_is_idempotent_and_keeps_history(scored, demo_root, tmp_path):

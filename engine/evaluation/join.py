@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.drift import Histograms, SliceHistograms
-from engine.evaluation import maturity
+from engine.evaluation import keyjoin, maturity
 from engine.evaluation.keys import row_key_hash
 from engine.evaluation.spec import MetricsSpec
 from engine.evaluation.stats import EvalStats
@@ -141,59 +141,36 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
     """Join one chunk's rows and fold them into statistics; returns (counts, stats)."""
     keys = list(plan.keys)
     counts: dict = {"ds": chunk.ds, "bucket": chunk.bucket, "rows_scored": {}, "duplicate_keys": {}}
-    # Scores: one column per model, on the rows that every model scored.
-    scored = None
+    scores = []
     for model in plan.models:
         t = _read(plan, plan.scores_uri, chunk.scores.get(model, ()), keys + [plan.score_column], chunk,
                   schemas["scores"])
         counts["rows_scored"][model] = t.num_rows
-        _count_duplicates(counts, f"scores:{model}", t, keys)
-        t = t.rename_columns(keys + [model])
-        if scored is None:
-            scored = t
-        else:
-            scored, t = _key_types_equal(plan, [scored, t])
-            scored = scored.join(t, keys=keys, join_type="inner")
-    counts["rows_all_models"] = scored.num_rows
-    counts["rows_missing_a_model_score"] = max(counts["rows_scored"].values()) - scored.num_rows
+        scores.append(t.rename_columns(keys + [model]))
     drift_cols = [c for c in plan.drift_edges if not c.startswith(SCORE_PREFIX)]
     feats = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns) + drift_cols, chunk,
                   schemas["features"])
-    _count_duplicates(counts, "features", feats, keys)
+    event = [plan.event_ts_column] if plan.maturity_days and plan.event_ts_column not in keys else []
+    labels = _read(plan, plan.labels_uri, chunk.labels, keys + [plan.label_column, plan.label_ts_column, *event],
+                   chunk, schemas["labels"])
+    labels = labels.rename_columns(keys + [_LABEL, _LABEL_TS] + [_EVENT_TS] * len(event))
+    *scores, feats, labels = _key_types_equal(plan, [*scores, feats, labels])
+    try:
+        scored, rows = _join_by_hash(plan, scores, feats, labels, counts)
+    except keyjoin.Mismatch:  # a hash shared by two keys, a null key, or a duplicate: the exact join decides
+        scored, rows = _join_exact(plan, scores, feats, labels, counts)
+    counts["rows_all_models"] = scored.num_rows
+    counts["rows_missing_a_model_score"] = max(counts["rows_scored"].values()) - scored.num_rows
     if plan.drift_edges:
         hist = Histograms({c: np.asarray(e) for c, e in plan.drift_edges.items()})
         hist.update(feats)
-        hist.update(scored.rename_columns([SCORE_PREFIX + c if c in plan.models else c for c in scored.column_names]))
+        hist.update(scored.rename_columns([SCORE_PREFIX + c for c in scored.column_names]))
         hist.rows = feats.num_rows
         counts["drift"] = hist.to_bytes().decode()
         if plan.drift_slices:  # the features' histograms per slice, over the same edges (engine.evaluation.slice_drift)
             counts["slice_drift"] = SliceHistograms({c: np.asarray(plan.drift_edges[c]) for c in drift_cols},
                                                     plan.drift_slices).update(feats).to_json()
-    feats = feats.select(keys + list(plan.slice_columns))
-    scored, feats = _key_types_equal(plan, [scored, feats])
-    joined = scored.join(feats, keys=keys, join_type="inner")
-    counts["scores_without_features"] = scored.num_rows - joined.num_rows
-    counts["features_without_scores"] = feats.num_rows - joined.num_rows
-    event = [plan.event_ts_column] if plan.maturity_days and plan.event_ts_column not in keys else []
-    labels = _read(plan, plan.labels_uri, chunk.labels, keys + [plan.label_column, plan.label_ts_column, *event],
-                   chunk, schemas["labels"])
-    (labels,) = _key_types_equal(plan, [joined, labels])[1:]
-    labels = labels.rename_columns(keys + [_LABEL, _LABEL_TS] + [_EVENT_TS] * len(event))
-    ts = labels.column(_LABEL_TS).cast(pa.int64())
-    # A label counts once known by as_of; a null label (known to be unknown) is no label at all.
-    known_mask = pc.and_(pc.and_(pc.is_valid(ts), pc.less_equal(ts, pa.scalar(plan.as_of_us, pa.int64()))),
-                         pc.is_valid(labels.column(_LABEL)))
-    known = labels.filter(known_mask)
-    late = labels.filter(pc.invert(pc.fill_null(known_mask, False)))
-    known = newest_per_key(known, keys)
-    rows = joined.join(known, keys=keys, join_type="inner")
-    unlabelled = joined.join(known, keys=keys, join_type="left anti")
-    late_keys = late.select(keys)
-    after = unlabelled.join(late_keys, keys=keys, join_type="left semi").num_rows if late_keys.num_rows else 0
-    counts["rows_label_after_as_of"] = after
-    counts["rows_without_label"] = unlabelled.num_rows - after
     counts["rows_evaluated"] = rows.num_rows
-    rows = rows.sort_by([(k, "ascending") for k in keys])  # a fixed order: float sums do not depend on the join
     stats = EvalStats(plan.metrics_spec(), list(plan.models))
     if rows.num_rows:
         key_hash = row_key_hash(rows, keys, plan.spec.get("seed", 0))
@@ -206,6 +183,112 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
             counts["maturity"] = maturity.fold(plan.metrics_spec(), list(plan.models), plan.maturity_days, key_hash,
                                                label, scores, rows.column(_LABEL_TS), event)
     return counts, stats
+
+
+def _known_mask(plan: EvalPlan, labels: pa.Table) -> pa.ChunkedArray:
+    """A label counts once known by as_of; a null label (known to be unknown) is no label at all."""
+    ts = labels.column(_LABEL_TS).cast(pa.int64())
+    return pc.fill_null(pc.and_(pc.and_(pc.is_valid(ts), pc.less_equal(ts, pa.scalar(plan.as_of_us, pa.int64()))),
+                                pc.is_valid(labels.column(_LABEL))), False)
+
+
+def _sorted_rows(plan: EvalPlan, rows: pa.Table) -> pa.Table:
+    """A fixed order, by key: float sums do not depend on the join."""
+    return rows.sort_by([(k, "ascending") for k in plan.keys])
+
+
+def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, labels: pa.Table,
+                  counts: dict) -> tuple[pa.Table, pa.Table]:
+    """(scores of the rows every model scored, the evaluated rows sorted by key), joined on key hashes
+    (engine.evaluation.keyjoin), every match checked on the key values; counts filled as `_join_exact` fills them.
+    Raises keyjoin.Mismatch where only the exact join can decide (a duplicate key, a shared hash, a null key)."""
+    keys = list(plan.keys)
+    base = scores[0]
+    bh = keyjoin.key_hash(base, keys)
+    bindex = keyjoin.Index(bh)
+    if bindex.repeats():
+        raise keyjoin.Mismatch("duplicate keys in scores")
+    rows = bindex.rows  # rows of `base` in every model's scores so far, in hash order (each search's needles sorted)
+    taken = {plan.models[0]: rows}
+    for model, t in zip(plan.models[1:], scores[1:]):
+        index = keyjoin.Index(keyjoin.key_hash(t, keys))
+        if index.repeats():
+            raise keyjoin.Mismatch("duplicate keys in scores")
+        i, r = index.find(bh[rows])
+        keyjoin.check_same_keys(base, rows[i], t, r, keys)
+        rows = rows[i]
+        taken = {m: v[i] for m, v in taken.items()} | {model: r}
+    scored = pa.table({m: t.column(m).take(pa.array(taken[m])) for m, t in zip(plan.models, scores)})
+    findex = keyjoin.Index(keyjoin.key_hash(feats, keys))
+    if findex.repeats():
+        raise keyjoin.Mismatch("duplicate keys in features")
+    i, fr = findex.find(bh[rows])
+    keyjoin.check_same_keys(base, rows[i], feats, fr, keys)
+    joined = len(i)
+    counts["scores_without_features"] = len(rows) - joined
+    counts["features_without_scores"] = feats.num_rows - joined
+    taken = {m: v[i] for m, v in taken.items()}
+    rows = rows[i]
+    lh = keyjoin.key_hash(labels, keys)
+    known = _known_mask(plan, labels).to_numpy(zero_copy_only=False)
+    k_rows = np.flatnonzero(known)
+    ts = labels.column(_LABEL_TS).cast(pa.int64()).fill_null(0).to_numpy()
+    newest = keyjoin.newest(lh[k_rows], ts[k_rows], k_rows, labels, keys)
+    i, lr = newest.find(bh[rows])
+    keyjoin.check_same_keys(base, rows[i], labels, lr, keys)
+    unlabelled = np.setdiff1d(np.arange(len(rows)), i, assume_unique=True)
+    late = np.flatnonzero(~known)
+    after = 0
+    if len(late) and len(unlabelled):
+        u, r = keyjoin.Index(lh[late], late).find(bh[rows[unlabelled]])
+        keyjoin.check_same_keys(base, rows[unlabelled[u]], labels, r, keys)
+        after = len(u)
+    counts["rows_label_after_as_of"] = after
+    counts["rows_without_label"] = len(unlabelled) - after
+    # The evaluated rows, sorted by key as `_sorted_rows` sorts them: the order is found on the keys alone, and
+    # every column is gathered once, in that order.
+    key_table = pa.table({k: base.column(k).take(pa.array(rows[i])) for k in keys})
+    order = pc.sort_indices(key_table, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
+    i = i[order]
+    fr, lr, rows = fr[i], lr[order], rows[i]
+    taken = {m: v[i] for m, v in taken.items()}
+    out = {k: key_table.column(k).take(pa.array(order)) for k in keys}
+    out |= {m: t.column(m).take(pa.array(taken[m])) for m, t in zip(plan.models, scores)}
+    out |= {c: _encoded(feats.column(c)).take(pa.array(fr)) for c in plan.slice_columns}
+    out |= {c: labels.column(c).take(pa.array(lr)) for c in labels.column_names if c not in keys}
+    return scored, pa.table(out)
+
+
+def _encoded(col: pa.ChunkedArray) -> pa.Array:
+    """A slice column as one dictionary array: a gather moves small integers, not strings (EvalStats encodes it
+    anyway; slices are ordered by name, so the dictionary's order changes no figure)."""
+    col = col.combine_chunks()
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type):
+        return col.dictionary_encode()
+    return col
+
+
+def _join_exact(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, labels: pa.Table,
+                counts: dict) -> tuple[pa.Table, pa.Table]:
+    """What `_join_by_hash` returns, by Acero's joins on the key values (and duplicates counted per table)."""
+    keys = list(plan.keys)
+    scored = None
+    for model, t in zip(plan.models, scores):
+        _count_duplicates(counts, f"scores:{model}", t, keys)
+        scored = t if scored is None else scored.join(t, keys=keys, join_type="inner")
+    _count_duplicates(counts, "features", feats, keys)
+    joined = scored.join(feats.select(keys + list(plan.slice_columns)), keys=keys, join_type="inner")
+    counts["scores_without_features"] = scored.num_rows - joined.num_rows
+    counts["features_without_scores"] = feats.num_rows - joined.num_rows
+    known_mask = _known_mask(plan, labels)
+    known = newest_per_key(labels.filter(known_mask), keys)
+    late_keys = labels.filter(pc.invert(known_mask)).select(keys)
+    rows = joined.join(known, keys=keys, join_type="inner")
+    unlabelled = joined.join(known, keys=keys, join_type="left anti")
+    after = unlabelled.join(late_keys, keys=keys, join_type="left semi").num_rows if late_keys.num_rows else 0
+    counts["rows_label_after_as_of"] = after
+    counts["rows_without_label"] = unlabelled.num_rows - after
+    return scored.select(list(plan.models)), _sorted_rows(plan, rows)
 
 
 def _count_duplicates(counts: dict, table: str, t: pa.Table, keys: list[str]) -> None:

@@ -18,7 +18,7 @@ Every array only ever grows by addition, so any partitioning of the rows into ba
 integers and the same float sums up to summation order (~1e-16 relative). Memory per model and slice, with the
 defaults (K=256 buckets, 16384 fine bins, 64+ECE+threshold coarse bins, 10 ECE bins), in 8-byte cells:
 2·16384 + K·2·(65 + 9 + T) + K·10 + 2·K ≈ 74 k cells ≈ 0.6 MB (20 slices, one model ≈ 12 MB); `to_bytes`
-compresses the mostly-empty histograms with zlib. Serialization is a JSON header plus raw little-endian buffers:
+compresses the mostly-empty histograms with zstd. Serialization is a JSON header plus raw little-endian buffers:
 no pickle.
 """
 from __future__ import annotations
@@ -36,7 +36,8 @@ from engine.errors import ConfigError, LakescoreError
 from engine.evaluation.spec import LOG_EPS, MetricsSpec
 
 REG_SUMS = ("n", "n_nonzero", "sum_yc", "sum_yc2", "sum_p", "sum_d", "sum_absd", "sum_d2", "sum_ape")
-_MAGIC = b"LKEVALSTATS1"
+_MAGIC = b"LKEVALSTATS2"  # body compressed with zstd (level 1): 2.5x faster than zlib's level 1 and smaller
+_MAGIC_ZLIB = b"LKEVALSTATS1"  # the earlier layout (zlib), still read
 _MAX_CROSS = 1 << 20  # crosses with more possible combinations use np.unique instead of a lookup table
 
 
@@ -316,7 +317,7 @@ class EvalStats:
         return self
 
     def to_bytes(self) -> bytes:
-        """JSON header + zlib-compressed raw little-endian arrays (no pickle)."""
+        """JSON header + zstd-compressed raw little-endian arrays (no pickle)."""
         self._flush()
         names = list(self.shapes())
         header = {"spec": asdict(self.spec), "models": self.models, "rows": self.rows,
@@ -325,11 +326,12 @@ class EvalStats:
         body = b"".join(np.ascontiguousarray(self.view(m, n)).astype(self.view(m, n).dtype.newbyteorder("<"))
                         .tobytes() for m in self.models for n in names)
         head = json.dumps(header).encode()
-        return _MAGIC + struct.pack("<Q", len(head)) + head + zlib.compress(body, 1)
+        return (_MAGIC + struct.pack("<Q", len(head)) + head + struct.pack("<Q", len(body))
+                + pa.compress(body, codec="zstd", asbytes=True))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "EvalStats":
-        if not data.startswith(_MAGIC):
+        if not data.startswith((_MAGIC, _MAGIC_ZLIB)):
             raise LakescoreError("EvalStats.from_bytes: not serialized EvalStats (bad magic); pass to_bytes() output")
         (hlen,) = struct.unpack_from("<Q", data, len(_MAGIC))
         start = len(_MAGIC) + 8
@@ -339,7 +341,12 @@ class EvalStats:
         out = cls(MetricsSpec(**spec_d), header["models"])
         for g, v in header["slices"]:
             out._slice_id(g, tuple(v))
-        body = memoryview(zlib.decompress(data[start + hlen:]))
+        packed = data[start + hlen:]
+        if data.startswith(_MAGIC_ZLIB):
+            body = memoryview(zlib.decompress(packed))
+        else:
+            (size,) = struct.unpack_from("<Q", packed, 0)
+            body = memoryview(pa.decompress(packed[8:], size, codec="zstd", asbytes=True))
         pos, n, shapes = 0, len(out.slices), out.shapes()
         for m in out.models:
             for name in header["arrays"]:
