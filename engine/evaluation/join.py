@@ -1,9 +1,12 @@
 """The evaluate job's task: one day (or one key-hash bucket of a day) of scores ⋈ features ⋈ labels, as of a time.
 
 All three tables are partitioned by the event day, so the join is local to a day: a task reads that day's files
-of each table (only the columns it needs, in bounded batches, keeping the rows of its bucket), joins them with
-pyarrow's Acero inside the worker and folds the joined rows into mergeable statistics
-(`engine.evaluation.stats.EvalStats`). Nothing row-level leaves the worker: the driver merges statistics.
+of each table (only the columns it needs, in bounded batches, keeping the rows of its bucket), joins them inside
+the worker and folds the joined rows into mergeable statistics (`engine.evaluation.stats.EvalStats`). Nothing
+row-level leaves the worker: the driver merges statistics. The join runs on key hashes (engine.evaluation.keyjoin:
+sorted uint64 arrays, every match checked on the key values) and falls back to pyarrow's Acero joins for a chunk
+where only they can decide (a duplicate key, a null key, two keys sharing a hash); both give the same counts and
+the same rows in the same order (by key hash, then key), so the statistics are the same bytes.
 
 - Scores: one column per model version, joined on the keys, so every model is judged on the same rows (rows
   scored by some of the models only are counted, not evaluated).
@@ -42,7 +45,7 @@ from engine.lake.snapshot import file_path, filesystem, iter_file_batches
 from engine.work import ChunkResult
 
 SCORE_PREFIX = "score:"  # drift columns of scores are named "score:<model>"
-BUCKET_SEED = 0x5EED_B0C7  # bucket assignment is independent of the bootstrap seed
+BUCKET_SEED = keyjoin.JOIN_SEED  # independent of the bootstrap seed; the join's own, so the hashes serve both
 _LABEL, _LABEL_TS, _EVENT_TS = "__label", "__label_ts", "__event_ts"
 
 
@@ -104,20 +107,24 @@ class EvalChunk:
         return cls(**d)
 
 
-def _read(plan: EvalPlan, uri: str, paths, columns: list[str], chunk: EvalChunk, schema: pa.Schema) -> pa.Table:
-    """The chunk's rows of some files (the requested columns, typed as the table's schema says)."""
+def _read(plan: EvalPlan, uri: str, paths, columns: list[str], chunk: EvalChunk,
+          schema: pa.Schema) -> tuple[pa.Table, np.ndarray | None]:
+    """The chunk's rows of some files (the requested columns, typed as the table's schema says) and, for a bucket
+    of a day, their key hashes (`keyjoin.key_hash`'s: the join reuses them)."""
     fs, base = filesystem(uri, plan.storage_options)
-    parts = []
+    parts, hashes = [], []
     for p in paths:
         for batch in iter_file_batches(fs, file_path(base, p), columns, plan.batch_rows, schema):
             t = pa.Table.from_batches([batch])
             if chunk.buckets > 1:
                 h = row_key_hash(t, list(plan.keys), BUCKET_SEED)
-                t = t.filter(pa.array(h % np.uint64(chunk.buckets) == chunk.bucket))
+                mine = h % np.uint64(chunk.buckets) == chunk.bucket
+                t = t.filter(pa.array(mine))
+                hashes.append(h[mine])
             parts.append(t)
     if not parts:
-        return schema_table(schema, columns)
-    return pa.concat_tables(parts)
+        return schema_table(schema, columns), None
+    return pa.concat_tables(parts), np.concatenate(hashes) if hashes else None
 
 
 def schema_table(schema: pa.Schema, columns: list[str]) -> pa.Table:
@@ -141,22 +148,25 @@ def evaluate_chunk(plan: EvalPlan, chunk: EvalChunk, schemas: dict[str, pa.Schem
     """Join one chunk's rows and fold them into statistics; returns (counts, stats)."""
     keys = list(plan.keys)
     counts: dict = {"ds": chunk.ds, "bucket": chunk.bucket, "rows_scored": {}, "duplicate_keys": {}}
-    scores = []
+    scores, hashes = [], []
     for model in plan.models:
-        t = _read(plan, plan.scores_uri, chunk.scores.get(model, ()), keys + [plan.score_column], chunk,
-                  schemas["scores"])
+        t, h = _read(plan, plan.scores_uri, chunk.scores.get(model, ()), keys + [plan.score_column], chunk,
+                     schemas["scores"])
         counts["rows_scored"][model] = t.num_rows
         scores.append(t.rename_columns(keys + [model]))
+        hashes.append(h)
     drift_cols = [c for c in plan.drift_edges if not c.startswith(SCORE_PREFIX)]
-    feats = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns) + drift_cols, chunk,
-                  schemas["features"])
+    feats, h = _read(plan, plan.features_uri, chunk.features, keys + list(plan.slice_columns) + drift_cols, chunk,
+                     schemas["features"])
+    hashes.append(h)
     event = [plan.event_ts_column] if plan.maturity_days and plan.event_ts_column not in keys else []
-    labels = _read(plan, plan.labels_uri, chunk.labels, keys + [plan.label_column, plan.label_ts_column, *event],
-                   chunk, schemas["labels"])
+    labels, h = _read(plan, plan.labels_uri, chunk.labels, keys + [plan.label_column, plan.label_ts_column, *event],
+                      chunk, schemas["labels"])
+    hashes.append(h)
     labels = labels.rename_columns(keys + [_LABEL, _LABEL_TS] + [_EVENT_TS] * len(event))
     *scores, feats, labels = _key_types_equal(plan, [*scores, feats, labels])
     try:
-        scored, rows = _join_by_hash(plan, scores, feats, labels, counts)
+        scored, rows = _join_by_hash(plan, scores, feats, labels, counts, hashes)
     except keyjoin.Mismatch:  # a hash shared by two keys, a null key, or a duplicate: the exact join decides
         scored, rows = _join_exact(plan, scores, feats, labels, counts)
     counts["rows_all_models"] = scored.num_rows
@@ -193,25 +203,33 @@ def _known_mask(plan: EvalPlan, labels: pa.Table) -> pa.ChunkedArray:
 
 
 def _sorted_rows(plan: EvalPlan, rows: pa.Table) -> pa.Table:
-    """A fixed order, by key: float sums do not depend on the join."""
-    return rows.sort_by([(k, "ascending") for k in plan.keys])
+    """A fixed order, so float sums do not depend on the join: by key hash (`keyjoin.key_hash`, the order the hash
+    join leaves its rows in), then by key where two keys share a hash."""
+    keys = list(plan.keys)
+    h = rows.append_column("__hash", pa.array(keyjoin.key_hash(rows, keys)))
+    return h.sort_by([("__hash", "ascending"), *((k, "ascending") for k in keys)]).drop_columns(["__hash"])
 
 
-def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, labels: pa.Table,
-                  counts: dict) -> tuple[pa.Table, pa.Table]:
+def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, labels: pa.Table, counts: dict,
+                  hashes: list | None = None) -> tuple[pa.Table, pa.Table]:
     """(scores of the rows every model scored, the evaluated rows sorted by key), joined on key hashes
     (engine.evaluation.keyjoin), every match checked on the key values; counts filled as `_join_exact` fills them.
     Raises keyjoin.Mismatch where only the exact join can decide (a duplicate key, a shared hash, a null key)."""
     keys = list(plan.keys)
+    given = list(hashes or [None] * (len(scores) + 2))
+
+    def key_hash(i: int, t: pa.Table) -> np.ndarray:  # the one `_read` kept (a bucket's), else made now
+        return given[i] if given[i] is not None else keyjoin.key_hash(t, keys)
+
     base = scores[0]
-    bh = keyjoin.key_hash(base, keys)
+    bh = key_hash(0, base)
     bindex = keyjoin.Index(bh)
     if bindex.repeats():
         raise keyjoin.Mismatch("duplicate keys in scores")
     rows = bindex.rows  # rows of `base` in every model's scores so far, in hash order (each search's needles sorted)
     taken = {plan.models[0]: rows}
-    for model, t in zip(plan.models[1:], scores[1:]):
-        index = keyjoin.Index(keyjoin.key_hash(t, keys))
+    for j, (model, t) in enumerate(zip(plan.models[1:], scores[1:]), start=1):
+        index = keyjoin.Index(key_hash(j, t))
         if index.repeats():
             raise keyjoin.Mismatch("duplicate keys in scores")
         i, r = index.find(bh[rows])
@@ -219,7 +237,7 @@ def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, label
         rows = rows[i]
         taken = {m: v[i] for m, v in taken.items()} | {model: r}
     scored = pa.table({m: t.column(m).take(pa.array(taken[m])) for m, t in zip(plan.models, scores)})
-    findex = keyjoin.Index(keyjoin.key_hash(feats, keys))
+    findex = keyjoin.Index(key_hash(len(scores), feats))
     if findex.repeats():
         raise keyjoin.Mismatch("duplicate keys in features")
     i, fr = findex.find(bh[rows])
@@ -229,7 +247,7 @@ def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, label
     counts["features_without_scores"] = feats.num_rows - joined
     taken = {m: v[i] for m, v in taken.items()}
     rows = rows[i]
-    lh = keyjoin.key_hash(labels, keys)
+    lh = key_hash(len(scores) + 1, labels)
     known = _known_mask(plan, labels).to_numpy(zero_copy_only=False)
     k_rows = np.flatnonzero(known)
     ts = labels.column(_LABEL_TS).cast(pa.int64()).fill_null(0).to_numpy()
@@ -245,14 +263,11 @@ def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, label
         after = len(u)
     counts["rows_label_after_as_of"] = after
     counts["rows_without_label"] = len(unlabelled) - after
-    # The evaluated rows, sorted by key as `_sorted_rows` sorts them: the order is found on the keys alone, and
-    # every column is gathered once, in that order.
-    key_table = pa.table({k: base.column(k).take(pa.array(rows[i])) for k in keys})
-    order = pc.sort_indices(key_table, sort_keys=[(k, "ascending") for k in keys]).to_numpy()
-    i = i[order]
-    fr, lr, rows = fr[i], lr[order], rows[i]
+    # The evaluated rows are in key-hash order already (`rows` is, and `find` keeps it), the order `_sorted_rows`
+    # gives: every column is gathered once, in it.
+    fr, rows = fr[i], rows[i]
     taken = {m: v[i] for m, v in taken.items()}
-    out = {k: key_table.column(k).take(pa.array(order)) for k in keys}
+    out = {k: base.column(k).take(pa.array(rows)) for k in keys}
     out |= {m: t.column(m).take(pa.array(taken[m])) for m, t in zip(plan.models, scores)}
     out |= {c: _encoded(feats.column(c)).take(pa.array(fr)) for c in plan.slice_columns}
     out |= {c: labels.column(c).take(pa.array(lr)) for c in labels.column_names if c not in keys}

@@ -94,8 +94,8 @@ def row_key_hash(table_or_batch: pa.Table | pa.RecordBatch, key_columns: list[st
         raise ValueError("row_key_hash: key_columns is empty; name the columns that identify a row")
     n = table_or_batch.num_rows
     with np.errstate(over="ignore"):
-        h = np.full(n, np.uint64(seed & 0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
-        h = _mix(h ^ _GOLDEN)
+        start = _mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64) ^ _GOLDEN)  # the seed's part, mixed once
+        h = np.full(n, start[0], dtype=np.uint64)
         for name in key_columns:
             h *= _GOLDEN
             h ^= _column_hash(table_or_batch.column(name))
