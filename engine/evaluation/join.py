@@ -212,7 +212,7 @@ def _sorted_rows(plan: EvalPlan, rows: pa.Table) -> pa.Table:
 
 def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, labels: pa.Table, counts: dict,
                   hashes: list | None = None) -> tuple[pa.Table, pa.Table]:
-    """(scores of the rows every model scored, the evaluated rows sorted by key), joined on key hashes
+    """(scores of the rows every model scored, the evaluated rows in `_sorted_rows`' order), joined on key hashes
     (engine.evaluation.keyjoin), every match checked on the key values; counts filled as `_join_exact` fills them.
     Raises keyjoin.Mismatch where only the exact join can decide (a duplicate key, a shared hash, a null key)."""
     keys = list(plan.keys)
