@@ -223,24 +223,16 @@ def _join_by_hash(plan: EvalPlan, scores: list[pa.Table], feats: pa.Table, label
 
     base = scores[0]
     bh = key_hash(0, base)
-    bindex = keyjoin.Index(bh)
-    if bindex.repeats():
-        raise keyjoin.Mismatch("duplicate keys in scores")
-    rows = bindex.rows  # rows of `base` in every model's scores so far, in hash order (each search's needles sorted)
+    # Rows of `base` in every model's scores so far, in hash order (so each search's needles are sorted).
+    rows = keyjoin.Index.unique(bh, "scores").rows
     taken = {plan.models[0]: rows}
     for j, (model, t) in enumerate(zip(plan.models[1:], scores[1:]), start=1):
-        index = keyjoin.Index(key_hash(j, t))
-        if index.repeats():
-            raise keyjoin.Mismatch("duplicate keys in scores")
-        i, r = index.find(bh[rows])
+        i, r = keyjoin.Index.unique(key_hash(j, t), "scores").find(bh[rows])
         keyjoin.check_same_keys(base, rows[i], t, r, keys)
         rows = rows[i]
         taken = {m: v[i] for m, v in taken.items()} | {model: r}
     scored = pa.table({m: t.column(m).take(pa.array(taken[m])) for m, t in zip(plan.models, scores)})
-    findex = keyjoin.Index(key_hash(len(scores), feats))
-    if findex.repeats():
-        raise keyjoin.Mismatch("duplicate keys in features")
-    i, fr = findex.find(bh[rows])
+    i, fr = keyjoin.Index.unique(key_hash(len(scores), feats), "features").find(bh[rows])
     keyjoin.check_same_keys(base, rows[i], feats, fr, keys)
     joined = len(i)
     counts["scores_without_features"] = len(rows) - joined

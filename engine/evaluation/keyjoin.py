@@ -54,6 +54,15 @@ class Index:
         out.sorted, out.rows = sorted_hashes, rows
         return out
 
+    @classmethod
+    def unique(cls, hashes: np.ndarray, what: str) -> "Index":
+        """The index of a table whose keys must be unique; `Mismatch` where two rows share a hash (a duplicate key,
+        or two keys with one hash: the exact path tells them apart and counts the duplicates)."""
+        index = cls(hashes)
+        if index.repeats():
+            raise Mismatch(f"duplicate keys in {what}")
+        return index
+
     def repeats(self) -> int:
         """Rows whose hash an earlier row has: 0 means every key is unique (equal keys hash alike)."""
         return int(np.count_nonzero(self.sorted[1:] == self.sorted[:-1])) if len(self.sorted) > 1 else 0
