@@ -199,7 +199,7 @@ def setup(args, wd: Workdir, sizes: set[int]) -> None:
         key = {**common, "rows": rows, "parquet": rows == args.rows}
         have = datasets.get(str(rows))
         if not args.fresh and have and have.get("params") == key and Path(wd.features(rows)).exists() and (
-            rows != args.rows or wd.parquet.exists()
+            rows != args.rows or parquet_rows(wd.parquet) == rows
         ):
             log(f"setup: reusing {rows:,}-row dataset in {wd.lake(rows)}")
             continue
@@ -207,6 +207,13 @@ def setup(args, wd: Workdir, sizes: set[int]) -> None:
         wd.manifest.write_text(json.dumps(manifest, indent=1))
     for rows in sorted(sizes):
         drift_reference(wd.lake(rows))
+
+
+def parquet_rows(folder: Path) -> int | None:
+    """Rows in the one Parquet export (None when absent): it holds the last size written with `--rows`, so another
+    size's manifest entry must not reuse it as its own."""
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in files) if files else None
 
 
 def drift_reference(lake: Path) -> None:
