@@ -119,4 +119,4 @@ def _start_ray(cfg, job: str):
     from engine.ray.session import connect
 
     connect(cfg.ray.address)
-    return executor(cfg.ray, fill_slots=job in ("evaluate", "backtest"))
+    return executor(cfg.ray, fill_slots=job == "backtest")

@@ -187,10 +187,12 @@ def test_the_failure_class_is_rebuilt_from_names_not_exit_codes():
     assert issubclass(error_class(["InputUnavailable"]), LakescoreError)
 
 
-def test_evaluate_and_backtest_fill_the_cpus_at_their_fraction_and_score_runs_one_chunk_per_cpu(ray_local):
-    """Before the one seam, Ray evaluate ran CPUs ÷ ray.num_cpus tasks at once and backtest groups were bounded only
-    by Ray's resources (the same number); score runs one chunk per CPU (each holds a model). Broken build caught:
-    the shared executor bounding every job at one chunk per CPU (evaluate and backtest at half their parallelism)."""
+def test_backtest_fills_the_cpus_at_its_fraction_and_score_and_evaluate_run_one_task_per_cpu(ray_local):
+    """Backtest groups run CPUs ÷ ray.num_cpus at once, as before the one seam (Ray bounded them only by its
+    resources); score runs one chunk per CPU (each holds a model) and so does evaluate (each task joins and
+    accumulates a whole key bucket: a second one per CPU only shared the core, 16 % slower at 16 M rows);
+    `ray.max_in_flight` overrides both. Broken builds caught: the shared executor bounding backtest at one group per
+    CPU (half its parallelism), evaluate back at CPUs ÷ num_cpus, or max_in_flight ignored."""
     import ray
 
     from engine.config import BacktestConfig, EvaluateConfig, ScoreConfig
@@ -198,8 +200,8 @@ def test_evaluate_and_backtest_fill_the_cpus_at_their_fraction_and_score_runs_on
 
     cpus = int(ray.cluster_resources()["CPU"])
     quarter = {"ray": {"num_cpus": 0.25}}
-    assert make_executor(EvaluateConfig.model_validate(quarter), "evaluate")._limit() == cpus * 4
     assert make_executor(BacktestConfig.model_validate(quarter), "backtest")._limit() == cpus * 4
+    assert make_executor(EvaluateConfig.model_validate(quarter), "evaluate")._limit() == cpus
     score = ScoreConfig.model_validate({**quarter, "model": {"uri": "models:/m@champion"}})
     assert make_executor(score, "score")._limit() == cpus
     capped = EvaluateConfig.model_validate({"ray": {"num_cpus": 0.25, "max_in_flight": 3}})
