@@ -76,12 +76,13 @@ def make_file(seed: int, day_index: int, k: int, ds: str, n: int, n_features: in
     return pa.table(cols)
 
 
-def write_dataset(rows: int, args, lake: Path, parquet_dir: Path | None) -> dict:
+def write_dataset(rows: int, args, lake: Path, parquet_dir: Path | None, delta: bool = True) -> dict:
     """Delta table `features` partitioned by ds (one append per file → several files a day), and optionally
-    the same rows as plain Parquet files (with ds as a column)."""
+    the same rows as plain Parquet files (with ds as a column); `delta=False` writes the Parquet files alone (the
+    same seeded rows) beside a lake that is already there."""
     from deltalake import DeltaTable, write_deltalake
 
-    for p in (lake, parquet_dir):
+    for p in (lake if delta else None, parquet_dir):
         if p is not None and p.exists():
             shutil.rmtree(p)
     uri = str(lake / "features")
@@ -94,15 +95,17 @@ def write_dataset(rows: int, args, lake: Path, parquet_dir: Path | None) -> dict
     for ds, k, n in plan:
         t = make_file(args.seed, days.index(ds), k, ds, n, args.features, first_id)
         first_id += n
-        write_deltalake(uri, t, partition_by=["ds"], mode="append")
+        if delta:
+            write_deltalake(uri, t, partition_by=["ds"], mode="append")
         if parquet_dir is not None:
             pq.write_table(t, parquet_dir / f"part-{ds}-{k:04d}.parquet")
     dt_ = DeltaTable(uri)
     got = dt_.to_pyarrow_dataset().count_rows()
     if got != rows:
         raise SystemExit(f"setup: features table at {uri} holds {got} rows, expected {rows}")
-    log(f"setup: wrote {rows:,} rows in {len(plan)} files over {args.days} days to {uri}"
-        f"{' and ' + str(parquet_dir) if parquet_dir else ''} ({time.monotonic() - t0:.1f}s)")
+    where = [str(p) for p in (uri if delta else None, parquet_dir) if p is not None]
+    log(f"setup: wrote {rows:,} rows in {len(plan)} files over {args.days} days to {' and '.join(where)}"
+        f" ({time.monotonic() - t0:.1f}s)")
     return {"rows": rows, "files": len(plan), "version": dt_.version()}
 
 
@@ -198,9 +201,9 @@ def setup(args, wd: Workdir, sizes: set[int]) -> None:
     for rows in sorted(sizes):
         key = {**common, "rows": rows, "parquet": rows == args.rows}
         have = datasets.get(str(rows))
-        if not args.fresh and have and have.get("params") == key and Path(wd.features(rows)).exists() and (
-            rows != args.rows or parquet_rows(wd.parquet) == rows
-        ):
+        if not args.fresh and have and have.get("params") == key and Path(wd.features(rows)).exists():
+            if rows == args.rows and parquet_rows(wd.parquet) != rows:  # the export holds another size's rows
+                write_dataset(rows, args, wd.lake(rows), wd.parquet, delta=False)
             log(f"setup: reusing {rows:,}-row dataset in {wd.lake(rows)}")
             continue
         datasets[str(rows)] = {"params": key, **write_dataset(rows, args, wd.lake(rows), wd.parquet if rows == args.rows else None)}
