@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.testing.ray_cluster import LocalRayCluster
-from monitor import MemorySampler
+from monitor import MemorySampler, RoleCpu
 from workload import ALIAS, MODEL_NAME, Workdir, log
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,6 +147,14 @@ def _task_stats(cluster: LocalRayCluster, submission_id: str, t_submit: float) -
     }
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's reaped children (the submitting CLI, once `subprocess.run` has waited for it)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def job_lines(proc, log_path: Path, who: str, scores: Path | None = None, rows: int | None = None) -> list[str]:
     """A finished job's log lines; stops the bench (with the log's tail) on a non-zero exit, or when `scores` does not
     hold `rows` rows."""
@@ -201,8 +209,9 @@ def run_lakescore(args, wd: Workdir, cluster: LocalRayCluster, rows: int, tag: s
         time.sleep(1.0)
         idle = MemorySampler(cluster).snapshot()
     log(f"lakescore[{tag}]: submitting {submission_id} ({rows:,} rows){' with memory sampling' if sample else ''}")
+    children_cpu = _children_cpu()
     t_submit = time.time()
-    with open(log_path, "w") as logf:
+    with open(log_path, "w") as logf, RoleCpu(cluster) as roles:
         if sample:
             sampler = MemorySampler(cluster, args.sample_interval).__enter__()
         try:
@@ -212,12 +221,15 @@ def run_lakescore(args, wd: Workdir, cluster: LocalRayCluster, rows: int, tag: s
             if sampler:
                 sampler.__exit__(None, None, None)
     t_end = time.time()
+    cpu_by_role = {"cli": round(_children_cpu() - children_cpu, 2), **roles.summary()}
     lines = job_lines(proc, log_path, f"lakescore[{tag}]: {args.submitter} submit", scores, rows)
     elapsed = t_end - t_submit
     profile = _profile(lines, t_submit, t_end)
     profile.update(_job_info(cluster, submission_id, t_submit, t_end, lines))
+    if profile.get("driver_cpu_s") is not None:  # the driver's own getrusage: exact where the sample is not
+        cpu_by_role["driver"] = profile["driver_cpu_s"]
     res = {"rows": rows, "seconds": round(elapsed, 3), "rows_per_s": rows / elapsed, "log": str(log_path),
-           "driver_cpu_s": profile.get("driver_cpu_s"), "profile": profile, "tasks": _task_stats(cluster, submission_id, t_submit)}
+           "driver_cpu_s": profile.get("driver_cpu_s"), "profile": profile, "cpu_by_role": cpu_by_role, "tasks": _task_stats(cluster, submission_id, t_submit)}
     if sampler:
         res["memory"] = sampler.summary()
         res["memory"]["idle_cluster_rss_mb"] = round(idle[0] / 2**20, 1)

@@ -103,7 +103,7 @@ def _proc_label(p: psutil.Process) -> str:
     head = cmd[0]
     if head.startswith("ray::") or head.startswith("ray-dashboard"):
         return head.split(" ")[0]
-    if "jobs.score" in cmd:
+    if any(c.startswith("jobs.") and c != "jobs.cli" for c in cmd[:4]):  # python -m jobs.score / jobs.evaluate …
         return "job-driver"
     for c in cmd[:4]:
         base = os.path.basename(c)
@@ -114,6 +114,64 @@ def _proc_label(p: psutil.Process) -> str:
     if "ray.util.client.server" in cmd:
         return "client-server"
     return os.path.basename(head)
+
+
+ROLES = ("supervisor", "driver", "workers", "ray_system")
+
+
+def cpu_role(label: str) -> str:
+    """The part a cluster process plays in a job, from its `_proc_label`: Ray's job supervisor, the job's driver, a
+    worker (tasks, actors, idle pool workers), or Ray's own daemons (GCS, raylet, dashboard and agents)."""
+    if label == "ray::JobSupervisor":
+        return "supervisor"
+    if label == "job-driver":
+        return "driver"
+    if label.startswith("ray::") and "Agent" not in label:
+        return "workers"
+    return "ray_system"
+
+
+class RoleCpu:
+    """CPU seconds each role of the cluster's processes (`cpu_role`) burnt while a job ran, sampled every `interval`
+    s (a process's last sample stands for it: one that ends loses at most its last interval). Where a fixed cost is
+    CPU-bound (2 cores), this says whose CPU it is; the driver's exact figure is its own getrusage (`driver_cpu_s`)."""
+
+    def __init__(self, cluster: LocalRayCluster, interval: float = 0.5):
+        self.cluster, self.interval = cluster, interval
+        self.base: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        out = {}
+        for p in self.cluster.processes():
+            try:
+                ct = p.cpu_times()
+            except psutil.Error:
+                continue
+            out[p.pid] = (cpu_role(_proc_label(p)), ct.user + ct.system)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.last.update(self._sample())
+
+    def __enter__(self):
+        self.base = {pid: cpu for pid, (_, cpu) in self._sample().items()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.last.update(self._sample())
+
+    def summary(self) -> dict[str, float]:
+        out = dict.fromkeys(ROLES, 0.0)
+        for pid, (role, cpu) in self.last.items():
+            out[role] += max(0.0, cpu - self.base.get(pid, 0.0))
+        return {k: round(v, 2) for k, v in out.items()}
 
 
 class MemorySampler:

@@ -303,6 +303,10 @@ def print_table(args, result: dict) -> None:
                   "tasks_to_first_commit_s", "planned_to_last_commit_s", "last_commit_to_finished_s", "driver_exit_s",
                   "cli_notices_end_s", "wall_s"):
             print(f"  {k:<34}{fmt(p.get(k), '.2f'):>10}")
+        roles = mid.get("cpu_by_role")
+        if roles:  # on 2 cores a CPU-bound fixed cost is overlapped away only by doing less work: whose CPU it is
+            print(f"  CPU s by role: {', '.join(f'{k} {v:.1f}' for k, v in roles.items())}; total "
+                  f"{sum(roles.values()):.1f} in {p['wall_s']:.1f} s wall")
         if "lakescore_tasks_rows_per_s" in d:
             print(f"  {'chunk tasks span':<34}{mid['tasks']['tasks_span_s']:>10.2f}   → "
                   f"{fmt(d['lakescore_tasks_rows_per_s'])} rows/s while tasks run")
