@@ -11,18 +11,49 @@ import psutil
 from engine.testing.ray_cluster import LocalRayCluster
 
 
-class ForeignLoad:
+class _CpuWatch:
+    """CPU seconds of some processes while a phase runs, sampled every `interval` s by a thread: `_sample()` gives
+    pid → (tag, CPU seconds so far); a process's last sample stands for it (one that ends loses at most its last
+    interval); `spent()` is each process's (tag, seconds burnt since the watch began)."""
+
+    def __init__(self, cluster: LocalRayCluster | None, interval: float):
+        self.cluster, self.interval = cluster, interval
+        self.base: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.t0 = self.t1 = 0.0
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.last.update(self._sample())
+
+    def __enter__(self):
+        self.base = {pid: cpu for pid, (_, cpu) in self._sample().items()}
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.last.update(self._sample())
+        self.t1 = time.monotonic()
+
+    def spent(self) -> list[tuple[str, float]]:
+        return [(tag, max(0.0, cpu - self.base.get(pid, 0.0))) for pid, (tag, cpu) in self.last.items()]
+
+
+class ForeignLoad(_CpuWatch):
     """CPU seconds burnt by processes that are neither this benchmark's descendants nor its Ray cluster's, while
     a timed phase runs (the machine may be shared): a contaminated figure says so instead of passing silently."""
 
     def __init__(self, cluster: LocalRayCluster | None = None, interval: float = 1.0):
-        self.cluster, self.interval = cluster, interval
-        self.base: dict[int, float] = {}
-        self.last: dict[int, float] = {}
+        super().__init__(cluster, interval)
         self.names: dict[int, str] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.t0 = self.t1 = 0.0
 
     def _mine(self) -> set[int]:
         children: dict[int, list[int]] = {}
@@ -40,39 +71,23 @@ class ForeignLoad:
                     stack.append(c)
         return mine
 
-    def _sample(self) -> dict[int, float]:
+    def _sample(self) -> dict[int, tuple[str, float]]:
         mine = self._mine()
         out = {}
         for p in psutil.process_iter(["pid", "cpu_times", "name"]):
             ct = p.info["cpu_times"]
             if p.info["pid"] not in mine and ct is not None:
-                out[p.info["pid"]] = ct.user + ct.system
-                self.names.setdefault(p.info["pid"], p.info["name"] or "?")
+                name = self.names.setdefault(p.info["pid"], p.info["name"] or "?")
+                out[p.info["pid"]] = (name, ct.user + ct.system)
         return out
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.last.update(self._sample())
-
-    def __enter__(self):
-        self.base = self._sample()
-        self.t0 = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.last.update(self._sample())
-        self.t1 = time.monotonic()
-
     def summary(self) -> dict:
-        per = {pid: max(0.0, v - self.base.get(pid, 0.0)) for pid, v in self.last.items()}
-        cpu = sum(per.values())
+        spent = self.spent()
+        cpu = sum(c for _, c in spent)
         wall = max(1e-9, self.t1 - self.t0)
         by_name: dict[str, float] = {}
-        for pid, c in per.items():
-            by_name[self.names.get(pid, "?")] = by_name.get(self.names.get(pid, "?"), 0.0) + c
+        for name, c in spent:
+            by_name[name] = by_name.get(name, 0.0) + c
         top = {k: round(v, 1) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1])[:4] if v >= 0.1}
         return {"foreign_cpu_s": round(cpu, 2), "foreign_cpu_share": round(cpu / (wall * (os.cpu_count() or 1)), 3),
                 "foreign_top_cpu_s": top}
@@ -131,17 +146,13 @@ def cpu_role(label: str) -> str:
     return "ray_system"
 
 
-class RoleCpu:
+class RoleCpu(_CpuWatch):
     """CPU seconds each role of the cluster's processes (`cpu_role`) burnt while a job ran, sampled every `interval`
-    s (a process's last sample stands for it: one that ends loses at most its last interval). Where a fixed cost is
-    CPU-bound (2 cores), this says whose CPU it is; the driver's exact figure is its own getrusage (`driver_cpu_s`)."""
+    s. Where a fixed cost is CPU-bound (2 cores), this says whose CPU it is; the driver's exact figure is its own
+    getrusage (`driver_cpu_s`)."""
 
     def __init__(self, cluster: LocalRayCluster, interval: float = 0.5):
-        self.cluster, self.interval = cluster, interval
-        self.base: dict[int, float] = {}
-        self.last: dict[int, tuple[str, float]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(cluster, interval)
 
     def _sample(self) -> dict[int, tuple[str, float]]:
         out = {}
@@ -153,24 +164,10 @@ class RoleCpu:
             out[p.pid] = (cpu_role(_proc_label(p)), ct.user + ct.system)
         return out
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.last.update(self._sample())
-
-    def __enter__(self):
-        self.base = {pid: cpu for pid, (_, cpu) in self._sample().items()}
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.last.update(self._sample())
-
     def summary(self) -> dict[str, float]:
         out = dict.fromkeys(ROLES, 0.0)
-        for pid, (role, cpu) in self.last.items():
-            out[role] += max(0.0, cpu - self.base.get(pid, 0.0))
+        for role, cpu in self.spent():
+            out[role] += cpu
         return {k: round(v, 2) for k, v in out.items()}
 
 
