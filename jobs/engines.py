@@ -1,15 +1,16 @@
 """The one engine switch: `make_executor(cfg, job)` gives the job the executor `cfg.engine` names.
 
 Every job (score, validate, evaluate, backtest) runs through `engine.executor.Executor`; this is the only place that
-reads `cfg.engine`: Spark (`engine.spark.executor.SparkExecutor` on the process's SparkSession, started here with the
-scheduling it needs, or spark-submit's), else Ray (`engine.ray.executor.executor`: tasks or actors by
-`ray.pipeline`, after connecting to `ray.address`). The executor is lazy: the engine starts on the job's first call
-into it, so what a job resolves first (the lake, the model version, the input version) fails in about a second,
-naming the setting, and never after Ray's start-up. A Spark engine starts in a background thread as soon as the
-job makes its executor: the SparkContext, its executors and their Python workers come up while the driver resolves,
-fetches the model, opens the outputs and plans, and the first call that needs the engine (run, gpus) waits for it,
-raising what the start raised. A resolution error still comes in about a second: nothing waits for the engine.
-Tests hand the job cores `engine.executor.LocalExecutor` directly. Imports: engine.ray and engine.spark (lazily: a Ray job never starts a JVM, a Spark job never Ray).
+reads `cfg.engine`: Spark (`engine.spark.executor.SparkExecutor` on the process's SparkContext, started here with the
+scheduling it needs, or spark-submit's; no SparkSession, which RDD tasks do not need and which costs seconds), else Ray
+(`engine.ray.executor.executor`: tasks or actors by `ray.pipeline`, after connecting to `ray.address`). The executor
+is lazy: the engine starts on the job's first call into it, so what a job resolves first (the lake, the model
+version, the input version) fails in about a second, naming the setting, and never after Ray's start-up. A Spark
+engine starts in a background thread as soon as the job makes its executor: the SparkContext, its executors and their
+Python workers come up while the driver resolves, fetches the model, opens the outputs and plans, and the first call
+that needs the engine (run, gpus) waits for it, raising what the start raised. A resolution error still comes in
+about a second: nothing waits for the engine. Tests hand the job cores `engine.executor.LocalExecutor` directly.
+Imports: engine.ray and engine.spark (lazily: a Ray job never starts a JVM, a Spark job never Ray).
 """
 from __future__ import annotations
 
@@ -28,20 +29,22 @@ class LazyExecutor:
         self._background = background
         self._real = None
         self._starting: threading.Thread | None = None
+        self._started = False  # start() ran (its thread may have ended and been joined since)
         self._error: BaseException | None = None
         self._lock = threading.Lock()
         self._pending: list[tuple[str, tuple]] = []
 
     def warm_up(self) -> None:
-        if not self._background or self._real is not None:
-            self._executor().warm_up()
+        if not self._background or (self._real is not None and not self._started):
+            self._executor().warm_up()  # built on this thread: warmed here
             return
-        self.start()
+        self.start()  # the start thread warms what it builds (and has, when it is done already: never twice)
 
     def start(self) -> None:
         """Start the engine in the background now (once): build it, warm it, then run what was asked meanwhile."""
-        if self._starting is not None or self._real is not None:
+        if self._started or self._real is not None:
             return
+        self._started = True
 
         def start() -> None:
             try:
@@ -108,10 +111,10 @@ def make_executor(cfg, job: str) -> LazyExecutor:
 
 def _start_spark(cfg, job: str):
     from engine.spark.executor import SparkExecutor, session_conf
-    from engine.spark.session import spark_session
+    from engine.spark.session import spark_context
 
-    spark = spark_session(f"lakescore-{job}", master=cfg.spark.master, extra_conf=session_conf(), delta=False)
-    return SparkExecutor(spark, cfg.spark)
+    sc = spark_context(f"lakescore-{job}", master=cfg.spark.master, extra_conf=session_conf())
+    return SparkExecutor(sc, cfg.spark)
 
 
 def _start_ray(cfg, job: str):

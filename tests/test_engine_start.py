@@ -69,6 +69,29 @@ def test_an_engine_start_error_comes_out_where_the_engine_is_first_used_with_its
         lazy.run({}, [], None, 1e12)
 
 
+class _CountingWarmUps(LocalExecutor):
+    def __init__(self):
+        super().__init__()
+        self.warm_ups = 0
+
+    def warm_up(self) -> None:
+        self.warm_ups += 1
+
+
+def test_an_engine_up_before_the_jobs_warm_up_is_warmed_once():
+    """Spark's context can be up before the job asks for the warm-up (it starts with the job, beside the model's
+    resolution): a second warm-up job would only compete with the first for the cores. Broken build: warm_up()
+    warming the engine the start thread already built and warmed."""
+    built = []
+    lazy = LazyExecutor(lambda: built.append(_CountingWarmUps()) or built[-1], background=True)
+    lazy.start()
+    lazy._starting.join(10)
+    assert built and built[0].warm_ups == 1  # the start thread built and warmed it
+    lazy.warm_up()  # what the job asks once the model version is known
+    lazy.run({"u": _unit()}, [ChunkWork("u", ("a.parquet",), 0)], None, 1e12)
+    assert len(built) == 1 and built[0].warm_ups == 1
+
+
 def test_without_background_warm_up_starts_the_engine_on_the_jobs_thread():
     threads = []
 

@@ -1,3 +1,3 @@
-"""Spark adapter, twin of engine.ray with the same file names: `session` (a Delta-enabled SparkSession from local
-jars) and `executor` (engine.executor.Executor as one Spark job per unit); Spark adds `dataframe` (score a DataFrame)
+"""Spark adapter, twin of engine.ray with the same file names: `session` (the jobs' plain SparkContext, and a
+Delta-enabled SparkSession from local jars for analysts and tests) and `executor` (engine.executor.Executor as one Spark job per unit); Spark adds `dataframe` (score a DataFrame)
 and `jars`. Imports the engine below it, never engine.ray."""

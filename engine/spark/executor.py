@@ -140,10 +140,10 @@ def _chunk_runner(key: str, unit_bc, bundle_bc):
 
 
 class SparkExecutor:
-    """`engine.executor.Executor` on a SparkSession started with `SESSION_CONF`."""
+    """`engine.executor.Executor` on a SparkContext (or a SparkSession's) started with `SESSION_CONF`."""
 
     def __init__(self, spark, cfg: SparkConfig | None = None):
-        self.spark = spark
+        self.sc = getattr(spark, "sparkContext", spark)  # the tasks are RDD jobs: the context is all they need
         self.cfg = cfg or SparkConfig()
         self._warming: threading.Thread | None = None
         self.warm_pids: set[int] = set()  # the Python workers the warm-up started (benchmarks, tests)
@@ -161,7 +161,7 @@ class SparkExecutor:
     def preload(self, bundle, device: str, micro_batch_rows: int) -> None:
         """After the warm-up, load the model in those Python workers (the scorer cache key the chunks ask for,
         engine.models.scorers.cached_scorer), while the driver plans; fire and forget like the warm-up."""
-        sc = self.spark.sparkContext
+        sc = self.sc
 
         def task():
             bc = sc.broadcast(bundle)
@@ -173,7 +173,7 @@ class SparkExecutor:
     def _warm_job(self, what: str, task) -> None:
         """One task per core running `task()`'s function, in a thread after the previous warm-up job; the Python
         worker pids it ran in join `warm_pids`."""
-        sc, before = self.spark.sparkContext, self._warming
+        sc, before = self.sc, self._warming
         n = max(1, sc.defaultParallelism)
 
         def warm() -> None:
@@ -191,12 +191,12 @@ class SparkExecutor:
 
     def gpus(self) -> float:
         """GPUs per executor as the session was configured (`spark.executor.resource.gpu.amount`), 0 if unset."""
-        return float(self.spark.conf.get("spark.executor.resource.gpu.amount", "0") or 0)
+        return float(self.sc.getConf().get("spark.executor.resource.gpu.amount", "0") or 0)
 
     def run(self, units: dict[str, UnitWork], chunks: list[ChunkWork], bundle, deadline: float) -> Iterator[Item]:
         from pyspark import cloudpickle
 
-        sc = self.spark.sparkContext
+        sc = self.sc
         if self._warming is not None:
             self._warming.join(min(max(0.0, deadline - time.monotonic()), threading.TIMEOUT_MAX))
             self._warming = None

@@ -1,4 +1,5 @@
-"""A SparkSession with delta-spark loaded from local jars, and, for a lake on S3, Hadoop's S3A connector.
+"""The jobs' SparkContext (`spark_context`: no SparkSession, no delta-spark), and for analysts and tests a
+SparkSession with delta-spark loaded from local jars and, for a lake on S3, Hadoop's S3A connector.
 
 The jars are resolved from Maven Central once, at setup (`python -m engine.spark.jars`, run by
 `make setup`), and handed to Spark here as plain files through `spark.jars`. We do not use
@@ -65,15 +66,43 @@ def s3a_conf(storage_options: Mapping[str, str]) -> dict[str, str]:
     return conf
 
 
+def _context_conf() -> dict[str, str]:
+    """What every context the project starts is given: no UI, no progress bars in batch logs, a small driver, and
+    (when this process starts the JVM, not spark-submit) Python workers that run this interpreter and import this
+    project (PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts)."""
+    conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false", "spark.driver.memory": "1g"}
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(
+            p for p in [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")] if p)
+    return conf
+
+
+def spark_context(app_name: str, master: str = "local[2]", extra_conf: dict | None = None):
+    """Get or create the process's SparkContext, for the jobs: their executor (engine.spark.executor) runs RDD tasks
+    only and reads and commits every table through `deltalake`, so they need neither delta-spark nor Spark SQL.
+    Building a SparkSession on top costs seconds of the JVM's time (its session state: catalog, analyzer, SQL
+    conf), spent before the engine's warm-up could start: 5 s of the Spark job's start on 2 cores, measured with
+    stack samples under spark-submit. Under spark-submit, --master and its --conf stand; `extra_conf` is added."""
+    from pyspark import SparkConf, SparkContext
+
+    conf = SparkConf().setAppName(app_name)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, --master decides
+        conf.setMaster(master)
+    for key, value in {**_context_conf(), **(extra_conf or {})}.items():
+        conf.set(key, str(value))
+    return SparkContext.getOrCreate(conf)
+
+
 def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_conf: dict | None = None,
-                  lake: LakeConfig | None = None, delta: bool = True):
+                  lake: LakeConfig | None = None):
     """Get or create the process's SparkSession, Delta-enabled; `extra_conf` overrides the defaults.
 
     With a `lake` on S3 the session can read it (`s3a://…` or `s3://…` paths): the S3A jars and `s3a_conf`.
     JVM-level settings (jars, driver memory, `spark.hadoop.*`) only take effect when this call starts the JVM.
-    `delta=False` (the jobs' sessions, jobs.engines): no delta-spark at all, neither its jars nor its SQL extension.
-    The jobs read and commit every Delta table through `deltalake` in Python; Spark only runs their tasks. So a job
-    neither ships the ~35 jars to each executor (seconds of its start-up) nor needs `--jars` under spark-submit.
+    For analysts, tests and the peers' benchmarks; the jobs start a plain context instead (`spark_context`), with no
+    delta-spark at all: neither its ~35 jars shipped to each executor (seconds of their start) nor `--jars` under
+    spark-submit.
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -83,26 +112,18 @@ def spark_session(app_name: str = "lakescore", master: str = "local[2]", extra_c
     if on_s3 and running is not None:  # refused before its conf is touched
         _require_s3a(running._jvm, lake.root)
     conf = {
-        **({"spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-            "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog"} if delta else {}),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         # Small by default (local runs, tests); a cluster job raises both through extra_conf. Delta rebuilds
         # each snapshot's state (every time-travel version) with `snapshotPartitions` tasks, 50 by default.
         "spark.sql.shuffle.partitions": "2",
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.session.timeZone": "UTC",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.driver.memory": "1g",
+        **_context_conf(),
         **(s3a_conf(lake.storage_options) if on_s3 else {}),
     }
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM (not spark-submit / the pyspark shell)
-        if delta or on_s3:
-            conf["spark.jars"] = ",".join(jar_paths(s3a=on_s3))
-        # Python workers (mapInArrow) run this interpreter and import this project, not the system python3
-        # (PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts).
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(
-            p for p in [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")] if p)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # we start the JVM: its jars
+        conf["spark.jars"] = ",".join(jar_paths(s3a=on_s3))
     conf.update(extra_conf or {})
     builder = SparkSession.builder.appName(app_name)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # under spark-submit, --master decides
