@@ -102,6 +102,9 @@ def make_executor(cfg, job: str) -> LazyExecutor:
     spark = cfg.engine == "spark"
     lazy = LazyExecutor(lambda: _start_spark(cfg, job) if spark else _start_ray(cfg, job), background=spark)
     if spark:
+        from engine.spark.pythonpath import prefer_installed_pyspark
+
+        prefer_installed_pyspark()  # before any thread imports pyspark: compiled modules, not spark-submit's zip
         # Spark's start (SparkContext, the application on the master, its executors' JVMs: ~10 s) begins with the
         # job, beside the resolution: a bad setting still fails in a second (the job does not wait for the engine
         # to report it, and its exit ends the half-started application), and a good one finds the engine up.

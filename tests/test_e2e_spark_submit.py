@@ -73,11 +73,15 @@ def test_spark_submit_validate_passes_clean_days_and_exits_3_on_a_bad_one(spark_
 def test_spark_submit_score_writes_the_table_and_a_rerun_is_a_no_op(spark_cluster, lake, demo_root):
     from deltalake import DeltaTable
 
-    master, env, _ = spark_cluster
+    master, env, cluster = spark_cluster
     args = [f"lake.root={lake}", f"mlflow.tracking_uri=sqlite:///{demo_root}/mlruns.db",
             f"mlflow.artifact_root={demo_root}/mlartifacts", f"model.uri=models:/{XGB}@champion"]
     first = submit(master, env, *args, job="score")
     assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    # The executors ran the project's Python daemon (engine.spark.daemon: PySpark from the installed package, not
+    # compiled from the executor's pyspark.zip at every start). Broken build: session_conf without the daemon module.
+    app = max((cluster.work_dir / "worker").glob("app-*"), key=lambda p: p.stat().st_mtime)
+    assert "[engine.spark.daemon]" in "".join(p.read_text() for p in app.glob("*/stderr")), app
     s = json.loads([ln for ln in first.stdout.splitlines() if ln.startswith("{")][-1])
     assert (s["units_committed"], s["rows_out"], s["input_version"]) == (DAYS, DAYS * ROWS, DAYS - 1)
     assert len(s["nodes"]) == 2 and all("/executor-" in n for n in s["nodes"]), s["nodes"]  # both workers' executors

@@ -63,20 +63,22 @@ JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 def session_conf() -> dict[str, str]:
-    """SESSION_CONF, and JVM_OPTIONS for the executors (and for the driver when this process starts the JVM), each
-    unless spark-submit's --conf already set that key."""
+    """SESSION_CONF; JVM_OPTIONS for the executors (and for the driver when this process starts the JVM); and the
+    executors' Python daemon from the installed pyspark (engine.spark.daemon); each unless spark-submit's --conf
+    already set that key."""
     conf = dict(SESSION_CONF)
-    submitted: dict[str, str] = {}
-    if "PYSPARK_GATEWAY_PORT" in os.environ:  # spark-submit's JVM is up: read what its --conf set
+    own = {"spark.executor.extraJavaOptions": JVM_OPTIONS, "spark.python.daemon.module": "engine.spark.daemon"}
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # spark-submit's JVM is up: ask it what its --conf set
         from pyspark import SparkConf, SparkContext
 
         SparkContext._ensure_initialized()
-        submitted = dict(SparkConf().getAll())
+        # A question per key, not getAll(): that costs two calls into the JVM per setting, each of which waits for
+        # the GIL while the model's resolution imports MLflow beside this start.
+        submitted = SparkConf()
+        own = {k: v for k, v in own.items() if not submitted.contains(k)}
     else:
         conf["spark.driver.extraJavaOptions"] = JVM_OPTIONS
-    if "spark.executor.extraJavaOptions" not in submitted:
-        conf["spark.executor.extraJavaOptions"] = JVM_OPTIONS
-    return conf
+    return {**conf, **own}
 
 
 _UNITS: dict[str, UnitWork] = {}  # per Python worker: the unit it works on, unpickled once per unit
