@@ -123,6 +123,15 @@ def test_submit_pins_every_relative_mlflow_location(tmp_path):
     assert "mlflow.registry_uri" in relative_paths(load_config(ScoreConfig, str(conf), overrides))
 
 
+def test_submit_loads_configs_without_pyarrow():
+    """`lakescore submit` runs on the scheduler's machine before every Ray job: what it imports to check the config is
+    on each job's critical path. Broken build: engine.config importing pyarrow again (through engine.lake.snapshot,
+    for `is_url`: 0.35 s of the CLI's start on 2 cores)."""
+    code = "import sys, jobs.submit; print(sorted(m for m in ('pyarrow', 'deltalake', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_submit_uploads_every_source_file_and_none_of_the_lake(tmp_path):
     """Ray matches upload excludes as .gitignore lines: a bare "lake" also dropped the package engine/lake, so every
     submitted job failed on the cluster with "No module named 'engine.lake'". Checked with Ray's own matcher over the

@@ -1,9 +1,10 @@
 """Where things live: a table's URI under the lake root (`table_uri`, the package's most imported name), URLs
 (`is_url`) and paths made absolute against a base directory.
 
-Imports: engine.lake.snapshot (is_url is defined there so that the chunk path imports without pydantic); the
-`LakeConfig` section only for type checking, so engine.config (whose loader resolves paths with this module) and
-engine.lake do not import each other at run time.
+Imports: nothing of the project at run time (the chunk path, engine.lake.snapshot, imports `is_url` from here
+without pydantic or yaml; the `lakescore submit` CLI loads configs without pyarrow); the `LakeConfig` section only
+for type checking, so engine.config (whose loader resolves paths with this module) and engine.lake do not import
+each other at run time.
 """
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.lake.snapshot import is_url
-
 if TYPE_CHECKING:
     from engine.config.sections import LakeConfig
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def is_url(path: str) -> bool:
+    return bool(_URL.match(path))
 
 __all__ = ["absolute_path", "absolute_tracking_uri", "is_url", "table_uri"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -20,13 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from engine.errors import ConfigError, ContractViolation, InputUnavailable, short_list
-
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")  # engine.config.is_url; not imported from there: the chunk path
-#                                                    imports without pydantic or yaml (benchmarks/gpu_chunk.py)
-
-
-def is_url(path: str) -> bool:
-    return bool(_URL.match(path))
+from engine.lake.paths import is_url
 
 PARTITION = "ds"
 
