@@ -49,8 +49,10 @@ def test_one_executor_protocol_one_ray_wait_loop_one_engine_switch():
         assert not (REPO / gone).exists(), gone
     ray_files = sorted(p.name for p in (REPO / "engine" / "ray").glob("*.py"))
     spark_files = sorted(p.name for p in (REPO / "engine" / "spark").glob("*.py"))
-    assert set(ray_files) <= set(spark_files)  # twins: the same file names (Spark adds dataframe, jars)
-    assert set(spark_files) - set(ray_files) == {"dataframe.py", "jars.py"}
+    # Twins: the same file names; Spark adds dataframe, jars, and pythonpath with daemon (PySpark from the installed
+    # package under spark-submit, on the driver and in the executors' Python daemon).
+    assert set(ray_files) <= set(spark_files)
+    assert set(spark_files) - set(ray_files) == {"dataframe.py", "jars.py", "pythonpath.py", "daemon.py"}
 
 
 # ------------------------------------------------------------------ what crosses the seam
