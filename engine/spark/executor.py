@@ -72,8 +72,7 @@ def session_conf() -> dict[str, str]:
         from pyspark import SparkConf, SparkContext
 
         SparkContext._ensure_initialized()
-        # A question per key, not getAll(): that costs two calls into the JVM per setting, each of which waits for
-        # the GIL while the model's resolution imports MLflow beside this start.
+        # A question per key: getAll() makes two calls into the JVM per setting spark-submit passed.
         submitted = SparkConf()
         own = {k: v for k, v in own.items() if not submitted.contains(k)}
     else:
