@@ -13,6 +13,8 @@
      of benchmarks/peer_app.py to (d)'s standalone master and worker, from launch to exit, as (d) is timed
 (d)  spark_job:  `spark-submit jobs/score.py --config conf/score.yaml engine=spark` to an already running standalone
                  master and worker (engine/testing/spark_cluster.py): whole job, steady state, fixed cost, model loads
+(f)  floor:      each engine's least job (join, one trivial task per core, exit) on (b)'s and (d)'s clocks, run beside
+                 them: the part of their fixed cost no job can go under here (benchmarks/floor.py)
 Every output is joined to (a)'s on entity_id: a missing, extra or repeated key, or a score more than 1e-6 away,
 stops the bench with exit 1. Each throughput part runs --repeat times; all runs are listed, the median reported.
 `--scaling`: (a), (b), (c′) and (d) at several sizes instead, a table and a plot (benchmarks/scaling.py).
@@ -34,6 +36,7 @@ if str(REPO) not in sys.path:
 
 import psutil  # noqa: E402
 
+import floor  # noqa: E402
 import verify  # noqa: E402
 from chunk_profile import profile_chunk, profile_driver  # noqa: E402
 from engine.testing.ray_cluster import LocalRayCluster  # noqa: E402
@@ -48,7 +51,7 @@ from spark_job import run_spark_job  # noqa: E402
 from workload import Workdir, load_booster, log, setup  # noqa: E402
 
 PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "spark_job", "peers_whole", "rss",
-         "profile", "evaluate")
+         "profile", "evaluate", "floor")
 PEER_PART = dict(zip(PEERS, ("spark", "spark_tuned", "spark_df")))  # (c), (c′), (c″): JSON key → --skip name
 
 
@@ -152,9 +155,10 @@ def whole_peers(skip: set[str]) -> list[str]:
     return [] if "peers_whole" in skip else [p for p in PEERS if PEER_PART[p] not in skip]
 
 
-def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, peers: dict, spark_job: list) -> None:
-    """(c), (c′), (c″) on both clocks, then (d), interleaved run by run, so a change in the machine's load hits all
-    alike. `peers` gets "<part>" (in-session) and "<part>_whole" lists."""
+def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, peers: dict, spark_job: list,
+                  spark_floor: list) -> None:
+    """(c), (c′), (c″) on both clocks, then (d) and its engine's floor (f), interleaved run by run, so a change in
+    the machine's load hits all alike. `peers` gets "<part>" (in-session) and "<part>_whole" lists."""
     def parquet_check(path):
         return lambda r: verify.compare(path.name, reference, verify.read_parquet_scores(path))
 
@@ -174,6 +178,9 @@ def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, peer
             spark_job.append(timed("spark_job", lambda: run_spark_job(args, wd, standalone.master_url, env, args.rows),
                                    None, lambda r: verify.compare("(d) spark_job", reference,
                                                                   verify.read_delta_scores(wd.scores(args.rows)))))
+            if "floor" not in skip:
+                spark_floor.append(floor.run_spark_floor(args, wd, standalone.master_url, env))
+                log(f"floor: Spark's least job {spark_floor[-1]:.1f}s")
 
 
 def start_standalone(args, wd: Workdir, result: dict) -> StandaloneSpark:
@@ -194,16 +201,18 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
     reference = verify.read_parquet_scores(wd.raw_out)
     peers: dict[str, list[dict]] = {k: [] for p in PEERS for k in (p, f"{p}_whole")}
     spark_job: list[dict] = []
+    spark_floor: list[float] = []
     standalone = None
     if "spark_job" not in skip or whole_peers(skip):  # started once, before any timing, as (b)'s Ray cluster is
         standalone = start_standalone(args, wd, result)
     try:
-        measure_spark(args, wd, skip, reference, standalone, peers, spark_job)
+        measure_spark(args, wd, skip, reference, standalone, peers, spark_job, spark_floor)
     finally:
         if standalone is not None:
             standalone.stop()
             log("spark: standalone master and worker stopped")
     result["spark_job"] = summarize(spark_job)
+    result["spark_floor"] = floor.summarize(spark_floor)
     result.update({k: summarize(v) for k, v in peers.items() if k.endswith("_whole")})
     prof = None
     if "profile" not in skip:
@@ -212,6 +221,7 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
     small = large = None
     ls = {True: [], False: []}
     evaluate: list[dict] = []
+    ray_floor: list[float] = []
     if "evaluate" not in skip:  # the accumulation alone, one thread, before the cluster starts (a quiet machine)
         log("evaluate: metric accumulation microbenchmark (one thread)")
         result["eval_micro"] = run_micro(2_000_000, args.repeat)
@@ -231,6 +241,9 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
                     ls[contract].append(timed(tag, lambda: run_lakescore(args, wd, cluster, args.rows, tag, False, contract),
                                               cluster, lambda r: verify.compare(f"(b) {tag}", reference,
                                                                                 verify.read_delta_scores(wd.scores(args.rows)))))
+                if True in modes and "floor" not in skip:
+                    ray_floor.append(floor.run_ray_floor(args, wd, cluster))
+                    log(f"floor: Ray's least job {ray_floor[-1]:.1f}s")
             if "evaluate" not in skip:
                 if not modes:  # (e) evaluates the scores (b) wrote; without (b), write them once (untimed)
                     run_lakescore(args, wd, cluster, args.rows, "for-evaluate", False)
@@ -247,6 +260,7 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
                    **{p: summarize(peers[p]) for p in PEERS},
                    "lakescore": summarize(ls[True]),
                    "lakescore_no_contract": summarize(ls[False]), "evaluate": summarize(evaluate),
+                   "ray_floor": floor.summarize(ray_floor),
                    "chunk_profile": prof, "rss_small": small,
                    "rss_large": large})
 

@@ -105,6 +105,7 @@ def derive(args, result: dict) -> dict:
     out["targets"]["eval_rows_per_s_per_core_min"] = TARGET_EVAL_PER_CORE
     out["evaluate_job_ratio_vs_raw"] = ratio(out["evaluate_job_rows_per_s"], rate["raw"])
     out.update(derive_clocks(result, out))
+    out.update(floors(result, out))
     job_s = (mid or {}).get("profile", {}).get("job_elapsed_s")
     if job_s:
         # What the job itself reports (config parsed → summary), without the CLI, upload, driver exit and log tail.
@@ -150,6 +151,18 @@ def derive_clocks(result: dict, d: dict) -> dict:
         "limit": "(a) raw_rows_per_s: the work alone, model loaded before its clock",
         "mixed_clock_keys": list(MIXED_CLOCK_KEYS),
     }
+    return out
+
+
+def floors(result: dict, d: dict) -> dict:
+    """(f): each engine's floor (its least job, median seconds on the job's own whole-process clock) and the job's
+    fixed cost above it, the part the job adds (None where either was not measured)."""
+    out = {}
+    for floor_key, engine, job in (("ray_floor", "ray", "lakescore"), ("spark_floor", "spark", "spark")):
+        f = (result.get(floor_key) or {}).get("seconds")
+        fixed = d.get(f"{job}_fixed_cost_s")
+        out[f"{engine}_floor_s"] = f
+        out[f"{job}_fixed_over_floor_s"] = round(fixed - f, 2) if f is not None and fixed is not None else None
     return out
 
 
@@ -320,6 +333,10 @@ def print_table(args, result: dict) -> None:
     for t in d["targets_issue20"]:
         v = t["value"]
         print(f"  {t['label']:<34}{fmt(v, '.2f'):>10}   target {t['target']}{mark(t['ok'])}")
+    for engine, job, name in (("ray", "lakescore", "Ray"), ("spark", "spark", "Spark")):
+        if d.get(f"{engine}_floor_s") is not None:
+            label, over = f"(f) {name} floor (least job), s", fmt(d[f"{job}_fixed_over_floor_s"], ".2f")
+            print(f"  {label:<34}{d[f'{engine}_floor_s']:>10.2f}   its fixed cost above it: {over} s")
     e = d["eval_rows_per_s_per_core"]
     if e is not None or d["evaluate_job_rows_per_s"] is not None:
         print("-" * w)

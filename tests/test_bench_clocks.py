@@ -88,3 +88,22 @@ def test_rays_steady_state_counts_the_executors_chunk_tasks_by_their_real_names(
     rows = [{"name": _chunk_task.__name__, "start_time_ms": 1}, {"name": _chunk_task_started.__name__},
             {"name": "_warm_task"}, {"name": "JobSupervisor.__init__"}]
     assert [t["name"] for t in job.chunk_tasks(rows)] == [_chunk_task.__name__, _chunk_task_started.__name__]
+
+
+def test_each_fixed_cost_is_set_against_its_engines_floor(capsys):
+    """(f): Ray's fixed cost (wall − chunk span: 5.0 − 2.5 s) and Spark's (5.0 s) over each engine's least job on the
+    same clock, the floors' medians; not measured → None and no line. Catches a floor subtracted from the wrong
+    engine, a mean instead of the median, or the Spark floor dropped from the table."""
+    res = result()
+    res["ray_floor"] = {"seconds": 1.5, "all_seconds": [1.0, 1.5, 4.0]}
+    res["spark_floor"] = {"seconds": 4.0, "all_seconds": [4.0]}
+    report.print_table(bench_args(), res)
+    assert (res["ray_floor_s"], res["lakescore_fixed_over_floor_s"]) == (1.5, 1.0)
+    assert (res["spark_floor_s"], res["spark_fixed_over_floor_s"]) == (4.0, 1.0)
+    table = capsys.readouterr().out.splitlines()
+    line = next(ln for ln in table if "(f) Spark floor" in ln)
+    assert line.split()[-2] == "1.00" and "4.00" in line
+    bare = result()
+    report.print_table(bench_args(), bare)
+    assert bare["ray_floor_s"] is None and bare["lakescore_fixed_over_floor_s"] is None
+    assert "(f) Ray floor" not in capsys.readouterr().out

@@ -93,3 +93,20 @@ def test_lakescore_submit_evaluate_exits_4_on_a_failed_gate_with_the_evidence_wr
     assert s["verdict"] == "fail" and s["rows_evaluated"] == 3 * ROWS and "roc_auc" in s["error"]
     rows = DeltaTable(str(lake / "eval_metrics")).to_pandas()
     assert set(rows.model_name) == {XGB, MLP} and (rows.run_id == s["run_id"]).all()
+
+
+def test_the_benchs_ray_floor_is_a_job_that_ran_on_the_cluster(cluster, tmp_path):
+    """The bench's (f) Ray floor (benchmarks/floor.py) submits its least job with lakescore submit's runtime env and
+    waits for it: it ran on the cluster and succeeded. Catches a floor whose driver cannot be found in the uploaded
+    working dir, cannot join, or whose submitter returns before the job ends (a floor that times nothing)."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import floor
+
+    seconds = floor.run_ray_floor(argparse.Namespace(num_cpus=2, job_timeout=300),
+                                  argparse.Namespace(out=tmp_path), cluster)
+    jobs = [j for j in cluster.api("/api/jobs/") if j.get("entrypoint") == "python benchmarks/floor.py ray-driver 2"]
+    assert [j["status"] for j in jobs] == ["SUCCEEDED"]
+    ran = (jobs[0]["end_time"] - jobs[0]["start_time"]) / 1000
+    assert 0 < ran <= seconds  # the timed process covered the job from its start to its end

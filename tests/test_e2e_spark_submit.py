@@ -205,3 +205,20 @@ def test_losing_a_spark_worker_mid_run_leaves_exactly_one_copy_of_every_row(spar
     assert scores.num_rows == 12 * 20_000
     pairs = pc.binary_join_element_wise(scores.column("ds"), pc.cast(scores.column("entity_id"), "string"), "/")
     assert pc.count_distinct(pairs).as_py() == scores.num_rows  # no row twice
+
+
+def test_the_benchs_spark_floor_app_runs_its_python_tasks_on_the_master(spark_cluster, tmp_path):
+    """The bench's (f) Spark floor (benchmarks/floor.py): spark-submit of the least PySpark app with (d)'s settings
+    exits 0 only when its Python tasks returned, one per core. Catches a floor app that fails (it would stop
+    `make bench`) or one that never reaches the executors (Spark's event log shows its tasks)."""
+    import argparse
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import floor
+
+    master, env, _ = spark_cluster
+    args = argparse.Namespace(spark_cores=2, spark_job_conf=[], job_timeout=300)
+    assert floor.run_spark_floor(args, argparse.Namespace(out=tmp_path), master, env) > 0
+    events = [json.loads(ln) for f in (tmp_path / "spark-events-floor").iterdir() for ln in f.read_text().splitlines()]
+    ends = [e for e in events if e["Event"] == "SparkListenerTaskEnd"]
+    assert len(ends) == 2 and all(e["Task End Reason"]["Reason"] == "Success" for e in ends)

@@ -1,0 +1,113 @@
+"""(f) the engines' floors: what the least job costs on each engine here, on (b)'s and (d)'s own clocks.
+
+- Ray: a driver that joins the cluster and runs one trivial task per CPU, submitted through Ray's Jobs API with the
+  runtime env `lakescore submit` gives the score job (the repo as working dir, the same excludes), and followed to
+  its end as `lakescore submit` follows a job; timed from launching the submitting process to its exit, as (b) is.
+- Spark: spark-submit of a PySpark app that starts a SparkContext on (d)'s master and runs one trivial Python task
+  per core, with (d)'s spark-submit settings; timed from launch to exit, as (d) is.
+
+Neither reads, predicts or writes anything: a job's fixed cost minus its engine's floor is what the job adds
+(imports, MLflow, the model, the snapshot, planning, the commits). The floor itself belongs to the platform and the
+machine (JVM and Python start-up, Ray's upload, supervisor and workers, Spark's executor), which no job can go under.
+
+    python benchmarks/floor.py ray-submit ADDRESS CPUS   # the timed process: submit the driver below, follow it
+    python benchmarks/floor.py ray-driver CPUS           # that driver (runs in the job's uploaded working dir)
+    spark-submit benchmarks/floor.py spark CORES         # the Spark app
+"""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+POLL_S = 0.2  # as jobs.submit polls the job's status
+
+
+def _one(_) -> int:
+    return 1
+
+
+def ray_driver(cpus: int) -> int:
+    import ray
+
+    ray.init()
+    task = ray.remote(num_cpus=0.5)(_one)  # fractional, as the score job's chunk tasks
+    got = ray.get([task.remote(i) for i in range(cpus)])
+    return 0 if got == [1] * cpus else 1
+
+
+def ray_submit(address: str, cpus: int) -> int:
+    sys.path.insert(0, str(REPO))
+    from jobs.submit import UPLOAD_EXCLUDES
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    job = client.submit_job(entrypoint=f"python benchmarks/floor.py ray-driver {cpus}",
+                            runtime_env={"working_dir": str(REPO), "excludes": UPLOAD_EXCLUDES})
+    while (status := str(client.get_job_info(job).status)) not in TERMINAL:
+        time.sleep(POLL_S)
+    if status != "SUCCEEDED":
+        print(client.get_job_logs(job)[-2000:], file=sys.stderr)
+        return 1
+    return 0
+
+
+def spark_app(cores: int) -> int:
+    from pyspark import SparkContext
+
+    sc = SparkContext()
+    got = sc.parallelize(range(cores), cores).map(_one).collect()
+    sc.stop()
+    return 0 if got == [1] * cores else 1
+
+
+def _timed(cmd: list[str], env: dict, log_path: Path, who: str, timeout: float) -> float:
+    t0 = time.time()
+    with open(log_path, "w") as logf:
+        proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(REPO), timeout=timeout)
+    seconds = time.time() - t0
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+        raise SystemExit(f"{who} exited {proc.returncode}; log {log_path}:\n{tail}")
+    return round(seconds, 3)
+
+
+def run_ray_floor(args, wd, cluster) -> float:
+    """Seconds of one Ray floor job on `cluster` (a LocalRayCluster), launch → exit of the submitting process."""
+    return _timed([sys.executable, __file__, "ray-submit", cluster.address, str(args.num_cpus)], cluster.env,
+                  wd.out / "floor-ray.log", "(f) Ray floor", args.job_timeout)
+
+
+def run_spark_floor(args, wd, master: str, env: dict) -> float:
+    """Seconds of one Spark floor app on `master`, launch → exit of spark-submit, with (d)'s settings."""
+    from spark_job import BIN, spark_job_conf
+
+    events = wd.out / "spark-events-floor"
+    events.mkdir(parents=True, exist_ok=True)
+    cmd = [str(BIN / "spark-submit"), "--master", master]
+    for k, v in spark_job_conf(args, events).items():
+        cmd += ["--conf", f"{k}={v}"]
+    return _timed([*cmd, __file__, "spark", str(args.spark_cores)], env, wd.out / "floor-spark.log", "(f) Spark floor",
+                  args.job_timeout)
+
+
+def summarize(seconds: list[float]) -> dict | None:
+    """The median of the runs, every run listed."""
+    return {"seconds": round(statistics.median(seconds), 3), "all_seconds": seconds} if seconds else None
+
+
+def main(argv: list[str]) -> int:
+    modes = {"ray-driver": lambda a: ray_driver(int(a[0])), "ray-submit": lambda a: ray_submit(a[0], int(a[1])),
+             "spark": lambda a: spark_app(int(a[0]))}
+    if not argv or argv[0] not in modes:
+        print(__doc__.split("\n\n")[-1], file=sys.stderr)
+        return 2
+    return modes[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
