@@ -1,14 +1,18 @@
 """(f) the engines' floors: what the least job costs on each engine here, on (b)'s and (d)'s own clocks.
 
-- Ray: a driver that joins the cluster and runs one trivial task per CPU, submitted through Ray's Jobs API with the
-  runtime env `lakescore submit` gives the score job (the repo as working dir, the same excludes), and followed to
-  its end as `lakescore submit` follows a job; timed from launching the submitting process to its exit, as (b) is.
-- Spark: spark-submit of a PySpark app that starts a SparkContext on (d)'s master and runs one trivial Python task
-  per core, with (d)'s spark-submit settings; timed from launch to exit, as (d) is.
+- Ray: a driver that joins the cluster as the jobs do (engine.ray.session.connect) and runs one trivial task per
+  CPU, submitted through Ray's Jobs API with the runtime env `lakescore submit` gives the score job (the repo as
+  working dir, the same excludes), and followed to its end as `lakescore submit` follows a job; timed from launching
+  the submitting process to its exit, as (b) is.
+- Spark: spark-submit of a PySpark app that starts its SparkContext as the jobs do (the installed pyspark first,
+  engine.spark.session.spark_context with engine.spark.executor.session_conf: C1-only executors, the project's
+  Python daemon) on (d)'s master and runs one trivial Python task per core, with (d)'s spark-submit settings; timed
+  from launch to exit, as (d) is.
 
 Neither reads, predicts or writes anything: a job's fixed cost minus its engine's floor is what the job adds
-(imports, MLflow, the model, the snapshot, planning, the commits). The floor itself belongs to the platform and the
-machine (JVM and Python start-up, Ray's upload, supervisor and workers, Spark's executor), which no job can go under.
+(imports, MLflow, the model, the snapshot, planning, the commits). The floor is the platform's and the machine's
+(JVM and Python start-up, Ray's upload, supervisor and workers, Spark's executor) with the jobs' own start-up
+settings: what no job started this way can go under.
 
     python benchmarks/floor.py ray-submit ADDRESS CPUS   # the timed process: submit the driver below, follow it
     python benchmarks/floor.py ray-driver CPUS           # that driver (runs in the job's uploaded working dir)
@@ -34,14 +38,15 @@ def _one(_) -> int:
 def ray_driver(cpus: int) -> int:
     import ray
 
-    ray.init()
+    from engine.ray.session import connect
+
+    connect(None)
     task = ray.remote(num_cpus=0.5)(_one)  # fractional, as the score job's chunk tasks
     got = ray.get([task.remote(i) for i in range(cpus)])
     return 0 if got == [1] * cpus else 1
 
 
 def ray_submit(address: str, cpus: int) -> int:
-    sys.path.insert(0, str(REPO))
     from jobs.submit import UPLOAD_EXCLUDES
     from ray.job_submission import JobSubmissionClient
 
@@ -57,9 +62,13 @@ def ray_submit(address: str, cpus: int) -> int:
 
 
 def spark_app(cores: int) -> int:
-    from pyspark import SparkContext
+    from engine.spark.pythonpath import prefer_installed_pyspark
 
-    sc = SparkContext()
+    prefer_installed_pyspark()  # before pyspark is imported, as jobs.engines does
+    from engine.spark.executor import session_conf
+    from engine.spark.session import spark_context
+
+    sc = spark_context("lakescore-floor", extra_conf=session_conf())
     got = sc.parallelize(range(cores), cores).map(_one).collect()
     sc.stop()
     return 0 if got == [1] * cores else 1
@@ -101,6 +110,8 @@ def summarize(seconds: list[float]) -> dict | None:
 
 
 def main(argv: list[str]) -> int:
+    if str(REPO) not in sys.path:  # run as a script (spark-submit, the Ray job's working dir): the project's packages
+        sys.path.insert(1, str(REPO))
     modes = {"ray-driver": lambda a: ray_driver(int(a[0])), "ray-submit": lambda a: ray_submit(a[0], int(a[1])),
              "spark": lambda a: spark_app(int(a[0]))}
     if not argv or argv[0] not in modes:
