@@ -13,6 +13,8 @@
      of benchmarks/peer_app.py to (d)'s standalone master and worker, from launch to exit, as (d) is timed
 (d)  spark_job:  `spark-submit jobs/score.py --config conf/score.yaml engine=spark` to an already running standalone
                  master and worker (engine/testing/spark_cluster.py): whole job, steady state, fixed cost, model loads
+(a′) raw beside: (a) again right before each run of (b) and of (d), for ratios of two runs taken together (this
+                 machine's speed drifts by a third within minutes; a job's rate over the raw run beside it does not)
 (f)  floor:      each engine's least job (join, one trivial task per core, exit) on (b)'s and (d)'s clocks, run beside
                  them: the part of their fixed cost no job can go under here (benchmarks/floor.py)
 Every output is joined to (a)'s on entity_id: a missing, extra or repeated key, or a score more than 1e-6 away,
@@ -51,7 +53,7 @@ from spark_job import run_spark_job  # noqa: E402
 from workload import Workdir, load_booster, log, setup  # noqa: E402
 
 PARTS = ("raw", "lakescore", "nocontract", "spark", "spark_tuned", "spark_df", "spark_job", "peers_whole", "rss",
-         "profile", "evaluate", "floor")
+         "profile", "evaluate", "floor", "raw_beside")
 PEER_PART = dict(zip(PEERS, ("spark", "spark_tuned", "spark_df")))  # (c), (c′), (c″): JSON key → --skip name
 
 
@@ -156,7 +158,7 @@ def whole_peers(skip: set[str]) -> list[str]:
 
 
 def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, peers: dict, spark_job: list,
-                  spark_floor: list) -> None:
+                  spark_floor: list, raw_beside) -> None:
     """(c), (c′), (c″) on both clocks, then (d) and its engine's floor (f), interleaved run by run, so a change in
     the machine's load hits all alike. `peers` gets "<part>" (in-session) and "<part>_whole" lists."""
     def parquet_check(path):
@@ -174,6 +176,7 @@ def measure_spark(args, wd: Workdir, skip: set[str], reference, standalone, peer
             peers[f"{part}_whole"].append(timed(f"{part}_whole", lambda: run_peer_whole(args, wd, part, standalone.master_url, env),
                                                 None, parquet_check(peer_out(wd, part, whole=True))))
         if "spark_job" not in skip:
+            raw_beside("spark_job")
             log(f"spark_job: run {i + 1}/{args.repeat}")
             spark_job.append(timed("spark_job", lambda: run_spark_job(args, wd, standalone.master_url, env, args.rows),
                                    None, lambda r: verify.compare("(d) spark_job", reference,
@@ -199,6 +202,13 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         log(f"raw: run {i + 1}")
         raw_runs.append(timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True))
     reference = verify.read_parquet_scores(wd.raw_out)
+    beside: dict[str, list[dict]] = {"lakescore": [], "spark_job": []}
+
+    def raw_beside(part: str) -> None:
+        """(a′): (a) once more, right before a run of `part`; its output is (a)'s again (not verified twice)."""
+        if "raw_beside" not in skip:
+            log(f"raw beside {part}: run {len(beside[part]) + 1}")
+            beside[part].append(timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True))
     peers: dict[str, list[dict]] = {k: [] for p in PEERS for k in (p, f"{p}_whole")}
     spark_job: list[dict] = []
     spark_floor: list[float] = []
@@ -206,7 +216,7 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
     if "spark_job" not in skip or whole_peers(skip):  # started once, before any timing, as (b)'s Ray cluster is
         standalone = start_standalone(args, wd, result)
     try:
-        measure_spark(args, wd, skip, reference, standalone, peers, spark_job, spark_floor)
+        measure_spark(args, wd, skip, reference, standalone, peers, spark_job, spark_floor, raw_beside)
     finally:
         if standalone is not None:
             standalone.stop()
@@ -237,6 +247,8 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
             for i in range(args.repeat):  # interleaved, so a change in the machine's load hits both alike
                 for contract in modes:
                     tag = "main" if contract else "nocontract"
+                    if contract:
+                        raw_beside("lakescore")
                     log(f"lakescore[{tag}]: run {i + 1}/{args.repeat}")
                     ls[contract].append(timed(tag, lambda: run_lakescore(args, wd, cluster, args.rows, tag, False, contract),
                                               cluster, lambda r: verify.compare(f"(b) {tag}", reference,
@@ -261,6 +273,7 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
                    "lakescore": summarize(ls[True]),
                    "lakescore_no_contract": summarize(ls[False]), "evaluate": summarize(evaluate),
                    "ray_floor": floor.summarize(ray_floor),
+                   "raw_beside": {k: summarize(v) for k, v in beside.items()},
                    "chunk_profile": prof, "rss_small": small,
                    "rss_large": large})
 

@@ -31,6 +31,13 @@ ISSUE20_TARGETS = (
     ("spark_ratio_whole_vs_spark_udf_tuned_whole", "Spark whole / (c′) whole", ">=", 1.8),
     ("evaluate_job_ratio_vs_raw", "evaluate whole / raw", ">=", 1.0),
 )
+# The same four ratio targets on (a′), each run over the raw run right before it (median of the per-run ratios).
+PAIRED_TARGETS = (
+    ("ratio_vs_raw_paired", "Ray whole / raw beside", ">=", 0.85),
+    ("lakescore_steady_ratio_vs_raw_paired", "Ray steady / raw beside", ">=", 0.95),
+    ("spark_ratio_vs_raw_paired", "Spark whole / raw beside", ">=", 0.75),
+    ("spark_steady_ratio_vs_raw_paired", "Spark steady / raw beside", ">=", 0.9),
+)
 
 
 def fmt(v, spec=",.0f") -> str:
@@ -106,6 +113,7 @@ def derive(args, result: dict) -> dict:
     out["evaluate_job_ratio_vs_raw"] = ratio(out["evaluate_job_rows_per_s"], rate["raw"])
     out.update(derive_clocks(result, out))
     out.update(floors(result, out))
+    out.update(paired(result))
     job_s = (mid or {}).get("profile", {}).get("job_elapsed_s")
     if job_s:
         # What the job itself reports (config parsed → summary), without the CLI, upload, driver exit and log tail.
@@ -166,10 +174,36 @@ def floors(result: dict, d: dict) -> dict:
     return out
 
 
+def paired(result: dict) -> dict:
+    """(a′): each run of (b) and (d) over the raw run right before it, whole and steady; the medians of those
+    per-run ratios (None where (a′) was skipped or a run lacks its figure), and every run's in `paired_runs`."""
+    def steady_ray(r):
+        span = (r.get("tasks") or {}).get("tasks_span_s")
+        return r["rows"] / span if span else None
+
+    def steady_spark(r):
+        return (r.get("timeline") or {}).get("steady_rows_per_s")
+
+    out: dict = {"paired_runs": {}}
+    for part, whole_key, steady_key, steady in (
+            ("lakescore", "ratio_vs_raw_paired", "lakescore_steady_ratio_vs_raw_paired", steady_ray),
+            ("spark_job", "spark_ratio_vs_raw_paired", "spark_steady_ratio_vs_raw_paired", steady_spark)):
+        runs = (result.get(part) or {}).get("runs") or []
+        raws = ((result.get("raw_beside") or {}).get(part) or {}).get("runs") or []
+        pairs = list(zip(runs, raws)) if runs and len(runs) == len(raws) else []
+        for key, rate in ((whole_key, lambda r: r["rows_per_s"]), (steady_key, steady)):
+            ratios = [rate(r) / a["rows_per_s"] if rate(r) else None for r, a in pairs]
+            ok = ratios and all(x is not None for x in ratios)
+            out[key] = round(statistics.median(ratios), 3) if ok else None
+            out["paired_runs"][key] = [None if x is None else round(x, 3) for x in ratios]
+    return out
+
+
 def issue20_targets(d: dict) -> list[dict]:
-    """Each of issue 20's targets with its figure and ok (None when the figure was not measured)."""
+    """Each of issue 20's targets with its figure and ok (None when the figure was not measured); the ratio
+    targets also on (a′), the raw run beside each run."""
     rows = []
-    for key, label, op, bound in ISSUE20_TARGETS:
+    for key, label, op, bound in (*ISSUE20_TARGETS, *PAIRED_TARGETS):
         v = d.get(key)
         ok = None if v is None else (v >= bound if op == ">=" else v <= bound)
         rows.append({"key": key, "label": label, "value": v, "target": f"{op} {bound}", "ok": ok})
@@ -332,7 +366,9 @@ def print_table(args, result: dict) -> None:
     print(f"issue 20's targets (stated at 16 M rows; this run: {args.rows:,} rows)")
     for t in d["targets_issue20"]:
         v = t["value"]
-        print(f"  {t['label']:<34}{fmt(v, '.2f'):>10}   target {t['target']}{mark(t['ok'])}")
+        each = d.get("paired_runs", {}).get(t["key"])
+        per_run = f"  runs {each}" if each else ""
+        print(f"  {t['label']:<34}{fmt(v, '.2f'):>10}   target {t['target']}{mark(t['ok'])}{per_run}")
     for engine, job, name in (("ray", "lakescore", "Ray"), ("spark", "spark", "Spark")):
         if d.get(f"{engine}_floor_s") is not None:
             label, over = f"(f) {name} floor (least job), s", fmt(d[f"{job}_fixed_over_floor_s"], ".2f")

@@ -107,3 +107,27 @@ def test_each_fixed_cost_is_set_against_its_engines_floor(capsys):
     report.print_table(bench_args(), bare)
     assert bare["ray_floor_s"] is None and bare["lakescore_fixed_over_floor_s"] is None
     assert "(f) Ray floor" not in capsys.readouterr().out
+
+
+def test_paired_ratios_divide_each_run_by_the_raw_run_beside_it(capsys):
+    """(a′): three (b) runs at 240k, 300k, 200k rows/s, each right after a raw run at 300k, 500k, 250k: the paired
+    ratios are 0.8, 0.6, 0.8 (median 0.8), whatever the pooled raw median says (240k / 500k = 0.48). Steady pairs
+    use each run's own chunk span. Catches pairing runs with the wrong raw run (sorted, pooled or shifted), a mean
+    for the median, and a paired figure reported when the raw runs do not match the job's runs one for one."""
+    res = result()
+    spans = [ROWS / 480_000, ROWS / 600_000, ROWS / 300_000]
+    runs = [{"rows": ROWS, "rows_per_s": v, "seconds": ROWS / v, "tasks": {"tasks_span_s": s}, "profile": {}}
+            for v, s in zip((240_000, 300_000, 200_000), spans)]
+    res["lakescore"] = {**part(240_000), "runs": runs}
+    res["raw_beside"] = {"lakescore": {**part(300_000), "runs": [part(v)["runs"][0] for v in (300_000, 500_000, 250_000)]},
+                         "spark_job": {**part(400_000), "runs": [part(400_000)["runs"][0]] * 2}}
+    report.print_table(bench_args(repeat=3), res)
+    assert res["paired_runs"]["ratio_vs_raw_paired"] == [0.8, 0.6, 0.8] and res["ratio_vs_raw_paired"] == 0.8
+    assert res["paired_runs"]["lakescore_steady_ratio_vs_raw_paired"] == [1.6, 1.2, 1.2]
+    assert res["lakescore_steady_ratio_vs_raw_paired"] == 1.2
+    assert res["spark_ratio_vs_raw_paired"] is None  # one (d) run, two raw runs beside it: no pairing
+    marks = {t["key"]: t["ok"] for t in res["targets_issue20"]}
+    assert marks["ratio_vs_raw_paired"] is False and marks["lakescore_steady_ratio_vs_raw_paired"] is True
+    assert marks["spark_ratio_vs_raw_paired"] is None
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "Ray whole / raw beside" in ln)
+    assert "MISS" in line and "[0.8, 0.6, 0.8]" in line
