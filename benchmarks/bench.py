@@ -197,10 +197,13 @@ def start_standalone(args, wd: Workdir, result: dict) -> StandaloneSpark:
 
 def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) -> None:
     """Run every part not skipped into `result`; raises verify.ScoresDiffer on the first wrong output."""
+    def raw_run() -> dict:
+        return timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True)
+
     raw_runs: list[dict] = []
     for i in range(1 if "raw" in skip else args.repeat):  # (a) is also the reference: run once even when skipped
         log(f"raw: run {i + 1}")
-        raw_runs.append(timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True))
+        raw_runs.append(raw_run())
     reference = verify.read_parquet_scores(wd.raw_out)
     beside: dict[str, list[dict]] = {"lakescore": [], "spark_job": []}
 
@@ -208,7 +211,7 @@ def measure(args, wd: Workdir, skip: set[str], booster, bundle, result: dict) ->
         """(a′): (a) once more, right before a run of `part`; its output is (a)'s again (not verified twice)."""
         if "raw_beside" not in skip:
             log(f"raw beside {part}: run {len(beside[part]) + 1}")
-            beside[part].append(timed("raw", lambda: run_raw(args, wd, booster), None, lambda r: True))
+            beside[part].append(raw_run())
     peers: dict[str, list[dict]] = {k: [] for p in PEERS for k in (p, f"{p}_whole")}
     spark_job: list[dict] = []
     spark_floor: list[float] = []

@@ -20,6 +20,7 @@ settings: what no job started this way can go under.
 """
 from __future__ import annotations
 
+import shutil
 import statistics
 import subprocess
 import sys
@@ -74,34 +75,38 @@ def spark_app(cores: int) -> int:
     return 0 if got == [1] * cores else 1
 
 
-def _timed(cmd: list[str], env: dict, log_path: Path, who: str, timeout: float) -> float:
+def run_ray_floor(args, wd, cluster) -> float:
+    """Seconds of one Ray floor job on `cluster` (a LocalRayCluster), launch → exit of the submitting process;
+    stops the bench (job.job_lines) when it fails."""
+    from job import job_lines
+
+    log_path = wd.out / "floor-ray.log"
     t0 = time.time()
     with open(log_path, "w") as logf:
-        proc = subprocess.run(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(REPO), timeout=timeout)
+        proc = subprocess.run([sys.executable, __file__, "ray-submit", cluster.address, str(args.num_cpus)],
+                              env=cluster.env, stdout=logf, stderr=subprocess.STDOUT, cwd=str(REPO),
+                              timeout=args.job_timeout)
     seconds = time.time() - t0
-    if proc.returncode != 0:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-        raise SystemExit(f"{who} exited {proc.returncode}; log {log_path}:\n{tail}")
+    job_lines(proc, log_path, "(f) Ray floor")
     return round(seconds, 3)
 
 
-def run_ray_floor(args, wd, cluster) -> float:
-    """Seconds of one Ray floor job on `cluster` (a LocalRayCluster), launch → exit of the submitting process."""
-    return _timed([sys.executable, __file__, "ray-submit", cluster.address, str(args.num_cpus)], cluster.env,
-                  wd.out / "floor-ray.log", "(f) Ray floor", args.job_timeout)
-
-
 def run_spark_floor(args, wd, master: str, env: dict) -> float:
-    """Seconds of one Spark floor app on `master`, launch → exit of spark-submit, with (d)'s settings."""
-    from spark_job import BIN, spark_job_conf
+    """Seconds of one Spark floor app on `master`, launch → exit of spark-submit (spark_job.spark_submit), with
+    (d)'s settings and a fresh event log; stops the bench (job.job_lines) when it fails."""
+    from job import job_lines
+    from spark_job import spark_job_conf, spark_submit
 
     events = wd.out / "spark-events-floor"
-    events.mkdir(parents=True, exist_ok=True)
-    cmd = [str(BIN / "spark-submit"), "--master", master]
-    for k, v in spark_job_conf(args, events).items():
-        cmd += ["--conf", f"{k}={v}"]
-    return _timed([*cmd, __file__, "spark", str(args.spark_cores)], env, wd.out / "floor-spark.log", "(f) Spark floor",
-                  args.job_timeout)
+    if events.exists():
+        shutil.rmtree(events)
+    events.mkdir(parents=True)
+    log_path = wd.out / "floor-spark.log"
+    app = [__file__, "spark", str(args.spark_cores)]
+    proc, t_start, t_end = spark_submit(master, spark_job_conf(args, events), app, env, log_path, wd.out,
+                                        args.job_timeout)
+    job_lines(proc, log_path, "(f) Spark floor")
+    return round(t_end - t_start, 3)
 
 
 def summarize(seconds: list[float]) -> dict | None:
