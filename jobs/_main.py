@@ -212,8 +212,11 @@ def exit_now(code: int) -> None:
     import os
 
     ray = sys.modules.get("ray")  # never imported here just to ask (a Spark job would pay a second for it)
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
+    try:
+        if ray is not None and ray.is_initialized():
+            ray.shutdown()
+    except Exception:  # noqa: BLE001 - Ray still being imported or joined on the engine's start thread (jobs.engines)
+        pass  # the exit below ends that: the cluster sees the driver go either way
     _logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -4,12 +4,14 @@ Every job (score, validate, evaluate, backtest) runs through `engine.executor.Ex
 reads `cfg.engine`: Spark (`engine.spark.executor.SparkExecutor` on the process's SparkContext, started here with the
 scheduling it needs, or spark-submit's; no SparkSession, which RDD tasks do not need and which costs seconds), else Ray
 (`engine.ray.executor.executor`: tasks or actors by `ray.pipeline`, after connecting to `ray.address`). The executor
-is lazy: the engine starts on the job's first call into it, so what a job resolves first (the lake, the model
-version, the input version) fails in about a second, naming the setting, and never after Ray's start-up. A Spark
-engine starts in a background thread as soon as the job makes its executor: the SparkContext, its executors and their
-Python workers come up while the driver resolves, fetches the model, opens the outputs and plans, and the first call
-that needs the engine (run, gpus) waits for it, raising what the start raised. A resolution error still comes in
-about a second: nothing waits for the engine. Tests hand the job cores `engine.executor.LocalExecutor` directly.
+is lazy: what a job resolves first (the lake, the model version, the input version) fails in about a second, naming
+the setting, and never after the engine's start-up. A Spark engine, and a Ray one that joins a running cluster (an
+address: every `ray job submit` driver), starts in a background thread as soon as the job makes its executor: the
+SparkContext, its executors and their Python workers, or Ray's connection and its warm workers, come up while the
+driver resolves, fetches the model, opens the outputs and plans, and the first call that needs the engine (run, gpus)
+waits for it, raising what the start raised. A resolution error still comes in about a second: nothing waits for the
+engine. A local Ray start (no address) begins on the job's first call into the executor, after the resolution.
+Tests hand the job cores `engine.executor.LocalExecutor` directly.
 Imports: engine.ray and engine.spark (lazily: a Ray job never starts a JVM, a Spark job never Ray).
 """
 from __future__ import annotations
@@ -99,15 +101,25 @@ class LazyExecutor:
 def make_executor(cfg, job: str) -> LazyExecutor:
     """The executor for `cfg.engine` ("ray" or "spark"), started when first used (Spark: from `warm_up()` on, in the
     background); `job` names the Spark application (lakescore-<job>)."""
+    from engine.ray.session import joins_cluster, prepare_background_connect
+
     spark = cfg.engine == "spark"
-    lazy = LazyExecutor(lambda: _start_spark(cfg, job) if spark else _start_ray(cfg, job), background=spark)
+    # The engine's start begins with the job, beside the resolution, where an early exit leaves nothing behind:
+    # Spark's (SparkContext, the application on the master, its executors' JVMs: ~10 s; the exit ends the
+    # half-started application) and a join of a running Ray (every `ray job submit` driver: ray.init, then the warm
+    # tasks start the workers and import the chunk's modules while MLflow imports and the snapshot is read; 1.1 s off
+    # the 1M-row score job). A bad setting still fails in a second (the job does not wait for the engine to report
+    # it) and a good one finds the engine up. A local Ray start waits for the resolution: its GCS and raylet are
+    # processes of their own, which an exit half-way through would leave running.
+    early = spark or joins_cluster(cfg.ray.address)
+    lazy = LazyExecutor(lambda: _start_spark(cfg, job) if spark else _start_ray(cfg, job), background=early)
     if spark:
         from engine.spark.pythonpath import prefer_installed_pyspark
 
         prefer_installed_pyspark()  # before any thread imports pyspark: compiled modules, not spark-submit's zip
-        # Spark's start (SparkContext, the application on the master, its executors' JVMs: ~10 s) begins with the
-        # job, beside the resolution: a bad setting still fails in a second (the job does not wait for the engine
-        # to report it, and its exit ends the half-started application), and a good one finds the engine up.
+    elif early:
+        prepare_background_connect()
+    if early:
         lazy.start()
     return lazy
 

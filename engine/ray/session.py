@@ -36,6 +36,32 @@ def connect(address: str | None) -> None:
     log.info("ray: connected, %s CPU, %s GPU", ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0))
 
 
+def joins_cluster(address: str | None) -> bool:
+    """True when `connect(address)` joins a running Ray (an address, or RAY_ADDRESS, which `ray job submit` sets for
+    its drivers) rather than starting one: a join starts no process, so the job may begin it before it knows its
+    inputs and exit mid-way without leaving anything behind."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
+def prepare_background_connect() -> None:
+    """Before `connect` runs on a thread other than the main one (jobs.engines): `ray.init` sets its SIGTERM handler
+    (exit, so `ray job stop` unwinds the job's `finally` blocks) only on the main thread, and says so on stderr on any
+    other; set the same handler here, on the main thread, and drop that one notice."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # ray._private.worker.init's handler
+    logging.getLogger("ray._private.worker").addFilter(_SigtermNoticeFilter())
+
+
+class _SigtermNoticeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("SIGTERM handler is not set")
+
+
 def _token_auth_explicitly() -> None:
     """Turn Ray's token auth on for a local start, as Ray's default would, without its notice (module docstring)."""
     if AUTH_MODE in os.environ:
