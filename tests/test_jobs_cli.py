@@ -238,15 +238,40 @@ def test_a_local_ray_starts_only_after_the_resolution(lake, demo_root, monkeypat
     would outlive an exit half-way through its start: its executor starts nothing when made (the engine waits for the
     job's first call into it, after the resolution); given an address, the same job's engine would start at once.
     A make_executor that starts every Ray beside the resolution, or none, fails here."""
+    from engine.ray import session
     from jobs import engines
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(session, "prepare_background_connect", lambda: None)  # keeps this process's SIGTERM handler
     monkeypatch.setattr(engines.LazyExecutor, "start", lambda self: starts.append(self))
     starts = []
     engines.make_executor(score_config(lake, demo_root), "score")
     assert starts == []
     engines.make_executor(score_config(lake, demo_root, "ray.address=127.0.0.1:1"), "score")
     assert len(starts) == 1
+
+
+_SIGTERM_DURING_JOIN = """
+import os, signal, sys, time, types
+from jobs.engines import make_executor
+
+make_executor(types.SimpleNamespace(engine="ray", ray=types.SimpleNamespace(address=sys.argv[1])), "score")
+try:
+    os.kill(os.getpid(), signal.SIGTERM)  # what `ray job stop` sends the driver, while its join has not finished
+    time.sleep(60)
+finally:
+    print("unwound", flush=True)
+"""
+
+
+def test_sigterm_during_a_background_join_unwinds_the_job(silent_ray_address):
+    """`ray job stop` SIGTERMs the driver, and Ray's handler (set by `ray.init` on the main thread only) turns that
+    into SystemExit so the job's `finally` blocks run. A job that joins its Ray on a thread (jobs.engines) sets the
+    same handler itself: SIGTERM while the join hangs ends the process with exit 15 after its `finally` ran. Without
+    it the signal kills the process outright (-15, no "unwound")."""
+    out = subprocess.run([sys.executable, "-c", _SIGTERM_DURING_JOIN, silent_ray_address], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert (out.returncode, out.stdout) == (15, "unwound\n"), out.stderr[-3000:]
 
 
 def test_a_job_exits_with_its_code_while_ray_is_still_being_imported():

@@ -54,7 +54,9 @@ def prepare_background_connect() -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # ray._private.worker.init's handler
-    logging.getLogger("ray._private.worker").addFilter(_SigtermNoticeFilter())
+    ray_worker_log = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _SigtermNoticeFilter) for f in ray_worker_log.filters):
+        ray_worker_log.addFilter(_SigtermNoticeFilter())
 
 
 class _SigtermNoticeFilter(logging.Filter):
