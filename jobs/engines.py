@@ -99,8 +99,8 @@ class LazyExecutor:
 
 
 def make_executor(cfg, job: str) -> LazyExecutor:
-    """The executor for `cfg.engine` ("ray" or "spark"), started when first used (Spark: from `warm_up()` on, in the
-    background); `job` names the Spark application (lakescore-<job>)."""
+    """The executor for `cfg.engine` ("ray" or "spark"): Spark, and Ray joining a running cluster, start at once in
+    the background; a local Ray starts when first used. `job` names the Spark application (lakescore-<job>)."""
     from engine.ray.session import joins_cluster, prepare_background_connect
 
     spark = cfg.engine == "spark"
